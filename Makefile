@@ -1,0 +1,25 @@
+# vixen-assets: `make demo` runs the main job on a bundled sample, `make test` runs the test suite.
+# Both install what they need first (scripts/setup.sh, idempotent).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export XDG_RUNTIME_DIR ?= /tmp/vixen-xdg-$(shell id -u)
+
+.PHONY: setup demo test test-slow bench shaders clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@mkdir -p $(XDG_RUNTIME_DIR)
+	$(VENV)/bin/vixen-assets devices
+	$(PY) samples/upload_demo.py
+
+test: setup
+	@mkdir -p $(XDG_RUNTIME_DIR)
+	VIXEN_VALIDATION=1 $(PY) -m pytest tests plugins -q
+
+test-slow: setup
+	VIXEN_VALIDATION=1 $(PY) -m pytest tests plugins -q -m slow
+
+clean:
+	rm -rf $(VENV) .pytest_cache

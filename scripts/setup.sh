@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Make this machine ready for vixen-assets, idempotently:
+#   1. system packages: Mesa lavapipe >= 25 from Debian bookworm-backports (acceleration structures, ray query),
+#      the Khronos validation layer, glslang and SPIR-V tools;
+#   2. a virtualenv in .venv with vixen-assets (editable, with its test extra) and every plugin under plugins/.
+# As root it installs directly; otherwise it uses sudo when present, else prints the exact commands and stops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV=${VIXEN_VENV:-$ROOT/.venv}
+PY=${PYTHON:-python3}
+
+need_system() {
+  command -v glslangValidator >/dev/null 2>&1 || return 0
+  dpkg -s vulkan-validationlayers >/dev/null 2>&1 || return 0
+  dpkg -s spirv-tools >/dev/null 2>&1 || return 0
+  local v
+  v=$(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || true)
+  [ -n "$v" ] || return 0
+  dpkg --compare-versions "$v" ge 25 || return 0
+  return 1
+}
+
+system_commands() {
+  cat <<'CMDS'
+if [ ! -f /etc/apt/sources.list.d/bookworm-backports.sources ] && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    awk 'BEGIN{RS="";ORS="\n\n"} NR==1' /etc/apt/sources.list.d/debian.sources | sed -e 's/^Suites:.*/Suites: bookworm-backports/' -e '/^#/d' > /etc/apt/sources.list.d/bookworm-backports.sources
+  else
+    grep -m1 -E '^deb .* bookworm ' /etc/apt/sources.list | sed -e 's/ bookworm / bookworm-backports /' > /etc/apt/sources.list.d/bookworm-backports.list
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q -t bookworm-backports mesa-vulkan-drivers vulkan-tools
+apt-get install -y -q vulkan-validationlayers glslang-tools spirv-tools python3-venv
+CMDS
+}
+
+if need_system; then
+  echo "setup: installing Mesa lavapipe (bookworm-backports), validation layers and glslang" >&2
+  if [ "$(id -u)" = 0 ]; then
+    bash -c "$(system_commands)"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo bash -c "$(system_commands)"
+  else
+    echo "setup: not root and no sudo. Run these commands as root, then run 'make setup' again:" >&2
+    system_commands >&2
+    exit 1
+  fi
+fi
+
+# Python environment: reinstall only when a project file changed.
+stamp="$VENV/.vixen-setup-stamp"
+want=$(cat pyproject.toml plugins/*/pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
+  exit 0
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+args=(-e "$ROOT[test]")
+for p in plugins/*/; do
+  [ -f "$p/pyproject.toml" ] && args+=(-e "$ROOT/$p")
+done
+"$VENV/bin/python" -m pip install -q "${args[@]}"
+echo "$want" > "$stamp"
+echo "setup: ready ($VENV)" >&2

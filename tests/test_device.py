@@ -1,0 +1,167 @@
+"""Device enumeration, feature detection, queue selection, open/close, VIXEN_DEVICE selection."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import vixen_assets as va
+from vixen_assets.errors import DeviceClosedError, DeviceNotFoundError, VixenError
+from vixen_assets.vk.shim import ffi, lib, vk
+
+
+def test_list_devices_reports_llvmpipe_heaps_queues_features() -> None:
+    infos = va.list_devices()
+    assert infos, "no Vulkan device"
+    names = [i.name for i in infos]
+    info = infos[0]
+    assert info.index == 0
+    assert info.api_version.count(".") == 2
+    assert info.heaps and all(h.size > 0 for h in info.heaps)
+    assert any(h.device_local for h in info.heaps)
+    assert info.memory_types and all(0 <= t.heap < len(info.heaps) for t in info.memory_types)
+    assert any("transfer" in q.capabilities for q in info.queue_families)
+    for key in ("buffer_device_address", "timeline_semaphore", "synchronization2", "acceleration_structure",
+                "ray_query", "deferred_host_operations", "memory_budget"):
+        assert isinstance(info.features[key], bool)
+    if any("llvmpipe" in n for n in names):
+        lvp = next(i for i in infos if "llvmpipe" in i.name)
+        assert lvp.unified_memory
+        assert lvp.features["acceleration_structure"] and lvp.features["ray_query"], "Mesa >= 25 expected"
+        assert lvp.transfer_family is None
+
+
+def test_open_close_twice_and_use_after_close(device) -> None:
+    assert not device.closed
+    assert device.info.name
+    assert device.logical.queue.family == 0 or device.logical.queue.family >= 0
+
+
+def test_open_device_context_manager_closes_on_exception() -> None:
+    with pytest.raises(RuntimeError):
+        with va.open_device(validation=True) as dev:
+            raise RuntimeError("boom")
+    assert dev.closed
+    dev.close()  # second close is a no-op
+    with pytest.raises(DeviceClosedError):
+        dev.check_open()
+
+
+def test_feature_flags_match_enabled_extensions(device) -> None:
+    exts = device.logical.extensions
+    assert device.features["acceleration_structure"] == ("VK_KHR_acceleration_structure" in exts)
+    assert device.features["ray_query"] == ("VK_KHR_ray_query" in exts)
+    assert device.features["memory_budget"] == ("VK_EXT_memory_budget" in exts)
+
+
+def test_bad_vixen_device_is_clear(monkeypatch) -> None:
+    monkeypatch.setenv("VIXEN_DEVICE", "no-such-gpu-xyz")
+    with pytest.raises(DeviceNotFoundError, match="no-such-gpu-xyz"):
+        va.open_device()
+    monkeypatch.setenv("VIXEN_DEVICE", "99")
+    with pytest.raises(DeviceNotFoundError, match="VIXEN_DEVICE='99'"):
+        va.open_device()
+    assert issubclass(DeviceNotFoundError, VixenError)
+
+
+def test_vixen_device_picks_by_name_and_index(monkeypatch) -> None:
+    first = va.list_devices()[0]
+    monkeypatch.setenv("VIXEN_DEVICE", first.name.split()[0].upper())
+    with va.open_device(validation=True) as dev:
+        assert dev.info.name == first.name
+    monkeypatch.setenv("VIXEN_DEVICE", "0")
+    with va.open_device(validation=True) as dev:
+        assert dev.info.index == 0
+
+
+def test_forced_separate_transfer_queue() -> None:
+    with va.open_device(validation=True, separate_transfer_queue=True) as dev:
+        assert dev.logical.transfer_queue is not None
+        assert dev.logical.upload_queue is dev.logical.transfer_queue
+        assert not dev.validation_problems()
+    with va.open_device(validation=True, separate_transfer_queue=False) as dev:
+        assert dev.logical.transfer_queue is None
+        assert dev.logical.upload_queue is dev.logical.queue
+
+
+def test_validation_env_var(monkeypatch) -> None:
+    monkeypatch.setenv("VIXEN_VALIDATION", "1")
+    with va.open_device() as dev:
+        assert dev.instance.validation
+    monkeypatch.setenv("VIXEN_VALIDATION", "0")
+    with va.open_device() as dev:
+        assert not dev.instance.validation
+
+
+def _invalid_copy(dev) -> None:
+    """Record (never submit) a vkCmdCopyBuffer whose region runs past both buffers: a validation error."""
+    from vixen_assets.vk import resources
+    from vixen_assets.vk.commands import begin, end
+
+    ld = dev.logical
+    bufs, mems = [], []
+    for _ in range(2):
+        b = resources.create_buffer(ld, 256, vk.VK_BUFFER_USAGE_TRANSFER_SRC_BIT | vk.VK_BUFFER_USAGE_TRANSFER_DST_BIT)
+        size, _align, bits = resources.buffer_requirements(ld, b)
+        type_index = (bits & -bits).bit_length() - 1
+        m = resources.allocate_memory(ld, size, type_index)
+        resources.bind_buffer(ld, b, m, 0)
+        bufs.append(b)
+        mems.append(m)
+    cmd = dev.command_pool.allocate()
+    begin(cmd)
+    regions = resources.copy_regions(1)
+    regions[0] = (0, 0, 4096)
+    resources.cmd_copy_buffer(cmd, bufs[0], bufs[1], regions)
+    end(cmd)
+    dev.command_pool.free(cmd)
+    for b, m in zip(bufs, mems):
+        resources.destroy_buffer(ld, b)
+        resources.free_memory(ld, m)
+
+
+def test_fixture_catches_a_deliberately_invalid_call(pytester) -> None:
+    pytester.makepyfile(
+        test_inner=f"""
+import sys
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+from test_device import _invalid_copy
+
+def test_bad(vixen_device):
+    _invalid_copy(vixen_device)
+
+def test_good(vixen_device):
+    assert vixen_device.info.name
+"""
+    )
+    result = pytester.runpytest_subprocess("-q")
+    out = result.stdout.str()
+    assert "Vulkan validation reported" in out, out
+    assert "vkCmdCopyBuffer" in out or "VUID-vkCmdCopyBuffer" in out, out
+    result.assert_outcomes(passed=2, errors=1)
+
+
+def test_cli_devices_json_and_table() -> None:
+    env = dict(os.environ)
+    out = subprocess.run([sys.executable, "-m", "vixen_assets.cli.main", "devices", "--json"], capture_output=True,
+                         text=True, env=env, check=True).stdout
+    data = json.loads(out)
+    assert data and data[0]["name"] and data[0]["heaps"] and "features" in data[0]
+    table = subprocess.run([sys.executable, "-m", "vixen_assets.cli.main", "devices"], capture_output=True, text=True,
+                           env=env, check=True).stdout
+    assert data[0]["name"].split()[0] in table and "acceleration_structure" in table and "queue families" in table
+
+
+def test_raw_handles_stay_in_vk_layer() -> None:
+    # the binding is imported only under vixen_assets/vk (house rule); a quick source scan proves it
+    import pathlib
+
+    pkg = pathlib.Path(va.__file__).parent
+    offenders = [str(p) for p in pkg.rglob("*.py") if "vk" not in p.relative_to(pkg).parts[:1]
+                 and ("import vulkan" in p.read_text() or "from vulkan" in p.read_text())]
+    assert not offenders, offenders
+    assert ffi is not None and lib is not None

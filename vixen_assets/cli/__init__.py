@@ -1,0 +1,1 @@
+"""The ``vixen-assets`` command: one module per subcommand, each with ``register(subparsers)``."""
