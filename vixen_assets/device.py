@@ -11,7 +11,20 @@ import os
 import threading
 from typing import Any
 
+import contextlib
+from collections.abc import Iterable, Iterator
+
 from .errors import DeviceClosedError, DeviceNotFoundError
+from .memory.allocator import BudgetedAllocator
+from .memory.blocks import Suballocator
+from .memory.budget import BudgetManager, HeapBudgetInput
+from .memory.buffers import Buffer, BufferFactory
+from .memory.group import AllocationGroup
+from .memory.lifetime import Lifetime
+from .memory.registry import ResourceRegistry
+from .memory.report import memory_report
+from .memory.strategies import find_memory_type
+from .memory.tracker import AllocationTracker, PhaseCounts
 from .vk import DeviceInfo, Instance, LogicalDevice, query_device_info
 from .vk.commands import CommandPool
 
@@ -56,7 +69,8 @@ class Device:
 
     def __init__(self, instance: Instance, physical: Any, info: DeviceInfo, *, separate_transfer_queue: bool | None,
                  budget_fraction: float, warning_fraction: float, staging_quota: int | None,
-                 overflow: str = "error", staging_timeout_s: float = 30.0) -> None:
+                 overflow: str = "error", staging_timeout_s: float = 30.0, buffer_image_granularity: int | None = None,
+                 block_size: int | None = None, rebar: bool = False) -> None:
         """Build the device; use :func:`open_device` rather than calling this directly."""
         self.instance = instance
         self.info = info
@@ -67,10 +81,118 @@ class Device:
         self._close_callbacks: list[Any] = []
         self.command_pool = CommandPool(self.logical, self.logical.queue.family)
         self._setup_memory(budget_fraction=budget_fraction, warning_fraction=warning_fraction,
-                           staging_quota=staging_quota, overflow=overflow, staging_timeout_s=staging_timeout_s)
+                           staging_quota=staging_quota, overflow=overflow, staging_timeout_s=staging_timeout_s,
+                           granularity=buffer_image_granularity, block_size=block_size, rebar=rebar)
 
-    def _setup_memory(self, **kwargs: Any) -> None:
-        """Hook for the memory and transfer systems (filled in by ``vixen_assets.memory`` / ``transfer``)."""
+    def _setup_memory(self, *, budget_fraction: float, warning_fraction: float, staging_quota: int | None,
+                      overflow: str, staging_timeout_s: float, granularity: int | None = None,
+                      block_size: int | None = None, rebar: bool = False) -> None:
+        """Build the budget, the allocation chain, the tracker, the registry and deferred destruction."""
+        info = self.info
+        heaps = [HeapBudgetInput(h.size, h.device_local, h.budget) for h in info.heaps]
+        self.budget = BudgetManager(heaps, budget_fraction=budget_fraction, warning_fraction=warning_fraction,
+                                    staging_quota=staging_quota, staging_timeout_s=staging_timeout_s,
+                                    overflow=overflow, name=info.name)
+        self.tracker = AllocationTracker()
+        self.registry = ResourceRegistry()
+        self.lifetime = Lifetime(self.logical)
+        gran = granularity or info.limits.get("buffer_image_granularity", 1)
+        self.suballocator = Suballocator(self.logical, heap_limits=lambda h: self.budget.limits[h],
+                                         tracker=self.tracker, granularity=gran, block_size=block_size)
+
+        def heap_of_type(t: int) -> int:
+            return info.memory_types[t].heap
+
+        def overflow_type(bits: int) -> int | None:
+            try:
+                t = find_memory_type(info, bits, "host_overflow")
+            except Exception:
+                return None
+            return t if not info.heaps[heap_of_type(t)].device_local else None
+
+        self.allocator = BudgetedAllocator(self.suballocator, self.budget,
+                                           heap_of_type, overflow_type)
+        self.buffers = BufferFactory(self.logical, self.allocator, self.suballocator, lifetime=self.lifetime,
+                                     registry=self.registry, tracker=self.tracker, rebar=rebar)
+        self.budget.add_stats_provider("allocator", self.suballocator.stats, self.suballocator.reset_stats)
+        self.budget.add_stats_provider("live_objects", self.registry.counts)
+        self.leaks: list[str] = []
+
+    # -- memory ----------------------------------------------------------------------------------------------
+    def create_buffer(self, size: int, usage: int | str | Iterable[str], *, strategy: str = "device_local",
+                      name: str = "", category: str = "default", alignment: int = 0, dedicated: bool = False) -> Buffer:
+        """Create a tracked buffer (``usage``: ``VkBufferUsageFlags`` or names like ``"vertex|storage"``).
+
+        :param strategy: ``device_local``, ``host_visible``, ``host_cached`` or ``auto``.
+        :param name: a label for stats, reprs and the leak report.
+        :param category: the budget category its bytes are charged to (e.g. the cacher's name).
+        :param alignment: minimum alignment of its memory offset.
+        :param dedicated: give it its own ``VkDeviceMemory``.
+        :raises BudgetExceededError: before any Vulkan call, when the budget cannot take it.
+        """
+        self.check_open()
+        return self.buffers.create(size, usage, strategy=strategy, name=name, category=category, alignment=alignment,
+                                   dedicated=dedicated)
+
+    def allocation_group(self) -> AllocationGroup:
+        """A transaction: buffers created through it are all kept, or all destroyed if the block raises."""
+        self.check_open()
+        return AllocationGroup(self)
+
+    def retire(self, resource: Any, after: int | None = None) -> None:
+        """Destroy ``resource`` once the GPU finished the work submitted so far (or timeline value ``after``)."""
+        if hasattr(resource, "_state"):
+            if resource._state:
+                return
+            resource._state = 1
+        self.lifetime.retire(resource, after if after is not None else max(self.lifetime.submitted,
+                                                                              getattr(resource, "last_use", 0)))
+
+    def begin_frame(self) -> int:
+        """Start a frame of the frames-in-flight ring; destroys what retired frames ago and is done."""
+        self.check_open()
+        return self.lifetime.begin_frame()
+
+    def phase(self, name: str) -> contextlib.AbstractContextManager[PhaseCounts]:
+        """Count memory calls inside the ``with`` block under ``name`` (see ``Device.tracker``)."""
+        return self.tracker.phase(name)
+
+    def memory_report(self) -> dict[str, Any]:
+        """A JSON-serialisable report: heaps, budget, per-category use, every block's used and free ranges."""
+        return memory_report(self)
+
+    def defragment(self, **kwargs: Any) -> Any:
+        """Move live buffers into fewer blocks with GPU copies; return what was done (see ``memory.defrag``)."""
+        self.check_open()
+        from .memory.defrag import defragment
+
+        return defragment(self, **kwargs)
+
+    def live_resources(self) -> list[Any]:
+        """Every live GPU object created through this device."""
+        return self.registry.live()
+
+    def close_report(self) -> list[str]:
+        """Close the device and return the leak report (names of resources still alive at close)."""
+        self.close()
+        return list(self.leaks)
+
+    def _release_memory(self) -> None:
+        self.lifetime.drain()
+        leaks = []
+        for obj in self.registry.live():
+            leaks.append(f"{type(obj).__name__} {getattr(obj, 'name', '') or '<unnamed>'!r} "
+                         f"({getattr(obj, 'nbytes', 0)} bytes)")
+            obj._destroy_now() if hasattr(obj, "_destroy_now") else obj.destroy()
+        self.leaks = leaks
+        if leaks:
+            import logging
+
+            logging.getLogger("vixen_assets").warning("Device.close(): %d resources leaked: %s", len(leaks),
+                                                      "; ".join(leaks))
+        self.suballocator.release_all()
+        self.lifetime.destroy()
+        self.budget.close()
 
     # -- identity ------------------------------------------------------------------------------------------------
     @property
@@ -121,6 +243,7 @@ class Device:
                 for fn in reversed(self._close_callbacks):
                     fn()
                 self.command_pool.destroy()
+                self._release_memory()
             finally:
                 self.logical.destroy()
                 self.instance.destroy()
@@ -139,7 +262,8 @@ class Device:
 def open_device(index: int | str | None = None, *, validation: bool | None = None, budget_fraction: float = 0.9,
                 warning_fraction: float = 0.8, staging_quota: int | None = None,
                 separate_transfer_queue: bool | None = None, overflow: str = "error",
-                staging_timeout_s: float = 30.0) -> Device:
+                staging_timeout_s: float = 30.0, buffer_image_granularity: int | None = None,
+                block_size: int | None = None, rebar: bool = False) -> Device:
     """Open a Vulkan device (``index``, else ``VIXEN_DEVICE``, else the first) with its budget and uploader.
 
     :param index: device index or a substring of its name.
@@ -150,6 +274,9 @@ def open_device(index: int | str | None = None, *, validation: bool | None = Non
     :param separate_transfer_queue: ``None`` uses a transfer-only family when present; ``True`` forces that path.
     :param overflow: ``"error"`` (default) or ``"host"`` to place allocations in host memory once over budget.
     :param staging_timeout_s: how long a staging request waits for memory before ``StagingTimeoutError``.
+    :param buffer_image_granularity: force a larger ``bufferImageGranularity`` (tests of the suballocator).
+    :param block_size: override the memory block size (default: VMA's, 256 MiB or heap/8).
+    :param rebar: let ``strategy="auto"`` use a resizable-BAR heap on discrete GPUs.
     """
     instance = Instance(validation=_validation_default(validation))
     try:
@@ -158,7 +285,8 @@ def open_device(index: int | str | None = None, *, validation: bool | None = Non
         chosen = select_device(infos, index)
         return Device(instance, physicals[chosen], infos[chosen], separate_transfer_queue=separate_transfer_queue,
                       budget_fraction=budget_fraction, warning_fraction=warning_fraction, staging_quota=staging_quota,
-                      overflow=overflow, staging_timeout_s=staging_timeout_s)
+                      overflow=overflow, staging_timeout_s=staging_timeout_s,
+                      buffer_image_granularity=buffer_image_granularity, block_size=block_size, rebar=rebar)
     except BaseException:
         instance.destroy()
         raise

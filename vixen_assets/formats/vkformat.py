@@ -1,0 +1,246 @@
+"""The Vulkan format table: what a ``VkFormat`` value means for storage, size and decoding, as plain integers.
+
+Covers every format a KTX2 file may carry: the core formats 1..184 (8/16/32/64-bit array formats, packed formats such
+as ``B10G11R11_UFLOAT_PACK32`` and ``E5B9G9R9_UFLOAT_PACK32``, depth/stencil, BC1-7, ETC2/EAC, ASTC LDR) and the
+extension formats KTX2 allows (ASTC HDR ``*_SFLOAT_BLOCK`` at 1000066000+, 3D ASTC, PVRTC, 4:2:2 and ``X6``/``X4``
+padded formats, ``A4R4G4B4``/``A1B5G5R5``/``A8``). Names are the ``VkFormat`` enumerant without ``VK_FORMAT_``.
+The values are written out here rather than taken from the ``vulkan`` binding so that this layer stays GPU-free.
+
+Not in the table (:func:`format_info` raises :class:`~vixen_assets.errors.UnsupportedFormatError`): the multi-planar
+formats (prohibited in KTX2), ``D16_UNORM_S8_UINT`` and ``D32_SFLOAT_S8_UINT`` (their buffer layout is not one packed
+texel) and the vendor ``R16G16_S10_5_NV``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from vixen_assets.errors import UnsupportedFormatError
+
+__all__ = [
+    "FORMATS",
+    "KTX2_PROHIBITED",
+    "R8G8B8A8_SRGB",
+    "R8G8B8A8_UNORM",
+    "UNDEFINED",
+    "FormatInfo",
+    "format_info",
+    "level_size",
+]
+
+UNDEFINED = 0
+R8G8B8A8_UNORM = 37
+R8G8B8A8_SRGB = 43
+
+
+@dataclass(frozen=True, slots=True)
+class FormatInfo:
+    """One ``VkFormat``: its texel block, storage size, family and the RGBA8 format it decodes to."""
+
+    vk_format: int
+    name: str
+    block_width: int
+    block_height: int
+    block_depth: int
+    bytes_per_block: int
+    is_compressed: bool
+    is_srgb: bool
+    family: str
+    """``uncompressed``, ``packed``, ``depth_stencil``, ``ycbcr_422``, ``bc``, ``etc2``, ``eac``, ``astc`` or ``pvrtc``."""
+    numeric: str
+    """``UNORM``, ``SNORM``, ``USCALED``, ``SSCALED``, ``UINT``, ``SINT``, ``SRGB``, ``SFLOAT`` or ``UFLOAT``."""
+    type_size: int
+    """The KTX2 ``typeSize``: the size of the data type a little-endian reader swaps (1 for block formats)."""
+    components: tuple[tuple[str, int], ...] = ()
+    """Channels with bit widths: memory order for array formats, most-significant first for ``*_PACK*`` formats."""
+    packed_bits: int = 0
+    """Width of the packed word of a ``*_PACK8/16/32`` format, else 0."""
+    min_blocks: int = 1
+    """Smallest block count per axis of an image (2 for PVRTC1)."""
+    decode_target: int | None = None
+    """``R8G8B8A8_SRGB`` (43) or ``R8G8B8A8_UNORM`` (37) when the CPU decoder can turn the format into RGBA8 without
+    clipping; ``None`` for HDR, signed, integer, depth and formats without a CPU decoder."""
+
+    @property
+    def vk_name(self) -> str:
+        """The full enumerant name, e.g. ``VK_FORMAT_BC7_UNORM_BLOCK``."""
+        return f"VK_FORMAT_{self.name}"
+
+    @property
+    def is_hdr(self) -> bool:
+        """Whether texel values may exceed 1.0 (float and ASTC HDR formats)."""
+        return self.numeric in ("SFLOAT", "UFLOAT")
+
+    @property
+    def is_3d_block(self) -> bool:
+        """Whether the block spans several z-slices (3D ASTC)."""
+        return self.block_depth > 1
+
+
+FORMATS: dict[int, FormatInfo] = {}
+
+_N8 = ("UNORM", "SNORM", "USCALED", "SSCALED", "UINT", "SINT", "SRGB")
+_N16 = ("UNORM", "SNORM", "USCALED", "SSCALED", "UINT", "SINT", "SFLOAT")
+_N32 = ("UINT", "SINT", "SFLOAT")
+# (first value, channel letters in memory order, bits per channel, numeric variants in enum order)
+_ARRAY_RUNS = (
+    (9, "R", 8, _N8), (16, "RG", 8, _N8), (23, "RGB", 8, _N8), (30, "BGR", 8, _N8),
+    (37, "RGBA", 8, _N8), (44, "BGRA", 8, _N8),
+    (70, "R", 16, _N16), (77, "RG", 16, _N16), (84, "RGB", 16, _N16), (91, "RGBA", 16, _N16),
+    (98, "R", 32, _N32), (101, "RG", 32, _N32), (104, "RGB", 32, _N32), (107, "RGBA", 32, _N32),
+    (110, "R", 64, _N32), (113, "RG", 64, _N32), (116, "RGB", 64, _N32), (119, "RGBA", 64, _N32),
+)
+_PACKED = {
+    1: "R4G4_UNORM_PACK8",
+    2: "R4G4B4A4_UNORM_PACK16", 3: "B4G4R4A4_UNORM_PACK16", 4: "R5G6B5_UNORM_PACK16", 5: "B5G6R5_UNORM_PACK16",
+    6: "R5G5B5A1_UNORM_PACK16", 7: "B5G5R5A1_UNORM_PACK16", 8: "A1R5G5B5_UNORM_PACK16",
+    **{51 + i: f"A8B8G8R8_{n}_PACK32" for i, n in enumerate(_N8)},
+    **{58 + i: f"A2R10G10B10_{n}_PACK32" for i, n in enumerate(_N8[:6])},
+    **{64 + i: f"A2B10G10R10_{n}_PACK32" for i, n in enumerate(_N8[:6])},
+    122: "B10G11R11_UFLOAT_PACK32", 123: "E5B9G9R9_UFLOAT_PACK32",
+    1000156007: "R10X6_UNORM_PACK16", 1000156008: "R10X6G10X6_UNORM_2PACK16",
+    1000156009: "R10X6G10X6B10X6A10X6_UNORM_4PACK16",
+    1000156017: "R12X4_UNORM_PACK16", 1000156018: "R12X4G12X4_UNORM_2PACK16",
+    1000156019: "R12X4G12X4B12X4A12X4_UNORM_4PACK16",
+    1000340000: "A4R4G4B4_UNORM_PACK16", 1000340001: "A4B4G4R4_UNORM_PACK16",
+    1000470000: "A1B5G5R5_UNORM_PACK16_KHR",
+}
+# depth/stencil: value -> (name, bytes per texel, typeSize, numeric)
+_DEPTH = {
+    124: ("D16_UNORM", 2, 2, "UNORM"), 125: ("X8_D24_UNORM_PACK32", 4, 4, "UNORM"),
+    126: ("D32_SFLOAT", 4, 4, "SFLOAT"), 127: ("S8_UINT", 1, 1, "UINT"), 129: ("D24_UNORM_S8_UINT", 4, 4, "UNORM"),
+}
+# 4:2:2 formats: value -> (name, bytes per 2x1 block, typeSize)
+_YCBCR_422 = {
+    1000156000: ("G8B8G8R8_422_UNORM", 4, 1), 1000156001: ("B8G8R8G8_422_UNORM", 4, 1),
+    1000156010: ("G10X6B10X6G10X6R10X6_422_UNORM_4PACK16", 8, 2),
+    1000156011: ("B10X6G10X6R10X6G10X6_422_UNORM_4PACK16", 8, 2),
+    1000156020: ("G12X4B12X4G12X4R12X4_422_UNORM_4PACK16", 8, 2),
+    1000156021: ("B12X4G12X4R12X4G12X4_422_UNORM_4PACK16", 8, 2),
+    1000156027: ("G16B16G16R16_422_UNORM", 8, 2), 1000156028: ("B16G16R16G16_422_UNORM", 8, 2),
+}
+# block-compressed: value -> (name, family, bytes per 4x4 block)
+_BLOCK_4X4 = {
+    131: ("BC1_RGB_UNORM_BLOCK", "bc", 8), 132: ("BC1_RGB_SRGB_BLOCK", "bc", 8),
+    133: ("BC1_RGBA_UNORM_BLOCK", "bc", 8), 134: ("BC1_RGBA_SRGB_BLOCK", "bc", 8),
+    135: ("BC2_UNORM_BLOCK", "bc", 16), 136: ("BC2_SRGB_BLOCK", "bc", 16),
+    137: ("BC3_UNORM_BLOCK", "bc", 16), 138: ("BC3_SRGB_BLOCK", "bc", 16),
+    139: ("BC4_UNORM_BLOCK", "bc", 8), 140: ("BC4_SNORM_BLOCK", "bc", 8),
+    141: ("BC5_UNORM_BLOCK", "bc", 16), 142: ("BC5_SNORM_BLOCK", "bc", 16),
+    143: ("BC6H_UFLOAT_BLOCK", "bc", 16), 144: ("BC6H_SFLOAT_BLOCK", "bc", 16),
+    145: ("BC7_UNORM_BLOCK", "bc", 16), 146: ("BC7_SRGB_BLOCK", "bc", 16),
+    147: ("ETC2_R8G8B8_UNORM_BLOCK", "etc2", 8), 148: ("ETC2_R8G8B8_SRGB_BLOCK", "etc2", 8),
+    149: ("ETC2_R8G8B8A1_UNORM_BLOCK", "etc2", 8), 150: ("ETC2_R8G8B8A1_SRGB_BLOCK", "etc2", 8),
+    151: ("ETC2_R8G8B8A8_UNORM_BLOCK", "etc2", 16), 152: ("ETC2_R8G8B8A8_SRGB_BLOCK", "etc2", 16),
+    153: ("EAC_R11_UNORM_BLOCK", "eac", 8), 154: ("EAC_R11_SNORM_BLOCK", "eac", 8),
+    155: ("EAC_R11G11_UNORM_BLOCK", "eac", 16), 156: ("EAC_R11G11_SNORM_BLOCK", "eac", 16),
+}
+_ASTC_2D_BLOCKS = ((4, 4), (5, 4), (5, 5), (6, 5), (6, 6), (8, 5), (8, 6), (8, 8), (10, 5), (10, 6), (10, 8),
+                  (10, 10), (12, 10), (12, 12))
+_ASTC_3D_BLOCKS = ((3, 3, 3), (4, 3, 3), (4, 4, 3), (4, 4, 4), (5, 4, 4), (5, 5, 4), (5, 5, 5), (6, 5, 5),
+                  (6, 6, 5), (6, 6, 6))
+
+KTX2_PROHIBITED: frozenset[int] = frozenset(
+    [v for v, n in _PACKED.items() if "SCALED" in n or n.startswith("A8B8G8R8")]
+    + [first + i for first, _, bits, nums in _ARRAY_RUNS for i, n in enumerate(nums) if "SCALED" in n and bits <= 16]
+)
+"""Formats the KTX 2.0 specification forbids (``*SCALED`` up to 16 bits, ``A8B8G8R8_*_PACK32``)."""
+
+# The CPU decoder (vixen_assets.formats.ktx2.decode_to_rgba8) handles these without clipping.
+_DECODABLE_BLOCKS = {
+    "BC1_RGB", "BC1_RGBA", "BC2", "BC3", "BC4_UNORM", "BC5_UNORM", "BC7",
+    "ETC2_R8G8B8", "ETC2_R8G8B8A1", "ETC2_R8G8B8A8", "EAC_R11_UNORM", "EAC_R11G11_UNORM",
+}
+
+
+def _target(srgb: bool) -> int:
+    return R8G8B8A8_SRGB if srgb else R8G8B8A8_UNORM
+
+
+def _add(info: FormatInfo) -> None:
+    assert info.vk_format not in FORMATS, info
+    FORMATS[info.vk_format] = info
+
+
+def _components(prefix: str) -> tuple[tuple[str, int], ...]:
+    return tuple((c, int(b)) for c, b in re.findall(r"([RGBAXE])(\d+)", prefix))
+
+
+def _build() -> None:
+    for first, letters, bits, numerics in _ARRAY_RUNS:
+        for i, numeric in enumerate(numerics):
+            comps = tuple((c, bits) for c in letters)
+            name = "".join(f"{c}{bits}" for c in letters) + f"_{numeric}"
+            ldr = numeric in ("UNORM", "SRGB") and bits <= 16
+            _add(FormatInfo(first + i, name, 1, 1, 1, len(letters) * bits // 8, False, numeric == "SRGB",
+                            "uncompressed", numeric, bits // 8, comps,
+                            decode_target=_target(numeric == "SRGB") if ldr else None))
+    _add(FormatInfo(1000470001, "A8_UNORM_KHR", 1, 1, 1, 1, False, False, "uncompressed", "UNORM", 1, (("A", 8),),
+                    decode_target=R8G8B8A8_UNORM))
+    for value, name in _PACKED.items():
+        prefix, numeric, pack = name.split("_")[:3]
+        word = int(re.sub(r"^\d?PACK", "", pack))
+        count = int(pack[0]) if pack[0].isdigit() else 1
+        comps = _components(prefix)
+        ldr = numeric in ("UNORM", "SRGB") and not any(c == "X" for c, _ in comps)
+        _add(FormatInfo(value, name, 1, 1, 1, word * count // 8, False, numeric == "SRGB", "packed", numeric,
+                        word // 8, comps, packed_bits=word if count == 1 else 0,
+                        decode_target=_target(numeric == "SRGB") if ldr else None))
+    for value, (name, size, type_size, numeric) in _DEPTH.items():
+        _add(FormatInfo(value, name, 1, 1, 1, size, False, False, "depth_stencil", numeric, type_size))
+    for value, (name, size, type_size) in _YCBCR_422.items():
+        _add(FormatInfo(value, name, 2, 1, 1, size, False, False, "ycbcr_422", "UNORM", type_size))
+    for value, (name, family, size) in _BLOCK_4X4.items():
+        numeric = name.split("_")[-2]
+        key = name.rsplit("_", 2)[0]
+        ok = key in _DECODABLE_BLOCKS or f"{key}_{numeric}" in _DECODABLE_BLOCKS
+        _add(FormatInfo(value, name, 4, 4, 1, size, True, numeric == "SRGB", family, numeric, 1,
+                        decode_target=_target(numeric == "SRGB") if ok else None))
+    for i, (w, h) in enumerate(_ASTC_2D_BLOCKS):
+        for value, numeric in ((157 + 2 * i, "UNORM"), (158 + 2 * i, "SRGB"), (1000066000 + i, "SFLOAT")):
+            srgb = numeric == "SRGB"
+            _add(FormatInfo(value, f"ASTC_{w}x{h}_{numeric}_BLOCK", w, h, 1, 16, True, srgb, "astc", numeric, 1,
+                            decode_target=None if numeric == "SFLOAT" else _target(srgb)))
+    for i, (w, h, d) in enumerate(_ASTC_3D_BLOCKS):
+        for j, numeric in enumerate(("UNORM", "SRGB", "SFLOAT")):
+            _add(FormatInfo(1000288000 + 3 * i + j, f"ASTC_{w}x{h}x{d}_{numeric}_BLOCK_EXT", w, h, d, 16, True,
+                            numeric == "SRGB", "astc", numeric, 1))
+    for i, (gen, bpp) in enumerate(((1, 2), (1, 4), (2, 2), (2, 4))):
+        for value, numeric in ((1000054000 + i, "UNORM"), (1000054004 + i, "SRGB")):
+            _add(FormatInfo(value, f"PVRTC{gen}_{bpp}BPP_{numeric}_BLOCK_IMG", 8 if bpp == 2 else 4, 4, 1, 8, True,
+                            numeric == "SRGB", "pvrtc", numeric, 1, min_blocks=2 if gen == 1 else 1))
+
+
+_build()
+
+
+def format_info(vk_format: int) -> FormatInfo:
+    """The table entry for a ``VkFormat`` value.
+
+    :param vk_format: the integer ``VkFormat``.
+    :returns: its :class:`FormatInfo`.
+    :raises UnsupportedFormatError: for ``VK_FORMAT_UNDEFINED`` and values outside the table (``field='vkFormat'``).
+    """
+    info = FORMATS.get(vk_format)
+    if info is None:
+        what = "VK_FORMAT_UNDEFINED has no texel layout" if vk_format == UNDEFINED else "unknown or unsupported"
+        raise UnsupportedFormatError(f"VkFormat {vk_format}: {what}", field="vkFormat")
+    return info
+
+
+def level_size(info: FormatInfo, width: int, height: int = 1, depth: int = 1) -> int:
+    """Bytes of one image (all z-slices) of ``width x height x depth`` texels, in whole blocks.
+
+    :param info: the format.
+    :param width: width in texels (0 counts as 1).
+    :param height: height in texels (0, as for 1D images, counts as 1).
+    :param depth: depth in texels (0, as for 2D images, counts as 1).
+    :returns: ``ceil(w/bw) * ceil(h/bh) * ceil(d/bd) * bytes_per_block`` (at least ``min_blocks`` per x and y).
+    """
+    if width < 0 or height < 0 or depth < 0:
+        raise ValueError(f"negative extent {width}x{height}x{depth}")
+    bx = max(-(-max(width, 1) // info.block_width), info.min_blocks)
+    by = max(-(-max(height, 1) // info.block_height), info.min_blocks)
+    bz = -(-max(depth, 1) // info.block_depth)
+    return bx * by * bz * info.bytes_per_block

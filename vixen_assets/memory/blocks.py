@@ -1,0 +1,291 @@
+"""``VkDeviceMemory`` blocks and the suballocator that carves them with TLSF.
+
+VMA's defaults: 256 MiB blocks (heap/8 on heaps of 1 GiB or less); a request larger than half a block gets a
+dedicated allocation. Host-visible blocks are mapped once, persistently. At most one empty block per pool is kept
+(so steady-state churn makes no ``vkAllocateMemory`` calls); the rest are freed at once. The total of a heap's
+blocks never exceeds the budget limit of that heap: a new block is shrunk to the room that is left.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import BudgetExceededError
+from ..vk import LogicalDevice
+from ..vk import resources as vkr
+from .allocation import Allocation, DeviceAllocator
+from .tlsf import TlsfAllocator
+from .tracker import AllocationTracker
+
+MiB = 1 << 20
+DEFAULT_BLOCK_SIZE = 256 * MiB
+_ids = itertools.count(1)
+
+
+def default_block_size(heap_size: int) -> int:
+    """VMA's rule: 256 MiB, or heap/8 on heaps of 1 GiB or less (rounded down to 64 KiB)."""
+    if heap_size <= 1 << 30:
+        return max(64 << 10, (heap_size // 8) & ~0xFFFF)
+    return DEFAULT_BLOCK_SIZE
+
+
+class MemoryBlock:
+    """One ``VkDeviceMemory`` allocation with its TLSF range allocator and, if host-visible, a persistent mapping."""
+
+    __slots__ = ("id", "memory", "size", "type_index", "heap", "tlsf", "mapped", "host_address", "dedicated",
+                 "device_address", "pool_key", "payload", "_dev")
+
+    def __init__(self, dev: LogicalDevice, size: int, type_index: int, heap: int, *, host_visible: bool,
+                 device_address: bool, dedicated: bool, granularity: int, pool_key: tuple, dedicated_buffer: Any = None) -> None:
+        """Allocate the memory (and map it when host-visible)."""
+        self._dev = dev
+        self.id = next(_ids)
+        self.size = size
+        self.type_index = type_index
+        self.heap = heap
+        self.dedicated = dedicated
+        self.device_address = device_address
+        self.pool_key = pool_key
+        self.payload: Any = None  # e.g. the arena VkBuffer bound over the whole block
+        self.memory = vkr.allocate_memory(dev, size, type_index, device_address=device_address,
+                                          dedicated_buffer=dedicated_buffer)
+        self.tlsf = TlsfAllocator(size, buffer_image_granularity=granularity)
+        self.mapped: np.ndarray | None = None
+        self.host_address = 0
+        if host_visible:
+            try:
+                self.host_address, self.mapped = vkr.map_whole(dev, self.memory, size)
+            except BaseException:
+                vkr.free_memory(dev, self.memory)
+                raise
+
+    def release(self) -> None:
+        """Unmap and free the ``VkDeviceMemory``."""
+        if self.memory is None:
+            return
+        if self.mapped is not None:
+            self.mapped = None
+            vkr.unmap(self._dev, self.memory)
+        vkr.free_memory(self._dev, self.memory)
+        self.memory = None
+
+    def __repr__(self) -> str:
+        return (f"<MemoryBlock #{self.id} type={self.type_index} {self.size / MiB:.1f} MiB "
+                f"used={self.tlsf.used_bytes} {'dedicated' if self.dedicated else ''}>")
+
+
+@dataclass
+class PoolStats:
+    """Counters of one pool of blocks."""
+
+    block_allocations: int = 0
+    block_frees: int = 0
+    suballocations: int = 0
+    subfrees: int = 0
+    peak_blocks: int = 0
+
+
+@dataclass
+class BlockPool:
+    """The blocks of one (memory type, purpose, device-address) combination."""
+
+    key: tuple
+    blocks: list[MemoryBlock] = field(default_factory=list)
+    stats: PoolStats = field(default_factory=PoolStats)
+
+
+class Suballocator(DeviceAllocator):
+    """Carves ``VkDeviceMemory`` blocks into ranges: the bottom of the allocation chain (thread-safe)."""
+
+    def __init__(self, dev: LogicalDevice, *, heap_limits: Callable[[int], int], tracker: AllocationTracker,
+                 granularity: int, block_size: int | None = None) -> None:
+        """Create an empty suballocator.
+
+        :param heap_limits: returns the byte limit for the blocks of a heap (the budget's limit).
+        :param granularity: ``bufferImageGranularity`` (may be forced larger for tests).
+        :param block_size: override of the default block size.
+        """
+        self._dev = dev
+        self._info = dev.info
+        self._heap_limits = heap_limits
+        self.tracker = tracker
+        self.granularity = granularity
+        self._block_size = block_size
+        self._pools: dict[tuple, BlockPool] = {}
+        self._heap_bytes: dict[int, int] = {}
+        self.lock = threading.RLock()
+        self.on_new_block: dict[str, Callable[[MemoryBlock], None]] = {}
+        self.on_release_block: dict[str, Callable[[MemoryBlock], None]] = {}
+
+    # -- info -----------------------------------------------------------------------------------------------------
+    def block_size_for(self, type_index: int) -> int:
+        """The default block size for a memory type."""
+        if self._block_size:
+            return self._block_size
+        heap = self._info.memory_types[type_index].heap
+        return default_block_size(self._info.heaps[heap].size)
+
+    def heap_block_bytes(self, heap: int) -> int:
+        """Bytes of ``VkDeviceMemory`` currently allocated on a heap."""
+        return self._heap_bytes.get(heap, 0)
+
+    def pools(self) -> list[BlockPool]:
+        """Every pool (a snapshot list)."""
+        with self.lock:
+            return list(self._pools.values())
+
+    def all_blocks(self) -> list[MemoryBlock]:
+        """Every live block."""
+        with self.lock:
+            return [b for p in self._pools.values() for b in p.blocks]
+
+    # -- allocation -----------------------------------------------------------------------------------------------
+    def _new_block(self, pool: BlockPool, size: int, type_index: int, *, dedicated: bool, device_address: bool,
+                   purpose: str, dedicated_buffer: Any = None) -> MemoryBlock:
+        heap = self._info.memory_types[type_index].heap
+        limit = self._heap_limits(heap)
+        room = limit - self._heap_bytes.get(heap, 0)
+        if size > room:
+            raise BudgetExceededError(size, self._heap_bytes.get(heap, 0), limit, who=f"{purpose} memory block", heap=heap)
+        host_visible = bool(self._info.memory_types[type_index].flags & 0x2)
+        block = MemoryBlock(self._dev, size, type_index, heap, host_visible=host_visible, device_address=device_address,
+                            dedicated=dedicated, granularity=self.granularity, pool_key=pool.key,
+                            dedicated_buffer=dedicated_buffer)
+        hook = self.on_new_block.get(purpose)
+        if hook is not None:
+            try:
+                hook(block)
+            except BaseException:
+                block.release()
+                raise
+        self.tracker.count_allocate_memory(size)
+        self._heap_bytes[heap] = self._heap_bytes.get(heap, 0) + size
+        pool.blocks.append(block)
+        pool.stats.block_allocations += 1
+        pool.stats.peak_blocks = max(pool.stats.peak_blocks, len(pool.blocks))
+        return block
+
+    def _release_block(self, pool: BlockPool, block: MemoryBlock, purpose: str) -> None:
+        pool.blocks.remove(block)
+        hook = self.on_release_block.get(purpose)
+        if hook is not None:
+            hook(block)
+        block.release()
+        self._heap_bytes[block.heap] -= block.size
+        pool.stats.block_frees += 1
+        self.tracker.count_free_memory(block.size)
+
+    def allocate(self, size: int, alignment: int, type_index: int, *, category: str = "default", type_bits: int = 0,
+                 kind: int = 0, device_address: bool = False, dedicated: bool = False,
+                 purpose: str = "general") -> Allocation:
+        """Return a new range of a block of memory type ``type_index``; creates a block when none has room."""
+        block, offset = self._allocate(size, alignment, type_index, kind, device_address, dedicated, purpose)
+        return Allocation(block, offset, size, size, category, block.heap, purpose)
+
+    def free(self, allocation: Allocation) -> None:
+        """Give a range back (see :meth:`free_range`)."""
+        self.free_range(allocation.block, allocation.offset, allocation.purpose)
+
+    def _allocate(self, size: int, alignment: int, type_index: int, kind: int, device_address: bool,
+                  dedicated: bool, purpose: str) -> tuple[MemoryBlock, int]:
+        key = (type_index, purpose, device_address)
+        with self.lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = BlockPool(key)
+            bsize = self.block_size_for(type_index)
+            if dedicated or size > bsize // 2:
+                block = self._new_block(pool, size, type_index, dedicated=True, device_address=device_address,
+                                        purpose=purpose)
+                off = block.tlsf.alloc(size, alignment, granularity_kind=kind)
+                assert off == 0
+                pool.stats.suballocations += 1
+                self.tracker.suballocations_unlocked()
+                return block, 0
+            blocks = pool.blocks
+            for block in reversed(blocks):  # newest first: most likely to have room
+                if block.dedicated:
+                    continue
+                off = block.tlsf.alloc(size, alignment, granularity_kind=kind)
+                if off is not None:
+                    pool.stats.suballocations += 1
+                    self.tracker.suballocations_unlocked()
+                    return block, off
+            heap = self._info.memory_types[type_index].heap
+            room = self._heap_limits(heap) - self._heap_bytes.get(heap, 0)
+            new_size = bsize if room >= bsize else max(size + alignment, (room // 65536) * 65536)
+            block = self._new_block(pool, new_size, type_index, dedicated=False, device_address=device_address,
+                                    purpose=purpose)
+            off = block.tlsf.alloc(size, alignment, granularity_kind=kind)
+            if off is None:  # cannot happen for a fresh block that is at least size + alignment
+                raise BudgetExceededError(size, self._heap_bytes.get(heap, 0), self._heap_limits(heap), who=purpose, heap=heap)
+            pool.stats.suballocations += 1
+            self.tracker.suballocations_unlocked()
+            return block, off
+
+    def free_range(self, block: MemoryBlock, offset: int, purpose: str = "general") -> None:
+        """Return a range; an emptied block is freed unless it is the pool's only empty block."""
+        with self.lock:
+            tlsf = block.tlsf
+            tlsf.free(offset)
+            pool = self._pools[block.pool_key]
+            pool.stats.subfrees += 1
+            self.tracker.subfrees_unlocked()
+            if not tlsf.allocation_count:
+                if block.dedicated or any(b is not block and not b.dedicated and b.tlsf.is_empty for b in pool.blocks):
+                    self._release_block(pool, block, purpose)
+
+    def trim(self) -> int:
+        """Free every empty block (also the one kept for reuse); return how many were freed."""
+        n = 0
+        with self.lock:
+            for pool in self._pools.values():
+                for block in [b for b in pool.blocks if b.tlsf.is_empty]:
+                    self._release_block(pool, block, pool.key[1])
+                    n += 1
+        return n
+
+    def release_all(self) -> None:
+        """Free every block (device teardown)."""
+        with self.lock:
+            for pool in self._pools.values():
+                for block in list(pool.blocks):
+                    self._release_block(pool, block, pool.key[1])
+
+    def stats(self) -> dict[str, Any]:
+        """Blocks, block bytes, fragmentation and counters, per pool and overall."""
+        with self.lock:
+            pools = []
+            total_free = 0
+            largest = 0
+            for pool in self._pools.values():
+                general = [b for b in pool.blocks if not b.dedicated]
+                free = sum(b.tlsf.free_bytes for b in general)
+                big = max((b.tlsf.largest_free for b in general), default=0)
+                total_free += free
+                largest = max(largest, big)
+                pools.append({
+                    "memory_type": pool.key[0], "purpose": pool.key[1], "device_address": pool.key[2],
+                    "blocks": len(pool.blocks), "bytes": sum(b.size for b in pool.blocks),
+                    "used": sum(b.tlsf.used_bytes for b in pool.blocks),
+                    "fragmentation": (1 - big / free) if free else 0.0,
+                    **vars(pool.stats),
+                })
+            return {
+                "blocks": sum(p["blocks"] for p in pools),
+                "block_bytes": sum(p["bytes"] for p in pools),
+                "heap_block_bytes": dict(self._heap_bytes),
+                "fragmentation": (1 - largest / total_free) if total_free else 0.0,
+                "pools": pools,
+            }
+
+    def reset_stats(self) -> None:
+        """Reset counters and peaks (live numbers stay)."""
+        with self.lock:
+            for pool in self._pools.values():
+                pool.stats = PoolStats(peak_blocks=len(pool.blocks))

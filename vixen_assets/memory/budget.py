@@ -1,0 +1,657 @@
+"""The per-device memory budget: limits, warning threshold, staging quota, host overflow and stats (pure logic).
+
+One :class:`BudgetManager` belongs to one device; two devices never share one. It knows nothing about Vulkan:
+the allocator above the driver asks :meth:`BudgetManager.reserve` *before* calling ``vkAllocateMemory`` (so a
+budget failure raises :class:`~vixen_assets.errors.BudgetExceededError` with nothing to undo) and calls
+:meth:`BudgetManager.release` after ``vkFreeMemory``. Every method is thread-safe (one lock, integer maths).
+
+Limits, per heap:
+
+- ``limit = floor(budget_fraction * heap size)``, or the ``VK_EXT_memory_budget`` heap budget when that is smaller;
+- ``warning_threshold = floor(warning_fraction * heap size)``, scaled by the same factor as the limit when the
+  extension's budget lowered it (so the warning keeps coming before the limit), and never above the limit.
+
+The *primary* heap (the largest device-local one) is what :attr:`BudgetManager.limit`, :attr:`~BudgetManager.used`
+and :attr:`~BudgetManager.peak` describe; the per-heap numbers are in :meth:`BudgetManager.stats`.
+
+Staging memory is a quota inside the primary heap's budget (default: the smaller of 256 MiB and 10% of its limit).
+:meth:`BudgetManager.acquire_staging` waits, first come first served, until enough staging memory is returned and
+raises :class:`~vixen_assets.errors.StagingTimeoutError` after ``staging_timeout_s``; staging bytes are also charged
+to the device budget under the category ``"staging"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vixen_assets.errors import BudgetExceededError, DeviceClosedError, StagingTimeoutError
+
+__all__ = [
+    "BudgetEvent",
+    "BudgetManager",
+    "HeapBudgetInput",
+    "OVERFLOW_ERROR",
+    "OVERFLOW_HOST",
+    "STAGING_CATEGORY",
+    "DEFAULT_STAGING_CAP",
+]
+
+logger = logging.getLogger("vixen_assets.memory")
+
+#: ``overflow`` mode: a reservation over the budget raises :class:`~vixen_assets.errors.BudgetExceededError`.
+OVERFLOW_ERROR = "error"
+#: ``overflow`` mode: a device-local reservation over the budget is charged to the host heap instead.
+OVERFLOW_HOST = "host"
+#: The category staging memory is charged under.
+STAGING_CATEGORY = "staging"
+#: The default staging quota is the smaller of this and 10% of the primary heap's limit.
+DEFAULT_STAGING_CAP = 256 << 20
+
+_MiB = 1 << 20
+
+# stats() keys that a stats provider may not take
+_RESERVED_KEYS = frozenset(
+    {
+        "name", "used", "peak", "limit", "warning_threshold", "total_used", "allocation_count", "total_allocations",
+        "rejections", "warnings", "primary_heap", "host_heap", "heaps", "categories", "staging", "overflow",
+        "overflow_allocations", "overflow_bytes", "closed",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class HeapBudgetInput:
+    """What the budget needs to know about one memory heap.
+
+    :param size: ``VkMemoryHeap::size`` in bytes.
+    :param device_local: whether the heap has ``VK_MEMORY_HEAP_DEVICE_LOCAL_BIT``.
+    :param budget_bytes: ``VkPhysicalDeviceMemoryBudgetPropertiesEXT::heapBudget`` for this heap, or ``None`` when
+        ``VK_EXT_memory_budget`` is unavailable.
+    """
+
+    size: int
+    device_local: bool = True
+    budget_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetEvent:
+    """Passed to warning callbacks when a heap's usage crosses its warning threshold upward."""
+
+    heap: int
+    used: int
+    threshold: int
+    limit: int
+
+
+def _limits_for(
+    heap: HeapBudgetInput, budget_fraction: float, warning_fraction: float
+) -> tuple[int, int]:
+    """``(limit, warning_threshold)`` of one heap (see the module docstring)."""
+    limit = math.floor(budget_fraction * heap.size)
+    threshold = math.floor(warning_fraction * heap.size)
+    if heap.budget_bytes is not None and heap.budget_bytes < limit:
+        # the driver's budget is tighter: keep the warning at the same fraction of the (lower) limit
+        threshold = math.floor(threshold * (max(heap.budget_bytes, 0) / limit))
+        limit = max(heap.budget_bytes, 0)
+    return limit, min(threshold, limit)
+
+
+class BudgetManager:
+    """Memory budget of one device: hard limits, a warning threshold, a staging quota and stats.
+
+    :param heaps: one entry per ``VkMemoryHeap``, in heap-index order (a bare ``int`` is a device-local heap of
+        that size without an extension budget).
+    :param budget_fraction: the share of each heap that may be used (0 makes every reservation fail).
+    :param warning_fraction: the share of each heap at which warning callbacks fire.
+    :param staging_quota: bytes of staging memory that may be held at once (default: the smaller of 256 MiB and 10%
+        of the primary heap's limit).
+    :param staging_timeout_s: how long :meth:`acquire_staging` waits by default before raising.
+    :param overflow: ``"error"`` (default): over-budget reservations raise; ``"host"``: a device-local reservation
+        that does not fit is charged to the host heap instead, with a logged warning and the ``overflow_*`` stats.
+    :param host_heap: the heap overflow goes to (default: the largest heap without the device-local bit; with
+        none, overflow has nowhere to go and reservations raise as in ``"error"`` mode).
+    :param name: a label for messages and ``repr`` (e.g. the device name).
+    """
+
+    def __init__(
+        self,
+        heaps: Sequence[HeapBudgetInput | int],
+        *,
+        budget_fraction: float = 0.9,
+        warning_fraction: float = 0.8,
+        staging_quota: int | None = None,
+        staging_timeout_s: float = 30.0,
+        overflow: str = OVERFLOW_ERROR,
+        host_heap: int | None = None,
+        name: str = "",
+    ) -> None:
+        specs = [h if isinstance(h, HeapBudgetInput) else HeapBudgetInput(int(h)) for h in heaps]
+        if not specs:
+            raise ValueError("BudgetManager needs at least one heap")
+        for i, h in enumerate(specs):
+            if h.size < 0:
+                raise ValueError(f"heap {i} has a negative size ({h.size})")
+        if not 0.0 <= budget_fraction <= 1.0:
+            raise ValueError(f"budget_fraction must be within [0, 1], got {budget_fraction!r}")
+        if not 0.0 <= warning_fraction <= 1.0:
+            raise ValueError(f"warning_fraction must be within [0, 1], got {warning_fraction!r}")
+        if overflow not in (OVERFLOW_ERROR, OVERFLOW_HOST):
+            raise ValueError(f"overflow must be {OVERFLOW_ERROR!r} or {OVERFLOW_HOST!r}, got {overflow!r}")
+        if staging_timeout_s < 0:
+            raise ValueError(f"staging_timeout_s must be >= 0, got {staging_timeout_s!r}")
+        if staging_quota is not None and staging_quota < 0:
+            raise ValueError(f"staging_quota must be >= 0, got {staging_quota!r}")
+
+        self.name = name
+        self._specs = specs
+        self._budget_fraction = float(budget_fraction)
+        self._warning_fraction = float(warning_fraction)
+        n = len(specs)
+        self._limits = [0] * n
+        self._thresholds = [0] * n
+        for i, h in enumerate(specs):
+            self._limits[i], self._thresholds[i] = _limits_for(h, budget_fraction, warning_fraction)
+        self._device_local = [h.device_local for h in specs]
+        local = [i for i in range(n) if specs[i].device_local]
+        self._primary = max(local, key=lambda i: (specs[i].size, -i)) if local else 0
+        if host_heap is None:
+            hosts = [i for i in range(n) if not specs[i].device_local]
+            host_heap = max(hosts, key=lambda i: (specs[i].size, -i)) if hosts else None
+        elif not 0 <= host_heap < n:
+            raise ValueError(f"host_heap {host_heap} is not one of the {n} heaps")
+        self._host_heap = host_heap
+        self._overflow_host = overflow == OVERFLOW_HOST and host_heap is not None
+        self._overflow = overflow
+
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._used = [0] * n
+        self._peak = [0] * n
+        self._count = [0] * n
+        self._armed = [True] * n
+        self._overflow_armed = [True] * n
+        #: category -> [bytes, peak, live count, reservations since reset]
+        self._cats: dict[str, list[int]] = {}
+        self._total_allocs = 0
+        self._rejections = 0
+        self._warnings = 0
+        self._overflow_allocs = 0
+        self._overflow_bytes = 0
+
+        if staging_quota is None:
+            staging_quota = min(DEFAULT_STAGING_CAP, self._limits[self._primary] // 10)
+        self._staging_quota = int(staging_quota)
+        self._staging_timeout_s = float(staging_timeout_s)
+        self._staging_used = 0
+        self._staging_peak = 0
+        self._staging_acquired = 0
+        self._staging_waits = 0
+        self._staging_timeouts = 0
+        self._staging_queue: deque[object] = deque()
+
+        self._callbacks: list[Callable[[BudgetEvent], object]] = []
+        self._providers: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], object] | None]] = {}
+        self._closed = False
+
+    # ------------------------------------------------------------------ reserve / release (hot path)
+
+    def reserve(self, nbytes: int, *, heap: int | None = None, category: str) -> int:
+        """Charge ``nbytes`` to ``heap`` for ``category``; call it *before* the Vulkan allocation.
+
+        :param nbytes: bytes the allocation will take (>= 0).
+        :param heap: the heap index (default: the primary heap).
+        :param category: who asks (a cacher's name, ``"staging"``, ...): stats are kept per category.
+        :returns: the heap actually charged: ``heap`` itself, or the host heap when ``overflow="host"`` moved a
+            device-local reservation there (allocate in host memory then, and release on that heap).
+        :raises BudgetExceededError: the reservation would take the heap over its limit (or the limit is 0).
+        :raises DeviceClosedError: after :meth:`close`.
+        """
+        if nbytes < 0:
+            raise ValueError(f"reserve: nbytes must be >= 0, got {nbytes!r}")
+        if heap is None:
+            h = self._primary
+        elif 0 <= heap < len(self._limits):
+            h = heap
+        else:
+            raise ValueError(f"reserve: heap {heap!r} is not one of the {len(self._limits)} heaps")
+        event = None
+        overflow_log = None
+        with self._lock:
+            if self._closed:
+                raise DeviceClosedError(f"budget {self.name!r} is closed: cannot reserve {nbytes} bytes for {category!r}")
+            used = self._used[h] + nbytes
+            limit = self._limits[h]
+            if used > limit or not limit:
+                asked = h
+                h = self._over_budget_locked(nbytes, h, category)
+                used = self._used[h] + nbytes
+                overflow_log = (asked, self._used[asked], limit, self._overflow_armed[asked])
+                self._overflow_armed[asked] = False
+            self._used[h] = used
+            if used > self._peak[h]:
+                self._peak[h] = used
+            self._count[h] += 1
+            self._total_allocs += 1
+            c = self._cats.get(category)
+            if c is None:
+                c = self._cats[category] = [0, 0, 0, 0]
+            b = c[0] + nbytes
+            c[0] = b
+            if b > c[1]:
+                c[1] = b
+            c[2] += 1
+            c[3] += 1
+            if used >= self._thresholds[h] and self._armed[h]:
+                event = self._disarm_locked(h, used)
+        if overflow_log is not None:
+            self._log_overflow(nbytes, category, h, *overflow_log)
+        if event is not None:
+            self._notify(event)
+        return h
+
+    def release(self, nbytes: int, *, heap: int | None = None, category: str) -> None:
+        """Give back a reservation: the same ``nbytes``, the heap :meth:`reserve` returned, the same category.
+
+        Allowed after :meth:`close` (resources are destroyed late).
+
+        :raises ValueError: more is released than is reserved on that heap or for that category (a double release).
+        """
+        h = self._primary if heap is None else heap
+        with self._lock:
+            c = self._cats.get(category)
+            used = self._used[h] - nbytes
+            if nbytes < 0 or used < 0 or c is None or c[0] < nbytes or c[2] <= 0 or self._count[h] <= 0:
+                raise ValueError(self._bad_release_message(nbytes, h, category))
+            self._used[h] = used
+            self._count[h] -= 1
+            c[0] -= nbytes
+            c[2] -= 1
+            if used < self._thresholds[h]:
+                self._armed[h] = True
+                self._overflow_armed[h] = True
+
+    def _over_budget_locked(self, nbytes: int, heap: int, category: str) -> int:
+        """``heap`` cannot take ``nbytes``: return the overflow heap, or count a rejection and raise."""
+        host = self._host_heap
+        if self._overflow_host and self._device_local[heap] and host is not None and host != heap:
+            host_limit = self._limits[host]
+            if host_limit and self._used[host] + nbytes <= host_limit:
+                self._overflow_allocs += 1
+                self._overflow_bytes += nbytes
+                return host
+        self._rejections += 1
+        raise BudgetExceededError(nbytes, self._used[heap], self._limits[heap], who=category, heap=heap)
+
+    def _log_overflow(self, nbytes: int, category: str, host: int, heap: int, used: int, limit: int, first: bool) -> None:
+        """A warning for the first overflow of an episode (until the heap drops below its warning threshold
+        again), debug messages for the rest: an overflowing load would otherwise log once per buffer."""
+        logger.log(
+            logging.WARNING if first else logging.DEBUG,
+            "device memory budget%s exhausted on heap %d (%d of %d bytes used): %d bytes for %r placed in host "
+            "memory (heap %d) instead%s",
+            f" of {self.name!r}" if self.name else "", heap, used, limit, nbytes, category, host,
+            "; further overflows are counted in stats()['overflow_allocations']" if first else "",
+        )
+
+    def _disarm_locked(self, heap: int, used: int) -> BudgetEvent:
+        self._armed[heap] = False
+        self._warnings += 1
+        return BudgetEvent(heap, used, self._thresholds[heap], self._limits[heap])
+
+    def _notify(self, event: BudgetEvent) -> None:
+        """Log the crossing and call every warning callback (outside the lock, so callbacks may release memory)."""
+        logger.warning(
+            "device memory%s crossed the warning threshold on heap %d: %d bytes used, threshold %d, limit %d "
+            "(%.1f MiB left)",
+            f" of {self.name!r}" if self.name else "", event.heap, event.used, event.threshold, event.limit,
+            (event.limit - event.used) / _MiB,
+        )
+        with self._lock:
+            callbacks = tuple(self._callbacks)
+        for fn in callbacks:
+            try:
+                fn(event)
+            except Exception:
+                logger.exception("budget warning callback %r raised", fn)
+
+    def _bad_release_message(self, nbytes: int, heap: int, category: str) -> str:
+        c = self._cats.get(category)
+        held = c[0] if c else 0
+        return (
+            f"release of {nbytes} bytes for {category!r} on heap {heap} does not match a reservation: "
+            f"{self._used[heap]} bytes are reserved on that heap and {held} for that category (double release, "
+            f"or released on another heap than reserve() returned?)"
+        )
+
+    # ------------------------------------------------------------------ staging quota
+
+    def acquire_staging(self, nbytes: int, *, timeout: float | None = None, who: str = "") -> None:
+        """Take ``nbytes`` of the staging quota, waiting (first come, first served) until enough is returned.
+
+        The bytes are also charged to the primary heap's device budget under the category ``"staging"``.
+
+        :param nbytes: staging bytes wanted (at most :attr:`staging_quota`).
+        :param timeout: seconds to wait (default: ``staging_timeout_s`` from the constructor).
+        :param who: who waits, for the timeout message.
+        :raises StagingTimeoutError: the quota stayed exhausted for ``timeout`` seconds.
+        :raises BudgetExceededError: ``nbytes`` is larger than the whole quota (it could never be granted; split the
+            upload), or the device budget itself is exhausted (a hard failure, no waiting).
+        :raises DeviceClosedError: the budget was closed before or while waiting.
+        """
+        if nbytes < 0:
+            raise ValueError(f"acquire_staging: nbytes must be >= 0, got {nbytes!r}")
+        h = self._primary
+        quota = self._staging_quota
+        if nbytes > quota:
+            with self._lock:
+                self._rejections += 1
+            raise BudgetExceededError(nbytes, self._staging_used, quota, who=f"staging quota{': ' + who if who else ''}", heap=h)
+        wait_s = self._staging_timeout_s if timeout is None else timeout
+        event = None
+        with self._cond:
+            if self._closed:
+                raise DeviceClosedError(f"budget {self.name!r} is closed: cannot acquire {nbytes} staging bytes")
+            if self._staging_queue or self._staging_used + nbytes > quota:
+                self._wait_for_staging_locked(nbytes, wait_s, who)
+            used = self._used[h] + nbytes
+            limit = self._limits[h]
+            if used > limit or not limit:
+                self._rejections += 1
+                self._cond.notify_all()
+                raise BudgetExceededError(nbytes, self._used[h], limit, who=STAGING_CATEGORY, heap=h)
+            self._staging_used += nbytes
+            self._staging_acquired += 1
+            if self._staging_used > self._staging_peak:
+                self._staging_peak = self._staging_used
+            self._used[h] = used
+            if used > self._peak[h]:
+                self._peak[h] = used
+            self._count[h] += 1
+            self._total_allocs += 1
+            c = self._cats.get(STAGING_CATEGORY)
+            if c is None:
+                c = self._cats[STAGING_CATEGORY] = [0, 0, 0, 0]
+            c[0] += nbytes
+            c[1] = max(c[1], c[0])
+            c[2] += 1
+            c[3] += 1
+            if used >= self._thresholds[h] and self._armed[h]:
+                event = self._disarm_locked(h, used)
+        if event is not None:
+            self._notify(event)
+
+    def _wait_for_staging_locked(self, nbytes: int, wait_s: float, who: str) -> None:
+        """Queue behind earlier waiters; return once first in line with room, or raise on timeout/close."""
+        ticket = object()
+        queue = self._staging_queue
+        queue.append(ticket)
+        self._staging_waits += 1
+        deadline = time.monotonic() + wait_s
+        try:
+            while True:
+                if self._closed:
+                    raise DeviceClosedError(
+                        f"budget {self.name!r} was closed while waiting for {nbytes} staging bytes"
+                    )
+                if queue[0] is ticket and self._staging_used + nbytes <= self._staging_quota:
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._staging_timeouts += 1
+                    ahead = queue.index(ticket)
+                    raise StagingTimeoutError(
+                        f"staging quota exhausted: waited {wait_s:.3g} s for {nbytes} bytes of staging memory"
+                        f"{' for ' + repr(who) if who else ''}, but {self._staging_used} of the "
+                        f"{self._staging_quota}-byte staging quota stayed in use ({ahead} earlier request(s) still "
+                        f"waiting); release staging memory sooner (release_staging), upload in smaller pieces, or "
+                        f"raise staging_quota / staging_timeout_s"
+                    )
+                self._cond.wait(remaining)
+        finally:
+            queue.remove(ticket)
+            self._cond.notify_all()  # the next in line may fit now
+
+    def release_staging(self, nbytes: int) -> None:
+        """Return ``nbytes`` of staging memory (quota and device budget); wakes waiting :meth:`acquire_staging`\\ s.
+
+        :raises ValueError: more is returned than is held.
+        """
+        h = self._primary
+        with self._cond:
+            c = self._cats.get(STAGING_CATEGORY)
+            if nbytes < 0 or nbytes > self._staging_used or c is None or c[0] < nbytes or self._used[h] < nbytes:
+                raise ValueError(
+                    f"release_staging({nbytes}): only {self._staging_used} staging bytes are held (double release?)"
+                )
+            self._staging_used -= nbytes
+            used = self._used[h] - nbytes
+            self._used[h] = used
+            self._count[h] -= 1
+            c[0] -= nbytes
+            c[2] -= 1
+            if used < self._thresholds[h]:
+                self._armed[h] = True
+                self._overflow_armed[h] = True
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ runtime updates and lifetime
+
+    def update_heap_budgets(self, budgets: Sequence[int | None]) -> None:
+        """Feed fresh ``VK_EXT_memory_budget`` heap budgets (they change while other processes use the GPU).
+
+        Limits and thresholds are recomputed; a heap now at or over its new threshold notifies as a crossing.
+        """
+        if len(budgets) != len(self._specs):
+            raise ValueError(f"expected {len(self._specs)} heap budgets, got {len(budgets)}")
+        events = []
+        with self._lock:
+            for i, b in enumerate(budgets):
+                spec = self._specs[i]
+                self._specs[i] = HeapBudgetInput(spec.size, spec.device_local, b)
+                self._limits[i], self._thresholds[i] = _limits_for(
+                    self._specs[i], self._budget_fraction, self._warning_fraction
+                )
+                used = self._used[i]
+                if used >= self._thresholds[i] and self._armed[i] and used:
+                    events.append(self._disarm_locked(i, used))
+                elif used < self._thresholds[i]:
+                    self._armed[i] = True
+        for event in events:
+            self._notify(event)
+
+    def close(self) -> None:
+        """End the budget's life with its device: later reservations raise ``DeviceClosedError``, staging waiters
+        wake up and raise it; releases stay allowed. Safe to call twice."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------------ callbacks and stats providers
+
+    def add_warning_callback(self, fn: Callable[[BudgetEvent], object]) -> Callable[[BudgetEvent], object]:
+        """Call ``fn(BudgetEvent)`` each time a heap's usage crosses its warning threshold upward (once per crossing;
+        re-armed when usage drops below it). Returns ``fn``, so it works as a decorator."""
+        with self._lock:
+            self._callbacks.append(fn)
+        return fn
+
+    def remove_warning_callback(self, fn: Callable[[BudgetEvent], object]) -> None:
+        """Stop calling ``fn``. :raises ValueError: it was not registered."""
+        with self._lock:
+            self._callbacks.remove(fn)
+
+    def add_stats_provider(
+        self, name: str, fn: Callable[[], dict[str, Any]], reset: Callable[[], object] | None = None
+    ) -> None:
+        """Let a lower layer add to :meth:`stats` (``stats()[name] = fn()``) and to :meth:`reset_stats` (``reset()``).
+
+        Providers are called without the budget's lock held, so they may take their own locks.
+
+        :raises ValueError: ``name`` is taken (by another provider or a built-in key).
+        """
+        with self._lock:
+            if name in _RESERVED_KEYS or name in self._providers:
+                raise ValueError(f"stats provider name {name!r} is already used")
+            self._providers[name] = (fn, reset)
+
+    def remove_stats_provider(self, name: str) -> None:
+        """Unregister a provider. :raises KeyError: unknown name."""
+        with self._lock:
+            del self._providers[name]
+
+    def stats(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot: totals, per heap, per category, staging, overflow, and every provider's
+        contribution under its name."""
+        with self._lock:
+            p = self._primary
+            heaps = [
+                {
+                    "index": i,
+                    "size": spec.size,
+                    "device_local": spec.device_local,
+                    "budget_bytes": spec.budget_bytes,
+                    "limit": self._limits[i],
+                    "warning_threshold": self._thresholds[i],
+                    "used": self._used[i],
+                    "peak": self._peak[i],
+                    "allocation_count": self._count[i],
+                }
+                for i, spec in enumerate(self._specs)
+            ]
+            out: dict[str, Any] = {
+                "name": self.name,
+                "used": self._used[p],
+                "peak": self._peak[p],
+                "limit": self._limits[p],
+                "warning_threshold": self._thresholds[p],
+                "total_used": sum(self._used),
+                "allocation_count": sum(self._count),
+                "total_allocations": self._total_allocs,
+                "rejections": self._rejections,
+                "warnings": self._warnings,
+                "primary_heap": p,
+                "host_heap": self._host_heap,
+                "heaps": heaps,
+                "categories": {
+                    k: {"bytes": c[0], "peak": c[1], "count": c[2], "total_count": c[3]} for k, c in self._cats.items()
+                },
+                "staging": {
+                    "quota": self._staging_quota,
+                    "used": self._staging_used,
+                    "peak": self._staging_peak,
+                    "acquisitions": self._staging_acquired,
+                    "waits": self._staging_waits,
+                    "timeouts": self._staging_timeouts,
+                    "waiting": len(self._staging_queue),
+                },
+                "overflow": self._overflow,
+                "overflow_allocations": self._overflow_allocs,
+                "overflow_bytes": self._overflow_bytes,
+                "closed": self._closed,
+            }
+            providers = list(self._providers.items())
+        for name, (fn, _reset) in providers:
+            out[name] = fn()
+        return out
+
+    def reset_stats(self) -> None:
+        """Reset peaks (to current use) and counters through every layer; what is in use stays counted."""
+        with self._lock:
+            self._peak = list(self._used)
+            for c in self._cats.values():
+                c[1] = c[0]
+                c[3] = 0
+            self._total_allocs = 0
+            self._rejections = 0
+            self._warnings = 0
+            self._overflow_allocs = 0
+            self._overflow_bytes = 0
+            self._staging_peak = self._staging_used
+            self._staging_acquired = 0
+            self._staging_waits = 0
+            self._staging_timeouts = 0
+            resets = [r for _fn, r in self._providers.values() if r is not None]
+        for reset in resets:
+            reset()
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def primary_heap(self) -> int:
+        """Index of the largest device-local heap (0 when none is device-local)."""
+        return self._primary
+
+    @property
+    def host_heap(self) -> int | None:
+        """Index of the heap ``overflow="host"`` charges, or ``None``."""
+        return self._host_heap
+
+    @property
+    def overflow(self) -> str:
+        """``"error"`` or ``"host"``."""
+        return self._overflow
+
+    @property
+    def limit(self) -> int:
+        """Byte limit of the primary heap."""
+        return self._limits[self._primary]
+
+    @property
+    def limits(self) -> tuple[int, ...]:
+        """Byte limit of every heap, by heap index."""
+        return tuple(self._limits)
+
+    @property
+    def warning_threshold(self) -> int:
+        """Warning threshold of the primary heap."""
+        return self._thresholds[self._primary]
+
+    @property
+    def warning_thresholds(self) -> tuple[int, ...]:
+        """Warning threshold of every heap."""
+        return tuple(self._thresholds)
+
+    @property
+    def used(self) -> int:
+        """Bytes reserved on the primary heap (staging included)."""
+        return self._used[self._primary]
+
+    @property
+    def peak(self) -> int:
+        """Highest :attr:`used` since construction or :meth:`reset_stats`."""
+        return self._peak[self._primary]
+
+    def heap_used(self, heap: int) -> int:
+        """Bytes reserved on ``heap``."""
+        return self._used[heap]
+
+    def available(self, heap: int | None = None) -> int:
+        """Bytes that can still be reserved on ``heap`` (default: the primary heap)."""
+        h = self._primary if heap is None else heap
+        return max(self._limits[h] - self._used[h], 0)
+
+    @property
+    def staging_quota(self) -> int:
+        """Bytes of staging memory that may be held at once."""
+        return self._staging_quota
+
+    @property
+    def staging_used(self) -> int:
+        """Staging bytes held now."""
+        return self._staging_used
+
+    def __repr__(self) -> str:
+        label = f' "{self.name}"' if self.name else ""
+        return f"<BudgetManager{label} {self.used / _MiB:.1f} MiB used of {self.limit / _MiB:.1f} MiB limit>"

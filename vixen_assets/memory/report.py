@@ -1,0 +1,33 @@
+"""``Device.memory_report()``: heaps, budget, per-category use and every block's used and free ranges."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def memory_report(device: Any) -> dict[str, Any]:
+    """Build the JSON-serialisable report of a device's memory."""
+    info = device.info
+    blocks = []
+    for block in device.suballocator.all_blocks():
+        t = block.tlsf
+        blocks.append({
+            "id": block.id, "memory_type": block.type_index, "heap": block.heap, "size": block.size,
+            "purpose": block.pool_key[1], "dedicated": block.dedicated, "used": t.used_bytes, "free": t.free_bytes,
+            "largest_free": t.largest_free, "fragmentation": t.fragmentation(),
+            "used_ranges": [list(r) for r in t.used_ranges()], "free_ranges": [list(r) for r in t.free_ranges()],
+        })
+    budget = device.budget.stats()
+    return {
+        "device": info.name,
+        "heaps": [{"index": h.index, "size": h.size, "device_local": h.device_local, "budget_ext": h.budget}
+                  for h in info.heaps],
+        "memory_types": [{"index": t.index, "heap": t.heap, "properties": list(t.properties)} for t in info.memory_types],
+        "budget": {k: budget[k] for k in ("limit", "warning_threshold", "used", "peak", "heaps", "staging", "overflow",
+                                          "overflow_allocations", "overflow_bytes")},
+        "categories": budget["categories"],
+        "allocator": budget.get("allocator", {}),
+        "live_objects": device.registry.counts(),
+        "calls": device.tracker.as_dict(),
+        "blocks": blocks,
+    }
