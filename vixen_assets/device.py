@@ -25,6 +25,9 @@ from .memory.registry import ResourceRegistry
 from .memory.report import memory_report
 from .memory.strategies import find_memory_type
 from .memory.tracker import AllocationTracker, PhaseCounts
+from .transfer.readback import Readback
+from .transfer.ring import StagingRing
+from .transfer.uploader import BatchedUploader, Ticket
 from .vk import DeviceInfo, Instance, LogicalDevice, query_device_info
 from .vk.commands import CommandPool
 
@@ -80,6 +83,7 @@ class Device:
         self._lock = threading.RLock()
         self._close_callbacks: list[Any] = []
         self.command_pool = CommandPool(self.logical, self.logical.queue.family)
+        self._force_ownership = bool(separate_transfer_queue)
         self._setup_memory(budget_fraction=budget_fraction, warning_fraction=warning_fraction,
                            staging_quota=staging_quota, overflow=overflow, staging_timeout_s=staging_timeout_s,
                            granularity=buffer_image_granularity, block_size=block_size, rebar=rebar)
@@ -117,6 +121,53 @@ class Device:
         self.budget.add_stats_provider("allocator", self.suballocator.stats, self.suballocator.reset_stats)
         self.budget.add_stats_provider("live_objects", self.registry.counts)
         self.leaks: list[str] = []
+        with self.tracker.phase("setup"):
+            self.uploader = BatchedUploader(self.logical, self.buffers, self.lifetime,
+                                            staging_quota=self.budget.staging_quota,
+                                            staging_timeout_s=staging_timeout_s,
+                                            force_ownership_transfer=bool(self._force_ownership))
+            self.readback = Readback(self.uploader)
+        self.budget.add_stats_provider("uploader", self.uploader.stats_dict)
+        self._rings: list[StagingRing] = []
+
+    # -- transfer --------------------------------------------------------------------------------------------
+    def upload(self, buffer: Buffer, data: Any, offset: int = 0) -> None:
+        """Copy ``data`` into ``buffer`` at ``offset`` and wait until it is on the GPU."""
+        self.check_open()
+        self.uploader.enqueue(buffer, data, offset)
+        self.uploader.flush().wait()
+
+    def create_and_upload(self, name: str, data: Any, usage: int | str | Iterable[str], *,
+                          strategy: str = "device_local", category: str = "default") -> Buffer:
+        """Create a buffer sized for ``data``, upload it, wait; on failure nothing is left behind."""
+        self.check_open()
+        from .transfer.uploader import as_bytes
+
+        src = as_bytes(data)
+        buf = self.create_buffer(max(1, src.size), usage, strategy=strategy, name=name, category=category)
+        try:
+            self.upload(buf, src)
+        except BaseException:
+            buf.destroy()
+            raise
+        return buf
+
+    def read_buffer(self, buffer: Buffer, size: int | None = None, offset: int = 0) -> Any:
+        """Return ``size`` bytes of ``buffer`` from ``offset`` as a new ``numpy.uint8`` array (waits for uploads)."""
+        self.check_open()
+        return self.readback.read(buffer, size, offset)
+
+    def flush(self) -> Ticket:
+        """Submit what the uploader has pending (see ``Device.uploader``)."""
+        self.check_open()
+        return self.uploader.flush()
+
+    def staging_ring(self, *, segment_size: int = 4 << 20, segments: int = 3) -> StagingRing:
+        """Create a :class:`StagingRing` for streaming uploads (destroyed at close)."""
+        self.check_open()
+        ring = StagingRing(self.buffers, self.lifetime, segment_size=segment_size, segments=segments)
+        self._rings.append(ring)
+        return ring
 
     # -- memory ----------------------------------------------------------------------------------------------
     def create_buffer(self, size: int, usage: int | str | Iterable[str], *, strategy: str = "device_local",
@@ -178,6 +229,10 @@ class Device:
         return list(self.leaks)
 
     def _release_memory(self) -> None:
+        for ring in self._rings:
+            ring.destroy()
+        self.readback.destroy()
+        self.uploader.close()
         self.lifetime.drain()
         leaks = []
         for obj in self.registry.live():

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from ..errors import BudgetExceededError
 from .allocation import Allocation, DeviceAllocator
-from .budget import BudgetManager
+from .budget import STAGING_CATEGORY, BudgetManager
 
 
 class BudgetedAllocator(DeviceAllocator):
@@ -34,6 +34,17 @@ class BudgetedAllocator(DeviceAllocator):
                  purpose: str = "general") -> Allocation:
         """Reserve ``size`` bytes on the type's heap, then allocate below; host overflow when configured."""
         heap = self._heap_of_type(type_index)
+        if category == STAGING_CATEGORY:  # staging memory is charged to the staging quota (a part of the budget)
+            self.budget.acquire_staging(size, timeout=0.0, who=purpose)
+            try:
+                alloc = self.inner.allocate(size, alignment, type_index, category=category, type_bits=type_bits,
+                                            kind=kind, device_address=device_address, dedicated=dedicated,
+                                            purpose=purpose)
+            except BaseException:
+                self.budget.release_staging(size)
+                raise
+            alloc.heap = -1
+            return alloc
         charged = self.budget.reserve(size, heap=heap, category=category)
         if charged != heap:  # overflow="host": place it in host memory, visibly
             host_type = self._overflow_type(type_bits or (1 << type_index))
@@ -56,7 +67,10 @@ class BudgetedAllocator(DeviceAllocator):
     def free(self, allocation: Allocation) -> None:
         """Free below, then release the budget."""
         self.inner.free(allocation)
-        self.budget.release(allocation.size, heap=allocation.heap, category=allocation.category)
+        if allocation.heap == -1:
+            self.budget.release_staging(allocation.size)
+        else:
+            self.budget.release(allocation.size, heap=allocation.heap, category=allocation.category)
 
     def stats(self) -> dict[str, Any]:
         """The budget's stats (which include the lower layers through its stats providers)."""

@@ -24,6 +24,8 @@ class Lifetime:
         self.timeline = TimelineSemaphore(dev, 0)
         self.frames_in_flight = frames_in_flight
         self._lock = threading.Lock()
+        #: held around "take a timeline value + vkQueueSubmit" so values reach the queue in increasing order
+        self.submit_lock = threading.Lock()
         self._submitted = 0
         self._pending: deque[tuple[int, Any]] = deque()
         self._frame_values: deque[int] = deque()

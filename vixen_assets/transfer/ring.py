@@ -1,0 +1,108 @@
+"""``StagingRing``: N host-visible segments reused in turn, each guarded by the timeline value of its last use.
+
+The streaming path (virtual-texture tiles, per-frame data): ``alloc(n)`` hands out linear ranges of the current
+segment; ``submit(value)`` marks the segment with the timeline value of the submission that reads it and moves
+on; when the ring wraps onto a segment whose value the GPU has not reached, ``alloc`` waits for it. Requests larger
+than a segment are refused (split them, or use the staging pool).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import VixenError
+from ..memory.buffers import Buffer, BufferFactory
+from ..memory.lifetime import Lifetime
+
+
+@dataclass
+class RingStats:
+    """Usage counters of a staging ring."""
+
+    allocations: int = 0
+    bytes: int = 0
+    wraps: int = 0
+    waits: int = 0
+    submits: int = 0
+
+
+@dataclass
+class RingSlice:
+    """A range of a ring segment: write into ``view``, copy from ``buffer`` at ``offset``."""
+
+    buffer: Buffer
+    offset: int
+    size: int
+    view: np.ndarray
+
+
+class StagingRing:
+    """Triple-buffered (by default) staging memory for streaming uploads."""
+
+    def __init__(self, factory: BufferFactory, lifetime: Lifetime, *, segment_size: int = 4 << 20, segments: int = 3,
+                 alignment: int = 16) -> None:
+        """Create ``segments`` host-visible buffers of ``segment_size`` bytes (charged to the staging quota)."""
+        if segments < 2:
+            raise VixenError(f"a staging ring needs at least 2 segments, got {segments}")
+        self._lifetime = lifetime
+        self.segment_size = segment_size
+        self.alignment = alignment
+        self.segments = [factory.create(segment_size, 0x1 | 0x2, strategy="host_visible", name=f"staging-ring-{i}",
+                                        category="staging") for i in range(segments)]
+        self._fence_values = [0] * segments
+        self._current = 0
+        self._cursor = 0
+        self._lock = threading.Lock()
+        self.stats = RingStats()
+
+    def alloc(self, size: int) -> RingSlice:
+        """Reserve ``size`` bytes of the current segment (waiting for the GPU when the ring wraps onto busy memory)."""
+        if size > self.segment_size:
+            raise VixenError(f"staging ring request of {size} bytes exceeds the {self.segment_size}-byte segment")
+        with self._lock:
+            start = (self._cursor + self.alignment - 1) & -self.alignment
+            if start + size > self.segment_size:
+                self._advance_locked()
+                start = 0
+            self._cursor = start + size
+            seg = self.segments[self._current]
+            self.stats.allocations += 1
+            self.stats.bytes += size
+            view = seg.mapped[start:start + size]
+            return RingSlice(seg, start, size, view)
+
+    def _advance_locked(self) -> None:
+        self._current = (self._current + 1) % len(self.segments)
+        if self._current == 0:
+            self.stats.wraps += 1
+        value = self._fence_values[self._current]
+        if not self._lifetime.is_done(value):
+            self.stats.waits += 1
+            self._lifetime.wait(value)
+        self._cursor = 0
+
+    def submit(self, value: int) -> None:
+        """Mark the current segment as read by the submission that signals ``value``; later allocs use the next."""
+        with self._lock:
+            self._fence_values[self._current] = max(self._fence_values[self._current], value)
+            self.stats.submits += 1
+            if self._cursor:
+                self._advance_locked()
+
+    def stats_dict(self) -> dict[str, Any]:
+        """Counters plus geometry."""
+        d = asdict(self.stats)
+        d.update(segments=len(self.segments), segment_size=self.segment_size)
+        return d
+
+    def destroy(self) -> None:
+        """Wait for the segments' last use and destroy them; safe to call twice."""
+        for value in self._fence_values:
+            self._lifetime.wait(value)
+        for seg in self.segments:
+            seg.destroy()
+        self.segments = []

@@ -1,0 +1,461 @@
+"""``BatchedUploader`` (``Device.uploader``): record many copies into one command buffer, submit once.
+
+- ``enqueue(dst, data, dst_offset)`` stages ``data`` and records a ``VkBufferCopy``; copies to adjacent ranges of
+  one buffer from adjacent staging bytes are coalesced into one region. Small pieces are packed linearly into pool
+  buffers; pieces above 512 KiB skip the packing and take whole pool buffers, split at the largest tier (4 MiB).
+- Staging fills of large pieces run on a small thread pool (``numpy.copyto`` releases the GIL), so host copies do
+  not cap the DMA engine.
+- When the destination is host-visible (unified memory, e.g. lavapipe; resizable BAR) and ``direct_writes`` is on,
+  the bytes go straight into the mapped destination: no staging copy, no GPU work.
+- ``flush()`` makes one ``vkQueueSubmit`` on the upload queue (the dedicated transfer queue when the device has one)
+  and returns a :class:`Ticket` (``wait()`` / ``done``). With a separate transfer queue, each destination is released
+  by the transfer family and acquired by the main family (queue-family ownership transfer): the acquire is a second
+  submission on the main queue that waits on the transfer queue's timeline semaphore.
+- ``enqueue_image`` records buffer-to-image copies with the layout transitions (UNDEFINED -> TRANSFER_DST -> the
+  final layout, default SHADER_READ_ONLY_OPTIMAL).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import VixenError
+from ..memory.buffers import Buffer, BufferFactory
+from ..memory.lifetime import Lifetime
+from ..vk import LogicalDevice
+from ..vk import resources as vkr
+from ..vk.commands import CommandPool, begin, end, submit
+from ..vk.images import ImageCopy, cmd_copy_buffer_to_image, cmd_image_barrier
+from ..vk.shim import QUEUE_FAMILY_IGNORED
+from ..vk.sync import TimelineSemaphore
+from .staging import StagingBufferPool
+
+LARGE_COPY = 512 << 10      # pieces above this skip linear packing (Hydra Storm's threshold)
+PARALLEL_FILL = 1 << 20     # pieces above this are filled on the thread pool
+FILL_SPLIT = 4 << 20        # direct writes above this are split across the thread pool
+AUTO_FLUSH_BYTES = 64 << 20  # pending staged bytes that trigger a flush (keeps the DMA engine busy)
+
+STAGE_TRANSFER = 0x1000
+STAGE_ALL_COMMANDS = 0x10000
+STAGE_HOST = 0x4000
+STAGE_TOP = 0x1
+ACCESS_TRANSFER_WRITE = 0x1000
+ACCESS_MEMORY_READ = 0x8000
+ACCESS_MEMORY_WRITE = 0x10000
+ACCESS_HOST_READ = 0x2000
+
+
+def as_bytes(data: Any) -> np.ndarray:
+    """View ``data`` (bytes-like or numpy array) as a flat uint8 array without copying when possible."""
+    if isinstance(data, np.ndarray):
+        if not data.flags.c_contiguous:
+            data = np.ascontiguousarray(data)
+        return data.reshape(-1).view(np.uint8)
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+class Ticket:
+    """A flushed batch: ``wait()`` blocks until the GPU finished it, ``done`` polls."""
+
+    __slots__ = ("_uploader", "value", "regions", "nbytes", "submits")
+
+    def __init__(self, uploader: BatchedUploader | None, value: int, regions: int, nbytes: int, submits: int) -> None:
+        self._uploader = uploader
+        self.value = value
+        self.regions = regions
+        self.nbytes = nbytes
+        self.submits = submits
+
+    @property
+    def done(self) -> bool:
+        """True once the GPU finished the batch (immediately for batches of direct writes only)."""
+        return self._uploader is None or self._uploader.lifetime.is_done(self.value)
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until the batch is done; return False on timeout."""
+        if self._uploader is None:
+            return True
+        ok = self._uploader.lifetime.wait(self.value, timeout_s)
+        if ok:
+            self._uploader.collect()
+        return ok
+
+    def __repr__(self) -> str:
+        return f"<Ticket value={self.value} regions={self.regions} {self.nbytes} B done={self.done}>"
+
+
+@dataclass
+class _Batch:
+    groups: dict[tuple[int, int], tuple[Any, Any, list[list[int]]]] = field(default_factory=dict)
+    staging: list[Buffer] = field(default_factory=list)
+    cursor_buf: Buffer | None = None
+    cursor: int = 0
+    fills: list[Future] = field(default_factory=list)
+    dsts: dict[int, Buffer] = field(default_factory=dict)
+    images: list[tuple[Any, Any, list[ImageCopy], int]] = field(default_factory=list)
+    nbytes: int = 0
+    pieces: int = 0
+
+    def empty(self) -> bool:
+        return not self.groups and not self.images
+
+
+@dataclass
+class UploadStats:
+    """Counters of the uploader."""
+
+    enqueues: int = 0
+    direct_writes: int = 0
+    direct_bytes: int = 0
+    staged_bytes: int = 0
+    regions: int = 0
+    coalesced: int = 0
+    flushes: int = 0
+    submits: int = 0
+    ownership_transfers: int = 0
+    image_copies: int = 0
+
+
+class BatchedUploader:
+    """Batches host-to-GPU copies; see the module docstring. Thread-safe."""
+
+    def __init__(self, dev: LogicalDevice, factory: BufferFactory, lifetime: Lifetime, *, staging_quota: int,
+                 staging_timeout_s: float, threads: int | None = None, force_ownership_transfer: bool = False) -> None:
+        """Create the staging pool, command pools and fill threads."""
+        self.dev = dev
+        self.factory = factory
+        self.lifetime = lifetime
+        self.direct_writes = True
+        self._lock = threading.RLock()
+        self._batch = _Batch()
+        self._inflight: deque[tuple[int, list[Buffer], list[tuple[CommandPool, Any]]]] = deque()
+        self.pool = StagingBufferPool(factory, quota=staging_quota, timeout_s=staging_timeout_s,
+                                      on_exhausted=self._on_exhausted)
+        self.upload_queue = dev.upload_queue
+        self.main_queue = dev.queue
+        self.separate_queue = dev.transfer_queue is not None
+        self.ownership_transfer = self.separate_queue and (
+            dev.upload_queue.family != dev.queue.family or force_ownership_transfer)
+        self._pools = {"upload": CommandPool(dev, self.upload_queue.family)}
+        self._free_cmds: dict[str, list[Any]] = {"upload": []}
+        self.transfer_timeline: TimelineSemaphore | None = None
+        if self.separate_queue:
+            self._pools["acquire"] = CommandPool(dev, self.main_queue.family)
+            self._free_cmds["acquire"] = []
+            self.transfer_timeline = TimelineSemaphore(dev, 0)
+        self._transfer_value = 0
+        workers = threads if threads is not None else max(1, min(8, (os.cpu_count() or 2)))
+        self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vixen-fill")
+        self.stats = UploadStats()
+        self._closed = False
+
+    # -- enqueue --------------------------------------------------------------------------------------------------
+    def enqueue(self, dst: Buffer, data: Any, dst_offset: int = 0) -> None:
+        """Schedule a copy of ``data`` into ``dst`` at ``dst_offset`` (done at the next :meth:`flush`)."""
+        src = as_bytes(data)
+        n = src.size
+        if dst_offset < 0 or dst_offset + n > dst.size:
+            raise VixenError(f"upload to buffer {dst.name!r}: {n} bytes at offset {dst_offset} exceed its {dst.size} bytes")
+        if n == 0:
+            return
+        self.stats.enqueues += 1
+        if self.direct_writes and dst.host_visible:
+            self._write_direct(dst, src, dst_offset)
+            return
+        with self._lock:
+            if n > LARGE_COPY:
+                self._stage_large(dst, src, dst_offset)
+            else:
+                self._stage_small(dst, src, dst_offset)
+            if self._batch.nbytes >= AUTO_FLUSH_BYTES:
+                self.flush()
+
+    def _write_direct(self, dst: Buffer, src: np.ndarray, dst_offset: int) -> None:
+        if dst.last_use and not self.lifetime.is_done(dst.last_use):
+            self.lifetime.wait(dst.last_use)  # never write under the GPU's feet
+        view = dst.mapped
+        n = src.size
+        if n >= FILL_SPLIT:
+            step = max(FILL_SPLIT, -(-n // self._threads._max_workers))
+            futs = [self._threads.submit(np.copyto, view[dst_offset + i:dst_offset + min(n, i + step)],
+                                         src[i:min(n, i + step)]) for i in range(0, n, step)]
+            for f in futs:
+                f.result()
+        else:
+            view[dst_offset:dst_offset + n] = src
+        self.stats.direct_writes += 1
+        self.stats.direct_bytes += n
+
+    def _record(self, src_buf: Buffer, src_off: int, dst: Buffer, dst_off: int, n: int) -> None:
+        batch = self._batch
+        key = (id(src_buf._handle), id(dst._handle))  # one vkCmdCopyBuffer per (src, dst) VkBuffer pair
+        group = batch.groups.get(key)
+        if group is None:
+            group = batch.groups[key] = (src_buf.handle, dst.handle, [])
+        regions = group[2]
+        src_abs = src_buf.offset + src_off
+        dst_abs = dst.offset + dst_off
+        if regions:
+            last = regions[-1]
+            if last[0] + last[2] == src_abs and last[1] + last[2] == dst_abs:
+                last[2] += n
+                self.stats.coalesced += 1
+                batch.dsts[id(dst)] = dst
+                batch.nbytes += n
+                return
+        regions.append([src_abs, dst_abs, n])
+        batch.dsts[id(dst)] = dst
+        batch.nbytes += n
+
+    def _stage_small(self, dst: Buffer, src: np.ndarray, dst_offset: int) -> None:
+        n = src.size
+        batch = self._batch
+        buf = batch.cursor_buf
+        start = (batch.cursor + 15) & ~15
+        if buf is None or start + n > buf.size:
+            buf = self.pool.checkout(max(n, 1 << 20))
+            batch = self._batch  # checkout may have flushed the previous batch
+            batch.staging.append(buf)
+            batch.cursor_buf = buf
+            start = 0
+        buf.mapped[start:start + n] = src
+        batch.cursor = start + n
+        self._record(buf, start, dst, dst_offset, n)
+        self.stats.staged_bytes += n
+
+    def _stage_large(self, dst: Buffer, src: np.ndarray, dst_offset: int) -> None:
+        n = src.size
+        pos = 0
+        while pos < n:
+            chunk = min(n - pos, self.pool.max_chunk)
+            buf = self.pool.checkout(chunk)
+            batch = self._batch
+            batch.staging.append(buf)
+            part = src[pos:pos + chunk]
+            if chunk >= PARALLEL_FILL:
+                batch.fills.append(self._threads.submit(np.copyto, buf.mapped[:chunk], part))
+            else:
+                buf.mapped[:chunk] = part
+            self._record(buf, 0, dst, dst_offset + pos, chunk)
+            pos += chunk
+        self.stats.staged_bytes += n
+
+    def enqueue_image(self, image: Any, data: Any, copies: Sequence[ImageCopy], *,
+                      final_layout: int = 5) -> None:
+        """Schedule buffer-to-image copies of ``data`` (offsets in ``copies`` are into ``data``) with transitions.
+
+        :param image: an object with ``handle``, ``aspect``, ``levels`` and ``layers`` (see ``memory.images``).
+        :param final_layout: ``VkImageLayout`` after the copies (default ``SHADER_READ_ONLY_OPTIMAL`` = 5).
+        """
+        src = as_bytes(data)
+        n = src.size
+        with self._lock:
+            pieces: list[tuple[Buffer, list[ImageCopy]]] = []
+            # each copy's bytes must sit in one staging buffer: pack whole copies into pool buffers
+            pending: list[ImageCopy] = []
+            chunk_size = 0
+            for c in list(copies) + [None]:  # type: ignore[list-item]
+                if c is not None and c.size > self.pool.max_chunk:
+                    raise VixenError(f"image {getattr(image, 'name', '')!r}: one copy of {c.size} bytes exceeds the "
+                                     f"{self.pool.max_chunk}-byte staging chunk")
+                if c is None or (chunk_size + c.size + 16 > self.pool.max_chunk and pending):
+                    if pending:
+                        buf = self.pool.checkout(chunk_size)
+                        self._batch.staging.append(buf)
+                        rebased = []
+                        cur = 0
+                        for p in pending:
+                            cur = (cur + 15) & ~15
+                            buf.mapped[cur:cur + p.size] = src[p.buffer_offset:p.buffer_offset + p.size]
+                            rebased.append(p.rebased(cur))
+                            cur += p.size
+                        pieces.append((buf, rebased))
+                    pending, chunk_size = [], 0
+                    if c is None:
+                        break
+                pending.append(c)
+                chunk_size = ((chunk_size + 15) & ~15) + c.size
+            for buf, cps in pieces:
+                self._batch.images.append((buf, image, cps, final_layout))
+                self._batch.nbytes += sum(c.size for c in cps)
+            self.stats.staged_bytes += n
+            self.stats.image_copies += len(copies)
+
+    # -- flush ----------------------------------------------------------------------------------------------------
+    def _cmd(self, which: str) -> Any:
+        free = self._free_cmds[which]
+        return free.pop() if free else self._pools[which].allocate()
+
+    def flush(self) -> Ticket:
+        """Submit everything enqueued as one batch; return its :class:`Ticket`."""
+        with self._lock:
+            batch = self._batch
+            self._batch = _Batch()
+            self.collect()
+            if batch.empty():
+                self.pool.give_back(batch.staging)
+                return Ticket(None, 0, 0, 0, 0)
+            for f in batch.fills:
+                f.result()
+            self.stats.flushes += 1
+            cmd = self._cmd("upload")
+            begin(cmd)
+            nregions = 0
+            for src_handle, dst_handle, regions in batch.groups.values():
+                arr = np.array(regions, dtype=np.uint64).view(vkr.copy_regions(0).dtype).reshape(-1)
+                vkr.cmd_copy_buffer(cmd, src_handle, dst_handle, arr)
+                nregions += len(regions)
+            self.stats.regions += nregions
+            dst_family = self.main_queue.family
+            src_family = self.upload_queue.family
+            for buf, image, cps, final_layout in batch.images:
+                cmd_image_barrier(cmd, image, old_layout=0, new_layout=7, src_stage=STAGE_TOP, dst_stage=STAGE_TRANSFER,
+                                  src_access=0, dst_access=ACCESS_TRANSFER_WRITE)
+                cmd_copy_buffer_to_image(cmd, buf.handle, buf.offset, image, cps)
+                nregions += len(cps)
+            cmds: list[tuple[str, Any]] = [("upload", cmd)]
+            if self.ownership_transfer:
+                for dst in batch.dsts.values():
+                    vkr.cmd_buffer_barrier(cmd, dst.handle, offset=dst.offset, size=dst.size, src_stage=STAGE_TRANSFER,
+                                           dst_stage=STAGE_ALL_COMMANDS, src_access=ACCESS_TRANSFER_WRITE,
+                                           dst_access=0, src_family=src_family, dst_family=dst_family)
+                for _buf, image, _cps, final_layout in batch.images:
+                    cmd_image_barrier(cmd, image, old_layout=7, new_layout=final_layout, src_stage=STAGE_TRANSFER,
+                                      dst_stage=STAGE_ALL_COMMANDS, src_access=ACCESS_TRANSFER_WRITE, dst_access=0,
+                                      src_family=src_family, dst_family=dst_family)
+                end(cmd)
+                acq = self._cmd("acquire")
+                begin(acq)
+                for dst in batch.dsts.values():
+                    vkr.cmd_buffer_barrier(acq, dst.handle, offset=dst.offset, size=dst.size, src_stage=STAGE_TOP,
+                                           dst_stage=STAGE_ALL_COMMANDS, src_access=0,
+                                           dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE,
+                                           src_family=src_family, dst_family=dst_family)
+                for _buf, image, _cps, final_layout in batch.images:
+                    cmd_image_barrier(acq, image, old_layout=7, new_layout=final_layout, src_stage=STAGE_TOP,
+                                      dst_stage=STAGE_ALL_COMMANDS, src_access=0,
+                                      dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE,
+                                      src_family=src_family, dst_family=dst_family)
+                end(acq)
+                cmds.append(("acquire", acq))
+                self.stats.ownership_transfers += len(batch.dsts) + len(batch.images)
+            else:
+                vkr.cmd_memory_barrier(cmd, src_stage=STAGE_TRANSFER, dst_stage=STAGE_ALL_COMMANDS,
+                                       src_access=ACCESS_TRANSFER_WRITE,
+                                       dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE)
+                for _buf, image, _cps, final_layout in batch.images:
+                    cmd_image_barrier(cmd, image, old_layout=7, new_layout=final_layout, src_stage=STAGE_TRANSFER,
+                                      dst_stage=STAGE_ALL_COMMANDS, src_access=ACCESS_TRANSFER_WRITE,
+                                      dst_access=ACCESS_MEMORY_READ)
+                end(cmd)
+            value = self._submit(cmd, cmds)
+            for dst in batch.dsts.values():
+                dst.last_use = value
+            for _buf, image, _cps, _layout in batch.images:
+                image.last_use = value
+                image.layout = final_layout
+            self._inflight.append((value, batch.staging, cmds))
+            return Ticket(self, value, nregions, batch.nbytes, len(cmds))
+
+    def _submit(self, cmd: Any, cmds: list[tuple[str, Any]]) -> int:
+        lt = self.lifetime
+        with lt.submit_lock:
+            value = lt.next_value()
+            if self.separate_queue:
+                assert self.transfer_timeline is not None
+                self._transfer_value += 1
+                tv = self._transfer_value
+                submit(self.dev, self.upload_queue, [cmd], signals=[(self.transfer_timeline, tv)])
+                self.stats.submits += 1
+                if len(cmds) > 1:
+                    submit(self.dev, self.main_queue, [cmds[1][1]], waits=[(self.transfer_timeline, tv, STAGE_ALL_COMMANDS)],
+                           signals=[(lt.timeline, value)])
+                else:  # same family on a second queue: order the main queue after the transfer queue
+                    submit(self.dev, self.main_queue, [], waits=[(self.transfer_timeline, tv, STAGE_ALL_COMMANDS)],
+                           signals=[(lt.timeline, value)])
+                self.stats.submits += 1
+            else:
+                submit(self.dev, self.upload_queue, [cmd], signals=[(lt.timeline, value)])
+                self.stats.submits += 1
+        return value
+
+    # -- completion -----------------------------------------------------------------------------------------------
+    def collect(self) -> int:
+        """Recycle staging and command buffers of finished batches; return how many finished."""
+        n = 0
+        with self._lock:
+            while self._inflight and self.lifetime.is_done(self._inflight[0][0]):
+                _value, staging, cmds = self._inflight.popleft()
+                self.pool.give_back(staging)
+                for which, cmd in cmds:
+                    self._free_cmds[which].append(cmd)
+                n += 1
+        self.lifetime.collect()
+        return n
+
+    def _on_exhausted(self) -> bool:
+        """Staging is used up: submit what is pending and wait for the oldest batch in flight."""
+        with self._lock:
+            if not self._batch.empty():
+                self.flush()
+            if not self._inflight:
+                return False
+            value = self._inflight[0][0]
+        self.lifetime.wait(value)
+        self.collect()
+        return True
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes enqueued and not yet flushed."""
+        return self._batch.nbytes
+
+    @property
+    def in_flight(self) -> int:
+        """Batches submitted and not yet recycled."""
+        return len(self._inflight)
+
+    def drain(self) -> None:
+        """Flush and wait for every batch."""
+        self.flush()
+        while self._inflight:
+            self.lifetime.wait(self._inflight[-1][0])
+            self.collect()
+
+    def stats_dict(self) -> dict[str, Any]:
+        """Uploader counters plus the staging pool's."""
+        d = dict(vars(self.stats))
+        d["staging_pool"] = self.pool.stats_dict()
+        d["in_flight"] = self.in_flight
+        return d
+
+    def close(self) -> None:
+        """Drain, destroy the staging pool, command pools and threads; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.drain()
+        finally:
+            self._threads.shutdown(wait=True)
+            self.pool.destroy()
+            for pool in self._pools.values():
+                pool.destroy()
+            if self.transfer_timeline is not None:
+                self.transfer_timeline.destroy()
+
+
+def readback_barrier(cmd: Any) -> None:
+    """Make transfer writes visible to host reads."""
+    vkr.cmd_memory_barrier(cmd, src_stage=STAGE_TRANSFER, dst_stage=STAGE_HOST, src_access=ACCESS_TRANSFER_WRITE,
+                           dst_access=ACCESS_HOST_READ)
+
+
+__all__ = ["BatchedUploader", "Ticket", "as_bytes", "readback_barrier", "QUEUE_FAMILY_IGNORED"]

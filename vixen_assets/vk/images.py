@@ -1,0 +1,116 @@
+"""Raw image calls: create/bind/destroy, buffer<->image copies and layout-transition barriers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+from .logical import LogicalDevice
+from .shim import NULL, QUEUE_FAMILY_IGNORED, check, ffi, lib, vk
+
+ASPECT_COLOR = 0x1
+IMAGE_CREATE_CUBE_COMPATIBLE = 0x10
+
+
+@dataclass(frozen=True)
+class ImageCopy:
+    """One buffer-to-image (or image-to-buffer) region: ``size`` bytes at ``buffer_offset`` for one level/layer."""
+
+    buffer_offset: int
+    size: int
+    level: int
+    base_layer: int
+    layer_count: int
+    width: int
+    height: int
+    depth: int = 1
+
+    def rebased(self, offset: int) -> ImageCopy:
+        """The same region read from another buffer offset."""
+        return replace(self, buffer_offset=offset)
+
+
+def create_image(dev: LogicalDevice, *, image_type: int, vk_format: int, width: int, height: int, depth: int,
+                 levels: int, layers: int, usage: int, cube: bool = False, tiling: int = 0) -> Any:
+    """``vkCreateImage`` (optimal tiling by default, exclusive sharing, UNDEFINED initial layout)."""
+    info = ffi.new("VkImageCreateInfo*", {
+        "sType": vk.VK_STRUCTURE_TYPE_IMAGE_CREATE_INFO, "flags": IMAGE_CREATE_CUBE_COMPATIBLE if cube else 0,
+        "imageType": image_type, "format": vk_format, "extent": {"width": width, "height": height, "depth": depth},
+        "mipLevels": levels, "arrayLayers": layers, "samples": vk.VK_SAMPLE_COUNT_1_BIT, "tiling": tiling,
+        "usage": usage, "sharingMode": vk.VK_SHARING_MODE_EXCLUSIVE, "initialLayout": vk.VK_IMAGE_LAYOUT_UNDEFINED})
+    p = ffi.new("VkImage*")
+    check(lib.vkCreateImage(dev.handle, info, NULL, p), "vkCreateImage")
+    return p[0]
+
+
+def destroy_image(dev: LogicalDevice, image: Any) -> None:
+    """``vkDestroyImage``."""
+    lib.vkDestroyImage(dev.handle, image, NULL)
+
+
+def image_requirements(dev: LogicalDevice, image: Any) -> tuple[int, int, int]:
+    """Return (size, alignment, memoryTypeBits) of an image."""
+    req = ffi.new("VkMemoryRequirements*")
+    lib.vkGetImageMemoryRequirements(dev.handle, image, req)
+    return int(req.size), int(req.alignment), int(req.memoryTypeBits)
+
+
+def bind_image(dev: LogicalDevice, image: Any, memory: Any, offset: int) -> None:
+    """``vkBindImageMemory``."""
+    check(lib.vkBindImageMemory(dev.handle, image, memory, offset), "vkBindImageMemory")
+
+
+def image_format_supported(dev_physical: Any, vk_format: int, *, image_type: int, usage: int, cube: bool = False,
+                           levels: int = 1, layers: int = 1, width: int = 1, height: int = 1, depth: int = 1) -> bool:
+    """True when ``vkGetPhysicalDeviceImageFormatProperties`` accepts the format/type/usage and the extent fits."""
+    props = ffi.new("VkImageFormatProperties*")
+    r = lib.vkGetPhysicalDeviceImageFormatProperties(dev_physical, vk_format, image_type, 0, usage,
+                                                     IMAGE_CREATE_CUBE_COMPATIBLE if cube else 0, props)
+    if r != vk.VK_SUCCESS:
+        return False
+    e = props.maxExtent
+    return (width <= e.width and height <= e.height and depth <= e.depth and levels <= props.maxMipLevels
+            and layers <= props.maxArrayLayers)
+
+
+def _regions(copies: Sequence[ImageCopy], base: int, aspect: int) -> Any:
+    arr = ffi.new("VkBufferImageCopy[]", len(copies))
+    for i, c in enumerate(copies):
+        r = arr[i]
+        r.bufferOffset = base + c.buffer_offset
+        r.bufferRowLength = 0
+        r.bufferImageHeight = 0
+        r.imageSubresource.aspectMask = aspect
+        r.imageSubresource.mipLevel = c.level
+        r.imageSubresource.baseArrayLayer = c.base_layer
+        r.imageSubresource.layerCount = c.layer_count
+        r.imageExtent.width = c.width
+        r.imageExtent.height = c.height
+        r.imageExtent.depth = c.depth
+    return arr
+
+
+def cmd_copy_buffer_to_image(cmd: Any, buffer: Any, base_offset: int, image: Any, copies: Sequence[ImageCopy]) -> None:
+    """Record ``vkCmdCopyBufferToImage`` into TRANSFER_DST_OPTIMAL."""
+    arr = _regions(copies, base_offset, getattr(image, "aspect", ASPECT_COLOR))
+    lib.vkCmdCopyBufferToImage(cmd, buffer, image.handle, vk.VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, len(copies), arr)
+
+
+def cmd_copy_image_to_buffer(cmd: Any, image: Any, layout: int, buffer: Any, base_offset: int,
+                             copies: Sequence[ImageCopy]) -> None:
+    """Record ``vkCmdCopyImageToBuffer`` from an image in ``layout``."""
+    arr = _regions(copies, base_offset, getattr(image, "aspect", ASPECT_COLOR))
+    lib.vkCmdCopyImageToBuffer(cmd, image.handle, layout, buffer, len(copies), arr)
+
+
+def cmd_image_barrier(cmd: Any, image: Any, *, old_layout: int, new_layout: int, src_stage: int, dst_stage: int,
+                      src_access: int, dst_access: int, src_family: int = QUEUE_FAMILY_IGNORED,
+                      dst_family: int = QUEUE_FAMILY_IGNORED) -> None:
+    """Record a layout transition (and optional queue-family ownership transfer) over the whole image."""
+    barrier = ffi.new("VkImageMemoryBarrier*", {
+        "sType": vk.VK_STRUCTURE_TYPE_IMAGE_MEMORY_BARRIER, "srcAccessMask": src_access, "dstAccessMask": dst_access,
+        "oldLayout": old_layout, "newLayout": new_layout, "srcQueueFamilyIndex": src_family,
+        "dstQueueFamilyIndex": dst_family, "image": image.handle,
+        "subresourceRange": {"aspectMask": getattr(image, "aspect", ASPECT_COLOR), "baseMipLevel": 0,
+                             "levelCount": image.levels, "baseArrayLayer": 0, "layerCount": image.layers}})
+    lib.vkCmdPipelineBarrier(cmd, src_stage, dst_stage, 0, 0, NULL, 0, NULL, 1, barrier)
