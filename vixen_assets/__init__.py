@@ -2,6 +2,8 @@
 
 from .device import Device, list_devices, open_device
 from .errors import VixenError
+from .hookspecs import hookimpl
+from .usd import Instance, Scene, load_stage
 from .vk import DeviceInfo
 
 __version__ = "0.1.0"
@@ -9,8 +11,12 @@ __version__ = "0.1.0"
 __all__ = [
     "Device",
     "DeviceInfo",
+    "Instance",
+    "Scene",
     "VixenError",
     "__version__",
+    "hookimpl",
     "list_devices",
+    "load_stage",
     "open_device",
 ]

@@ -82,6 +82,8 @@ class Device:
         self._closed = False
         self._lock = threading.RLock()
         self._close_callbacks: list[Any] = []
+        #: cacher instances of this device by cacher name (see ``vixen_assets.cachers.cacher_for``)
+        self.cachers: dict[str, Any] = {}
         self.command_pool = CommandPool(self.logical, self.logical.queue.family)
         self._force_ownership = bool(separate_transfer_queue)
         self._setup_memory(budget_fraction=budget_fraction, warning_fraction=warning_fraction,
@@ -127,6 +129,7 @@ class Device:
                                             staging_timeout_s=staging_timeout_s,
                                             force_ownership_transfer=bool(self._force_ownership))
             self.readback = Readback(self.uploader)
+        self.buffers.before_retire = self.uploader.flush_if_pending
         self.budget.add_stats_provider("uploader", self.uploader.stats_dict)
         self._rings: list[StagingRing] = []
 

@@ -124,11 +124,14 @@ class Suballocator(DeviceAllocator):
 
     # -- info -----------------------------------------------------------------------------------------------------
     def block_size_for(self, type_index: int) -> int:
-        """The default block size for a memory type."""
+        """The default block size for a memory type: VMA's rule applied to the heap, or to the heap's budget limit
+        when that is smaller (else one block may take a small budget whole and starve every other pool)."""
         if self._block_size:
             return self._block_size
         heap = self._info.memory_types[type_index].heap
-        return default_block_size(self._info.heaps[heap].size)
+        size = self._info.heaps[heap].size
+        limit = self._heap_limits(heap)
+        return default_block_size(min(size, limit) if limit > 0 else size)
 
     def heap_block_bytes(self, heap: int) -> int:
         """Bytes of ``VkDeviceMemory`` currently allocated on a heap."""

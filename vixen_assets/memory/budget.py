@@ -176,15 +176,21 @@ class BudgetManager:
         self._used = [0] * n
         self._peak = [0] * n
         self._count = [0] * n
-        self._armed = [True] * n
+        # Hot-path helpers, derived from the limits by _derive_locked():
+        #   _cap[h]:     the most ``used`` may reach; -1 when nothing may be reserved (zero limit, or closed)
+        #   _trigger[h]: usage at which the next warning fires: the threshold while armed, else never (inf)
+        self._cap = [0] * n
+        self._trigger: list[float] = [0] * n
         self._overflow_armed = [True] * n
         #: category -> [bytes, peak, live count, reservations since reset]
         self._cats: dict[str, list[int]] = {}
-        self._total_allocs = 0
         self._rejections = 0
         self._warnings = 0
         self._overflow_allocs = 0
         self._overflow_bytes = 0
+        self._closed = False
+        for i in range(n):
+            self._derive_locked(i)
 
         if staging_quota is None:
             staging_quota = min(DEFAULT_STAGING_CAP, self._limits[self._primary] // 10)
@@ -199,7 +205,12 @@ class BudgetManager:
 
         self._callbacks: list[Callable[[BudgetEvent], object]] = []
         self._providers: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], object] | None]] = {}
-        self._closed = False
+
+    def _derive_locked(self, h: int) -> None:
+        """Recompute heap ``h``'s hot-path cap and warning trigger from its limit, threshold and usage."""
+        limit = self._limits[h]
+        self._cap[h] = -1 if (self._closed or not limit) else limit
+        self._trigger[h] = self._thresholds[h] if self._used[h] < self._thresholds[h] else math.inf
 
     # ------------------------------------------------------------------ reserve / release (hot path)
 
@@ -214,32 +225,20 @@ class BudgetManager:
         :raises BudgetExceededError: the reservation would take the heap over its limit (or the limit is 0).
         :raises DeviceClosedError: after :meth:`close`.
         """
-        if nbytes < 0:
-            raise ValueError(f"reserve: nbytes must be >= 0, got {nbytes!r}")
-        if heap is None:
-            h = self._primary
-        elif 0 <= heap < len(self._limits):
-            h = heap
-        else:
-            raise ValueError(f"reserve: heap {heap!r} is not one of the {len(self._limits)} heaps")
-        event = None
-        overflow_log = None
-        with self._lock:
-            if self._closed:
-                raise DeviceClosedError(f"budget {self.name!r} is closed: cannot reserve {nbytes} bytes for {category!r}")
-            used = self._used[h] + nbytes
-            limit = self._limits[h]
-            if used > limit or not limit:
-                asked = h
-                h = self._over_budget_locked(nbytes, h, category)
-                used = self._used[h] + nbytes
-                overflow_log = (asked, self._used[asked], limit, self._overflow_armed[asked])
-                self._overflow_armed[asked] = False
-            self._used[h] = used
-            if used > self._peak[h]:
-                self._peak[h] = used
+        h = self._primary if heap is None else heap
+        note = None
+        lock = self._lock
+        lock.acquire()
+        try:
+            usedl = self._used
+            used = usedl[h] + nbytes
+            if used > self._cap[h] or nbytes < 0 or h < 0:
+                h, used, note = self._reserve_slow_locked(nbytes, h, category)
+            usedl[h] = used
+            peak = self._peak
+            if used > peak[h]:
+                peak[h] = used
             self._count[h] += 1
-            self._total_allocs += 1
             c = self._cats.get(category)
             if c is None:
                 c = self._cats[category] = [0, 0, 0, 0]
@@ -249,10 +248,13 @@ class BudgetManager:
                 c[1] = b
             c[2] += 1
             c[3] += 1
-            if used >= self._thresholds[h] and self._armed[h]:
-                event = self._disarm_locked(h, used)
-        if overflow_log is not None:
-            self._log_overflow(nbytes, category, h, *overflow_log)
+            event = self._disarm_locked(h, used) if used >= self._trigger[h] else None
+        except IndexError:
+            raise ValueError(f"reserve: heap {heap!r} is not one of the {len(self._limits)} heaps") from None
+        finally:
+            lock.release()
+        if note is not None:
+            self._log_overflow(nbytes, category, h, *note)
         if event is not None:
             self._notify(event)
         return h
@@ -265,28 +267,47 @@ class BudgetManager:
         :raises ValueError: more is released than is reserved on that heap or for that category (a double release).
         """
         h = self._primary if heap is None else heap
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             c = self._cats.get(category)
-            used = self._used[h] - nbytes
-            if nbytes < 0 or used < 0 or c is None or c[0] < nbytes or c[2] <= 0 or self._count[h] <= 0:
+            usedl = self._used
+            used = usedl[h] - nbytes
+            count = self._count
+            if c is None or used < 0 or nbytes < 0 or h < 0 or c[0] < nbytes or not c[2] or not count[h]:
                 raise ValueError(self._bad_release_message(nbytes, h, category))
-            self._used[h] = used
-            self._count[h] -= 1
+            usedl[h] = used
+            count[h] -= 1
             c[0] -= nbytes
             c[2] -= 1
-            if used < self._thresholds[h]:
-                self._armed[h] = True
+            thr = self._thresholds[h]
+            if used < thr:
+                self._trigger[h] = thr
                 self._overflow_armed[h] = True
+        except IndexError:
+            raise ValueError(f"release: heap {heap!r} is not one of the {len(self._limits)} heaps") from None
+        finally:
+            lock.release()
 
-    def _over_budget_locked(self, nbytes: int, heap: int, category: str) -> int:
-        """``heap`` cannot take ``nbytes``: return the overflow heap, or count a rejection and raise."""
+    def _reserve_slow_locked(self, nbytes: int, heap: int, category: str) -> tuple[int, int, tuple | None]:
+        """``reserve`` outside the fast path: bad arguments, closed, or over budget (overflow or raise).
+        Returns ``(heap to charge, its new usage, overflow note for the log or None)``."""
+        n = len(self._limits)
+        if not 0 <= heap < n:
+            raise ValueError(f"reserve: heap {heap!r} is not one of the {n} heaps")
+        if nbytes < 0:
+            raise ValueError(f"reserve: nbytes must be >= 0, got {nbytes!r}")
+        if self._closed:
+            raise DeviceClosedError(f"budget {self.name!r} is closed: cannot reserve {nbytes} bytes for {category!r}")
         host = self._host_heap
         if self._overflow_host and self._device_local[heap] and host is not None and host != heap:
-            host_limit = self._limits[host]
-            if host_limit and self._used[host] + nbytes <= host_limit:
+            used = self._used[host] + nbytes
+            if used <= self._cap[host]:
                 self._overflow_allocs += 1
                 self._overflow_bytes += nbytes
-                return host
+                note = (heap, self._used[heap], self._limits[heap], self._overflow_armed[heap])
+                self._overflow_armed[heap] = False
+                return host, used, note
         self._rejections += 1
         raise BudgetExceededError(nbytes, self._used[heap], self._limits[heap], who=category, heap=heap)
 
@@ -302,7 +323,7 @@ class BudgetManager:
         )
 
     def _disarm_locked(self, heap: int, used: int) -> BudgetEvent:
-        self._armed[heap] = False
+        self._trigger[heap] = math.inf
         self._warnings += 1
         return BudgetEvent(heap, used, self._thresholds[heap], self._limits[heap])
 
@@ -323,6 +344,8 @@ class BudgetManager:
                 logger.exception("budget warning callback %r raised", fn)
 
     def _bad_release_message(self, nbytes: int, heap: int, category: str) -> str:
+        if not 0 <= heap < len(self._limits):
+            return f"release: heap {heap!r} is not one of the {len(self._limits)} heaps"
         c = self._cats.get(category)
         held = c[0] if c else 0
         return (
@@ -353,20 +376,19 @@ class BudgetManager:
         if nbytes > quota:
             with self._lock:
                 self._rejections += 1
-            raise BudgetExceededError(nbytes, self._staging_used, quota, who=f"staging quota{': ' + who if who else ''}", heap=h)
+            raise BudgetExceededError(
+                nbytes, self._staging_used, quota, who=f"staging quota{': ' + who if who else ''}", heap=h
+            )
         wait_s = self._staging_timeout_s if timeout is None else timeout
-        event = None
         with self._cond:
             if self._closed:
                 raise DeviceClosedError(f"budget {self.name!r} is closed: cannot acquire {nbytes} staging bytes")
             if self._staging_queue or self._staging_used + nbytes > quota:
                 self._wait_for_staging_locked(nbytes, wait_s, who)
             used = self._used[h] + nbytes
-            limit = self._limits[h]
-            if used > limit or not limit:
+            if used > self._cap[h]:
                 self._rejections += 1
-                self._cond.notify_all()
-                raise BudgetExceededError(nbytes, self._used[h], limit, who=STAGING_CATEGORY, heap=h)
+                raise BudgetExceededError(nbytes, self._used[h], self._limits[h], who=STAGING_CATEGORY, heap=h)
             self._staging_used += nbytes
             self._staging_acquired += 1
             if self._staging_used > self._staging_peak:
@@ -375,7 +397,6 @@ class BudgetManager:
             if used > self._peak[h]:
                 self._peak[h] = used
             self._count[h] += 1
-            self._total_allocs += 1
             c = self._cats.get(STAGING_CATEGORY)
             if c is None:
                 c = self._cats[STAGING_CATEGORY] = [0, 0, 0, 0]
@@ -383,8 +404,7 @@ class BudgetManager:
             c[1] = max(c[1], c[0])
             c[2] += 1
             c[3] += 1
-            if used >= self._thresholds[h] and self._armed[h]:
-                event = self._disarm_locked(h, used)
+            event = self._disarm_locked(h, used) if used >= self._trigger[h] else None
         if event is not None:
             self._notify(event)
 
@@ -438,7 +458,7 @@ class BudgetManager:
             c[0] -= nbytes
             c[2] -= 1
             if used < self._thresholds[h]:
-                self._armed[h] = True
+                self._trigger[h] = self._thresholds[h]
                 self._overflow_armed[h] = True
             self._cond.notify_all()
 
@@ -459,11 +479,11 @@ class BudgetManager:
                 self._limits[i], self._thresholds[i] = _limits_for(
                     self._specs[i], self._budget_fraction, self._warning_fraction
                 )
+                was_armed = self._trigger[i] != math.inf
+                self._derive_locked(i)
                 used = self._used[i]
-                if used >= self._thresholds[i] and self._armed[i] and used:
+                if used and was_armed and used >= self._thresholds[i]:
                     events.append(self._disarm_locked(i, used))
-                elif used < self._thresholds[i]:
-                    self._armed[i] = True
         for event in events:
             self._notify(event)
 
@@ -472,6 +492,8 @@ class BudgetManager:
         wake up and raise it; releases stay allowed. Safe to call twice."""
         with self._cond:
             self._closed = True
+            for i in range(len(self._cap)):
+                self._derive_locked(i)
             self._cond.notify_all()
 
     @property
@@ -538,7 +560,7 @@ class BudgetManager:
                 "warning_threshold": self._thresholds[p],
                 "total_used": sum(self._used),
                 "allocation_count": sum(self._count),
-                "total_allocations": self._total_allocs,
+                "total_allocations": sum(c[3] for c in self._cats.values()),
                 "rejections": self._rejections,
                 "warnings": self._warnings,
                 "primary_heap": p,
@@ -569,11 +591,10 @@ class BudgetManager:
     def reset_stats(self) -> None:
         """Reset peaks (to current use) and counters through every layer; what is in use stays counted."""
         with self._lock:
-            self._peak = list(self._used)
+            self._peak[:] = self._used
             for c in self._cats.values():
                 c[1] = c[0]
                 c[3] = 0
-            self._total_allocs = 0
             self._rejections = 0
             self._warnings = 0
             self._overflow_allocs = 0

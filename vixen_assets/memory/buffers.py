@@ -231,6 +231,7 @@ class BufferFactory:
         finally:
             vkr.destroy_buffer(dev, probe)
         self._type_cache: dict[tuple[int, str], int] = {}
+        self.before_retire: Any = None
         sub.on_new_block["arena"] = self._make_arena
         sub.on_release_block["arena"] = self._drop_arena
         sub.on_new_block["arena:overflow"] = self._make_arena
@@ -318,6 +319,8 @@ class BufferFactory:
 
     def retire(self, buf: Buffer) -> None:
         """Destroy when the GPU finished the last work that used it (immediately when that is done already)."""
+        if self.before_retire is not None:
+            self.before_retire(buf)  # e.g. submit uploads still pending into it, so last_use covers them
         self.lifetime.retire(buf, buf.last_use)
 
     def destroy_now(self, buf: Buffer) -> None:

@@ -31,7 +31,7 @@ class AllocationGroup:
         return resource
 
     def rollback(self) -> None:
-        """Destroy everything the group made, newest first."""
+        """Destroy everything the group made, newest first (after submitting uploads still pending into them)."""
         while self.buffers:
             self.buffers.pop().destroy()
 

@@ -9,14 +9,16 @@ def memory_report(device: Any) -> dict[str, Any]:
     """Build the JSON-serialisable report of a device's memory."""
     info = device.info
     blocks = []
-    for block in device.suballocator.all_blocks():
-        t = block.tlsf
-        blocks.append({
-            "id": block.id, "memory_type": block.type_index, "heap": block.heap, "size": block.size,
-            "purpose": block.pool_key[1], "dedicated": block.dedicated, "used": t.used_bytes, "free": t.free_bytes,
-            "largest_free": t.largest_free, "fragmentation": t.fragmentation(),
-            "used_ranges": [list(r) for r in t.used_ranges()], "free_ranges": [list(r) for r in t.free_ranges()],
-        })
+    sub = device.suballocator
+    with sub.lock:  # a consistent snapshot: other threads allocate and free under this lock
+        for block in sub.all_blocks():
+            t = block.tlsf
+            blocks.append({
+                "id": block.id, "memory_type": block.type_index, "heap": block.heap, "size": block.size,
+                "purpose": block.pool_key[1], "dedicated": block.dedicated, "used": t.used_bytes,
+                "free": t.free_bytes, "largest_free": t.largest_free, "fragmentation": t.fragmentation(),
+                "used_ranges": [list(r) for r in t.used_ranges()], "free_ranges": [list(r) for r in t.free_ranges()],
+            })
     budget = device.budget.stats()
     return {
         "device": info.name,

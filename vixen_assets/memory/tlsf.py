@@ -17,12 +17,14 @@ The allocator is not thread-safe: the owner (one per ``VkDeviceMemory`` block) h
 
 from __future__ import annotations
 
-__all__ = ["TlsfAllocator", "KIND_LINEAR", "KIND_OPTIMAL"]
+__all__ = ["TlsfAllocator", "KIND_LINEAR", "KIND_OPTIMAL", "SCAN_LIMIT"]
 
 #: ``granularity_kind`` of buffers and linear-tiling images.
 KIND_LINEAR = 0
 #: ``granularity_kind`` of optimal-tiling images.
 KIND_OPTIMAL = 1
+#: Free ranges checked one by one, at most, when the O(1) searches fail (see :meth:`TlsfAllocator.alloc`).
+SCAN_LIMIT = 16
 
 # Bucket mapping (second level = 32 subdivisions per power of two; SL_LOG2 = 5):
 #   size < 64      -> bucket ``size`` (exact)
@@ -91,6 +93,12 @@ class TlsfAllocator:
             optimal-tiling images). With a granularity above 1, optimal allocations are page-aligned and rounded
             up to whole pages (see the module docstring).
         :returns: the offset of the new range, or ``None``.
+
+        The search is TLSF's *good fit*: the smallest size class whose every range holds the request (O(1)); with
+        alignment padding that does not fit, the class that holds ``size + alignment - 1`` (O(1)). Only when both
+        are empty does it look inside the request's own size class (and, when aligned, the classes up to that
+        bound), checking at most :data:`SCAN_LIMIT` ranges. So ``None`` means no range is certainly large enough;
+        a range barely larger than the request may remain when the block is that full.
         """
         if size <= 0 or alignment <= 0 or alignment & (alignment - 1):
             self._bad_request(size, alignment)
@@ -232,7 +240,7 @@ class TlsfAllocator:
 
     def _alloc_slow(self, size: int, mask: int) -> int | None:
         """The good-fit search found nothing usable. First look where any range must fit (``size + mask``, still
-        O(1)); then, for completeness, check every free range in the buckets below that which could still hold the
+        O(1)); then check a bounded number of free ranges in the buckets below that which could still hold the
         request once aligned (only reached when the block is nearly full or the request is large)."""
         if size > self._free_bytes:
             return None
@@ -257,15 +265,17 @@ class TlsfAllocator:
         return self._alloc_scan(size, mask, lo, hi)
 
     def _alloc_scan(self, size: int, mask: int, lo: int, hi: int) -> int | None:
-        """Check each free range in buckets ``[lo, hi)`` for one that holds ``size`` bytes once aligned (the only
-        non-O(1) path: a block too full for the O(1) searches)."""
+        """Check free ranges in buckets ``[lo, hi)``, largest bucket first, for one that holds ``size`` bytes once
+        aligned; give up after :data:`SCAN_LIMIT` ranges so that a nearly full block riddled with same-sized holes
+        (the block an allocator tries first, again and again) still answers in O(1)."""
         buckets = self._buckets
         fstart = self._fstart
         m = (self._bitmap >> lo) & ((1 << (hi - lo)) - 1)
+        budget = SCAN_LIMIT
         while m:
-            low = m & -m
-            idx = lo + low.bit_length() - 1
-            m ^= low
+            top = m.bit_length() - 1
+            m ^= 1 << top
+            idx = lo + top
             bucket = buckets[idx]
             for start in bucket:
                 fsize = fstart[start]
@@ -276,6 +286,9 @@ class TlsfAllocator:
                         self._bitmap ^= 1 << idx
                     del fstart[start]
                     return self._carve(start, fsize, pad, size)
+                budget -= 1
+                if not budget:
+                    return None
         return None
 
     @staticmethod

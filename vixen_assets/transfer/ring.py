@@ -56,6 +56,8 @@ class StagingRing:
         self._fence_values = [0] * segments
         self._current = 0
         self._cursor = 0
+        self._unsubmitted: list[int] = []  # earlier segments holding slices the next submit() reads
+        self._move_on = False  # the current segment was submitted: the next alloc starts the next one
         self._lock = threading.Lock()
         self.stats = RingStats()
 
@@ -65,8 +67,9 @@ class StagingRing:
             raise VixenError(f"staging ring request of {size} bytes exceeds the {self.segment_size}-byte segment")
         with self._lock:
             start = (self._cursor + self.alignment - 1) & -self.alignment
-            if start + size > self.segment_size:
-                self._advance_locked()
+            if self._move_on or start + size > self.segment_size:
+                # a segment left unsubmitted still holds slices the next submit() reads
+                self._advance_locked(spill=not self._move_on and self._cursor > 0)
                 start = 0
             self._cursor = start + size
             seg = self.segments[self._current]
@@ -75,8 +78,15 @@ class StagingRing:
             view = seg.mapped[start:start + size]
             return RingSlice(seg, start, size, view)
 
-    def _advance_locked(self) -> None:
-        self._current = (self._current + 1) % len(self.segments)
+    def _advance_locked(self, spill: bool = False) -> None:
+        nxt = (self._current + 1) % len(self.segments)
+        if nxt in self._unsubmitted or (spill and nxt == self._current):
+            raise VixenError(f"staging ring overrun: all {len(self.segments)} segments were filled without a "
+                             f"submit(); submit the work that reads them, or use larger segments")
+        if spill:
+            self._unsubmitted.append(self._current)
+        self._move_on = False
+        self._current = nxt
         if self._current == 0:
             self.stats.wraps += 1
         value = self._fence_values[self._current]
@@ -86,12 +96,17 @@ class StagingRing:
         self._cursor = 0
 
     def submit(self, value: int) -> None:
-        """Mark the current segment as read by the submission that signals ``value``; later allocs use the next."""
+        """Mark the segments allocated from since the last submit as read by the submission that signals ``value``.
+
+        Later allocs use the next segment; this never blocks (the wait, if any, happens in the ``alloc`` that wraps).
+        """
         with self._lock:
-            self._fence_values[self._current] = max(self._fence_values[self._current], value)
+            for i in self._unsubmitted + [self._current]:
+                self._fence_values[i] = max(self._fence_values[i], value)
+            self._unsubmitted.clear()
             self.stats.submits += 1
             if self._cursor:
-                self._advance_locked()
+                self._move_on = True
 
     def stats_dict(self) -> dict[str, Any]:
         """Counters plus geometry."""

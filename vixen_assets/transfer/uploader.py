@@ -412,6 +412,13 @@ class BatchedUploader:
         self.collect()
         return True
 
+    def flush_if_pending(self, buf: Buffer) -> None:
+        """Submit the pending batch when it copies into ``buf`` (called before ``buf`` is destroyed)."""
+        if id(buf) in self._batch.dsts:
+            with self._lock:
+                if id(buf) in self._batch.dsts:
+                    self.flush()
+
     @property
     def pending_bytes(self) -> int:
         """Bytes enqueued and not yet flushed."""

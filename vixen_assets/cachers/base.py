@@ -1,0 +1,243 @@
+"""``TypedCacher``: the base class of every cacher, built in or third-party.
+
+A cacher turns *sources* (numpy arrays read from a prim or a file) into *entries* (GPU objects). The base class
+gives every cacher the same behaviour:
+
+- a content-hash key per source (``key_for``): identical data referenced many times is uploaded once;
+- reference counts (``get_many`` acquires, ``release`` drops) and an LRU of unreferenced entries, evicted when the
+  device budget crosses its warning threshold (or on ``evict()``);
+- stats: hits, misses, bytes, evictions;
+- exception safety: ``build`` runs inside an allocation group, so a failure leaves no entry and no memory behind;
+- allocations tagged with the cacher's ``name`` in the budget's per-category stats.
+
+A plugin author subclasses it and implements ``read_prim`` (or ``read_file``), ``key_for``, ``build``,
+``entry_nbytes`` and ``destroy_entry``; see ``docs/plugins.md``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Generic, Sequence, TypeVar
+
+from ..memory.group import AllocationGroup
+
+log = logging.getLogger("vixen_assets.cachers")
+
+S = TypeVar("S")
+E = TypeVar("E")
+
+
+@dataclass
+class CacherStats:
+    """Counters of one cacher."""
+
+    hits: int = 0
+    misses: int = 0
+    entries: int = 0
+    bytes: int = 0
+    evictions: int = 0
+    evicted_bytes: int = 0
+    failed_builds: int = 0
+
+
+class _Entry:
+    __slots__ = ("key", "value", "nbytes", "refs", "tick")
+
+    def __init__(self, key: str, value: Any, nbytes: int, tick: int) -> None:
+        self.key = key
+        self.value = value
+        self.nbytes = nbytes
+        self.refs = 0
+        self.tick = tick
+
+
+@dataclass(frozen=True)
+class LoadContext:
+    """What a cacher's ``read_prim`` / ``read_file`` may need: the time, the stage's file, options."""
+
+    time: Any = None
+    layer_path: str = ""
+    options: dict[str, Any] | None = None
+
+
+class TypedCacher(Generic[S, E]):
+    """Base of every cacher: content-hash dedup, refcounts, LRU eviction, stats, exception safety."""
+
+    #: unique name, also the budget category of its allocations
+    name: ClassVar[str] = ""
+    #: USD prim type names this cacher handles (``("Mesh",)``)
+    prim_types: ClassVar[tuple[str, ...]] = ()
+    #: file suffixes this cacher handles (``(".vox",)``)
+    suffixes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, device: Any, *, plugin_manager: Any = None) -> None:
+        """Attach the cacher to ``device`` (evicts on its budget warnings, clears at its close)."""
+        if not self.name:
+            raise TypeError(f"{type(self).__name__} must set a class attribute 'name'")
+        self.device = device
+        self.plugin_manager = plugin_manager
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.RLock()
+        self._ticks = itertools.count(1)
+        self.stats = CacherStats()
+        device.budget.add_warning_callback(self._on_budget_warning)
+        device.on_close(self.clear)
+
+    # -- to implement ---------------------------------------------------------------------------------------------
+    def read_prim(self, prim: Any, context: LoadContext) -> S:
+        """Read one prim into a source (CPU only); raise ``FormatError`` naming the prim and field on bad data."""
+        raise NotImplementedError(f"{type(self).__name__} does not read prims")
+
+    def read_file(self, path: str, context: LoadContext) -> S:
+        """Read one file into a source (CPU only); raise ``FormatError`` naming the file and field on bad data."""
+        raise NotImplementedError(f"{type(self).__name__} does not read files")
+
+    def key_for(self, source: S) -> str:
+        """A content hash of everything that decides the entry (arrays and build parameters)."""
+        raise NotImplementedError
+
+    def build(self, sources: Sequence[S], group: AllocationGroup) -> list[E]:
+        """Create GPU entries for ``sources`` (allocate through ``group``, enqueue uploads on the device)."""
+        raise NotImplementedError
+
+    def entry_nbytes(self, entry: E) -> int:
+        """Bytes of GPU memory ``entry`` holds."""
+        raise NotImplementedError
+
+    def destroy_entry(self, entry: E) -> None:
+        """Release ``entry``'s GPU objects."""
+        raise NotImplementedError
+
+    # -- provided -------------------------------------------------------------------------------------------------
+    def get_many(self, sources: Sequence[S], keys: Sequence[str] | None = None) -> list[E]:
+        """Return one entry per source, acquiring a reference on each; builds the missing ones in one batch."""
+        if keys is None:
+            keys = [self.key_for(s) for s in sources]
+        with self._lock:
+            missing: dict[str, S] = {}
+            for key, src in zip(keys, sources):
+                if key not in self._entries and key not in missing:
+                    missing[key] = src
+            if missing:
+                self._build_missing(missing)
+            fresh = set(missing)  # the first reference to a new entry is its miss, counted by _build_missing
+            out = []
+            for key in keys:
+                entry = self._entries[key]
+                if key in fresh:
+                    fresh.discard(key)
+                else:
+                    self.stats.hits += 1
+                entry.refs += 1
+                entry.tick = next(self._ticks)
+                self._entries.move_to_end(key)
+                out.append(entry.value)
+            return out
+
+    def get(self, source: S) -> E:
+        """Return the entry for one source (acquiring a reference)."""
+        return self.get_many([source])[0]
+
+    def acquire_keys(self, keys: Sequence[str]) -> list[E] | None:
+        """Acquire entries by key when all are still cached (a warm reload); ``None`` if any is gone."""
+        with self._lock:
+            if any(k not in self._entries for k in keys):
+                return None
+            out = []
+            for key in keys:
+                entry = self._entries[key]
+                entry.refs += 1
+                entry.tick = next(self._ticks)
+                self._entries.move_to_end(key)
+                self.stats.hits += 1
+                out.append(entry.value)
+            return out
+
+    def _build_missing(self, missing: dict[str, S]) -> None:
+        keys = list(missing)
+        with AllocationGroup(self.device) as group:
+            try:
+                values = self.build([missing[k] for k in keys], group)
+            except BaseException:
+                self.stats.failed_builds += 1
+                raise
+            if len(values) != len(keys):
+                raise RuntimeError(f"cacher {self.name!r}: build returned {len(values)} entries for {len(keys)} sources")
+        from ..plugins import notify_asset_cached
+
+        for key, value in zip(keys, values):
+            nbytes = int(self.entry_nbytes(value))
+            self._entries[key] = _Entry(key, value, nbytes, next(self._ticks))
+            self.stats.misses += 1
+            self.stats.entries += 1
+            self.stats.bytes += nbytes
+            if self.plugin_manager is not None:
+                notify_asset_cached(self.plugin_manager, self.name, key, nbytes)
+
+    def release(self, key: str) -> None:
+        """Drop one reference to the entry ``key`` (it stays cached, evictable, once unreferenced)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.refs <= 0:
+                raise KeyError(f"cacher {self.name!r}: no reference held on {key!r}")
+            entry.refs -= 1
+
+    def refcount(self, key: str) -> int:
+        """References held on ``key`` (0 for an unreferenced cached entry; -1 when not cached)."""
+        entry = self._entries.get(key)
+        return -1 if entry is None else entry.refs
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def evict(self, nbytes: int | None = None) -> int:
+        """Destroy unreferenced entries, least recently used first, until ``nbytes`` are freed (all when None)."""
+        freed = 0
+        count = 0
+        with self._lock:
+            for key in list(self._entries):
+                if nbytes is not None and freed >= nbytes:
+                    break
+                entry = self._entries[key]
+                if entry.refs:
+                    continue
+                del self._entries[key]
+                self.destroy_entry(entry.value)
+                freed += entry.nbytes
+                count += 1
+                self.stats.evictions += 1
+                self.stats.evicted_bytes += entry.nbytes
+                self.stats.entries -= 1
+                self.stats.bytes -= entry.nbytes
+        if count:
+            log.info("cacher %r evicted %d entries (%d bytes)", self.name, count, freed)
+        return count
+
+    def _on_budget_warning(self, event: Any) -> None:
+        """Budget crossed its warning threshold: evict LRU unreferenced entries until below it (if we can now)."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            self.evict(max(0, event.used - event.threshold) or None)
+        finally:
+            self._lock.release()
+
+    def clear(self) -> None:
+        """Destroy every entry, referenced or not (device close)."""
+        with self._lock:
+            for entry in self._entries.values():
+                self.destroy_entry(entry.value)
+            self._entries.clear()
+            self.stats.entries = 0
+            self.stats.bytes = 0
+
+    def stats_dict(self) -> dict[str, Any]:
+        """Counters as a dict."""
+        return asdict(self.stats)

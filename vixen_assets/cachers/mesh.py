@@ -1,0 +1,122 @@
+"""``MeshCacher``: ``UsdGeomMesh`` prims to GPU vertex and index buffers (a built-in plugin).
+
+Reading is per prim (attribute reads only); preparation (triangulation, normals, primvar flattening, splitting,
+packing) runs vectorized over all meshes of a batch (``vixen_assets.geometry``). Each mesh's vertices and indices
+are ranges of shared arena ``VkBuffer``\\ s (small meshes never get a ``VkBuffer`` each, as Hydra Storm aggregates
+its buffers); large ones get their own. The vertex layout is documented in ``vixen_assets.geometry.packing``:
+position float32x3, normal float32x3, st float32x2 (stride 32), extra primvars appended.
+
+``GpuMesh.vertex_offset`` is the byte offset of the first vertex inside ``vertex_buffer.handle`` (what
+``vkCmdBindVertexBuffers`` takes); ``first_index`` counts indices from the start of ``index_buffer.handle`` (what
+``vkCmdDrawIndexed`` takes, with ``vkCmdBindIndexBuffer`` at offset 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..geometry.mesh_source import MeshSource
+from ..geometry.packing import Submesh
+from ..geometry.prepare import prepare_meshes
+from ..geometry.usd_mesh import read_mesh_source
+from ..hookspecs import hookimpl
+from ..memory.buffers import Buffer
+from ..memory.group import AllocationGroup
+from .base import LoadContext, TypedCacher
+
+#: Buffer usage of mesh data: vertex/index input, storage reads, device address and BLAS build input.
+MESH_USAGE = "vertex|index|storage|device_address|accel_input"
+
+
+@dataclass(eq=False)
+class GpuMesh:
+    """One unique mesh on the GPU (shared by every instance that references the same data)."""
+
+    key: str
+    vertex_buffer: Buffer
+    index_buffer: Buffer
+    vertex_offset: int
+    first_index: int
+    index_count: int
+    vertex_count: int
+    index_dtype: np.dtype
+    layout: dict[str, tuple[int, str, int]]
+    submeshes: list[Submesh]
+    bounds: tuple[np.ndarray, np.ndarray]
+    triangle_count: int
+    stride: int
+    prim_path: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of vertex and index data."""
+        return self.vertex_buffer.size + self.index_buffer.size
+
+    @property
+    def vertex_address(self) -> int:
+        """GPU address of the first vertex (for acceleration-structure builds)."""
+        return self.vertex_buffer.device_address
+
+    @property
+    def index_address(self) -> int:
+        """GPU address of the first index."""
+        return self.index_buffer.device_address
+
+    def __repr__(self) -> str:
+        return f"<GpuMesh {self.prim_path or self.key[:12]} {self.triangle_count} tris {self.vertex_count} verts>"
+
+
+class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
+    """Caches ``UsdGeomMesh`` data on the GPU, deduplicated by content."""
+
+    name = "mesh"
+    prim_types = ("Mesh",)
+    attributes: tuple[str, ...] = ("position", "normal", "st")
+
+    def read_prim(self, prim: Any, context: LoadContext) -> MeshSource:
+        """Read the mesh's arrays and check them (FormatError names file, prim and field)."""
+        primvars = tuple(a for a in self.attributes if a not in ("position", "normal"))
+        return read_mesh_source(prim, context.time, primvars=primvars, validate=True)
+
+    def key_for(self, source: MeshSource) -> str:
+        """Content hash of the arrays and the requested attributes."""
+        return source.content_hash(self.attributes)
+
+    def build(self, sources: Sequence[MeshSource], group: AllocationGroup) -> list[GpuMesh]:
+        """Prepare all sources in one vectorized pass, allocate arena ranges, enqueue the uploads."""
+        prepared = prepare_meshes(sources, attributes=self.attributes, validate=False)
+        up = self.device.uploader
+        out = []
+        for src, pm in zip(sources, prepared):
+            label = src.prim_path or pm.content_hash[:12]
+            vb = group.create_buffer(max(pm.vertices.nbytes, 4), MESH_USAGE, name=f"vb:{label}", category=self.name)
+            ib = group.create_buffer(max(pm.indices.nbytes, 4), MESH_USAGE, name=f"ib:{label}", category=self.name)
+            if pm.vertices.nbytes:
+                up.enqueue(vb, pm.vertices)
+            if pm.indices.nbytes:
+                up.enqueue(ib, pm.indices)
+            out.append(GpuMesh(
+                key=pm.content_hash, vertex_buffer=vb, index_buffer=ib, vertex_offset=vb.offset,
+                first_index=ib.offset // pm.indices.itemsize, index_count=pm.index_count, vertex_count=pm.vertex_count,
+                index_dtype=pm.index_dtype, layout=pm.layout, submeshes=list(pm.submeshes), bounds=pm.bounds,
+                triangle_count=pm.triangle_count, stride=pm.stride or pm.vertices.itemsize, prim_path=src.prim_path))
+        return out
+
+    def entry_nbytes(self, entry: GpuMesh) -> int:
+        """Vertex plus index bytes."""
+        return entry.nbytes
+
+    def destroy_entry(self, entry: GpuMesh) -> None:
+        """Destroy both buffers (deferred while the GPU uses them)."""
+        entry.vertex_buffer.destroy()
+        entry.index_buffer.destroy()
+
+
+@hookimpl
+def vixen_register_cachers(registry: Any) -> None:
+    """Register the built-in mesh cacher."""
+    registry.register(MeshCacher)

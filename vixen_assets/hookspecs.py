@@ -1,0 +1,109 @@
+"""Hook specifications of vixen-assets: every hook a plugin can implement, each documented for plugin authors.
+
+Three kinds of hooks (see ``docs/plugins.md``):
+
+- registration: the core passes a registry and owns it (``vixen_register_cachers``);
+- decision: ``firstresult=True``, the first non-``None`` answer wins;
+- notification: return ``None``; they report what happened (``vixen_stage_loaded``, ``vixen_asset_cached``,
+  ``vixen_progress``).
+
+This module imports only pluggy and the standard library at run time; project types are for type checkers only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .cachers.registry import CacherRegistry
+    from .usd.scene import Scene
+
+PROJECT_NAME = "vixen_assets"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def vixen_register_cachers(registry: CacherRegistry) -> None:
+    """Register cacher classes: which USD prim types and which file suffixes each one handles.
+
+    :param registry: call ``registry.register(CacherClass)``; the class's ``prim_types`` (e.g. ``("Points",)``) and
+        ``suffixes`` (e.g. ``(".vox",)``) say what it handles. ``registry.register(Cls, prim_types=..., suffixes=...)``
+        overrides them.
+    :returns: nothing.
+
+    .. versionadded:: 0.1
+
+    Implementing this hook: register every cacher your plugin provides in one call. Registration is all-or-nothing
+    per plugin: if one of your classes claims a prim type or suffix that another plugin already handles, none of
+    yours is registered and the error names both plugins. The built-in cachers (``Mesh`` and the others) are
+    registered through this same hook.
+    """
+
+
+@hookspec
+def vixen_stage_loaded(scene: Scene) -> None:
+    """Called once a stage is loaded and every asset is on the GPU.
+
+    :param scene: the loaded :class:`~vixen_assets.usd.scene.Scene` (meshes, instances, warnings, stats).
+    :returns: nothing.
+
+    .. versionadded:: 0.1
+
+    Implementing this hook: inspect or annotate the scene (statistics, checks, extra GPU work of your own). Do not
+    release it: the caller owns it. An exception raised here is reported with your plugin's name as a warning in
+    ``scene.warnings``; it does not fail the load.
+    """
+
+
+@hookspec
+def vixen_asset_cached(cacher_name: str, key: str, nbytes: int) -> None:
+    """Called when a cacher created a new GPU entry (a cache miss that was uploaded).
+
+    :param cacher_name: the cacher's ``name`` (``"mesh"``, ``"points"``, ...).
+    :param key: the entry's content-hash key.
+    :param nbytes: bytes of GPU memory the entry holds.
+    :returns: nothing.
+
+    .. versionadded:: 0.1
+
+    Implementing this hook: keep statistics or logs; it runs on the loading thread, so keep it quick.
+    """
+
+
+@hookspec
+def vixen_progress(phase: str, done: int, total: int) -> None:
+    """Report progress of long work (loading a stage, validating a library).
+
+    :param phase: what is being done (``"walk"``, ``"prepare"``, ``"upload"``, ...).
+    :param done: units finished so far in this phase.
+    :param total: units in the phase (0 when unknown).
+    :returns: nothing.
+
+    .. versionadded:: 0.1
+
+    Implementing this hook: drive a progress display. It can be called many times per second; do little work.
+    """
+
+
+@hookspec(firstresult=True)
+def vixen_resolve_asset_path(asset_path: str, anchor: str) -> str | None:
+    """Decide where an asset path that the stage references (a texture, a ``.vox`` file) lives on disk.
+
+    :param asset_path: the path as authored.
+    :param anchor: the path of the layer that authored it (relative paths resolve against it).
+    :returns: a filesystem path, or ``None`` to let the next plugin (finally USD's resolver) decide.
+
+    .. versionadded:: 0.1
+
+    Implementing this hook: map custom URI schemes or asset libraries to files. The first non-``None`` answer wins.
+    """
+
+
+def all_hook_names() -> list[str]:
+    """Names of every hook specification in this module."""
+    return [name for name, obj in globals().items() if name.startswith("vixen_") and callable(obj)]
+

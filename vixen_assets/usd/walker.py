@@ -1,0 +1,448 @@
+"""The stage walker: ``load_stage(path_or_stage, device)`` puts a USD scene on the GPU and returns a ``Scene``.
+
+Walk: the composed stage (payloads loaded) with ``UsdGeom.XformCache``; invisible prims and unwanted purposes are
+pruned; instanceable prims walk their prototype once (every instance reuses its items); ``UsdGeomPointInstancer``
+expands into one instance per point (each prototype walked once). Every prim whose type a cacher is registered for
+(``vixen_register_cachers``) is read by that cacher (attribute reads only, once per unique prim), then each cacher
+builds all its missing entries in one vectorized batch, and one flush submits every upload.
+
+Bad prims are skipped with a warning in ``Scene.warnings`` naming the file, the prim and the problem (like usdview);
+``strict=True`` raises ``FormatError`` instead. Either way nothing is leaked and the device stays usable.
+
+A reload of the same unchanged files on the same device is *warm*: the walk's result is remembered per device
+(keyed by the files' paths, sizes and modification times) and the cached GPU entries are re-acquired without
+reading the stage again.
+"""
+
+from __future__ import annotations
+
+import os
+import time as _time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from pxr import Tf, Usd, UsdGeom, UsdShade
+
+from ..cachers import LoadContext, cacher_for
+from ..cachers.registry import Registration
+from ..errors import FormatError, VixenError
+from ..plugins import cacher_registry, default_plugin_manager, notify_progress, notify_stage_loaded
+from .scene import Instance, Scene
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass
+class _Item:
+    """One placement found by the walk: which prim (read once) and its matrix (row-vector convention)."""
+
+    registration: Registration
+    prim: Any
+    matrix: Any  # Gf.Matrix4d, USD row-vector convention
+    label: str
+    material: str | None
+
+
+def _open(path_or_stage: Any) -> tuple[Any, str]:
+    if isinstance(path_or_stage, Usd.Stage):
+        return path_or_stage, path_or_stage.GetRootLayer().identifier
+    path = os.fspath(path_or_stage)
+    if not os.path.exists(path):
+        raise FormatError("file not found", path=path)
+    try:
+        stage = Usd.Stage.Open(path, Usd.Stage.LoadAll)
+    except Tf.ErrorException as exc:
+        raise FormatError(f"cannot open stage: {str(exc).strip().splitlines()[-1]}", path=path) from exc
+    if stage is None:
+        raise FormatError("cannot open stage", path=path)
+    return stage, path
+
+
+def resolve_time(stage: Any, time: Any) -> Any:
+    """``None`` → the stage's start time code when it authors a time range, else the default time (as usdview)."""
+    if time is None:
+        if stage.HasAuthoredMetadata("startTimeCode") or stage.HasAuthoredMetadata("endTimeCode"):
+            return Usd.TimeCode(stage.GetStartTimeCode())
+        return Usd.TimeCode.Default()
+    return time if isinstance(time, Usd.TimeCode) else Usd.TimeCode(float(time))
+
+
+def _bound_material(prim: Any) -> str | None:
+    try:
+        mat, _rel = UsdShade.MaterialBindingAPI(prim).ComputeBoundMaterial()
+    except Exception:
+        return None
+    return str(mat.GetPath()) if mat else None
+
+
+class _Walker:
+    def __init__(self, stage: Any, time: Any, purposes: Sequence[str], types: dict[str, Registration],
+                 warn: Callable[[str, str, str], None]) -> None:
+        self.stage = stage
+        self.time = time
+        self.purposes = set(purposes)
+        self.types = types
+        self.warn = warn
+        self.xfc = UsdGeom.XformCache(time)
+        self.visited = 0
+        self._protos: dict[str, list[_Item]] = {}
+
+    def _pruned(self, prim: Any) -> bool:
+        if not prim.IsA(UsdGeom.Imageable):
+            return False
+        img = UsdGeom.Imageable(prim)
+        vis = img.GetVisibilityAttr()
+        if vis.HasAuthoredValue() and vis.Get(self.time) == UsdGeom.Tokens.invisible:
+            return True
+        pur = img.GetPurposeAttr()
+        if pur.HasAuthoredValue() and pur.Get() not in self.purposes:
+            return True
+        return False
+
+    def _matrix(self, prim: Any, relative_to: Any) -> Any:
+        if relative_to is None:
+            return self.xfc.GetLocalToWorldTransform(prim)
+        return self.xfc.ComputeRelativeTransform(prim, relative_to)[0]
+
+    def walk(self, root: Any, relative_to: Any = None) -> list[_Item]:
+        items: list[_Item] = []
+        it = iter(Usd.PrimRange(root))
+        for prim in it:
+            self.visited += 1
+            if self._pruned(prim):
+                it.PruneChildren()
+                continue
+            if prim.IsInstance():
+                proto = prim.GetPrototype()
+                m = self._matrix(prim, relative_to)
+                inst_mat = _bound_material(prim)
+                path = str(prim.GetPath())
+                for pi in self._prototype(proto):
+                    items.append(_Item(pi.registration, pi.prim, pi.matrix * m,
+                                       path + pi.label[len(str(proto.GetPath())):], pi.material or inst_mat))
+                it.PruneChildren()
+                continue
+            tname = prim.GetTypeName()
+            if tname == "PointInstancer":
+                items.extend(self._point_instancer(prim, relative_to))
+                it.PruneChildren()
+                continue
+            reg = self.types.get(tname)
+            if reg is not None:
+                items.append(_Item(reg, prim, self._matrix(prim, relative_to), str(prim.GetPath()), None))
+        return items
+
+    def _prototype(self, proto: Any) -> list[_Item]:
+        key = str(proto.GetPath())
+        got = self._protos.get(key)
+        if got is None:
+            got = self._protos[key] = self.walk(proto, relative_to=proto)
+        return got
+
+    def _point_instancer(self, prim: Any, relative_to: Any) -> list[_Item]:
+        pi = UsdGeom.PointInstancer(prim)
+        path = str(prim.GetPath())
+        targets = pi.GetPrototypesRel().GetTargets()
+        proto_idx = pi.GetProtoIndicesAttr().Get(self.time)
+        if proto_idx is None or not targets:
+            return []
+        try:
+            xforms = pi.ComputeInstanceTransformsAtTime(self.time, self.time)
+        except Exception as exc:  # mismatched array lengths etc.
+            self.warn(path, "positions", f"point instancer cannot compute transforms: {exc}")
+            return []
+        if xforms is None or len(xforms) != len(proto_idx):
+            self.warn(path, "protoIndices", "point instancer arrays do not match (no instances made)")
+            return []
+        m_inst = self._matrix(prim, relative_to)
+        protos: list[list[_Item] | None] = []
+        for t in targets:
+            p = self.stage.GetPrimAtPath(t)
+            if not p:
+                self.warn(path, "prototypes", f"prototype {t} does not exist")
+                protos.append(None)
+                continue
+            key = f"PI:{t}"
+            if key not in self._protos:
+                self._protos[key] = self._walk_proto_subtree(p)
+            protos.append(self._protos[key])
+        invisible = set()
+        inv_attr = pi.GetInvisibleIdsAttr().Get(self.time)
+        ids_attr = pi.GetIdsAttr().Get(self.time)
+        if inv_attr is not None and len(inv_attr):
+            ids = list(ids_attr) if ids_attr is not None and len(ids_attr) == len(proto_idx) else range(len(proto_idx))
+            bad = set(int(v) for v in inv_attr)
+            invisible = {i for i, ident in enumerate(ids) if int(ident) in bad}
+        items: list[_Item] = []
+        n = len(protos)
+        for i, (pidx, xf) in enumerate(zip(proto_idx, xforms)):
+            if i in invisible:
+                continue
+            if not 0 <= pidx < n:
+                self.warn(path, "protoIndices", f"index {pidx} out of range for {n} prototypes")
+                continue
+            sub = protos[pidx]
+            if not sub:
+                continue
+            world = xf * m_inst
+            for it in sub:
+                items.append(_Item(it.registration, it.prim, it.matrix * world, f"{path}[{i}]{it.label}",
+                                   it.material))
+        return items
+
+    def _walk_proto_subtree(self, proto_root: Any) -> list[_Item]:
+        # prototype items carry matrices relative to the prototype root; the instance transform includes the root's
+        items = self.walk(proto_root, relative_to=proto_root)
+        root = str(proto_root.GetPath())
+        for it in items:
+            it.label = it.label[len(root):] if it.label.startswith(root) else it.label
+        return items
+
+
+def _layer_stats(stage: Any) -> tuple[tuple[str, int, int], ...] | None:
+    out = []
+    for layer in stage.GetUsedLayers():
+        real = layer.realPath
+        if not real:
+            if layer.anonymous:
+                continue
+            return None
+        try:
+            st = os.stat(real.split("[", 1)[0])
+        except OSError:
+            return None
+        out.append((real, st.st_mtime_ns, st.st_size))
+    return tuple(sorted(out))
+
+
+def _stats_unchanged(stats: tuple[tuple[str, int, int], ...]) -> bool:
+    for real, mtime, size in stats:
+        try:
+            st = os.stat(real.split("[", 1)[0])
+        except OSError:
+            return False
+        if st.st_mtime_ns != mtime or st.st_size != size:
+            return False
+    return True
+
+
+def _to_numpy(m: Any) -> np.ndarray:
+    """USD row-vector matrix → float32 4x4 for column vectors (translation in ``[:3, 3]``)."""
+    return np.array(m, dtype=np.float64).T.astype(np.float32)
+
+
+def load_stage(path_or_stage: Any, device: Any, *, time: Any = None, purposes: Sequence[str] = ("default", "render"),
+               progress: ProgressFn | None = None, strict: bool = False, plugin_manager: Any = None,
+               acceleration_structures: bool = False, warm: bool = True) -> Scene:
+    """Load a USD stage onto ``device``; return the :class:`Scene` (release it, or use ``with``).
+
+    :param path_or_stage: a file path (``.usd``, ``.usda``, ``.usdc``, ``.usdz``) or an open ``Usd.Stage``.
+    :param device: the :class:`~vixen_assets.Device`.
+    :param time: time code to sample; ``None``: the stage's start time code if it authors a range, else default.
+    :param purposes: prim purposes to load.
+    :param progress: ``progress(phase, done, total)`` callback (the ``vixen_progress`` hook is called too).
+    :param strict: raise ``FormatError`` on the first bad prim instead of skipping it with a warning.
+    :param plugin_manager: the pluggy manager (default: the process-wide one).
+    :param acceleration_structures: also build BLAS/TLAS (``Scene.tlas``).
+    :param warm: reuse the remembered walk of unchanged files on this device (a warm reload).
+    :raises FormatError: the stage cannot be opened (naming the file), or a bad prim with ``strict=True``.
+    """
+    device.check_open()
+    pm = plugin_manager if plugin_manager is not None else default_plugin_manager()
+    t0 = _time.perf_counter()
+
+    def report(phase: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(phase, done, total)
+        notify_progress(pm, phase, done, total)
+
+    plan_key = None
+    if warm and not isinstance(path_or_stage, Usd.Stage):
+        plan_key = (os.path.abspath(os.fspath(path_or_stage)), repr(time), tuple(purposes), strict, id(pm))
+        plan = getattr(device, "_stage_plans", {}).get(plan_key)
+        if plan is not None and _stats_unchanged(plan["layers"]):
+            scene = _warm_scene(device, pm, plan, plan_key[0], report)
+            if scene is not None:
+                scene.stats.seconds["total"] = _time.perf_counter() - t0
+                notify_stage_loaded(pm, scene)
+                return scene
+
+    stage, path = _open(path_or_stage)
+    t_open = _time.perf_counter()
+    scene = Scene(device, path)
+    try:
+        _cold_load(stage, scene, device, pm, resolve_time(stage, time), purposes, strict, report)
+        scene.stats.seconds["open"] = t_open - t0
+        if acceleration_structures:
+            scene.build_acceleration_structures()
+    except BaseException:
+        scene.release()
+        raise
+    scene.stats.seconds["total"] = _time.perf_counter() - t0
+    if plan_key is not None:
+        layers = _layer_stats(stage)
+        if layers is not None:
+            plans = device.__dict__.setdefault("_stage_plans", {})
+            plans[plan_key] = _make_plan(scene, layers)
+    notify_stage_loaded(pm, scene)
+    return scene
+
+
+def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purposes: Sequence[str], strict: bool,
+               report: Callable[[str, int, int], None]) -> None:
+    registry = cacher_registry(pm)
+    root_layer = stage.GetRootLayer().realPath or stage.GetRootLayer().identifier
+
+    def warn(prim_path: str, field: str | None, message: str, layer: str | None = None) -> None:
+        err = FormatError(message, path=layer or root_layer, prim_path=prim_path, field=field)
+        if strict:
+            raise err
+        scene.warnings.append(str(err))
+
+    if hasattr(stage, "GetCompositionErrors"):
+        for cerr in stage.GetCompositionErrors():
+            msg = cerr.GetErrorMessage() if hasattr(cerr, "GetErrorMessage") else str(cerr)
+            site = str(cerr.GetRootLayerStack().identifier.rootLayer.identifier) if hasattr(cerr, "GetRootLayerStack") else root_layer
+            warn("/", None, f"composition error: {msg.strip()}", site)
+
+    t = _time.perf_counter()
+    walker = _Walker(stage, time, purposes, registry.prim_types(), lambda p, f, m: warn(p, f, m))
+    items = walker.walk(stage.GetPseudoRoot())
+    scene.stats.prims_visited = walker.visited
+    report("walk", walker.visited, walker.visited)
+    t_walk = _time.perf_counter()
+
+    # read each unique prim once, per cacher
+    by_cacher: dict[str, tuple[Any, dict[str, Any]]] = {}
+    unique_prims: dict[str, tuple[Registration, Any]] = {}
+    for it in items:
+        unique_prims.setdefault(str(it.prim.GetPath()), (it.registration, it.prim))
+    context = LoadContext(time=time, layer_path=root_layer)
+    total = len(unique_prims)
+    sources: dict[str, Any] = {}
+    for n, (ppath, (reg, prim)) in enumerate(unique_prims.items(), 1):
+        cacher = by_cacher.setdefault(reg.name, (cacher_for(device, reg, pm), {}))[0]
+        try:
+            sources[ppath] = cacher.read_prim(prim, context)
+        except FormatError as exc:
+            if strict:
+                raise
+            scene.warnings.append(str(exc))
+        except VixenError:
+            raise
+        except Exception as exc:  # a plugin's reader failing on odd data is a bad prim, not a crash
+            warn(ppath, None, f"{reg.name} cacher could not read the prim: {type(exc).__name__}: {exc}")
+        if n % 256 == 0 or n == total:
+            report("read", n, total)
+    t_read = _time.perf_counter()
+
+    # build every cacher's missing entries in one batch each
+    entries: dict[str, Any] = {}
+    bytes_before = sum(c.stats.bytes for c, _ in by_cacher.values())
+    misses_before = sum(c.stats.misses for c, _ in by_cacher.values())
+    hits_before = sum(c.stats.hits for c, _ in by_cacher.values())
+    for name, (cacher, _) in by_cacher.items():
+        paths = [p for p, (reg, _prim) in unique_prims.items() if reg.name == name and p in sources]
+        if not paths:
+            continue
+        srcs = [sources[p] for p in paths]
+        keys = [cacher.key_for(s) for s in srcs]
+        values = cacher.get_many(srcs, keys)
+        for p, k, v in zip(paths, keys, values):
+            scene.hold(cacher, k)
+            entries[p] = (cacher, k, v)
+        report("build", len(paths), len(paths))
+    t_build = _time.perf_counter()
+    ticket = device.uploader.flush()
+    ticket.wait()
+    report("upload", 1, 1)
+    t_upload = _time.perf_counter()
+
+    seen: dict[int, Any] = {}
+    for it in items:
+        got = entries.get(str(it.prim.GetPath()))
+        if got is None:
+            continue
+        _cacher, _key, value = got
+        seen.setdefault(id(value), value)
+        src = sources[str(it.prim.GetPath())]
+        material = it.material or getattr(src, "material_path", None)
+        scene.instances.append(Instance(value, _to_numpy(it.matrix), it.label, material, kind=it.registration.name))
+    scene.meshes = [v for v in seen.values() if it_is_mesh(v)]
+    scene.extra["entries"] = [v for v in seen.values() if not it_is_mesh(v)]
+    st = scene.stats
+    st.meshes = sum(1 for i in scene.instances if i.kind == "mesh")
+    st.unique_meshes = len(scene.meshes)
+    st.instances = len(scene.instances)
+    st.triangles = scene.triangle_count
+    st.bytes_uploaded = sum(c.stats.bytes for c, _ in by_cacher.values()) - bytes_before
+    st.cache_misses = sum(c.stats.misses for c, _ in by_cacher.values()) - misses_before
+    st.cache_hits = sum(c.stats.hits for c, _ in by_cacher.values()) - hits_before
+    st.seconds.update(walk=t_walk - t, read=t_read - t_walk, build=t_build - t_read, upload=t_upload - t_build)
+
+
+def it_is_mesh(value: Any) -> bool:
+    """True for entries that are meshes (they have index buffers)."""
+    return hasattr(value, "index_buffer") and hasattr(value, "triangle_count")
+
+
+def _make_plan(scene: Scene, layers: Any) -> dict[str, Any]:
+    refs: dict[str, tuple[Any, list[str]]] = {}
+    key_of: dict[int, tuple[str, str]] = {}
+    for cacher, key in scene._refs:
+        refs.setdefault(cacher.name, (cacher, []))[1].append(key)
+    for inst in scene.instances:
+        k = getattr(inst.mesh, "key", None)
+        if k is not None:
+            key_of[id(inst.mesh)] = (inst.kind, k)
+    instances = [(key_of.get(id(i.mesh)), i.transform, i.prim_path, i.material, i.kind) for i in scene.instances]
+    return {"layers": layers, "refs": {n: list(keys) for n, (_c, keys) in refs.items()},
+            "cachers": {n: c for n, (c, _k) in refs.items()}, "instances": instances,
+            "warnings": list(scene.warnings), "stats": scene.stats.as_dict()}
+
+
+def _warm_scene(device: Any, pm: Any, plan: dict[str, Any], path: str,
+                report: Callable[[str, int, int], None]) -> Scene | None:
+    scene = Scene(device, path)
+    by_key: dict[tuple[str, str], Any] = {}
+    try:
+        for name, keys in plan["refs"].items():
+            cacher = plan["cachers"][name]
+            if device.cachers.get(name) is not cacher:
+                scene.release()
+                return None
+            values = cacher.acquire_keys(keys)
+            if values is None:
+                scene.release()
+                return None
+            for k, v in zip(keys, values):
+                scene.hold(cacher, k)
+                by_key[(name, k)] = v
+        for ref, transform, prim_path, material, kind in plan["instances"]:
+            if ref is None:
+                continue
+            value = by_key.get((ref[0], ref[1]))
+            if value is None:
+                continue
+            scene.instances.append(Instance(value, transform, prim_path, material, kind=kind))
+    except BaseException:
+        scene.release()
+        raise
+    unique = {id(i.mesh): i.mesh for i in scene.instances}
+    scene.meshes = [v for v in unique.values() if it_is_mesh(v)]
+    scene.warnings = list(plan["warnings"])
+    old = plan["stats"]
+    st = scene.stats
+    st.prims_visited = old["prims_visited"]
+    st.meshes = old["meshes"]
+    st.unique_meshes = len(scene.meshes)
+    st.instances = len(scene.instances)
+    st.triangles = scene.triangle_count
+    st.cache_hits = sum(len(k) for k in plan["refs"].values())
+    st.warm = True
+    report("upload", 1, 1)
+    return scene
+
+
+__all__ = ["load_stage", "resolve_time"]
