@@ -12,7 +12,7 @@ setup:
 demo: setup
 	@mkdir -p $(XDG_RUNTIME_DIR)
 	$(VENV)/bin/vixen-assets devices
-	$(PY) samples/upload_demo.py
+	$(VENV)/bin/vixen-assets load samples/scenes/small_scene.usda
 
 test: setup
 	@mkdir -p $(XDG_RUNTIME_DIR)

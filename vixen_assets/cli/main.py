@@ -10,7 +10,7 @@ import sys
 from ..errors import VixenError
 
 #: Subcommand modules under ``vixen_assets.cli``; each defines ``register(subparsers)``.
-SUBCOMMANDS = ("devices",)
+SUBCOMMANDS = ("devices", "memory", "load", "plugins")
 
 
 def build_parser() -> argparse.ArgumentParser:
