@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import VixenError
+
 
 @dataclass(eq=False)
 class Instance:
@@ -114,6 +116,41 @@ class Scene:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+    def build_acceleration_structures(self, *, compact: bool = True) -> Any:
+        """Build (cached) BLASes for the unique meshes and a TLAS over the instances; returns ``self.tlas``."""
+        from ..cachers.accel import Tlas, accel_cacher
+
+        if self.tlas is not None:
+            return self.tlas
+        cacher = accel_cacher(self.device)
+        cacher.compact = compact
+        meshes = [i.mesh for i in self.instances]
+        unique = {id(m): m for m in meshes}
+        unique_meshes = [m for m in unique.values() if hasattr(m, "index_buffer")]
+        keys = [cacher.key_for(m) for m in unique_meshes]
+        blases = cacher.get_many(unique_meshes, keys)
+        for k in keys:
+            self.hold(cacher, k)
+        by_mesh = {id(m): b for m, b in zip(unique_meshes, blases)}
+        for inst in self.instances:
+            if id(inst.mesh) not in by_mesh and getattr(inst.mesh, "blas", None) is not None:
+                by_mesh[id(inst.mesh)] = inst.mesh.blas  # procedural entries (voxels) bring their own BLAS
+        usable = [(i, inst) for i, inst in enumerate(self.instances) if id(inst.mesh) in by_mesh]
+        if len(usable) != len(self.instances):
+            raise VixenError("every instance needs a BLAS: some entries are neither meshes nor carry a 'blas'")
+        transforms = np.stack([inst.transform for inst in self.instances]) if self.instances else np.zeros((0, 4, 4))
+        self.tlas = Tlas(self.device, [by_mesh[id(inst.mesh)] for inst in self.instances], transforms)
+        self.own(self.tlas)
+        return self.tlas
+
+    def update_transforms(self, transforms: Any) -> None:
+        """Set new world transforms (N, 4, 4) for the instances and refit the TLAS in place."""
+        t = np.asarray(transforms, dtype=np.float32).reshape(len(self.instances), 4, 4)
+        for inst, m in zip(self.instances, t):
+            inst.transform = m.copy()
+        if self.tlas is not None:
+            self.tlas.refit(t)
 
     def summary(self) -> dict[str, Any]:
         """Counts, bytes, timings and peak budget use as a JSON-friendly dict."""

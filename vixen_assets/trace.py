@@ -1,0 +1,148 @@
+"""``trace_rays(scene, origins, directions)``: trace rays against the scene's TLAS on the GPU with ray queries.
+
+A compute shader (``shaders/trace_rays.comp``, compiled SPIR-V shipped beside it) runs one ``GL_EXT_ray_query``
+per ray and reports the closest hit. Users call it to check that what is on the GPU is the scene they meant.
+"""
+
+from __future__ import annotations
+
+from importlib import resources as ilr
+from typing import Any
+
+import numpy as np
+
+from .errors import VixenError
+from .transfer.uploader import readback_barrier
+from .vk.commands import begin, end, submit
+from .vk.pipeline import DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER, ComputePipeline
+
+SHADER = "trace_rays"
+WORKGROUP = 64
+STAGE_COMPUTE = 0x800
+STAGE_TRANSFER = 0x1000
+
+
+def shader_spirv(name: str = SHADER) -> bytes:
+    """The shipped SPIR-V of a shader under ``vixen_assets/shaders``."""
+    return (ilr.files("vixen_assets") / "shaders" / f"{name}.spv").read_bytes()
+
+
+def _pipeline(device: Any) -> ComputePipeline:
+    pipe = device.cachers.get("_trace_pipeline")
+    if pipe is None:
+        pipe = ComputePipeline(device.logical, shader_spirv(),
+                               [DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER, DESC_STORAGE_BUFFER,
+                                DESC_STORAGE_BUFFER], push_constant_bytes=4)
+        device.cachers["_trace_pipeline"] = pipe
+        device.on_close(pipe.destroy)
+    return pipe
+
+
+def _primitive_bases(scene: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per instance: the offset of its geometry table, and the flat table of first-triangle indices per geometry."""
+    offsets = np.zeros(len(scene.instances) + 1, dtype=np.int64)
+    table: list[int] = []
+    for i, inst in enumerate(scene.instances):
+        subs = [s for s in getattr(inst.mesh, "submeshes", []) if s.index_count >= 3]
+        firsts = [s.first_index // 3 for s in subs] if subs else [0]
+        offsets[i] = len(table)
+        table.extend(firsts)
+    offsets[-1] = len(table)
+    return offsets, np.array(table or [0], dtype=np.int64)
+
+
+def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any = np.inf, t_min: float = 0.0) -> dict[str, np.ndarray]:
+    """Trace rays against ``scene.tlas`` (built on demand); return ``hit``, ``t``, ``instance``, ``primitive``.
+
+    :param scene: a loaded scene (``load_stage``) or anything with ``device``, ``instances`` and ``tlas``.
+    :param origins: (N, 3) ray origins in world space.
+    :param directions: (N, 3) ray directions (need not be normalised; ``t`` is in units of the direction).
+    :param t_max: farthest hit distance, scalar or (N,).
+    :param t_min: nearest hit distance.
+    :returns: numpy arrays ``hit`` (bool), ``t`` (float32), ``instance`` (int32, index into ``scene.instances``,
+        -1 on a miss) and ``primitive`` (int32: the triangle index in the instance's mesh, or the box index of
+        procedural geometry; -1 on a miss).
+    """
+    device = scene.device
+    device.check_open()
+    if not device.features.get("ray_query"):
+        raise VixenError(f"{device.name} does not support VK_KHR_ray_query")
+    if getattr(scene, "tlas", None) is None:
+        scene.build_acceleration_structures()
+    o = np.ascontiguousarray(origins, dtype=np.float32).reshape(-1, 3)
+    d = np.ascontiguousarray(directions, dtype=np.float32).reshape(-1, 3)
+    if o.shape != d.shape:
+        raise VixenError(f"trace_rays: {len(o)} origins but {len(d)} directions")
+    n = len(o)
+    out = {"hit": np.zeros(n, bool), "t": np.zeros(n, np.float32), "instance": np.full(n, -1, np.int32),
+           "primitive": np.full(n, -1, np.int32)}
+    if n == 0 or not scene.instances:
+        return out
+    rays = np.empty((n, 2, 4), dtype=np.float32)
+    rays[:, 0, :3] = o
+    rays[:, 0, 3] = t_min
+    rays[:, 1, :3] = d
+    rays[:, 1, 3] = np.broadcast_to(np.asarray(t_max, dtype=np.float32), (n,))
+    aabb_table = np.zeros(max(len(scene.instances), 1), dtype=np.uint64)
+    for i, inst in enumerate(scene.instances):
+        addr = getattr(inst.mesh, "aabb_address", 0)
+        if addr:
+            aabb_table[i] = addr
+    pipe = _pipeline(device)
+    ray_buf = device.create_buffer(rays.nbytes, "storage", strategy="auto", name="trace-rays", category="trace")
+    hit_buf = device.create_buffer(n * 16, "storage", strategy="auto", name="trace-hits", category="trace")
+    tab_buf = device.create_buffer(aabb_table.nbytes, "storage", strategy="auto", name="trace-aabbs", category="trace")
+    try:
+        device.uploader.enqueue(ray_buf, rays)
+        device.uploader.enqueue(tab_buf, aabb_table)
+        device.uploader.flush().wait()
+        tlas = scene.tlas
+        pipe.write([tlas.handle, (ray_buf.handle, ray_buf.offset, ray_buf.size),
+                    (hit_buf.handle, hit_buf.offset, hit_buf.size), (tab_buf.handle, tab_buf.offset, tab_buf.size)])
+        lt = device.lifetime
+        dev = device.logical
+        cmd = device.command_pool.allocate()
+        try:
+            begin(cmd)
+            pipe.cmd_dispatch(cmd, (n + WORKGROUP - 1) // WORKGROUP, np.uint32(n).tobytes())
+            readback_barrier_compute(cmd)
+            end(cmd)
+            with lt.submit_lock:
+                value = lt.next_value()
+                submit(dev, dev.queue, [cmd], signals=[(lt.timeline, value)])
+            for b in (ray_buf, hit_buf, tab_buf):
+                b.last_use = value
+            tlas.structure.last_use = value
+            lt.wait(value)
+        finally:
+            device.command_pool.free(cmd)
+        raw = device.read_buffer(hit_buf).view(np.float32).reshape(n, 4)
+    finally:
+        for b in (ray_buf, hit_buf, tab_buf):
+            b.destroy()
+    ints = raw.view(np.int32)
+    inst = ints[:, 1]
+    hit = inst >= 0
+    out["hit"] = hit
+    out["t"] = np.where(hit, raw[:, 0], 0).astype(np.float32)
+    out["instance"] = inst.astype(np.int32)
+    prim = ints[:, 2].astype(np.int64)
+    geom = ints[:, 3].astype(np.int64)
+    offsets, table = _primitive_bases(scene)
+    idx = np.where(hit, offsets[np.clip(inst, 0, None)] + np.clip(geom, 0, None), 0)
+    idx = np.clip(idx, 0, len(table) - 1)
+    is_mesh = np.array([hasattr(i.mesh, "index_buffer") for i in scene.instances], dtype=bool)
+    base = np.where(hit & is_mesh[np.clip(inst, 0, None)], table[idx], 0)
+    out["primitive"] = np.where(hit, prim + base, -1).astype(np.int32)
+    return out
+
+
+def readback_barrier_compute(cmd: Any) -> None:
+    """Make compute-shader writes visible to a following transfer or host read."""
+    from .vk import resources as vkr
+
+    vkr.cmd_memory_barrier(cmd, src_stage=STAGE_COMPUTE, dst_stage=STAGE_TRANSFER | 0x4000, src_access=0x40,
+                           dst_access=0x800 | 0x2000)
+
+
+__all__ = ["trace_rays", "shader_spirv", "readback_barrier"]
