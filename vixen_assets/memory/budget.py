@@ -311,7 +311,9 @@ class BudgetManager:
         self._rejections += 1
         raise BudgetExceededError(nbytes, self._used[heap], self._limits[heap], who=category, heap=heap)
 
-    def _log_overflow(self, nbytes: int, category: str, host: int, heap: int, used: int, limit: int, first: bool) -> None:
+    def _log_overflow(
+        self, nbytes: int, category: str, host: int, heap: int, used: int, limit: int, first: bool
+    ) -> None:
         """A warning for the first overflow of an episode (until the heap drops below its warning threshold
         again), debug messages for the rest: an overflowing load would otherwise log once per buffer."""
         logger.log(

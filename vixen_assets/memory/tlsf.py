@@ -71,7 +71,8 @@ class TlsfAllocator:
         self._size = size
         self._granularity = g
         #: one set of free-range starts per bucket index
-        self._buckets: list[set[int]] = [set() for _ in range(_bucket_floor(size) + 1)]
+        #: (made on first use: a 256 MiB block has 769 size classes, most never used)
+        self._buckets: list[set[int] | None] = [None] * (_bucket_floor(size) + 1)
         #: free range start -> size, and free range end -> start (for merging with the previous neighbour)
         self._fstart: dict[int, int] = {0: size}
         self._fend: dict[int, int] = {size: 0}
@@ -79,7 +80,7 @@ class TlsfAllocator:
         self._used: dict[int, int] = {}
         self._free_bytes = size
         i = _bucket_floor(size)
-        self._buckets[i].add(0)
+        self._buckets[i] = {0}
         self._bitmap = 1 << i
 
     # ------------------------------------------------------------------ hot path
@@ -145,9 +146,14 @@ class TlsfAllocator:
                 s = rem.bit_length() - 6
                 i = (s << 5) + (rem >> s)
             b = self._buckets[i]
-            if not b:
+            if b:
+                b.add(r)
+            else:
                 self._bitmap |= 1 << i
-            b.add(r)
+                if b is None:
+                    self._buckets[i] = {r}
+                else:
+                    b.add(r)
         else:
             del self._fend[start + fsize]
         self._used[start] = size
@@ -204,9 +210,14 @@ class TlsfAllocator:
             s = n.bit_length() - 6
             i = (s << 5) + (n >> s)
         b = buckets[i]
-        if not b:
+        if b:
+            b.add(offset)
+        else:
             self._bitmap |= 1 << i
-        b.add(offset)
+            if b is None:
+                buckets[i] = {offset}
+            else:
+                b.add(offset)
 
     # ------------------------------------------------------------------ slow paths
 
@@ -215,28 +226,33 @@ class TlsfAllocator:
         a leading free sliver of ``pad`` bytes, the allocation, and a trailing free remainder."""
         fstart = self._fstart
         fend = self._fend
-        buckets = self._buckets
         end = start + fsize
         if pad:
             fstart[start] = pad
             fend[start + pad] = start
-            i = _bucket_floor(pad)
-            buckets[i].add(start)
-            self._bitmap |= 1 << i
+            self._link(start, pad)
             start += pad
         rem = end - start - size
         if rem:
             r = start + size
             fstart[r] = rem
             fend[end] = r
-            i = _bucket_floor(rem)
-            buckets[i].add(r)
-            self._bitmap |= 1 << i
+            self._link(r, rem)
         else:
             del fend[end]
         self._used[start] = size
         self._free_bytes -= size
         return start
+
+    def _link(self, start: int, n: int) -> None:
+        """Put the free range ``[start, start + n)`` into its size class."""
+        i = _bucket_floor(n)
+        b = self._buckets[i]
+        if b is None:
+            self._buckets[i] = {start}
+        else:
+            b.add(start)
+        self._bitmap |= 1 << i
 
     def _alloc_slow(self, size: int, mask: int) -> int | None:
         """The good-fit search found nothing usable. First look where any range must fit (``size + mask``, still
@@ -369,7 +385,8 @@ class TlsfAllocator:
         The ranges tile the block exactly, no two free ranges touch, the free maps and buckets agree with each
         other, and the bitmap marks exactly the non-empty buckets.
         """
-        ranges = sorted([(o, s, False) for o, s in self._used.items()] + [(o, s, True) for o, s in self._fstart.items()])
+        used = [(o, s, False) for o, s in self._used.items()]
+        ranges = sorted(used + [(o, s, True) for o, s in self._fstart.items()])
         pos = 0
         prev_free = False
         for off, sz, is_free in ranges:
@@ -381,7 +398,7 @@ class TlsfAllocator:
                 raise AssertionError(f"two adjacent free ranges not merged at {off}")
             if is_free and self._fend.get(off + sz) != off:
                 raise AssertionError(f"free range {off}+{sz} missing from the end map")
-            if is_free and off not in self._buckets[_bucket_floor(sz)]:
+            if is_free and off not in (self._buckets[_bucket_floor(sz)] or ()):
                 raise AssertionError(f"free range {off}+{sz} is not in bucket {_bucket_floor(sz)}")
             prev_free = is_free
             pos = off + sz
@@ -389,7 +406,7 @@ class TlsfAllocator:
             raise AssertionError(f"ranges end at {pos}, block is {self._size} bytes")
         if len(self._fend) != len(self._fstart):
             raise AssertionError("free start and end maps differ in length")
-        if sum(len(b) for b in self._buckets) != len(self._fstart):
+        if sum(len(b) for b in self._buckets if b) != len(self._fstart):
             raise AssertionError("buckets hold a different number of ranges than the free map")
         bitmap = sum(1 << i for i, b in enumerate(self._buckets) if b)
         if bitmap != self._bitmap:

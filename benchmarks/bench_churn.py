@@ -1,0 +1,447 @@
+"""Churn benchmark of the pure-Python memory core: TLSF blocks behind the budget manager (no GPU).
+
+A seeded random trace of alloc/free operations (default 1,000,000) with a realistic size mix from 1 KiB to
+64 MiB is replayed against a set of 256 MiB :class:`~vixen_assets.memory.tlsf.TlsfAllocator` blocks, each
+allocation first charged to a :class:`~vixen_assets.memory.budget.BudgetManager` (what the Vulkan layer will do
+around ``vkAllocateMemory``). Reported:
+
+- fragmentation, ``1 - largest free range / total free bytes``, overall (over every block) and for the worst
+  block, at the end of the trace and at the moment of peak live bytes, plus its mean over the run;
+- memory overhead: bytes held in blocks (and dedicated allocations) / sum of live requested sizes;
+- cost per alloc+free pair in µs (median, p99, max), each operation timed with ``time.perf_counter_ns``: the TLSF
+  part alone (block search included) and the whole pure-Python chain (budget + TLSF).
+
+Block policy (VMA's defaults): 256 MiB blocks; a request above half a block gets a dedicated allocation, which is
+excluded from fragmentation; blocks are tried oldest first (so that live data packs into old blocks and young
+blocks drain); a new block is added when none fits; an emptied block is released, except one kept as a spare.
+
+Trace: live bytes follow a slow wave between ~1 and ~3 GiB (scenes streaming in and out) with noise. Sizes are
+70% small buffers (1-256 KiB), 25% medium (256 KiB-8 MiB), 5% large (8-64 MiB), log-uniform within each class and
+rounded up to 256 bytes; 30% of medium and large requests are optimal-tiling images (alignment 4 KiB, kind 1),
+the rest buffers (alignment 256). Half of the frees take one of the 64 most recent allocations (transients),
+the other half a uniformly random live one (assets).
+
+Usage: ``python benchmarks/bench_churn.py [--ops N] [--seed S] [--granularity G] [--json PATH]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import platform
+import random
+import statistics
+import sys
+import time
+from array import array
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from vixen_assets.memory.budget import BudgetManager, HeapBudgetInput  # noqa: E402
+from vixen_assets.memory.pool_buckets import BucketPool  # noqa: E402
+from vixen_assets.memory.tlsf import TlsfAllocator  # noqa: E402
+
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+BLOCK = 256 * MiB
+DEDICATED_ABOVE = BLOCK // 2
+
+# ------------------------------------------------------------------ trace
+
+
+Trace = list[tuple[int, int, int, int]]
+
+
+class _TraceBuilder:
+    """Records ``(op, id, size, align_kind)`` tuples (op 1 = alloc, 0 = free; ``align_kind`` packs
+    ``alignment_log2 << 1 | kind``) and the operation after which live bytes peak."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.ops: Trace = []
+        self.sizes: dict[int, int] = {}
+        self.live = 0
+        self.peak = 0
+        self.peak_at = 0
+        self.next_id = 0
+
+    def alloc(self) -> int:
+        rng = self.rng
+        r = rng.random()
+        if r < 0.70:
+            lo, hi = KiB, 256 * KiB
+        elif r < 0.95:
+            lo, hi = 256 * KiB, 8 * MiB
+        else:
+            lo, hi = 8 * MiB, 64 * MiB
+        size = int(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+        size = (size + 255) & ~255
+        image = hi > 256 * KiB and rng.random() < 0.30
+        align_kind = (12 << 1 | 1) if image else (8 << 1)
+        oid = self.next_id
+        self.next_id += 1
+        self.sizes[oid] = size
+        self.live += size
+        self.ops.append((1, oid, size, align_kind))
+        if self.live > self.peak:
+            self.peak, self.peak_at = self.live, len(self.ops) - 1
+        return oid
+
+    def free(self, oid: int) -> None:
+        self.live -= self.sizes.pop(oid)
+        self.ops.append((0, oid, 0, 0))
+
+
+def _target(i: int, n_ops: int) -> float:
+    """Live bytes the trace steers towards: a slow wave between 1 and 3 GiB, five periods over the trace."""
+    return 2 * GiB + 1 * GiB * math.sin(2 * math.pi * i / max(n_ops // 5, 1))
+
+
+def trace_random_lifetimes(n_ops: int, seed: int) -> _TraceBuilder:
+    """Every free takes a random live allocation: half the time one near the end of the live list (mostly
+    recent: transients), otherwise any (long-lived assets). The harsh case for fragmentation."""
+    tb = _TraceBuilder(random.Random(seed))
+    rng = tb.rng
+    live_ids: list[int] = []
+    while len(tb.ops) < n_ops:
+        p_alloc = 0.75 if tb.live < _target(len(tb.ops), n_ops) else 0.25
+        if not live_ids or rng.random() < p_alloc:
+            live_ids.append(tb.alloc())
+        else:
+            n = len(live_ids)
+            j = rng.randrange(max(n - 64, 0), n) if rng.random() < 0.5 else rng.randrange(n)
+            last = live_ids.pop()
+            oid = last
+            if j < n - 1:
+                oid, live_ids[j] = live_ids[j], last
+            tb.free(oid)
+    return tb
+
+
+def trace_scene_streaming(n_ops: int, seed: int) -> _TraceBuilder:
+    """Assets arrive in scenes (50-800 allocations loaded together) and leave with their scene (a random live
+    scene is unloaded, its allocations freed in random order) while the wave of live bytes rises and falls;
+    30% of operations are transients that live for a few dozen operations (FIFO)."""
+    tb = _TraceBuilder(random.Random(seed))
+    rng = tb.rng
+    scenes: list[list[int]] = []
+    loading: list[int] | None = None
+    to_load = 0
+    unloading: list[int] = []
+    transients: list[int] = []
+    while len(tb.ops) < n_ops:
+        if rng.random() < 0.30:
+            if len(transients) < 16 or (len(transients) < 64 and rng.random() < 0.5):
+                transients.append(tb.alloc())
+            else:
+                tb.free(transients.pop(0))
+        elif to_load:
+            assert loading is not None
+            loading.append(tb.alloc())
+            to_load -= 1
+        elif unloading:
+            tb.free(unloading.pop())
+        elif tb.live < _target(len(tb.ops), n_ops) or not scenes:
+            loading = []
+            scenes.append(loading)
+            to_load = rng.randrange(50, 801)
+        else:
+            unloading = scenes.pop(rng.randrange(len(scenes)))
+            rng.shuffle(unloading)
+    return tb
+
+
+TRACES = {"random_lifetimes": trace_random_lifetimes, "scene_streaming": trace_scene_streaming}
+
+
+# ------------------------------------------------------------------ block set (what the Vulkan block allocator does)
+
+
+class BlockSet:
+    """TLSF blocks of one memory type, oldest first, plus dedicated allocations."""
+
+    def __init__(self, granularity: int) -> None:
+        self.granularity = granularity
+        self.blocks: list[TlsfAllocator] = []
+        self.dedicated: dict[int, int] = {}  # id -> size
+        self.blocks_created = 0
+        self.blocks_released = 0
+
+    def alloc(self, oid: int, size: int, alignment: int, kind: int) -> tuple[TlsfAllocator | None, int]:
+        if size > DEDICATED_ABOVE:
+            self.dedicated[oid] = size
+            return None, 0
+        for blk in self.blocks:
+            if blk.free_bytes >= size:
+                off = blk.alloc(size, alignment, granularity_kind=kind)
+                if off is not None:
+                    return blk, off
+        blk = TlsfAllocator(BLOCK, buffer_image_granularity=self.granularity)
+        self.blocks.append(blk)
+        self.blocks_created += 1
+        off = blk.alloc(size, alignment, granularity_kind=kind)
+        assert off is not None
+        return blk, off
+
+    def free(self, oid: int, blk: TlsfAllocator | None, off: int) -> None:
+        if blk is None:
+            del self.dedicated[oid]
+            return
+        blk.free(off)
+        if blk.is_empty and sum(1 for b in self.blocks if b.is_empty) > 1:
+            self.blocks.remove(blk)  # keep one empty spare block, release the rest
+            self.blocks_released += 1
+
+    def snapshot(self, live_bytes: int, detail: bool = False) -> dict[str, float | int]:
+        free = sum(b.free_bytes for b in self.blocks)
+        largest = max((b.largest_free for b in self.blocks), default=0)
+        held = len(self.blocks) * BLOCK + sum(self.dedicated.values())
+        return {
+            "fragmentation": (1.0 - largest / free) if free else 0.0,
+            "worst_block_fragmentation": max((b.fragmentation() for b in self.blocks), default=0.0),
+            "blocks": len(self.blocks),
+            "dedicated": len(self.dedicated),
+            "free_bytes_in_blocks": free,
+            "largest_free": largest,
+            "live_bytes": live_bytes,
+            "held_bytes": held,
+            "overhead": held / live_bytes if live_bytes else 0.0,
+            **(self._holes(free) if detail else {}),
+        }
+
+    def _holes(self, free: int) -> dict[str, float | int]:
+        """Where the free bytes are: how many free ranges, and the share of free bytes in ranges too small for
+        most requests (< 1 MiB) and in whole empty blocks."""
+        ranges = [s for b in self.blocks for _, s in b.free_ranges()]
+        small = sum(s for s in ranges if s < MiB)
+        empty = sum(b.size for b in self.blocks if b.is_empty)
+        return {
+            "free_ranges": len(ranges),
+            "free_share_in_ranges_below_1MiB": small / free if free else 0.0,
+            "free_share_in_empty_blocks": empty / free if free else 0.0,
+        }
+
+
+# ------------------------------------------------------------------ run
+
+
+def _pct(values: list[int], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] / 1000.0
+
+
+def _dist(ns: list[int]) -> dict[str, float | int]:
+    """Median, p99, p99.9 and max in µs of sorted nanosecond timings."""
+    return {
+        "median": _pct(ns, 0.5),
+        "p99": _pct(ns, 0.99),
+        "p99_9": _pct(ns, 0.999),
+        "max": ns[-1] / 1000.0,
+        "pairs": len(ns),
+    }
+
+
+def run(trace_name: str, n_ops: int, seed: int, granularity: int) -> dict[str, object]:
+    t_gen = time.perf_counter()
+    tb = TRACES[trace_name](n_ops, seed)
+    trace, peak_at, peak_live = tb.ops, tb.peak_at, tb.peak
+    del tb
+    t_gen = time.perf_counter() - t_gen
+    # the trace is scaffolding: keep the collector from rescanning its million tuples during the replay
+    gc.collect()
+    gc.freeze()
+
+    budget = BudgetManager([HeapBudgetInput(64 * GiB, True), HeapBudgetInput(64 * GiB, False)], name="bench")
+    blocks = BlockSet(granularity)
+    # id -> (block, offset, size, heap, category, alloc-side ns of the budget, alloc-side ns of the TLSF part)
+    where: dict[int, tuple[TlsfAllocator | None, int, int, int, str, int, int]] = {}
+    pair_tlsf = array("q")
+    pair_chain = array("q")
+    live = 0
+    at_peak: dict[str, float | int] = {}
+    samples: list[float] = []
+    sample_every = max(n_ops // 500, 1)
+    reserve = budget.reserve
+    release = budget.release
+    clock = time.perf_counter_ns
+    categories = ("buffer", "image")
+    n_alloc = 0
+
+    t_run = time.perf_counter()
+    for i, (op, oid, size, align_kind) in enumerate(trace):
+        if op:
+            kind = align_kind & 1
+            cat = categories[kind]
+            t0 = clock()
+            heap = reserve(size, heap=0, category=cat)
+            t1 = clock()
+            blk, off = blocks.alloc(oid, size, 1 << (align_kind >> 1), kind)
+            t2 = clock()
+            where[oid] = (blk, off, size, heap, cat, t1 - t0, t2 - t1)
+            live += size
+            n_alloc += 1
+        else:
+            blk, off, size, heap, cat, b_ns, a_ns = where.pop(oid)
+            t0 = clock()
+            blocks.free(oid, blk, off)
+            t1 = clock()
+            release(size, heap=heap, category=cat)
+            t2 = clock()
+            pair_tlsf.append(a_ns + (t1 - t0))
+            pair_chain.append(b_ns + a_ns + (t2 - t0))
+            live -= size
+        if i == peak_at:
+            at_peak = blocks.snapshot(live, detail=True)
+        if i % sample_every == 0 and blocks.blocks:
+            samples.append(float(blocks.snapshot(live)["fragmentation"]))
+    t_run = time.perf_counter() - t_run
+    assert live == sum(w[2] for w in where.values())
+    assert budget.used == live, (budget.used, live)
+    for blk in blocks.blocks:
+        blk.check()
+
+    at_end = blocks.snapshot(live, detail=True)
+    gc.unfreeze()
+    tl = sorted(pair_tlsf)
+    ch = sorted(pair_chain)
+    stats = budget.stats()
+    return {
+        "benchmark": "churn",
+        "trace": trace_name,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "ops": n_ops,
+        "allocs": n_alloc,
+        "frees": len(trace) - n_alloc,
+        "seed": seed,
+        "granularity": granularity,
+        "block_size": BLOCK,
+        "trace_seconds": round(t_gen, 3),
+        "run_seconds": round(t_run, 3),
+        "peak_live_bytes": peak_live,
+        "at_peak": at_peak,
+        "at_end": at_end,
+        "fragmentation_over_run": {
+            "mean": statistics.fmean(samples) if samples else 0.0,
+            "median": statistics.median(samples) if samples else 0.0,
+            "max": max(samples, default=0.0),
+            "samples": len(samples),
+        },
+        "blocks_created": blocks.blocks_created,
+        "blocks_released": blocks.blocks_released,
+        "pair_us_tlsf": _dist(tl),
+        "pair_us_budget_tlsf": _dist(ch),
+        "budget_peak": stats["peak"],
+        "budget_total_allocations": stats["total_allocations"],
+    }
+
+
+def micro(seed: int, pairs: int = 200_000) -> dict[str, dict[str, float | int]]:
+    """Each layer alone, one alloc+free pair per timed interval: a TLSF block kept half full by a random
+    population, the budget's reserve+release, and a size-bucket pool's acquire+release."""
+    rng = random.Random(seed)
+    block = TlsfAllocator(BLOCK)
+    keep = []
+    while block.used_bytes < BLOCK // 2:
+        keep.append(block.alloc((int(math.exp(rng.uniform(math.log(KiB), math.log(4 * MiB)))) + 255) & ~255, 256))
+    sizes = [(int(math.exp(rng.uniform(math.log(KiB), math.log(MiB)))) + 255) & ~255 for _ in range(pairs)]
+    clock = time.perf_counter_ns
+    alloc, free = block.alloc, block.free
+    tl = array("q")
+    for s in sizes:
+        t0 = clock()
+        free(alloc(s, 256))  # type: ignore[arg-type]
+        tl.append(clock() - t0)
+    budget = BudgetManager([64 * GiB])
+    reserve, release = budget.reserve, budget.release
+    bu = array("q")
+    for s in sizes:
+        t0 = clock()
+        release(s, heap=reserve(s, heap=0, category="mesh"), category="mesh")
+        bu.append(clock() - t0)
+    pool = BucketPool()
+    held = [pool.acquire(s) for s in sizes[:1000]]
+    acquire, put = pool.acquire, pool.release
+    po = array("q")
+    for s in sizes:
+        t0 = clock()
+        put(acquire(s))
+        po.append(clock() - t0)
+    del held
+    return {
+        "tlsf_single_block_pair_us": _dist(sorted(tl)),
+        "budget_reserve_release_pair_us": _dist(sorted(bu)),
+        "bucket_pool_acquire_release_pair_us": _dist(sorted(po)),
+    }
+
+
+def print_table(r: dict) -> None:
+    def pct(x: float) -> str:
+        return f"{100 * x:6.2f} %"
+
+    p, e, f = r["at_peak"], r["at_end"], r["fragmentation_over_run"]
+
+    def _two(s: dict) -> str:
+        return f"{pct(s['fragmentation'])} / {pct(s['worst_block_fragmentation'])}"
+
+    def pair(key: str) -> str:
+        return f"{pct(p[key])} / {pct(e[key])}"
+
+    rows = [
+        ("trace", r["trace"]),
+        ("operations (allocs / frees)", f"{r['ops']:,} ({r['allocs']:,} / {r['frees']:,})"),
+        ("seed / bufferImageGranularity", f"{r['seed']} / {r['granularity']}"),
+        ("trace build / replay", f"{r['trace_seconds']:.1f} s / {r['run_seconds']:.1f} s"),
+        ("fragmentation at end: overall / worst block", _two(e)),
+        ("fragmentation at peak: overall / worst block", _two(p)),
+        ("fragmentation over the run: mean / max", f"{pct(f['mean'])} / {pct(f['max'])}"),
+        ("live bytes at peak / end", f"{p['live_bytes'] / GiB:.2f} GiB / {e['live_bytes'] / GiB:.2f} GiB"),
+        ("blocks at peak / end (256 MiB)", f"{p['blocks']} / {e['blocks']}"),
+        ("overhead (held / live) at peak / end", f"{p['overhead']:.3f} / {e['overhead']:.3f}"),
+        ("blocks created / released", f"{r['blocks_created']} / {r['blocks_released']}"),
+        ("free ranges at peak / end", f"{p['free_ranges']} / {e['free_ranges']}"),
+        ("free bytes in ranges < 1 MiB at peak / end", pair("free_share_in_ranges_below_1MiB")),
+    ]
+    for name in ("pair_us_tlsf", "pair_us_budget_tlsf"):
+        d = r[name]
+        label = "TLSF alloc+free pair" if name == "pair_us_tlsf" else "budget+TLSF alloc+free pair"
+        value = f"{d['median']:.2f} / {d['p99']:.2f} / {d['p99_9']:.1f} / {d['max']:.0f}"
+        rows.append((f"{label} µs: median / p99 / p99.9 / max", value))
+    w = max(len(a) for a, _ in rows)
+    print(f"{'metric':<{w}}  value")
+    print(f"{'-' * w}  {'-' * 36}")
+    for a, b in rows:
+        print(f"{a:<{w}}  {b}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ops", type=int, default=1_000_000)
+    ap.add_argument("--trace", choices=[*TRACES, "all"], default="all")
+    ap.add_argument("--seed", type=int, default=20240)
+    ap.add_argument("--granularity", type=int, default=1, help="bufferImageGranularity (e.g. 4096 to force it)")
+    ap.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results" / "churn.json")
+    args = ap.parse_args(argv)
+    names = list(TRACES) if args.trace == "all" else [args.trace]
+    results = {}
+    for name in names:
+        results[name] = run(name, args.ops, args.seed, args.granularity)
+        print_table(results[name])
+        print()
+    layers = micro(args.seed)
+    print(f"{'layer alone, one pair per timed interval':<44}  median / p99 / p99.9 / max (µs)")
+    for name, d in layers.items():
+        print(f"{name:<44}  {d['median']:.2f} / {d['p99']:.2f} / {d['p99_9']:.1f} / {d['max']:.0f}")
+    print()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": "churn", "traces": results, "layers": layers}
+    args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
