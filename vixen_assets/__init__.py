@@ -4,7 +4,9 @@ from .device import Device, list_devices, open_device
 from .errors import VixenError
 from .hookspecs import hookimpl
 from .usd import Instance, Scene, load_stage
+from .trace import trace_rays
 from .vk import DeviceInfo
+from .voxels import VoxelScene, load_vox
 
 __version__ = "0.1.0"
 
@@ -13,10 +15,13 @@ __all__ = [
     "DeviceInfo",
     "Instance",
     "Scene",
+    "VoxelScene",
     "VixenError",
     "__version__",
     "hookimpl",
     "list_devices",
     "load_stage",
+    "load_vox",
     "open_device",
+    "trace_rays",
 ]

@@ -188,6 +188,14 @@ class Device:
         return self.buffers.create(size, usage, strategy=strategy, name=name, category=category, alignment=alignment,
                                    dedicated=dedicated)
 
+    def create_buffer_set(self, specs: dict[str, tuple[int, Any]], *, strategy: str = "device_local", name: str = "",
+                          category: str = "default", alignment: int = 256) -> Any:
+        """Create named buffers bound into ONE memory allocation (``{name: (size, usage)}``), all or nothing."""
+        self.check_open()
+        from .memory.buffer_set import BufferSet
+
+        return BufferSet(self, specs, strategy=strategy, name=name, category=category, alignment=alignment)
+
     def allocation_group(self) -> AllocationGroup:
         """A transaction: buffers created through it are all kept, or all destroyed if the block raises."""
         self.check_open()

@@ -32,6 +32,7 @@ DISABLE_AUTOLOAD_ENV = "VIXEN_ASSETS_DISABLE_PLUGIN_AUTOLOAD"
 #: The built-in behaviour, registered like any plugin (module names under ``vixen_assets``).
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "vixen_assets.cachers.mesh",
+    "vixen_assets.cachers.voxel",
 )
 
 
@@ -65,6 +66,16 @@ class VixenPluginManager(pluggy.PluginManager):
         self.vixen_builtin: set[str] = set()
         self._registry: CacherRegistry | None = None
 
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        """Register ``plugin`` (as pluggy does) and forget the cacher registry, so the next use sees its cachers."""
+        self._registry = None
+        return super().register(plugin, name)
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
+        """Unregister a plugin (as pluggy does) and forget the cacher registry, so its cachers are no longer used."""
+        self._registry = None
+        return super().unregister(plugin, name)
+
 
 def _load_entry_points(pm: VixenPluginManager) -> None:
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -96,10 +107,20 @@ def get_plugin_manager(*, load_entrypoints: bool | None = None) -> VixenPluginMa
         load_entrypoints = os.environ.get(DISABLE_AUTOLOAD_ENV, "") in ("", "0")
     if load_entrypoints:
         _load_entry_points(pm)
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(str(exc), plugin=getattr(exc, "plugin", "?") and pm.get_name(exc.plugin) or "?") from exc
+    while True:
+        try:
+            pm.check_pending()
+            break
+        except pluggy.PluginValidationError as exc:  # e.g. a misspelt hook name
+            name = pm.get_name(exc.plugin) if exc.plugin is not None else None
+            if name is None or name in pm.vixen_builtin:
+                raise PluginError(str(exc), plugin=name or "?") from exc
+            # a broken third-party plugin is dropped and reported; the others stay
+            pm.unregister(exc.plugin)
+            pm.vixen_versions.pop(name, None)
+            err = PluginError(str(exc), plugin=name)
+            pm.vixen_failures.append(PluginFailure(name, str(err)))
+            log.warning("%s", err)
     return pm
 
 
@@ -160,8 +181,10 @@ def cacher_registry(pm: pluggy.PluginManager) -> CacherRegistry:
                     raise PluginError(f"{type(exc).__name__}: {exc}", plugin=impl.plugin_name,
                                       hook="vixen_register_cachers(registry)") from exc
         except PluginError as exc:  # that plugin's cachers are dropped, the others stay
-            failures.append(PluginFailure(impl.plugin_name, str(exc)))
-            log.warning("%s", exc)
+            failure = PluginFailure(impl.plugin_name, str(exc))
+            if failure not in failures:  # the registry is rebuilt after (un)registering a plugin
+                failures.append(failure)
+                log.warning("%s", exc)
     pm._registry = reg  # type: ignore[attr-defined]
     return reg
 

@@ -38,19 +38,6 @@ def _pipeline(device: Any) -> ComputePipeline:
     return pipe
 
 
-def _primitive_bases(scene: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Per instance: the offset of its geometry table, and the flat table of first-triangle indices per geometry."""
-    offsets = np.zeros(len(scene.instances) + 1, dtype=np.int64)
-    table: list[int] = []
-    for i, inst in enumerate(scene.instances):
-        subs = [s for s in getattr(inst.mesh, "submeshes", []) if s.index_count >= 3]
-        firsts = [s.first_index // 3 for s in subs] if subs else [0]
-        offsets[i] = len(table)
-        table.extend(firsts)
-    offsets[-1] = len(table)
-    return offsets, np.array(table or [0], dtype=np.int64)
-
-
 def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any = np.inf, t_min: float = 0.0) -> dict[str, np.ndarray]:
     """Trace rays against ``scene.tlas`` (built on demand); return ``hit``, ``t``, ``instance``, ``primitive``.
 
@@ -60,8 +47,9 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
     :param t_max: farthest hit distance, scalar or (N,).
     :param t_min: nearest hit distance.
     :returns: numpy arrays ``hit`` (bool), ``t`` (float32), ``instance`` (int32, index into ``scene.instances``,
-        -1 on a miss) and ``primitive`` (int32: the triangle index in the instance's mesh, or the box index of
-        procedural geometry; -1 on a miss).
+        -1 on a miss), ``primitive`` (int32: the triangle index in the instance's mesh, or the box index of
+        procedural geometry such as a voxel model's AABB; -1 on a miss) and ``record`` (int32: the TLAS record hit,
+        see ``scene.tlas_map``; voxel scenes place one record per model placement).
     """
     device = scene.device
     device.check_open()
@@ -83,11 +71,9 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
     rays[:, 0, 3] = t_min
     rays[:, 1, :3] = d
     rays[:, 1, 3] = np.broadcast_to(np.asarray(t_max, dtype=np.float32), (n,))
-    aabb_table = np.zeros(max(len(scene.instances), 1), dtype=np.uint64)
-    for i, inst in enumerate(scene.instances):
-        addr = getattr(inst.mesh, "aabb_address", 0)
-        if addr:
-            aabb_table[i] = addr
+    tmap = scene.tlas_map
+    aabb_table = np.zeros(max(len(tmap.instance), 1), dtype=np.uint64)
+    aabb_table[:len(tmap.instance)] = tmap.aabb_address
     pipe = _pipeline(device)
     ray_buf = device.create_buffer(rays.nbytes, "storage", strategy="auto", name="trace-rays", category="trace")
     hit_buf = device.create_buffer(n * 16, "storage", strategy="auto", name="trace-hits", category="trace")
@@ -121,19 +107,18 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
         for b in (ray_buf, hit_buf, tab_buf):
             b.destroy()
     ints = raw.view(np.int32)
-    inst = ints[:, 1]
-    hit = inst >= 0
+    record = ints[:, 1]
+    hit = record >= 0
+    rec = np.clip(record, 0, None)
     out["hit"] = hit
     out["t"] = np.where(hit, raw[:, 0], 0).astype(np.float32)
-    out["instance"] = inst.astype(np.int32)
+    out["instance"] = np.where(hit, tmap.instance[rec] if len(tmap.instance) else -1, -1).astype(np.int32)
     prim = ints[:, 2].astype(np.int64)
-    geom = ints[:, 3].astype(np.int64)
-    offsets, table = _primitive_bases(scene)
-    idx = np.where(hit, offsets[np.clip(inst, 0, None)] + np.clip(geom, 0, None), 0)
-    idx = np.clip(idx, 0, len(table) - 1)
-    is_mesh = np.array([hasattr(i.mesh, "index_buffer") for i in scene.instances], dtype=bool)
-    base = np.where(hit & is_mesh[np.clip(inst, 0, None)], table[idx], 0)
+    geom = np.clip(ints[:, 3].astype(np.int64), 0, None)
+    idx = np.clip(tmap.geometry_offsets[rec] + geom, 0, len(tmap.geometry_first) - 1)
+    base = np.where(hit & (tmap.aabb_address[rec] == 0), tmap.geometry_first[idx], 0)
     out["primitive"] = np.where(hit, prim + base, -1).astype(np.int32)
+    out["record"] = np.where(hit, record, -1).astype(np.int32)
     return out
 
 

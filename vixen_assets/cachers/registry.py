@@ -23,6 +23,7 @@ class Registration:
     plugin: str
     prim_types: tuple[str, ...]
     suffixes: tuple[str, ...]
+    prim_attributes: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -37,6 +38,7 @@ class CacherRegistry:
         """Start empty."""
         self._by_type: dict[str, Registration] = {}
         self._by_suffix: dict[str, Registration] = {}
+        self._by_attribute: dict[str, Registration] = {}
         self._by_name: dict[str, Registration] = {}
         self._plugin = "<direct>"
         self._pending: list[Registration] | None = None
@@ -70,10 +72,11 @@ class CacherRegistry:
         """Register ``cacher`` for its ``prim_types`` and ``suffixes`` (class attributes unless given here)."""
         types = tuple(prim_types if prim_types is not None else getattr(cacher, "prim_types", ()))
         sfx = tuple(s.lower() for s in (suffixes if suffixes is not None else getattr(cacher, "suffixes", ())))
-        if not types and not sfx:
+        attrs = tuple(getattr(cacher, "prim_attributes", ()))
+        if not types and not sfx and not attrs:
             raise PluginError(f"cacher {cacher.__name__} handles no prim type and no suffix", plugin=self._plugin,
                               hook="vixen_register_cachers(registry)")
-        reg = Registration(cacher, self._plugin, types, sfx)
+        reg = Registration(cacher, self._plugin, types, sfx, attrs)
         if self._pending is not None:
             self._pending.append(reg)
         else:
@@ -95,6 +98,12 @@ class CacherRegistry:
                 raise PluginError(f"cacher {reg.cacher.__name__} claims suffix {s!r}, already handled by "
                                   f"{other.cacher.__name__} of plugin {other.plugin!r}", plugin=reg.plugin,
                                   hook="vixen_register_cachers(registry)")
+        for a in reg.prim_attributes:
+            if a in self._by_attribute:
+                other = self._by_attribute[a]
+                raise PluginError(f"cacher {reg.cacher.__name__} claims prim attribute {a!r}, already handled by "
+                                  f"{other.cacher.__name__} of plugin {other.plugin!r}", plugin=reg.plugin,
+                                  hook="vixen_register_cachers(registry)")
         if reg.name in self._by_name:
             other = self._by_name[reg.name]
             raise PluginError(f"cacher name {reg.name!r} is already used by {other.cacher.__name__} of plugin "
@@ -105,6 +114,8 @@ class CacherRegistry:
             self._by_type[t] = reg
         for s in reg.suffixes:
             self._by_suffix[s] = reg
+        for a in reg.prim_attributes:
+            self._by_attribute[a] = reg
         self._by_name[reg.name] = reg
 
     # -- lookups --------------------------------------------------------------------------------------------------
@@ -128,7 +139,16 @@ class CacherRegistry:
         """Prim type -> registration."""
         return dict(self._by_type)
 
+    def prim_attributes(self) -> dict[str, Registration]:
+        """Attribute name -> registration (prims authoring that attribute go to that cacher)."""
+        return dict(self._by_attribute)
+
+    def suffixes(self) -> dict[str, Registration]:
+        """File suffix -> registration."""
+        return dict(self._by_suffix)
+
     def describe(self) -> list[dict[str, Any]]:
         """JSON-friendly list of registrations."""
         return [{"cacher": r.name, "class": f"{r.cacher.__module__}.{r.cacher.__qualname__}", "plugin": r.plugin,
-                 "prim_types": list(r.prim_types), "suffixes": list(r.suffixes)} for r in self.registrations()]
+                 "prim_types": list(r.prim_types), "suffixes": list(r.suffixes),
+                 "prim_attributes": list(r.prim_attributes)} for r in self.registrations()]

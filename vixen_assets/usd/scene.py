@@ -25,6 +25,30 @@ class Instance:
 
 
 @dataclass
+class TlasMap:
+    """Per TLAS record: the scene instance it places, its AABB data address (0 for triangles), its local transform,
+    and the first-triangle index of each geometry (so hits map to triangle indices of the whole mesh)."""
+
+    instance: np.ndarray
+    aabb_address: np.ndarray
+    local: np.ndarray
+    geometry_offsets: np.ndarray
+    geometry_first: np.ndarray
+
+    @classmethod
+    def build(cls, records: list[Any], local: np.ndarray) -> TlasMap:
+        """From ``(instance, blas, aabb_address, local, geometry firsts)`` records."""
+        offsets = np.zeros(len(records) + 1, np.int64)
+        firsts: list[int] = []
+        for k, r in enumerate(records):
+            offsets[k] = len(firsts)
+            firsts.extend(r[4])
+        offsets[-1] = len(firsts)
+        return cls(np.array([r[0] for r in records], np.int32), np.array([r[2] for r in records], np.uint64),
+                   local, offsets, np.array(firsts or [0], np.int64))
+
+
+@dataclass
 class SceneStats:
     """Numbers about one load."""
 
@@ -57,6 +81,7 @@ class Scene:
         self.warnings: list[str] = []
         self.stats = SceneStats()
         self.tlas: Any = None
+        self.tlas_map: TlasMap | None = None
         self.extra: dict[str, Any] = {}
         self._refs: list[tuple[Any, str]] = []  # (cacher, key) references held
         self._owned: list[Any] = []             # objects destroyed at release (acceleration structures, ...)
@@ -118,31 +143,45 @@ class Scene:
         self.release()
 
     def build_acceleration_structures(self, *, compact: bool = True) -> Any:
-        """Build (cached) BLASes for the unique meshes and a TLAS over the instances; returns ``self.tlas``."""
+        """Build (cached) BLASes for the unique meshes, take voxel BLASes from their entries, and one TLAS over
+        every placement; returns ``self.tlas``. ``self.tlas_map`` maps TLAS records back to instances."""
         from ..cachers.accel import Tlas, accel_cacher
 
         if self.tlas is not None:
             return self.tlas
-        cacher = accel_cacher(self.device)
-        cacher.compact = compact
-        meshes = [i.mesh for i in self.instances]
-        unique = {id(m): m for m in meshes}
-        unique_meshes = [m for m in unique.values() if hasattr(m, "index_buffer")]
-        keys = [cacher.key_for(m) for m in unique_meshes]
-        blases = cacher.get_many(unique_meshes, keys)
-        for k in keys:
-            self.hold(cacher, k)
-        by_mesh = {id(m): b for m, b in zip(unique_meshes, blases)}
-        for inst in self.instances:
-            if id(inst.mesh) not in by_mesh and getattr(inst.mesh, "blas", None) is not None:
-                by_mesh[id(inst.mesh)] = inst.mesh.blas  # procedural entries (voxels) bring their own BLAS
-        usable = [(i, inst) for i, inst in enumerate(self.instances) if id(inst.mesh) in by_mesh]
-        if len(usable) != len(self.instances):
-            raise VixenError("every instance needs a BLAS: some entries are neither meshes nor carry a 'blas'")
-        transforms = np.stack([inst.transform for inst in self.instances]) if self.instances else np.zeros((0, 4, 4))
-        self.tlas = Tlas(self.device, [by_mesh[id(inst.mesh)] for inst in self.instances], transforms)
+        mesh_entries = {id(i.mesh): i.mesh for i in self.instances if hasattr(i.mesh, "index_buffer")}
+        by_mesh: dict[int, Any] = {}
+        if mesh_entries:
+            cacher = accel_cacher(self.device)
+            cacher.compact = compact
+            meshes = list(mesh_entries.values())
+            keys = [cacher.key_for(m) for m in meshes]
+            for m, k, b in zip(meshes, keys, cacher.get_many(meshes, keys)):
+                self.hold(cacher, k)
+                by_mesh[id(m)] = b
+        records: list[tuple[int, Any, int, np.ndarray, list[int]]] = []
+        for i, inst in enumerate(self.instances):
+            m = inst.mesh
+            if id(m) in by_mesh:
+                subs = [s.first_index // 3 for s in getattr(m, "submeshes", []) if s.index_count >= 3] or [0]
+                records.append((i, by_mesh[id(m)], 0, np.eye(4, dtype=np.float32), subs))
+            elif hasattr(m, "tlas_items"):
+                for blas, aabb_address, local in m.tlas_items(self):
+                    records.append((i, blas, aabb_address, np.asarray(local, np.float32), [0]))
+            else:
+                raise VixenError(f"instance {inst.prim_path}: its {inst.kind!r} entry cannot be ray traced")
+        local = np.stack([r[3] for r in records]) if records else np.zeros((0, 4, 4), np.float32)
+        world = self._record_world(records, local)
+        self.tlas_map = TlasMap.build(records, local)
+        self.tlas = Tlas(self.device, [r[1] for r in records], world)
         self.own(self.tlas)
         return self.tlas
+
+    def _record_world(self, records: list[Any], local: np.ndarray) -> np.ndarray:
+        if not records:
+            return np.zeros((0, 4, 4), np.float32)
+        parent = np.stack([self.instances[r[0]].transform for r in records]).astype(np.float32)
+        return np.einsum("nij,njk->nik", parent, local).astype(np.float32)
 
     def update_transforms(self, transforms: Any) -> None:
         """Set new world transforms (N, 4, 4) for the instances and refit the TLAS in place."""
@@ -150,7 +189,8 @@ class Scene:
         for inst, m in zip(self.instances, t):
             inst.transform = m.copy()
         if self.tlas is not None:
-            self.tlas.refit(t)
+            records = [(int(i),) for i in self.tlas_map.instance]
+            self.tlas.refit(self._record_world(records, self.tlas_map.local))
 
     def summary(self) -> dict[str, Any]:
         """Counts, bytes, timings and peak budget use as a JSON-friendly dict."""

@@ -27,10 +27,13 @@ from pxr import Tf, Usd, UsdGeom, UsdShade
 from ..cachers import LoadContext, cacher_for
 from ..cachers.registry import Registration
 from ..errors import FormatError, VixenError
-from ..plugins import cacher_registry, default_plugin_manager, notify_progress, notify_stage_loaded
+from ..plugins import cacher_registry, default_plugin_manager, notify_progress, notify_stage_loaded, resolve_asset_path
 from .scene import Instance, Scene
 
 ProgressFn = Callable[[str, int, int], None]
+
+#: An ``asset`` attribute naming a file that a suffix-registered cacher loads (e.g. ``asset vixen:file = @a.vox@``).
+FILE_ATTRIBUTE = "vixen:file"
 
 
 @dataclass
@@ -42,6 +45,12 @@ class _Item:
     matrix: Any  # Gf.Matrix4d, USD row-vector convention
     label: str
     material: str | None
+    file: str | None = None  # set for assets referenced by a ``vixen:file`` attribute (read with ``read_file``)
+
+    @property
+    def source_id(self) -> str:
+        """What is read once: the file for file assets, else the prim."""
+        return f"file:{self.file}" if self.file else str(self.prim.GetPath())
 
 
 def _open(path_or_stage: Any) -> tuple[Any, str]:
@@ -62,7 +71,8 @@ def _open(path_or_stage: Any) -> tuple[Any, str]:
 def resolve_time(stage: Any, time: Any) -> Any:
     """``None`` → the stage's start time code when it authors a time range, else the default time (as usdview)."""
     if time is None:
-        if stage.HasAuthoredMetadata("startTimeCode") or stage.HasAuthoredMetadata("endTimeCode"):
+        # legacy startFrame/endFrame author a range too (GetStartTimeCode falls back to them, as usdview does)
+        if any(stage.HasAuthoredMetadata(k) for k in ("startTimeCode", "endTimeCode", "startFrame", "endFrame")):
             return Usd.TimeCode(stage.GetStartTimeCode())
         return Usd.TimeCode.Default()
     return time if isinstance(time, Usd.TimeCode) else Usd.TimeCode(float(time))
@@ -78,7 +88,12 @@ def _bound_material(prim: Any) -> str | None:
 
 class _Walker:
     def __init__(self, stage: Any, time: Any, purposes: Sequence[str], types: dict[str, Registration],
-                 warn: Callable[[str, str, str], None]) -> None:
+                 warn: Callable[[str, str, str], None], *, attributes: dict[str, Registration] | None = None,
+                 suffixes: dict[str, Registration] | None = None,
+                 resolve: Callable[[str, str], str | None] | None = None) -> None:
+        self.attributes = attributes or {}
+        self.suffixes = suffixes or {}
+        self.resolve = resolve
         self.stage = stage
         self.time = time
         self.purposes = set(purposes)
@@ -129,9 +144,38 @@ class _Walker:
                 it.PruneChildren()
                 continue
             reg = self.types.get(tname)
+            if reg is None and self.attributes:
+                reg = next((r for a, r in self.attributes.items() if prim.HasAttribute(a)), None)
             if reg is not None:
                 items.append(_Item(reg, prim, self._matrix(prim, relative_to), str(prim.GetPath()), None))
+            elif self.suffixes and prim.HasAttribute(FILE_ATTRIBUTE):
+                item = self._file_item(prim, relative_to)
+                if item is not None:
+                    items.append(item)
         return items
+
+    def _file_item(self, prim: Any, relative_to: Any) -> _Item | None:
+        """A prim whose ``asset vixen:file`` names a file a cacher handles by suffix (``.vox``, ...)."""
+        path = str(prim.GetPath())
+        value = prim.GetAttribute(FILE_ATTRIBUTE).Get(self.time)
+        authored = getattr(value, "path", "") if value is not None else ""
+        if not authored:
+            return None
+        resolved = None
+        if self.resolve is not None:
+            stack = prim.GetAttribute(FILE_ATTRIBUTE).GetPropertyStack(self.time)
+            anchor = (stack[0].layer.realPath or stack[0].layer.identifier) if stack else ""
+            resolved = self.resolve(authored, anchor)
+        resolved = resolved or getattr(value, "resolvedPath", "") or ""
+        if not resolved or not os.path.exists(resolved.split("[", 1)[0]):
+            self.warn(path, FILE_ATTRIBUTE, f"cannot resolve asset path @{authored}@")
+            return None
+        suffix = os.path.splitext(resolved.split("[", 1)[0])[1].lower()
+        reg = self.suffixes.get(suffix)
+        if reg is None:
+            self.warn(path, FILE_ATTRIBUTE, f"no cacher handles {suffix!r} files (@{authored}@)")
+            return None
+        return _Item(reg, prim, self._matrix(prim, relative_to), path, None, file=resolved)
 
     def _prototype(self, proto: Any) -> list[_Item]:
         key = str(proto.GetPath())
@@ -148,7 +192,10 @@ class _Walker:
         if proto_idx is None or not targets:
             return []
         try:
-            xforms = pi.ComputeInstanceTransformsAtTime(self.time, self.time)
+            # every point, masked ones included (ApplyMask would drop inactive ids and shift the indices)
+            xforms = pi.ComputeInstanceTransformsAtTime(self.time, self.time, UsdGeom.PointInstancer.IncludeProtoXform,
+                                                        UsdGeom.PointInstancer.IgnoreMask)
+            mask = pi.ComputeMaskAtTime(self.time)  # empty, or False for inactiveIds and invisibleIds
         except Exception as exc:  # mismatched array lengths etc.
             self.warn(path, "positions", f"point instancer cannot compute transforms: {exc}")
             return []
@@ -167,13 +214,7 @@ class _Walker:
             if key not in self._protos:
                 self._protos[key] = self._walk_proto_subtree(p)
             protos.append(self._protos[key])
-        invisible = set()
-        inv_attr = pi.GetInvisibleIdsAttr().Get(self.time)
-        ids_attr = pi.GetIdsAttr().Get(self.time)
-        if inv_attr is not None and len(inv_attr):
-            ids = list(ids_attr) if ids_attr is not None and len(ids_attr) == len(proto_idx) else range(len(proto_idx))
-            bad = set(int(v) for v in inv_attr)
-            invisible = {i for i, ident in enumerate(ids) if int(ident) in bad}
+        invisible = {i for i, keep in enumerate(mask) if not keep} if mask is not None and len(mask) else set()
         items: list[_Item] = []
         n = len(protos)
         for i, (pidx, xf) in enumerate(zip(proto_idx, xforms)):
@@ -289,6 +330,18 @@ def load_stage(path_or_stage: Any, device: Any, *, time: Any = None, purposes: S
     return scene
 
 
+def _error_site(cerr: Any, root_layer: str) -> tuple[str, str]:
+    """The prim path and file where a Pcp composition error arose (``rootSite``), else ``/`` and the root layer."""
+    site = getattr(cerr, "rootSite", None)
+    if site is None:
+        return "/", root_layer
+    try:
+        layer = site.layerStack.rootLayer
+        return str(site.path), (layer.realPath or layer.identifier) if layer else root_layer
+    except Exception:  # a Pcp error type without a usable site
+        return "/", root_layer
+
+
 def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purposes: Sequence[str], strict: bool,
                report: Callable[[str, int, int], None]) -> None:
     registry = cacher_registry(pm)
@@ -303,11 +356,13 @@ def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purpos
     if hasattr(stage, "GetCompositionErrors"):
         for cerr in stage.GetCompositionErrors():
             msg = cerr.GetErrorMessage() if hasattr(cerr, "GetErrorMessage") else str(cerr)
-            site = str(cerr.GetRootLayerStack().identifier.rootLayer.identifier) if hasattr(cerr, "GetRootLayerStack") else root_layer
-            warn("/", None, f"composition error: {msg.strip()}", site)
+            prim_path, site = _error_site(cerr, root_layer)
+            warn(prim_path, None, f"composition error: {msg.strip()}", site)
 
     t = _time.perf_counter()
-    walker = _Walker(stage, time, purposes, registry.prim_types(), lambda p, f, m: warn(p, f, m))
+    walker = _Walker(stage, time, purposes, registry.prim_types(), lambda p, f, m: warn(p, f, m),
+                     attributes=registry.prim_attributes(), suffixes=registry.suffixes(),
+                     resolve=lambda a, anchor: resolve_asset_path(pm, a, anchor))
     items = walker.walk(stage.GetPseudoRoot())
     scene.stats.prims_visited = walker.visited
     report("walk", walker.visited, walker.visited)
@@ -317,14 +372,17 @@ def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purpos
     by_cacher: dict[str, tuple[Any, dict[str, Any]]] = {}
     unique_prims: dict[str, tuple[Registration, Any]] = {}
     for it in items:
-        unique_prims.setdefault(str(it.prim.GetPath()), (it.registration, it.prim))
+        unique_prims.setdefault(it.source_id, (it.registration, it))
     context = LoadContext(time=time, layer_path=root_layer)
     total = len(unique_prims)
     sources: dict[str, Any] = {}
-    for n, (ppath, (reg, prim)) in enumerate(unique_prims.items(), 1):
+    for n, (ppath, (reg, item)) in enumerate(unique_prims.items(), 1):
         cacher = by_cacher.setdefault(reg.name, (cacher_for(device, reg, pm), {}))[0]
         try:
-            sources[ppath] = cacher.read_prim(prim, context)
+            if item.file:
+                sources[ppath] = cacher.read_file(item.file, context)
+            else:
+                sources[ppath] = cacher.read_prim(item.prim, context)
         except FormatError as exc:
             if strict:
                 raise
@@ -343,7 +401,7 @@ def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purpos
     misses_before = sum(c.stats.misses for c, _ in by_cacher.values())
     hits_before = sum(c.stats.hits for c, _ in by_cacher.values())
     for name, (cacher, _) in by_cacher.items():
-        paths = [p for p, (reg, _prim) in unique_prims.items() if reg.name == name and p in sources]
+        paths = [p for p, (reg, _item) in unique_prims.items() if reg.name == name and p in sources]
         if not paths:
             continue
         srcs = [sources[p] for p in paths]
@@ -361,12 +419,12 @@ def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purpos
 
     seen: dict[int, Any] = {}
     for it in items:
-        got = entries.get(str(it.prim.GetPath()))
+        got = entries.get(it.source_id)
         if got is None:
             continue
         _cacher, _key, value = got
         seen.setdefault(id(value), value)
-        src = sources[str(it.prim.GetPath())]
+        src = sources[it.source_id]
         material = it.material or getattr(src, "material_path", None)
         scene.instances.append(Instance(value, _to_numpy(it.matrix), it.label, material, kind=it.registration.name))
     scene.meshes = [v for v in seen.values() if it_is_mesh(v)]

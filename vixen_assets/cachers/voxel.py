@@ -1,0 +1,362 @@
+"""Voxel scenes on the GPU: ``VoxelSceneCacher`` (one memory block, several buffers) and ``VoxelAABBCacher``.
+
+GPU representation of one voxel scene (a ``.vox`` file, or a dense grid authored in USD), every buffer bound into
+ONE ``VkDeviceMemory`` allocation (a :class:`~vixen_assets.memory.buffer_set.BufferSet`) at 256-byte offsets:
+
+==============  ====================================================================================================
+``meta``        uint32[16]: model count, instance count, brick count, AABB count, voxel count, AABB mode (0 brick,
+                1 voxel), brick edge (8)
+``models``      per model, uint32[8]: size x, y, z, voxel count, first brick, brick count, first AABB, AABB count
+``instances``   per placement, 20 float32/uint32: 4x4 float32 transform (column vectors, voxel-corner model space
+                to the scene's space), then uint32 model index and 3 padding words
+``palette``     256 x RGBA8 (colour index c → palette[c]; 0 is empty)
+``materials``   256 x float32[4]: kind (0 diffuse, 1 metal, 2 glass, 3 emit), roughness, metalness, emission
+``bricks``      per solid 8x8x8 brick, uint32[8]: model, brick x, y, z, byte offset into ``brick_data``, voxels
+``brick_data``  512 bytes per brick: colour index of voxel (x&7) + 8*((y&7) + 8*(z&7)); 0 = empty
+``aabbs``       per solid brick (mode ``"brick"``) or voxel (``"voxel"``): float32 min xyz, max xyz in model space
+==============  ====================================================================================================
+
+``aabbs`` has a device address and acceleration-structure build-input usage: ``VoxelAABBCacher`` builds one AABB
+BLAS per model from it (``VK_GEOMETRY_TYPE_AABBS_KHR``), so voxel scenes are ray traced beside meshes in one TLAS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import FormatError
+from ..formats.vox import DEFAULT_PALETTE, VoxFile, read_vox
+from ..hookspecs import hookimpl
+from ..memory.buffer_set import BufferSet, BufferView
+from ..memory.group import AllocationGroup
+from .accel import AccelerationStructure, build_blases
+from .base import LoadContext, TypedCacher
+
+BRICK = 8
+AABB_MODES = ("voxel", "brick")
+_MATERIAL_KINDS = {"_diffuse": 0, "_metal": 1, "_glass": 2, "_emit": 3, "_blend": 0, "_media": 0}
+
+
+@dataclass(eq=False)
+class VoxelModelData:
+    """One model as numpy arrays: ``voxels`` (N, 4) uint8 rows x, y, z, colour index."""
+
+    size: tuple[int, int, int]
+    voxels: np.ndarray
+
+    @property
+    def voxel_count(self) -> int:
+        """Number of solid voxels."""
+        return int(len(self.voxels))
+
+
+@dataclass(eq=False)
+class VoxelSource:
+    """A voxel scene as read: models, placements (model index, 4x4 transform), palette, materials, the file."""
+
+    models: list[VoxelModelData]
+    placements: list[tuple[int, np.ndarray]]
+    palette: np.ndarray
+    materials: dict[int, dict[str, str]]
+    path: str = ""
+    aabb_mode: str = "voxel"
+
+    @classmethod
+    def from_vox(cls, vox: VoxFile, *, path: str = "", aabb_mode: str = "voxel") -> VoxelSource:
+        """Build from a parsed ``.vox`` file (hidden instances are left out)."""
+        models = [VoxelModelData(tuple(int(v) for v in m.size), np.asarray(m.voxels, np.uint8).reshape(-1, 4))
+                  for m in vox.models]
+        placements = [(i.model_index, np.asarray(i.transform, np.float32)) for i in vox.instances if not i.hidden]
+        return cls(models, placements, np.asarray(vox.palette, np.uint8), dict(vox.materials), path, aabb_mode)
+
+    @classmethod
+    def from_dense(cls, grid: np.ndarray, *, palette: np.ndarray | None = None, path: str = "",
+                   prim_path: str = "", aabb_mode: str = "voxel") -> VoxelSource:
+        """Build from a dense (X, Y, Z) grid of colour indices (0 = empty), e.g. read from a USD prim."""
+        g = np.asarray(grid)
+        if g.ndim != 3 or min(g.shape) < 1 or max(g.shape) > 256:
+            raise FormatError(f"voxel grid must be 3-D with sides 1..256, got shape {g.shape}", path=path or None,
+                              prim_path=prim_path or None, field="vixen:voxelDims")
+        if g.size and (g.min() < 0 or g.max() > 255):
+            raise FormatError("voxel colour indices must be 0..255", path=path or None, prim_path=prim_path or None,
+                              field="vixen:voxels")
+        xyz = np.argwhere(g > 0)
+        vox = np.empty((len(xyz), 4), np.uint8)
+        vox[:, :3] = xyz
+        vox[:, 3] = g[g > 0]
+        pal = DEFAULT_PALETTE if palette is None else np.asarray(palette, np.uint8).reshape(256, 4)
+        return cls([VoxelModelData(tuple(int(s) for s in g.shape), vox)], [(0, np.eye(4, dtype=np.float32))],
+                   np.array(pal, np.uint8), {}, path, aabb_mode)
+
+    @property
+    def voxel_count(self) -> int:
+        """Solid voxels over all models."""
+        return sum(m.voxel_count for m in self.models)
+
+    def content_hash(self) -> str:
+        """Hash of every array and the AABB mode."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(self.aabb_mode.encode())
+        for m in self.models:
+            h.update(np.asarray(m.size, np.int32).tobytes())
+            h.update(np.ascontiguousarray(m.voxels).tobytes())
+        for idx, t in self.placements:
+            h.update(np.int32(idx).tobytes())
+            h.update(np.ascontiguousarray(t, np.float32).tobytes())
+        h.update(np.ascontiguousarray(self.palette).tobytes())
+        h.update(repr(sorted((k, sorted(v.items())) for k, v in self.materials.items())).encode())
+        return "vox:" + h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where one model's data sits in the scene's buffers."""
+
+    size: tuple[int, int, int]
+    voxel_count: int
+    first_brick: int
+    brick_count: int
+    first_aabb: int
+    aabb_count: int
+
+
+@dataclass(eq=False)
+class GpuVoxelScene:
+    """A voxel scene on the GPU: one :class:`BufferSet` (one memory block) plus what its buffers hold."""
+
+    key: str
+    buffer_set: BufferSet
+    models: list[ModelInfo]
+    placements: list[tuple[int, np.ndarray]]
+    palette: np.ndarray
+    voxel_count: int
+    aabb_mode: str
+    path: str = ""
+    bounds: tuple[np.ndarray, np.ndarray] = field(default_factory=lambda: (np.zeros(3, np.float32),) * 2)
+    triangle_count: int = 0
+
+    @property
+    def buffers(self) -> dict[str, BufferView]:
+        """Buffer name → where it lives in :attr:`memory` (offset, size)."""
+        return dict(self.buffer_set.views)
+
+    @property
+    def memory(self) -> Any:
+        """The one ``VkDeviceMemory`` all the buffers are bound to."""
+        return self.buffer_set.memory
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the shared allocation."""
+        return self.buffer_set.nbytes
+
+    def aabb_address(self, model: int) -> int:
+        """Device address of a model's first AABB."""
+        return self.buffer_set["aabbs"].device_address + 24 * self.models[model].first_aabb
+
+    def tlas_items(self, scene: Any) -> list[tuple[AccelerationStructure, int, np.ndarray]]:
+        """``(blas, aabb_address, local transform)`` per placement, for a TLAS (BLASes cached per model)."""
+        cacher = voxel_aabb_cacher(scene.device)
+        key = cacher.key_for(self)
+        blases = cacher.get_many([self], [key])[0]
+        scene.hold(cacher, key)
+        return [(blases[m], self.aabb_address(m), t) for m, t in self.placements if self.models[m].aabb_count]
+
+
+def _scene_arrays(src: VoxelSource) -> tuple[dict[str, np.ndarray], list[ModelInfo], tuple[np.ndarray, np.ndarray]]:
+    """Vectorized layout of every buffer of a voxel scene."""
+    models: list[ModelInfo] = []
+    brick_recs, brick_data, aabbs = [], [], []
+    nb = na = 0
+    for mi, m in enumerate(src.models):
+        v = m.voxels.astype(np.int64)
+        if len(v):
+            bcoord = v[:, :3] // BRICK
+            bkey = (bcoord[:, 0] << 16) | (bcoord[:, 1] << 8) | bcoord[:, 2]
+            ukeys, inverse = np.unique(bkey, return_inverse=True)
+            n_b = len(ukeys)
+            data = np.zeros((n_b, BRICK ** 3), np.uint8)
+            local = (v[:, 0] & 7) + BRICK * ((v[:, 1] & 7) + BRICK * (v[:, 2] & 7))
+            data[inverse, local] = v[:, 3]
+            bc = np.stack([(ukeys >> 16) & 0xFF, (ukeys >> 8) & 0xFF, ukeys & 0xFF], axis=1)
+            rec = np.zeros((n_b, 8), np.uint32)
+            rec[:, 0] = mi
+            rec[:, 1:4] = bc
+            rec[:, 4] = (nb + np.arange(n_b)) * BRICK ** 3
+            rec[:, 5] = np.bincount(inverse, minlength=n_b)
+            brick_recs.append(rec)
+            brick_data.append(data.reshape(-1))
+            if src.aabb_mode == "brick":
+                lo = (bc * BRICK).astype(np.float32)
+                hi = np.minimum(lo + BRICK, np.asarray(m.size, np.float32))
+            else:
+                lo = v[:, :3].astype(np.float32)
+                hi = lo + 1.0
+            box = np.concatenate([lo, hi], axis=1).astype(np.float32)
+            aabbs.append(box)
+        else:
+            n_b = 0
+            box = np.zeros((0, 6), np.float32)
+        models.append(ModelInfo(m.size, m.voxel_count, nb, n_b, na, len(box)))
+        nb += n_b
+        na += len(box)
+    meta = np.zeros(16, np.uint32)
+    meta[:7] = [len(src.models), len(src.placements), nb, na, src.voxel_count, AABB_MODES.index(src.aabb_mode) ^ 1,
+                BRICK]
+    model_arr = np.array([[*mi.size, mi.voxel_count, mi.first_brick, mi.brick_count, mi.first_aabb, mi.aabb_count]
+                          for mi in models] or [[0] * 8], np.uint32)
+    inst = np.zeros((max(len(src.placements), 1), 20), np.float32)
+    lo_w = np.full(3, np.inf)
+    hi_w = np.full(3, -np.inf)
+    for i, (mi, t) in enumerate(src.placements):
+        inst[i, :16] = np.asarray(t, np.float32).T.reshape(-1)  # column-major like GLSL mat4
+        inst[i, 16:17].view(np.uint32)[0] = mi
+        size = np.asarray(src.models[mi].size, np.float64)
+        corners = np.array([[x, y, z, 1.0] for x in (0, size[0]) for y in (0, size[1]) for z in (0, size[2])])
+        w = corners @ np.asarray(t, np.float64).T
+        lo_w = np.minimum(lo_w, w[:, :3].min(0))
+        hi_w = np.maximum(hi_w, w[:, :3].max(0))
+    mats = np.zeros((256, 4), np.float32)
+    for idx, props in src.materials.items():
+        if 0 <= idx < 256:
+            mats[idx] = [_MATERIAL_KINDS.get(props.get("_type", "_diffuse"), 0), float(props.get("_rough", 0) or 0),
+                         float(props.get("_metal", 0) or 0), float(props.get("_emit", 0) or 0)]
+    arrays = {
+        "meta": meta, "models": model_arr, "instances": inst, "palette": np.ascontiguousarray(src.palette, np.uint8),
+        "materials": mats,
+        "bricks": np.concatenate(brick_recs) if brick_recs else np.zeros((1, 8), np.uint32),
+        "brick_data": np.concatenate(brick_data) if brick_data else np.zeros(BRICK ** 3, np.uint8),
+        "aabbs": np.concatenate(aabbs) if aabbs else np.zeros((1, 6), np.float32),
+    }
+    bounds = (lo_w.astype(np.float32), hi_w.astype(np.float32)) if np.isfinite(lo_w).all() else (
+        np.zeros(3, np.float32), np.zeros(3, np.float32))
+    return arrays, models, bounds
+
+
+class VoxelSceneCacher(TypedCacher[VoxelSource, GpuVoxelScene]):
+    """``.vox`` files (and USD prims with a dense ``vixen:voxels`` grid) → a :class:`GpuVoxelScene`."""
+
+    name = "voxel"
+    suffixes = (".vox",)
+    prim_attributes = ("vixen:voxels",)
+    aabb_mode = "voxel"
+
+    def read_file(self, path: str, context: LoadContext) -> VoxelSource:
+        """Parse a ``.vox`` file (``FormatError`` names the file and chunk on bad data)."""
+        mode = (context.options or {}).get("aabb_mode", self.aabb_mode)
+        return VoxelSource.from_vox(read_vox(path), path=path, aabb_mode=mode)
+
+    def read_prim(self, prim: Any, context: LoadContext) -> VoxelSource:
+        """Read a dense grid: ``uchar[]/int[] vixen:voxels`` (x fastest), ``int3 vixen:voxelDims``,
+        optional ``color4f[] vixen:palette`` (256 entries, 0..1)."""
+        path = context.layer_path
+        ppath = str(prim.GetPath())
+        vals = prim.GetAttribute("vixen:voxels").Get(context.time)
+        dims = prim.GetAttribute("vixen:voxelDims").Get(context.time) if prim.HasAttribute("vixen:voxelDims") else None
+        if vals is None or dims is None:
+            raise FormatError("needs both vixen:voxels and vixen:voxelDims", path=path, prim_path=ppath,
+                              field="vixen:voxelDims")
+        d = tuple(int(x) for x in dims)
+        arr = np.asarray(vals)
+        if len(d) != 3 or any(x < 1 or x > 256 for x in d) or arr.size != d[0] * d[1] * d[2]:
+            raise FormatError(f"vixen:voxels has {arr.size} values but vixen:voxelDims is {d}", path=path,
+                              prim_path=ppath, field="vixen:voxels")
+        grid = arr.astype(np.int64).reshape(d[2], d[1], d[0]).transpose(2, 1, 0)
+        palette = None
+        if prim.HasAttribute("vixen:palette"):
+            pal = np.asarray(prim.GetAttribute("vixen:palette").Get(context.time), np.float64)
+            if pal.shape != (256, 4):
+                raise FormatError(f"vixen:palette must hold 256 color4f, got shape {pal.shape}", path=path,
+                                  prim_path=ppath, field="vixen:palette")
+            palette = np.clip(np.round(pal * 255), 0, 255).astype(np.uint8)
+        mode = (context.options or {}).get("aabb_mode", self.aabb_mode)
+        return VoxelSource.from_dense(grid, palette=palette, path=path, prim_path=ppath, aabb_mode=mode)
+
+    def key_for(self, source: VoxelSource) -> str:
+        """Content hash of the voxels, placements, palette, materials and AABB mode."""
+        return source.content_hash()
+
+    def build(self, sources: Sequence[VoxelSource], group: AllocationGroup) -> list[GpuVoxelScene]:
+        """One buffer set per scene, every buffer uploaded through the batched uploader."""
+        out = []
+        up = self.device.uploader
+        usage_plain = "storage"
+        for src in sources:
+            arrays, models, bounds = _scene_arrays(src)
+            specs: dict[str, tuple[int, Any]] = {k: (max(a.nbytes, 16), usage_plain) for k, a in arrays.items()}
+            specs["aabbs"] = (max(arrays["aabbs"].nbytes, 24), "storage|device_address|accel_input")
+            label = src.path.rsplit("/", 1)[-1] if src.path else "voxels"
+            bset = BufferSet(self.device, specs, name=f"voxels:{label}", category=self.name)
+            group.adopt(bset)
+            for k, a in arrays.items():
+                up.enqueue(bset[k], a)
+            out.append(GpuVoxelScene(src.content_hash(), bset, models, list(src.placements), src.palette.copy(),
+                                     src.voxel_count, src.aabb_mode, src.path, bounds))
+        return out
+
+    def entry_nbytes(self, entry: GpuVoxelScene) -> int:
+        """Bytes of the shared allocation."""
+        return entry.nbytes
+
+    def destroy_entry(self, entry: GpuVoxelScene) -> None:
+        """Destroy the buffer set (deferred while the GPU uses it)."""
+        entry.buffer_set.destroy()
+
+
+class VoxelAABBCacher(TypedCacher[GpuVoxelScene, list]):
+    """One AABB BLAS per model of a voxel scene (built from its ``aabbs`` buffer by device address)."""
+
+    name = "voxel-aabb"
+
+    def key_for(self, source: GpuVoxelScene) -> str:
+        """The voxel scene's key."""
+        return "aabb-blas:" + source.key
+
+    def build(self, sources: Sequence[GpuVoxelScene], group: AllocationGroup) -> list[list]:
+        """Build every model's BLAS in batches; models without voxels get ``None``."""
+        from ..vk import accel as vka
+
+        self.device.uploader.flush().wait()  # the AABB data must be on the GPU before the build reads it
+        out = []
+        for scene in sources:
+            items = []
+            index = []
+            for m, info in enumerate(scene.models):
+                if info.aabb_count:
+                    geom = vka.Geometry(vka.GEOMETRY_AABBS, info.aabb_count, aabb_address=scene.aabb_address(m))
+                    items.append((f"{scene.path or 'voxels'}#{m}", [geom]))
+                    index.append(m)
+            built = build_blases(self.device, items, group) if items else []
+            per_model: list[Any] = [None] * len(scene.models)
+            for m, b in zip(index, built):
+                per_model[m] = b
+            out.append(per_model)
+        return out
+
+    def entry_nbytes(self, entry: list) -> int:
+        """Bytes of all the model BLASes."""
+        return sum(b.nbytes for b in entry if b is not None)
+
+    def destroy_entry(self, entry: list) -> None:
+        """Destroy every model BLAS."""
+        for b in entry:
+            if b is not None:
+                b.destroy()
+
+
+def voxel_aabb_cacher(device: Any) -> VoxelAABBCacher:
+    """The device's voxel AABB-BLAS cacher (created on first use)."""
+    c = device.cachers.get(VoxelAABBCacher.name)
+    if c is None:
+        c = device.cachers[VoxelAABBCacher.name] = VoxelAABBCacher(device)
+    return c
+
+
+@hookimpl
+def vixen_register_cachers(registry: Any) -> None:
+    """Register the built-in voxel scene cacher."""
+    registry.register(VoxelSceneCacher)

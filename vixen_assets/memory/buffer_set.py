@@ -1,0 +1,194 @@
+"""``BufferSet``: several ``VkBuffer``\\ s bound into ONE memory allocation at aligned offsets.
+
+The shared-memory pattern of the original voxel design: a scene's node, brick, palette, material, transform and
+AABB buffers live in one ``VkDeviceMemory`` range, allocated through the budget as one tracked allocation (one
+budget charge, one leak-report entry). Members are ordinary :class:`~vixen_assets.memory.buffers.Buffer` objects
+(``handle``, ``offset`` 0 in their own handle, ``memory``, ``memory_offset``, ``device_address``, ``mapped``); the
+set owns their lifetime: ``BufferSet.destroy()`` destroys every member and frees the allocation, once the GPU
+finished the last work that used any of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from ..errors import VixenError
+from ..vk import resources as vkr
+from ..vk.shim import BUFFER_USAGE_SHADER_DEVICE_ADDRESS
+from .buffers import TRANSFER, Buffer, parse_usage
+
+
+@dataclass(frozen=True)
+class BufferView:
+    """Where one member lives inside the set's memory: its byte ``offset`` and ``size``."""
+
+    name: str
+    offset: int
+    size: int
+
+
+def _align(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
+
+
+class BufferSet:
+    """Named buffers sharing one memory allocation; create with :meth:`Device.create_buffer_set`."""
+
+    def __init__(self, device: Any, specs: dict[str, tuple[int, int | str | Iterable[str]]], *,
+                 strategy: str = "device_local", name: str = "", category: str = "default",
+                 alignment: int = 256) -> None:
+        """Create every member and bind them into one allocation; all or nothing.
+
+        :param specs: member name -> (size in bytes, usage).
+        :param alignment: minimum offset alignment of every member inside the memory.
+        """
+        if not specs:
+            raise VixenError(f"buffer set {name!r} needs at least one buffer")
+        self.device = device
+        self.name = name
+        self.category = category
+        self.last_use = 0
+        self._state = 0
+        dev = device.logical
+        handles: list[tuple[str, Any, int, int]] = []
+        self.alloc = None
+        try:
+            offset = 0
+            type_bits = ~0
+            want_addr = False
+            layout: list[tuple[str, Any, int, int, int]] = []
+            for member, (size, usage) in specs.items():
+                if size <= 0:
+                    raise VixenError(f"buffer set {name!r}: member {member!r} has size {size}")
+                flags = parse_usage(usage) | TRANSFER
+                want_addr |= bool(flags & BUFFER_USAGE_SHADER_DEVICE_ADDRESS)
+                h = vkr.create_buffer(dev, size, flags)
+                handles.append((member, h, size, flags))
+                _s, req_align, bits = vkr.buffer_requirements(dev, h)
+                type_bits &= bits
+                offset = _align(offset, max(alignment, req_align))
+                layout.append((member, h, size, flags, offset))
+                offset += _s
+            if not type_bits & 0xFFFFFFFF:
+                raise VixenError(f"buffer set {name!r}: no memory type suits every member")
+            type_index = device.buffers.memory_type(type_bits & 0xFFFFFFFF, strategy)
+            self.alloc = device.allocator.allocate(offset, max(alignment, 256), type_index, category=category,
+                                                   type_bits=type_bits & 0xFFFFFFFF, device_address=want_addr,
+                                                   dedicated=True)
+            self.buffers: dict[str, Buffer] = {}
+            self.views: dict[str, BufferView] = {}
+            for member, h, size, flags, off in layout:
+                vkr.bind_buffer(dev, h, self.alloc.block.memory, self.alloc.offset + off)
+                addr = vkr.device_address(dev, h) if flags & BUFFER_USAGE_SHADER_DEVICE_ADDRESS else 0
+                view = _MemberAllocation(self.alloc, off, size)
+                buf = Buffer(self, f"{name}.{member}", size, flags, strategy, h, 0, view, True, addr)  # type: ignore[arg-type]
+                self.buffers[member] = buf
+                self.views[member] = BufferView(member, off, size)
+            handles = []
+        except BaseException:
+            for _m, h, _s, _f in handles:
+                vkr.destroy_buffer(dev, h)
+            if self.alloc is not None:
+                device.allocator.free(self.alloc)
+                self.alloc = None
+            raise
+        device.registry.add(self)
+
+    # -- the protocol Buffer uses for its owner ------------------------------------------------------------------
+    def retire(self, buf: Buffer) -> None:
+        """A member was destroyed: the set frees everything once all members are."""
+        if all(not b.alive for b in self.buffers.values()):
+            self.destroy()
+
+    def destroy_now(self, buf: Buffer) -> None:
+        """Destroy one member's handle (the memory stays with the set)."""
+        if self.device.logical.handle is not None:
+            vkr.destroy_buffer(self.device.logical, buf._handle)
+
+    # -- the set ---------------------------------------------------------------------------------------------------
+    @property
+    def memory(self) -> Any:
+        """The one ``VkDeviceMemory`` every member is bound to."""
+        return self.alloc.block.memory if self.alloc is not None else None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the shared allocation."""
+        return self.alloc.size if self.alloc is not None else 0
+
+    @property
+    def alive(self) -> bool:
+        """False once destroyed."""
+        return self._state == 0
+
+    def __getitem__(self, member: str) -> Buffer:
+        return self.buffers[member]
+
+    def destroy(self) -> None:
+        """Destroy every member and free the allocation, after the GPU work that used them; safe twice."""
+        if self._state:
+            return
+        self._state = 1
+        for b in self.buffers.values():
+            b._state = max(b._state, 1)
+        last = max([self.last_use] + [b.last_use for b in self.buffers.values()])
+        uploader = getattr(self.device, "uploader", None)
+        if uploader is not None:
+            for b in self.buffers.values():
+                uploader.flush_if_pending(b)
+            last = max([last] + [b.last_use for b in self.buffers.values()])
+        self.device.lifetime.retire(self, last)
+
+    def _destroy_now(self) -> None:
+        if self._state == 2:
+            return
+        self._state = 2
+        for b in self.buffers.values():
+            if b._state != 2:
+                b._state = 2
+                self.destroy_now(b)
+        if self.alloc is not None:
+            self.device.allocator.free(self.alloc)
+            self.alloc = None
+        self.device.registry.remove(self)
+
+    def __enter__(self) -> BufferSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+    def __repr__(self) -> str:
+        return f'<BufferSet "{self.name}" {len(self.buffers)} buffers {self.nbytes} B>'
+
+
+class _MemberAllocation:
+    """What a member ``Buffer`` sees as its allocation: the set's block at the member's offset."""
+
+    __slots__ = ("_parent", "_offset", "size")
+
+    def __init__(self, parent: Any, offset: int, size: int) -> None:
+        self._parent = parent
+        self._offset = offset
+        self.size = size
+
+    @property
+    def block(self) -> Any:
+        """The set's memory block."""
+        return self._parent.block
+
+    @property
+    def offset(self) -> int:
+        """The member's offset inside the block."""
+        return self._parent.offset + self._offset
+
+    @property
+    def category(self) -> str:
+        """The set's budget category."""
+        return self._parent.category
+
+    @property
+    def heap(self) -> int:
+        """The heap charged."""
+        return self._parent.heap
