@@ -4,6 +4,7 @@ from .device import Device, list_devices, open_device
 from .errors import VixenError
 from .hookspecs import hookimpl
 from .usd import Instance, Scene, load_stage
+from .textures import load_texture
 from .trace import trace_rays
 from .vk import DeviceInfo
 from .voxels import VoxelScene, load_vox
@@ -21,6 +22,7 @@ __all__ = [
     "hookimpl",
     "list_devices",
     "load_stage",
+    "load_texture",
     "load_vox",
     "open_device",
     "trace_rays",

@@ -160,6 +160,22 @@ class Device:
         self.check_open()
         return self.readback.read(buffer, size, offset)
 
+    def create_image(self, width: int, height: int = 1, *, vk_format: int, depth: int = 1, levels: int = 1,
+                     layers: int = 1, faces: int = 1, name: str = "", category: str = "default") -> Any:
+        """Create a tracked, optimal-tiling image (sampled, transfer source and destination)."""
+        self.check_open()
+        from .memory.images import Image, check_extent
+
+        check_extent(name, width, height, depth)
+        return Image(self, name=name, vk_format=vk_format, width=width, height=height, depth=depth, levels=levels,
+                     layers=layers, faces=faces, category=category)
+
+    def read_image(self, texture: Any, level: int = 0, layer: int = 0, face: int = 0) -> Any:
+        """Read one subresource back: raw blocks for block formats, pixels ``(h, w, texel_bytes)`` otherwise."""
+        self.check_open()
+        image = getattr(texture, "image", texture)
+        return self.readback.read_image(image, level, layer, face)
+
     def flush(self) -> Ticket:
         """Submit what the uploader has pending (see ``Device.uploader``)."""
         self.check_open()

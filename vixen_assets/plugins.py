@@ -33,6 +33,7 @@ DISABLE_AUTOLOAD_ENV = "VIXEN_ASSETS_DISABLE_PLUGIN_AUTOLOAD"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "vixen_assets.cachers.mesh",
     "vixen_assets.cachers.voxel",
+    "vixen_assets.cachers.texture",
 )
 
 

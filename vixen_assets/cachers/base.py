@@ -123,7 +123,16 @@ class TypedCacher(Generic[S, E]):
                 if key not in self._entries and key not in missing:
                     missing[key] = src
             if missing:
-                self._build_missing(missing)
+                # pin the cached entries this call returns: the build's allocations can cross the budget's warning
+                # threshold, and the eviction that triggers (same thread, re-entrant lock) must not take them
+                pinned = [self._entries[k] for k in dict.fromkeys(keys) if k in self._entries]
+                for entry in pinned:
+                    entry.refs += 1
+                try:
+                    self._build_missing(missing)
+                finally:
+                    for entry in pinned:
+                        entry.refs -= 1
             fresh = set(missing)  # the first reference to a new entry is its miss, counted by _build_missing
             out = []
             for key in keys:
@@ -225,7 +234,8 @@ class TypedCacher(Generic[S, E]):
         if not self._lock.acquire(blocking=False):
             return
         try:
-            self.evict(max(0, event.used - event.threshold) or None)
+            # at least one byte: usage exactly on the threshold evicts one entry, not the whole cache
+            self.evict(max(1, event.used - event.threshold))
         finally:
             self._lock.release()
 

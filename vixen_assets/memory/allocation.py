@@ -12,10 +12,11 @@ if TYPE_CHECKING:
 class Allocation:
     """A range of one memory block: where a resource lives and whom its bytes are charged to."""
 
-    __slots__ = ("block", "offset", "size", "charged", "category", "heap", "purpose")
+    __slots__ = ("block", "offset", "size", "charged", "category", "heap", "purpose", "alignment")
 
     def __init__(self, block: MemoryBlock, offset: int, size: int, charged: int, category: str, heap: int,
-                 purpose: str) -> None:
+                 purpose: str, alignment: int = 1) -> None:
+        self.alignment = alignment  # what the offset had to be a multiple of (a move must keep it)
         self.block = block
         self.offset = offset
         self.size = size

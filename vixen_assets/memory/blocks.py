@@ -97,6 +97,8 @@ class BlockPool:
     key: tuple
     blocks: list[MemoryBlock] = field(default_factory=list)
     stats: PoolStats = field(default_factory=PoolStats)
+    #: the size of its regular blocks, fixed when the pool is made (``Suballocator.block_size_for``)
+    block_size: int = 0
 
 
 class Suballocator(DeviceAllocator):
@@ -188,7 +190,7 @@ class Suballocator(DeviceAllocator):
                  purpose: str = "general") -> Allocation:
         """Return a new range of a block of memory type ``type_index``; creates a block when none has room."""
         block, offset = self._allocate(size, alignment, type_index, kind, device_address, dedicated, purpose)
-        return Allocation(block, offset, size, size, category, block.heap, purpose)
+        return Allocation(block, offset, size, size, category, block.heap, purpose, alignment)
 
     def free(self, allocation: Allocation) -> None:
         """Give a range back (see :meth:`free_range`)."""
@@ -200,8 +202,8 @@ class Suballocator(DeviceAllocator):
         with self.lock:
             pool = self._pools.get(key)
             if pool is None:
-                pool = self._pools[key] = BlockPool(key)
-            bsize = self.block_size_for(type_index)
+                pool = self._pools[key] = BlockPool(key, block_size=self.block_size_for(type_index))
+            bsize = pool.block_size
             if dedicated or size > bsize // 2:
                 block = self._new_block(pool, size, type_index, dedicated=True, device_address=device_address,
                                         purpose=purpose)

@@ -500,6 +500,7 @@ class BudgetManager:
 
     @property
     def closed(self) -> bool:
+        """True after :meth:`close`."""
         return self._closed
 
     # ------------------------------------------------------------------ callbacks and stats providers

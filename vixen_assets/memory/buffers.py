@@ -231,6 +231,8 @@ class BufferFactory:
         finally:
             vkr.destroy_buffer(dev, probe)
         self._type_cache: dict[tuple[int, str], int] = {}
+        self._arena_types: dict[str, int] = {}  # strategy -> memory type of its arenas (create's fast path)
+        self._arena_bda = bool(usage & BUFFER_USAGE_SHADER_DEVICE_ADDRESS)
         self.before_retire: Any = None
         sub.on_new_block["arena"] = self._make_arena
         sub.on_release_block["arena"] = self._drop_arena
@@ -267,6 +269,13 @@ class BufferFactory:
     def create(self, size: int, usage: int | str | Iterable[str], *, strategy: str = "device_local", name: str = "",
                category: str = "default", alignment: int = 0, dedicated: bool = False) -> Buffer:
         """Create a buffer of ``size`` bytes (see ``Device.create_buffer``)."""
+        if 0 < size <= ARENA_MAX and not dedicated and (not alignment or alignment <= self.arena_alignment):
+            # hot path: a small buffer of a strategy already used for an arena buffer (so it passed the checks below)
+            type_index = self._arena_types.get(strategy)
+            if type_index is not None:
+                flags = (usage if type(usage) is int else parse_usage(usage)) | TRANSFER
+                if flags & ~self.arena_usage == 0:
+                    return self._create_in_arena(size, flags, strategy, name, category, type_index)
         if size <= 0:
             raise VixenError(f"buffer {name!r}: size must be > 0, got {size}")
         if strategy not in STRATEGIES:
@@ -276,19 +285,19 @@ class BufferFactory:
             raise VixenError(f"buffer {name!r}: shader device address requested but {self._info.name} lacks it")
         if (size <= ARENA_MAX and not dedicated and flags & ~self.arena_usage == 0
                 and (not alignment or alignment <= self.arena_alignment)):
-            return self._create_in_arena(size, flags, strategy, name, category)
+            type_index = self._arena_types[strategy] = self.memory_type(self._arena_bits, strategy)
+            return self._create_in_arena(size, flags, strategy, name, category, type_index)
         return self._create_own(size, flags, strategy, name, category, alignment, dedicated)
 
-    def _create_in_arena(self, size: int, flags: int, strategy: str, name: str, category: str) -> Buffer:
-        type_index = self.memory_type(self._arena_bits, strategy)
+    def _create_in_arena(self, size: int, flags: int, strategy: str, name: str, category: str,
+                         type_index: int) -> Buffer:
+        # flags are a subset of the arena usage, so the arena's device-address flag is the one to ask for
         alloc = self.allocator.allocate(size, self.arena_alignment, type_index, category=category,
-                                        type_bits=self._arena_bits,
-                                        device_address=bool(flags & BUFFER_USAGE_SHADER_DEVICE_ADDRESS) or
-                                        bool(self.arena_usage & BUFFER_USAGE_SHADER_DEVICE_ADDRESS),
-                                        purpose="arena")
+                                        type_bits=self._arena_bits, device_address=self._arena_bda, purpose="arena")
         handle, base = alloc.block.payload
-        addr = base + alloc.offset if base and flags & BUFFER_USAGE_SHADER_DEVICE_ADDRESS else 0
-        buf = Buffer(self, name, size, flags, strategy, handle, alloc.offset, alloc, False, addr)
+        offset = alloc.offset
+        addr = base + offset if base and flags & BUFFER_USAGE_SHADER_DEVICE_ADDRESS else 0
+        buf = Buffer(self, name, size, flags, strategy, handle, offset, alloc, False, addr)
         self.registry.add(buf)
         return buf
 

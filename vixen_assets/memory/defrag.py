@@ -45,7 +45,7 @@ def _plan_pool(blocks: list[MemoryBlock], residents: dict[int, list[Buffer]]) ->
         for buf in sorted(bufs, key=lambda b: -b.allocation.size):
             placed = False
             for dst in targets:
-                off = dst.tlsf.alloc(buf.allocation.size, max(16, buf.allocation.offset & -buf.allocation.offset or 16))
+                off = dst.tlsf.alloc(buf.allocation.size, max(16, buf.allocation.alignment))
                 if off is not None:
                     tentative.append((buf, dst, off))
                     placed = True
@@ -109,7 +109,7 @@ def defragment(device: Any, *, max_bytes: int | None = None) -> DefragResult:
         freed_blocks = set()
         for (buf, dst, off) in plan:
             old = buf.allocation
-            new = Allocation(dst, off, old.size, old.charged, old.category, old.heap, old.purpose)
+            new = Allocation(dst, off, old.size, old.charged, old.category, old.heap, old.purpose, old.alignment)
             if buf._owned_handle:
                 handle = new_handles.pop(0)
                 addr = vkr.device_address(dev, handle) if buf.device_address else 0

@@ -75,7 +75,10 @@ class Lifetime:
         with self._lock:
             keep: deque[tuple[int, Any]] = deque()
             for value, res in self._pending:
-                (ready if value <= done else keep).append(res)
+                if value <= done:
+                    ready.append(res)
+                else:
+                    keep.append((value, res))
             self._pending = keep
         for res in ready:
             res._destroy_now()

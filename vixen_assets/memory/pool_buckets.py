@@ -272,10 +272,12 @@ class BucketPool:
 
     @property
     def bucket_sizes(self) -> tuple[int, ...]:
+        """Slot size of each bucket, in bytes."""
         return tuple(self._sizes)
 
     @property
     def block_size(self) -> int:
+        """Bytes of each block the buckets carve slots from."""
         return self._block_size
 
     @property
@@ -285,6 +287,7 @@ class BucketPool:
 
     @property
     def block_count(self) -> int:
+        """Blocks held, all buckets."""
         return sum(len(b) for b in self._blocks)
 
     def stats(self) -> dict[str, Any]:

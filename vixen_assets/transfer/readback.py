@@ -66,6 +66,54 @@ class Readback:
             pos += chunk
         return out
 
+    def read_image(self, image: Any, level: int = 0, layer: int = 0, face: int = 0) -> np.ndarray:
+        """Return one subresource's bytes: raw blocks (1-D uint8) for block formats, else pixels
+        ``(height, width, texel_bytes)`` (``(depth, height, width, texel_bytes)`` for 3D images)."""
+        from ..formats.vkformat import format_info, level_size
+        from ..vk.images import cmd_copy_image_to_buffer, cmd_image_barrier
+        from .image_regions import level_copies, mip_extent
+
+        if not (0 <= level < image.levels and 0 <= layer < image.array_layers and 0 <= face < image.faces):
+            raise VixenError(f"image {image.name!r}: no level {level} / layer {layer} / face {face}")
+        up = self._up
+        if up.pending_bytes or up._batch.images:
+            up.flush()
+        lt = up.lifetime
+        if image.last_use:
+            lt.wait(image.last_use)
+        info = format_info(image.vk_format)
+        w, h, d = mip_extent(image.width, image.height, image.depth, level)
+        total = level_size(info, w, h, d)
+        out = np.empty(total, dtype=np.uint8)
+        copies = level_copies(info, w, h, d, level=level, base_layer=layer * image.faces + face, layer_count=1,
+                              buffer_offset=0, max_bytes=up.pool.max_chunk)
+        old = image.layout
+        for c in copies:
+            staging = up.pool.checkout(c.size)
+            try:
+                with self._lock:
+                    cmd = self._cmd
+                    begin(cmd)
+                    cmd_image_barrier(cmd, image, old_layout=old, new_layout=6, src_stage=0x10000, dst_stage=0x1000,
+                                      src_access=0x10000, dst_access=0x800)
+                    cmd_copy_image_to_buffer(cmd, image, 6, staging.handle, staging.offset, [c.rebased(0)])
+                    cmd_image_barrier(cmd, image, old_layout=6, new_layout=old if old else 5, src_stage=0x1000,
+                                      dst_stage=0x10000, src_access=0x800, dst_access=0x8000)
+                    readback_barrier(cmd)
+                    end(cmd)
+                    with lt.submit_lock:
+                        value = lt.next_value()
+                        submit(self._dev, self._dev.queue, [cmd], signals=[(lt.timeline, value)])
+                    lt.wait(value)
+                    old = image.layout = old if old else 5
+                np.copyto(out[c.buffer_offset:c.buffer_offset + c.size], staging.mapped[:c.size])
+            finally:
+                up.pool.give_back([staging])
+        if info.is_compressed:
+            return out
+        texel = info.bytes_per_block
+        return out.reshape((d, h, w, texel) if image.depth > 1 else (h, w, texel))
+
     def destroy(self) -> None:
         """Destroy the command pool."""
         self._pool.destroy()

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import VixenError
+from ..errors import DeviceClosedError, VixenError
 from ..memory.buffers import Buffer, BufferFactory
 from ..memory.lifetime import Lifetime
 from ..vk import LogicalDevice
@@ -39,7 +39,7 @@ from .staging import StagingBufferPool
 
 LARGE_COPY = 512 << 10      # pieces above this skip linear packing (Hydra Storm's threshold)
 PARALLEL_FILL = 1 << 20     # pieces above this are filled on the thread pool
-FILL_SPLIT = 4 << 20        # direct writes above this are split across the thread pool
+FILL_SPLIT = 4 << 20        # direct writes are split across the fill threads in slices of at least this
 AUTO_FLUSH_BYTES = 64 << 20  # pending staged bytes that trigger a flush (keeps the DMA engine busy)
 
 STAGE_TRANSFER = 0x1000
@@ -50,6 +50,10 @@ ACCESS_TRANSFER_WRITE = 0x1000
 ACCESS_MEMORY_READ = 0x8000
 ACCESS_MEMORY_WRITE = 0x10000
 ACCESS_HOST_READ = 0x2000
+
+
+_U8 = np.dtype(np.uint8)
+_ndarray = np.ndarray
 
 
 def as_bytes(data: Any) -> np.ndarray:
@@ -96,7 +100,10 @@ class _Batch:
     groups: dict[tuple[int, int], tuple[Any, Any, list[list[int]]]] = field(default_factory=dict)
     staging: list[Buffer] = field(default_factory=list)
     cursor_buf: Buffer | None = None
+    cursor_view: Any = None  # ``cursor_buf.mapped``
     cursor: int = 0
+    last: list[int] | None = None  # the region the previous small piece went into (``[src, dst, size]``)
+    last_dst: Any = None  # ... and its destination ``VkBuffer``
     fills: list[Future] = field(default_factory=list)
     dsts: dict[int, Buffer] = field(default_factory=dict)
     images: list[tuple[Any, Any, list[ImageCopy], int]] = field(default_factory=list)
@@ -120,6 +127,7 @@ class UploadStats:
     flushes: int = 0
     submits: int = 0
     ownership_transfers: int = 0
+    ownership_barriers: int = 0
     image_copies: int = 0
 
 
@@ -152,48 +160,69 @@ class BatchedUploader:
             self.transfer_timeline = TimelineSemaphore(dev, 0)
         self._transfer_value = 0
         workers = threads if threads is not None else max(1, min(8, (os.cpu_count() or 2)))
+        self._workers = workers
         self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vixen-fill")
+        # pieces up to this are packed into shared pool buffers (never more than the largest tier holds)
+        self._small_max = min(LARGE_COPY, self.pool.max_chunk)
         self.stats = UploadStats()
         self._closed = False
 
     # -- enqueue --------------------------------------------------------------------------------------------------
     def enqueue(self, dst: Buffer, data: Any, dst_offset: int = 0) -> None:
         """Schedule a copy of ``data`` into ``dst`` at ``dst_offset`` (done at the next :meth:`flush`)."""
-        src = as_bytes(data)
-        n = src.size
+        # hot path (one call per buffer when loading thousands of small ones): a 1-D uint8 array is used as it is
+        # (numpy copies from any stride), everything else goes through as_bytes
+        if type(data) is _ndarray and data.dtype is _U8 and data.ndim == 1:
+            src = data
+        else:
+            src = as_bytes(data)
+        n = src.shape[0]
         if dst_offset < 0 or dst_offset + n > dst.size:
             raise VixenError(f"upload to buffer {dst.name!r}: {n} bytes at offset {dst_offset} exceed its {dst.size} bytes")
+        if dst._state == 2:
+            raise DeviceClosedError(f"buffer {dst.name!r} was destroyed")
         if n == 0:
             return
-        self.stats.enqueues += 1
-        if self.direct_writes and dst.host_visible:
-            self._write_direct(dst, src, dst_offset)
-            return
+        stats = self.stats
+        stats.enqueues += 1
+        if self.direct_writes:
+            alloc = dst._alloc
+            mapped = alloc.block.mapped
+            if mapped is not None:  # host-visible destination: write straight into it
+                if dst.last_use and not self.lifetime.is_done(dst.last_use):
+                    self.lifetime.wait(dst.last_use)  # never write under the GPU's feet
+                start = alloc.offset + dst_offset
+                if n >= FILL_SPLIT:
+                    self._fill_parallel(mapped[start:start + n], src)
+                else:
+                    mapped[start:start + n] = src
+                stats.direct_writes += 1
+                stats.direct_bytes += n
+                return
         with self._lock:
-            if n > LARGE_COPY:
+            if n > self._small_max:
                 self._stage_large(dst, src, dst_offset)
             else:
                 self._stage_small(dst, src, dst_offset)
             if self._batch.nbytes >= AUTO_FLUSH_BYTES:
                 self.flush()
 
-    def _write_direct(self, dst: Buffer, src: np.ndarray, dst_offset: int) -> None:
-        if dst.last_use and not self.lifetime.is_done(dst.last_use):
-            self.lifetime.wait(dst.last_use)  # never write under the GPU's feet
-        view = dst.mapped
-        n = src.size
-        if n >= FILL_SPLIT:
-            step = max(FILL_SPLIT, -(-n // self._threads._max_workers))
-            futs = [self._threads.submit(np.copyto, view[dst_offset + i:dst_offset + min(n, i + step)],
-                                         src[i:min(n, i + step)]) for i in range(0, n, step)]
-            for f in futs:
-                f.result()
-        else:
-            view[dst_offset:dst_offset + n] = src
-        self.stats.direct_writes += 1
-        self.stats.direct_bytes += n
+    def _fill_parallel(self, view: np.ndarray, src: np.ndarray) -> None:
+        """Copy ``src`` into ``view`` in slices of at least ``FILL_SPLIT`` bytes, one per fill thread, the calling
+        thread copying the last one (``numpy.copyto`` releases the GIL); inline when one slice would do."""
+        n = src.shape[0]
+        parts = min(self._workers + 1, n // FILL_SPLIT)
+        if parts <= 1:
+            view[:] = src
+            return
+        step = -(-n // parts)
+        last = (parts - 1) * step
+        futs = [self._threads.submit(np.copyto, view[i:i + step], src[i:i + step]) for i in range(0, last, step)]
+        view[last:] = src[last:]
+        for f in futs:
+            f.result()
 
-    def _record(self, src_buf: Buffer, src_off: int, dst: Buffer, dst_off: int, n: int) -> None:
+    def _record(self, src_buf: Buffer, src_off: int, dst: Buffer, dst_off: int, n: int) -> list[int]:
         batch = self._batch
         key = (id(src_buf._handle), id(dst._handle))  # one vkCmdCopyBuffer per (src, dst) VkBuffer pair
         group = batch.groups.get(key)
@@ -209,25 +238,43 @@ class BatchedUploader:
                 self.stats.coalesced += 1
                 batch.dsts[id(dst)] = dst
                 batch.nbytes += n
-                return
-        regions.append([src_abs, dst_abs, n])
+                return last
+        region = [src_abs, dst_abs, n]
+        regions.append(region)
         batch.dsts[id(dst)] = dst
         batch.nbytes += n
+        return region
 
     def _stage_small(self, dst: Buffer, src: np.ndarray, dst_offset: int) -> None:
-        n = src.size
+        n = src.shape[0]
         batch = self._batch
         buf = batch.cursor_buf
-        start = (batch.cursor + 15) & ~15
+        cursor = batch.cursor
+        dst_abs = dst._offset + dst_offset
+        last = batch.last
+        if (last is not None and batch.last_dst is dst._handle and last[1] + last[2] == dst_abs
+                and buf is not None and last[0] + last[2] == buf._offset + cursor and cursor + n <= buf.size):
+            # this piece continues the previous one in the destination: pack it back to back, extend the region
+            batch.cursor_view[cursor:cursor + n] = src
+            batch.cursor = cursor + n
+            last[2] += n
+            batch.nbytes += n
+            batch.dsts[id(dst)] = dst
+            self.stats.coalesced += 1
+            self.stats.staged_bytes += n
+            return
+        start = (cursor + 15) & ~15
         if buf is None or start + n > buf.size:
             buf = self.pool.checkout(max(n, 1 << 20))
             batch = self._batch  # checkout may have flushed the previous batch
             batch.staging.append(buf)
             batch.cursor_buf = buf
+            batch.cursor_view = buf.mapped
             start = 0
-        buf.mapped[start:start + n] = src
+        batch.cursor_view[start:start + n] = src
         batch.cursor = start + n
-        self._record(buf, start, dst, dst_offset, n)
+        batch.last = self._record(buf, start, dst, dst_offset, n)
+        batch.last_dst = dst._handle
         self.stats.staged_bytes += n
 
     def _stage_large(self, dst: Buffer, src: np.ndarray, dst_offset: int) -> None:
@@ -301,7 +348,9 @@ class BatchedUploader:
             self.collect()
             if batch.empty():
                 self.pool.give_back(batch.staging)
-                return Ticket(None, 0, 0, 0, 0)
+                # nothing new: the ticket still covers every batch submitted before (auto-flushes inside enqueue)
+                last = self._inflight[-1][0] if self._inflight else 0
+                return Ticket(self if last else None, last, 0, 0, 0)
             for f in batch.fills:
                 f.result()
             self.stats.flushes += 1
@@ -315,42 +364,49 @@ class BatchedUploader:
             self.stats.regions += nregions
             dst_family = self.main_queue.family
             src_family = self.upload_queue.family
-            for buf, image, cps, final_layout in batch.images:
-                cmd_image_barrier(cmd, image, old_layout=0, new_layout=7, src_stage=STAGE_TOP, dst_stage=STAGE_TRANSFER,
+            images: dict[int, tuple[Any, int]] = {}  # each image transitions once, whatever its number of pieces
+            for _buf, image, _cps, final_layout in batch.images:
+                images.setdefault(id(image), (image, final_layout))
+            for image, _final in images.values():
+                cmd_image_barrier(cmd, image, old_layout=image.layout, new_layout=7,
+                                  src_stage=STAGE_ALL_COMMANDS if image.layout else STAGE_TOP, dst_stage=STAGE_TRANSFER,
                                   src_access=0, dst_access=ACCESS_TRANSFER_WRITE)
+            for buf, image, cps, _final in batch.images:
                 cmd_copy_buffer_to_image(cmd, buf.handle, buf.offset, image, cps)
                 nregions += len(cps)
             cmds: list[tuple[str, Any]] = [("upload", cmd)]
             if self.ownership_transfer:
-                for dst in batch.dsts.values():
-                    vkr.cmd_buffer_barrier(cmd, dst.handle, offset=dst.offset, size=dst.size, src_stage=STAGE_TRANSFER,
+                ranges = self._ownership_ranges(batch)
+                for handle, offset, size in ranges:
+                    vkr.cmd_buffer_barrier(cmd, handle, offset=offset, size=size, src_stage=STAGE_TRANSFER,
                                            dst_stage=STAGE_ALL_COMMANDS, src_access=ACCESS_TRANSFER_WRITE,
                                            dst_access=0, src_family=src_family, dst_family=dst_family)
-                for _buf, image, _cps, final_layout in batch.images:
+                for image, final_layout in images.values():
                     cmd_image_barrier(cmd, image, old_layout=7, new_layout=final_layout, src_stage=STAGE_TRANSFER,
                                       dst_stage=STAGE_ALL_COMMANDS, src_access=ACCESS_TRANSFER_WRITE, dst_access=0,
                                       src_family=src_family, dst_family=dst_family)
                 end(cmd)
                 acq = self._cmd("acquire")
                 begin(acq)
-                for dst in batch.dsts.values():
-                    vkr.cmd_buffer_barrier(acq, dst.handle, offset=dst.offset, size=dst.size, src_stage=STAGE_TOP,
+                for handle, offset, size in ranges:
+                    vkr.cmd_buffer_barrier(acq, handle, offset=offset, size=size, src_stage=STAGE_TOP,
                                            dst_stage=STAGE_ALL_COMMANDS, src_access=0,
                                            dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE,
                                            src_family=src_family, dst_family=dst_family)
-                for _buf, image, _cps, final_layout in batch.images:
+                for image, final_layout in images.values():
                     cmd_image_barrier(acq, image, old_layout=7, new_layout=final_layout, src_stage=STAGE_TOP,
                                       dst_stage=STAGE_ALL_COMMANDS, src_access=0,
                                       dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE,
                                       src_family=src_family, dst_family=dst_family)
                 end(acq)
                 cmds.append(("acquire", acq))
-                self.stats.ownership_transfers += len(batch.dsts) + len(batch.images)
+                self.stats.ownership_transfers += len(batch.dsts) + len(images)
+                self.stats.ownership_barriers += len(ranges)
             else:
                 vkr.cmd_memory_barrier(cmd, src_stage=STAGE_TRANSFER, dst_stage=STAGE_ALL_COMMANDS,
                                        src_access=ACCESS_TRANSFER_WRITE,
                                        dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE)
-                for _buf, image, _cps, final_layout in batch.images:
+                for image, final_layout in images.values():
                     cmd_image_barrier(cmd, image, old_layout=7, new_layout=final_layout, src_stage=STAGE_TRANSFER,
                                       dst_stage=STAGE_ALL_COMMANDS, src_access=ACCESS_TRANSFER_WRITE,
                                       dst_access=ACCESS_MEMORY_READ)
@@ -358,11 +414,40 @@ class BatchedUploader:
             value = self._submit(cmd, cmds)
             for dst in batch.dsts.values():
                 dst.last_use = value
-            for _buf, image, _cps, _layout in batch.images:
+            for image, final_layout in images.values():
                 image.last_use = value
                 image.layout = final_layout
             self._inflight.append((value, batch.staging, cmds))
             return Ticket(self, value, nregions, batch.nbytes, len(cmds))
+
+    @staticmethod
+    def _ownership_ranges(batch: _Batch) -> list[tuple[Any, int, int]]:
+        """The ``(VkBuffer, offset, size)`` ranges to release and acquire: the destinations' ranges, where several
+        sit back to back in one ``VkBuffer`` (arena buffers, created one after another) merged into one barrier.
+
+        Ranges less than 256 bytes apart (alignment padding) merge too; a barrier per destination costs a few µs of
+        Python each, which dominated batches of thousands of small buffers.
+        """
+        per_handle: dict[int, tuple[Any, list[tuple[int, int]]]] = {}
+        for dst in batch.dsts.values():
+            h = dst._handle
+            entry = per_handle.get(id(h))
+            if entry is None:
+                entry = per_handle[id(h)] = (h, [])
+            entry[1].append((dst._offset, dst._offset + dst.size))
+        out: list[tuple[Any, int, int]] = []
+        for handle, spans in per_handle.values():
+            spans.sort()
+            start, end = spans[0]
+            for a, b in spans[1:]:
+                if a <= end + 256:
+                    if b > end:
+                        end = b
+                else:
+                    out.append((handle, start, end - start))
+                    start, end = a, b
+            out.append((handle, start, end - start))
+        return out
 
     def _submit(self, cmd: Any, cmds: list[tuple[str, Any]]) -> int:
         lt = self.lifetime

@@ -28,6 +28,7 @@ from ..cachers import LoadContext, cacher_for
 from ..cachers.registry import Registration
 from ..errors import FormatError, VixenError
 from ..plugins import cacher_registry, default_plugin_manager, notify_progress, notify_stage_loaded, resolve_asset_path
+from .materials import load_material_textures
 from .scene import Instance, Scene
 
 ProgressFn = Callable[[str, int, int], None]
@@ -144,6 +145,8 @@ class _Walker:
                 it.PruneChildren()
                 continue
             reg = self.types.get(tname)
+            if not tname and prim.IsPseudoRoot():
+                continue
             if reg is None and self.attributes:
                 reg = next((r for a, r in self.attributes.items() if prim.HasAttribute(a)), None)
             if reg is not None:
@@ -275,7 +278,7 @@ def _to_numpy(m: Any) -> np.ndarray:
 
 def load_stage(path_or_stage: Any, device: Any, *, time: Any = None, purposes: Sequence[str] = ("default", "render"),
                progress: ProgressFn | None = None, strict: bool = False, plugin_manager: Any = None,
-               acceleration_structures: bool = False, warm: bool = True) -> Scene:
+               acceleration_structures: bool = False, warm: bool = True, textures: bool = True) -> Scene:
     """Load a USD stage onto ``device``; return the :class:`Scene` (release it, or use ``with``).
 
     :param path_or_stage: a file path (``.usd``, ``.usda``, ``.usdc``, ``.usdz``) or an open ``Usd.Stage``.
@@ -287,6 +290,7 @@ def load_stage(path_or_stage: Any, device: Any, *, time: Any = None, purposes: S
     :param plugin_manager: the pluggy manager (default: the process-wide one).
     :param acceleration_structures: also build BLAS/TLAS (``Scene.tlas``).
     :param warm: reuse the remembered walk of unchanged files on this device (a warm reload).
+    :param textures: load the textures of bound ``UsdPreviewSurface`` materials (``Scene.textures``).
     :raises FormatError: the stage cannot be opened (naming the file), or a bad prim with ``strict=True``.
     """
     device.check_open()
@@ -313,7 +317,7 @@ def load_stage(path_or_stage: Any, device: Any, *, time: Any = None, purposes: S
     t_open = _time.perf_counter()
     scene = Scene(device, path)
     try:
-        _cold_load(stage, scene, device, pm, resolve_time(stage, time), purposes, strict, report)
+        _cold_load(stage, scene, device, pm, resolve_time(stage, time), purposes, strict, report, textures)
         scene.stats.seconds["open"] = t_open - t0
         if acceleration_structures:
             scene.build_acceleration_structures()
@@ -343,7 +347,7 @@ def _error_site(cerr: Any, root_layer: str) -> tuple[str, str]:
 
 
 def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purposes: Sequence[str], strict: bool,
-               report: Callable[[str, int, int], None]) -> None:
+               report: Callable[[str, int, int], None], textures: bool = True) -> None:
     registry = cacher_registry(pm)
     root_layer = stage.GetRootLayer().realPath or stage.GetRootLayer().identifier
 
@@ -427,6 +431,11 @@ def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purpos
         src = sources[it.source_id]
         material = it.material or getattr(src, "material_path", None)
         scene.instances.append(Instance(value, _to_numpy(it.matrix), it.label, material, kind=it.registration.name))
+    if textures:
+        t_tex = _time.perf_counter()
+        if load_material_textures(stage, scene, device, time, lambda p, f, m: warn(p, f, m), strict):
+            device.uploader.flush().wait()
+        scene.stats.seconds["textures"] = _time.perf_counter() - t_tex
     scene.meshes = [v for v in seen.values() if it_is_mesh(v)]
     scene.extra["entries"] = [v for v in seen.values() if not it_is_mesh(v)]
     st = scene.stats
@@ -454,7 +463,8 @@ def _make_plan(scene: Scene, layers: Any) -> dict[str, Any]:
         k = getattr(inst.mesh, "key", None)
         if k is not None:
             key_of[id(inst.mesh)] = (inst.kind, k)
-    instances = [(key_of.get(id(i.mesh)), i.transform, i.prim_path, i.material, i.kind) for i in scene.instances]
+    instances = [(key_of.get(id(i.mesh)), i.transform, i.prim_path, i.material, i.kind,
+                  [getattr(t, "key", None) for t in i.textures]) for i in scene.instances]
     return {"layers": layers, "refs": {n: list(keys) for n, (_c, keys) in refs.items()},
             "cachers": {n: c for n, (c, _k) in refs.items()}, "instances": instances,
             "warnings": list(scene.warnings), "stats": scene.stats.as_dict()}
@@ -477,13 +487,15 @@ def _warm_scene(device: Any, pm: Any, plan: dict[str, Any], path: str,
             for k, v in zip(keys, values):
                 scene.hold(cacher, k)
                 by_key[(name, k)] = v
-        for ref, transform, prim_path, material, kind in plan["instances"]:
+        for ref, transform, prim_path, material, kind, tex_keys in plan["instances"]:
             if ref is None:
                 continue
             value = by_key.get((ref[0], ref[1]))
             if value is None:
                 continue
-            scene.instances.append(Instance(value, transform, prim_path, material, kind=kind))
+            textures = [by_key[("texture", k)] for k in tex_keys if ("texture", k) in by_key]
+            scene.instances.append(Instance(value, transform, prim_path, material, kind=kind, textures=textures))
+        scene.textures = [v for (name, _k), v in by_key.items() if name == "texture"]
     except BaseException:
         scene.release()
         raise

@@ -24,6 +24,9 @@ class ImageCopy:
     width: int
     height: int
     depth: int = 1
+    x: int = 0
+    y: int = 0
+    z: int = 0
 
     def rebased(self, offset: int) -> ImageCopy:
         """The same region read from another buffer offset."""
@@ -84,6 +87,9 @@ def _regions(copies: Sequence[ImageCopy], base: int, aspect: int) -> Any:
         r.imageSubresource.mipLevel = c.level
         r.imageSubresource.baseArrayLayer = c.base_layer
         r.imageSubresource.layerCount = c.layer_count
+        r.imageOffset.x = c.x
+        r.imageOffset.y = c.y
+        r.imageOffset.z = c.z
         r.imageExtent.width = c.width
         r.imageExtent.height = c.height
         r.imageExtent.depth = c.depth

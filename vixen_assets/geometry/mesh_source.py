@@ -1,0 +1,324 @@
+"""The arrays of one UsdGeom.Mesh as read from USD, before any preparation, and their validation.
+
+A :class:`MeshSource` is plain data (numpy arrays, strings), so it can be built by hand in tests, pickled to a
+worker, or hashed (:meth:`MeshSource.content_hash`) to look a prepared mesh up in a cache before preparing it.
+
+:func:`validate_sources` checks a batch with vectorized passes (counts, index ranges, primvar sizes) and raises
+:class:`~vixen_assets.errors.FormatError` naming the file, the prim and the field of the first bad mesh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vixen_assets.errors import FormatError
+
+try:  # pragma: no cover - depends on the environment
+    import xxhash as _xxhash
+except ImportError:  # pragma: no cover
+    _xxhash = None
+
+#: Interpolations of UsdGeom primvars. ``varying`` is the same as ``vertex`` for polygonal meshes.
+INTERPOLATIONS = ("constant", "uniform", "vertex", "varying", "faceVarying")
+
+#: The vertex attributes prepared by default: ``position`` and ``normal`` are built in, anything else is a primvar.
+DEFAULT_ATTRIBUTES = ("position", "normal", "st")
+
+#: Bumped whenever the output of :func:`~vixen_assets.geometry.prepare.prepare_meshes` changes for the same input,
+#: so that cached prepared meshes from older versions no longer match.
+PREPARE_VERSION = 1
+
+
+@dataclass(eq=False)
+class PrimvarData:
+    """One primvar as authored: ``values`` (``(K,)`` or ``(K, C)``), its interpolation, optional ``indices`` (an
+    indexed primvar: element ``i`` is ``values[indices[i]]``) and ``element_size`` (values per element)."""
+
+    values: np.ndarray
+    interpolation: str
+    indices: np.ndarray | None = None
+    element_size: int = 1
+
+    @property
+    def components(self) -> int:
+        """Number of scalars per element (tuple size times ``element_size``)."""
+        tuple_size = 1 if self.values.ndim == 1 else int(np.prod(self.values.shape[1:]))
+        return tuple_size * self.element_size
+
+    @property
+    def element_count(self) -> int:
+        """Number of authored elements before index expansion."""
+        return len(self.values) // max(self.element_size, 1)
+
+    @property
+    def expanded_count(self) -> int:
+        """Number of elements after index expansion (what the interpolation must match)."""
+        return len(self.indices) if self.indices is not None else self.element_count
+
+    def elements(self) -> np.ndarray:
+        """The authored elements as a ``(element_count, components)`` float32 array (not index-expanded)."""
+        n = self.element_count
+        flat = self.values.reshape(len(self.values), -1)[: n * self.element_size]
+        return np.ascontiguousarray(flat.reshape(n, -1), dtype=np.float32)
+
+
+@dataclass(eq=False)
+class SubsetSource:
+    """A face GeomSubset: its name, the faces it holds and the path of the material bound to it (or None)."""
+
+    name: str
+    indices: np.ndarray
+    material_path: str | None = None
+    prim_path: str = ""
+
+
+@dataclass(eq=False)
+class MeshSource:
+    """The arrays of one UsdGeom.Mesh, as read.
+
+    ``points`` is ``(N, 3)`` float32, ``face_vertex_counts`` and ``face_vertex_indices`` are int32. ``normals`` is
+    None when none are authored (smooth normals are computed then). ``primvars`` maps names (``"st"``, ...) to
+    :class:`PrimvarData`. ``subsets`` are the face GeomSubsets used for materials; ``material_path`` is the material
+    bound to the mesh itself (used by the faces in no subset). ``prim_path`` and ``layer_path`` name the prim and
+    the file in error messages. ``hole_indices`` lists faces that are not drawn.
+    """
+
+    points: np.ndarray
+    face_vertex_counts: np.ndarray
+    face_vertex_indices: np.ndarray
+    normals: np.ndarray | None = None
+    normals_interpolation: str | None = None
+    primvars: dict[str, PrimvarData] = field(default_factory=dict)
+    left_handed: bool = False
+    subsets: list[SubsetSource] = field(default_factory=list)
+    prim_path: str = ""
+    layer_path: str = ""
+    material_path: str | None = None
+    hole_indices: np.ndarray | None = None
+    _hashes: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @property
+    def point_count(self) -> int:
+        """Number of points."""
+        return len(self.points)
+
+    @property
+    def face_count(self) -> int:
+        """Number of faces."""
+        return len(self.face_vertex_counts)
+
+    @property
+    def corner_count(self) -> int:
+        """Number of face corners (face-vertex indices)."""
+        return len(self.face_vertex_indices)
+
+    def normals_primvar(self) -> PrimvarData | None:
+        """The authored normals as a :class:`PrimvarData` (``vertex`` interpolation by default), or None."""
+        if self.normals is None:
+            return None
+        return PrimvarData(self.normals, self.normals_interpolation or "vertex")
+
+    def error(self, message: str, field: str | None = None, prim_path: str | None = None) -> FormatError:
+        """A :class:`FormatError` naming this mesh's file and prim (or ``prim_path``, e.g. a subset's)."""
+        return FormatError(message, path=self.layer_path or None, prim_path=prim_path or self.prim_path or None,
+                           field=field)
+
+    def content_hash(self, attributes: Sequence[str] = DEFAULT_ATTRIBUTES) -> str:
+        """A hash of everything that decides the prepared mesh: the arrays, the requested ``attributes`` and the
+        preparation version. Equal sources give equal hashes whatever their prim or file.
+
+        Uses xxHash (XXH3-128) when the ``xxhash`` package is installed, else BLAKE2b-128; the prefix of the
+        returned hex string (``xxh3:``/``b2:``) says which, so hashes from the two never compare equal.
+        The result is remembered per ``attributes``: treat the arrays as immutable once hashed.
+        """
+        key = tuple(attributes)
+        cached = self._hashes.get(key)
+        if cached is not None:
+            return cached
+        h = _xxhash.xxh3_128() if _xxhash is not None else hashlib.blake2b(digest_size=16)
+        prefix = "xxh3:" if _xxhash is not None else "b2:"
+        update = h.update
+
+        def arr(a: np.ndarray | None) -> None:
+            if a is None:
+                update(b"\0")
+                return
+            a = np.ascontiguousarray(a)
+            update(f"{a.dtype.str}{a.shape}".encode())
+            update(memoryview(a).cast("B"))
+
+        update(f"vixen-mesh/{PREPARE_VERSION}/{','.join(attributes)}/{int(self.left_handed)}".encode())
+        arr(self.points)
+        arr(self.face_vertex_counts)
+        arr(self.face_vertex_indices)
+        arr(self.hole_indices)
+        if "normal" in attributes:
+            update(f"n:{self.normals_interpolation}".encode())
+            arr(self.normals)
+        for name in attributes:
+            pv = self.primvars.get(name) if name not in ("position", "normal") else None
+            if pv is not None:
+                update(f"p:{name}:{pv.interpolation}:{pv.element_size}".encode())
+                arr(pv.values)
+                arr(pv.indices)
+        update(f"m:{self.material_path}".encode())
+        for sub in self.subsets:
+            update(f"s:{sub.name}:{sub.material_path}".encode())
+            arr(sub.indices)
+        digest = prefix + h.hexdigest()
+        self._hashes[key] = digest
+        return digest
+
+
+def _expected_count(interp: str, points: int, faces: int, corners: int) -> int:
+    return {"constant": 1, "uniform": faces, "vertex": points, "varying": points, "faceVarying": corners}[interp]
+
+
+def _check_primvar(src: MeshSource, name: str, field_name: str, pv: PrimvarData, index_ranges: bool = True) -> None:
+    if pv.interpolation not in INTERPOLATIONS:
+        raise src.error(f"unknown interpolation {pv.interpolation!r}", field_name)
+    values = pv.values
+    if not isinstance(values, np.ndarray) or values.dtype.kind not in "fiub":
+        raise src.error(f"{name} values must be a numeric array", field_name)
+    if pv.element_size < 1 or len(values) % pv.element_size:
+        raise src.error(f"{len(values)} values are not a multiple of elementSize {pv.element_size}", field_name)
+    expected = _expected_count(pv.interpolation, src.point_count, src.face_count, src.corner_count)
+    n_elem = pv.element_count
+    if pv.indices is not None:
+        idx = pv.indices
+        if len(idx) != expected:
+            raise src.error(
+                f"{len(idx)} indices for {pv.interpolation} interpolation, expected {expected}", field_name + ":indices"
+            )
+        if index_ranges and len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= n_elem):
+            bad = int(np.flatnonzero((idx < 0) | (idx >= n_elem))[0])
+            raise src.error(
+                f"index {int(idx[bad])} at position {bad} is out of range for {n_elem} values", field_name + ":indices"
+            )
+    elif n_elem != expected and not (pv.interpolation == "constant" and n_elem >= 1):
+        raise src.error(f"{n_elem} values for {pv.interpolation} interpolation, expected {expected}", field_name)
+
+
+def check_shapes(src: MeshSource) -> None:
+    """Check the dtypes and shapes of ``src``'s points, counts and indices."""
+    p = src.points
+    if not isinstance(p, np.ndarray) or p.dtype != np.float32 or p.ndim != 2 or p.shape[1] != 3:
+        what = f"{p.dtype}{list(p.shape)}" if isinstance(p, np.ndarray) else type(p).__name__
+        raise src.error(f"points must be a (N, 3) float32 array (point3f[]), got {what}", "points")
+    for name, a in (("faceVertexCounts", src.face_vertex_counts), ("faceVertexIndices", src.face_vertex_indices)):
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in "iu" or a.ndim != 1:
+            what = f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray) else type(a).__name__
+            raise src.error(f"{name} must be a 1-D int array, got {what}", name)
+
+
+def validate_sources(sources: Sequence[MeshSource], *, attributes: Sequence[str] | None = None) -> None:
+    """Check every source of a batch; raise :class:`FormatError` for the first bad one.
+
+    Checked: ``points`` is ``(N, 3)`` float32; counts and indices are 1-D ints; no face has fewer than 3 vertices;
+    the counts sum to the number of indices; every index is in ``[0, N)``; hole and subset indices name existing
+    faces; normals and primvars (only those in ``attributes`` when given) have the size their interpolation needs.
+    The array checks run once over the concatenated batch; per-mesh work is only Python attribute access.
+    """
+    if not sources:
+        return
+    for src in sources:
+        check_shapes(src)
+    m = len(sources)
+    face_n = np.fromiter((s.face_count for s in sources), dtype=np.int64, count=m)
+    corner_n = np.fromiter((s.corner_count for s in sources), dtype=np.int64, count=m)
+    point_n = np.fromiter((s.point_count for s in sources), dtype=np.int64, count=m)
+    counts = sources[0].face_vertex_counts if m == 1 else np.concatenate([s.face_vertex_counts for s in sources])
+    indices = sources[0].face_vertex_indices if m == 1 else np.concatenate([s.face_vertex_indices for s in sources])
+    check_topology(sources, counts, indices, face_n, corner_n, point_n)
+    for src in sources:
+        check_attributes(src, attributes)
+
+
+def check_topology(
+    sources: Sequence[MeshSource],
+    counts: np.ndarray,
+    indices: np.ndarray,
+    face_n: np.ndarray,
+    corner_n: np.ndarray,
+    point_n: np.ndarray,
+    point_start: np.ndarray | None = None,
+) -> None:
+    """Vectorized topology checks over concatenated ``counts``/``indices`` of ``sources`` (see
+    :func:`validate_sources`). ``face_n``/``corner_n``/``point_n`` are the per-mesh lengths; when ``point_start``
+    is given, ``indices`` are global (offset by each mesh's first point) rather than per-mesh."""
+    if len(counts) and int(counts.min()) < 3:
+        bad_face = int(np.flatnonzero(counts < 3)[0])
+        mesh = int(np.searchsorted(np.cumsum(face_n), bad_face, side="right"))
+        local = bad_face - int(face_n[:mesh].sum())
+        raise sources[mesh].error(
+            f"face {local} has {int(counts[bad_face])} vertices; every face needs at least 3", "faceVertexCounts"
+        )
+    face_start = np.zeros(len(face_n), dtype=np.int64)
+    np.cumsum(face_n[:-1], out=face_start[1:])
+    nonempty = face_n > 0
+    sums = np.zeros(len(face_n), dtype=np.int64)
+    if len(counts):
+        sums[nonempty] = np.add.reduceat(counts, face_start[nonempty], dtype=np.int64)
+    mismatch = np.flatnonzero(sums != corner_n)
+    if len(mismatch):
+        i = int(mismatch[0])
+        raise sources[i].error(
+            f"faceVertexCounts sum to {int(sums[i])} but faceVertexIndices has {int(corner_n[i])} entries",
+            "faceVertexCounts",
+        )
+    if len(indices):
+        corner_start = np.zeros(len(corner_n), dtype=np.int64)
+        np.cumsum(corner_n[:-1], out=corner_start[1:])
+        has = corner_n > 0
+        hi = np.full(len(corner_n), -1, dtype=np.int64)
+        lo = np.zeros(len(corner_n), dtype=np.int64)
+        hi[has] = np.maximum.reduceat(indices, corner_start[has])
+        lo[has] = np.minimum.reduceat(indices, corner_start[has])
+        if point_start is not None:
+            hi[has] -= point_start[has]
+            lo[has] -= point_start[has]
+        bad = np.flatnonzero((hi >= point_n) | (lo < 0))
+        if len(bad):
+            i = int(bad[0])
+            src = sources[i]
+            idx = src.face_vertex_indices
+            pos = int(np.flatnonzero((idx < 0) | (idx >= src.point_count))[0])
+            raise src.error(
+                f"index {int(idx[pos])} at position {pos} is out of range for {src.point_count} points",
+                "faceVertexIndices",
+            )
+    for src in sources:
+        n_faces = src.face_count
+        if src.hole_indices is not None and len(src.hole_indices):
+            h = src.hole_indices
+            if int(h.min()) < 0 or int(h.max()) >= n_faces:
+                raise src.error(f"hole index out of range for {n_faces} faces", "holeIndices")
+        for sub in src.subsets:
+            s = sub.indices
+            if len(s) and (int(s.min()) < 0 or int(s.max()) >= n_faces):
+                bad_i = int(np.flatnonzero((s < 0) | (s >= n_faces))[0])
+                raise src.error(
+                    f"GeomSubset {sub.name!r}: face index {int(s[bad_i])} out of range for {n_faces} faces",
+                    "indices",
+                    prim_path=sub.prim_path or f"{src.prim_path}/{sub.name}",
+                )
+
+
+def check_attributes(
+    src: MeshSource, attributes: Sequence[str] | None = None, *, index_ranges: bool = True
+) -> None:
+    """Check the sizes of ``src``'s normals and primvars (those named in ``attributes`` when given); with
+    ``index_ranges`` also that indexed primvars' indices are in range (prepare_meshes checks those vectorized)."""
+    if src.normals is not None and (attributes is None or "normal" in attributes):
+        n = src.normals
+        if not isinstance(n, np.ndarray) or n.ndim != 2 or n.shape[1] != 3:
+            raise src.error("normals must be a (N, 3) array", "normals")
+        _check_primvar(src, "normals", "normals", src.normals_primvar(), index_ranges)
+    for name, pv in src.primvars.items():
+        if attributes is None or name in attributes:
+            _check_primvar(src, f"primvar {name!r}", f"primvars:{name}", pv, index_ranges)
+

@@ -1,0 +1,390 @@
+"""``prepare_meshes``: a batch of :class:`MeshSource` in, a list of :class:`PreparedMesh` out.
+
+All meshes of the batch are concatenated and every step runs as numpy passes over the whole batch:
+
+1. validate (vectorized counts/index checks, :func:`~vixen_assets.geometry.mesh_source.validate_sources`);
+2. triangulate (:mod:`~vixen_assets.geometry.triangulate`: fan, concave faces ear-clipped), flip the winding of
+   ``leftHanded`` meshes, drop hole faces;
+3. normals: authored ones are flattened like any primvar, the others computed (:mod:`~vixen_assets.geometry.normals`);
+4. flatten primvars and split vertices where faceVarying/uniform data differ (:mod:`~vixen_assets.geometry.primvars`);
+5. reorder triangles so each GeomSubset is a contiguous index range (faces in no subset last);
+6. pack interleaved vertices and uint16/uint32 indices (:mod:`~vixen_assets.geometry.packing`), one slice per mesh.
+
+Python loops run per mesh only for bookkeeping (building the result objects, left-handed slices, subsets) and per
+concave face for ear clipping.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from vixen_assets.geometry.batch import Batch, build_batch, exclusive_cumsum, ranges
+from vixen_assets.geometry.mesh_source import (
+    DEFAULT_ATTRIBUTES,
+    MeshSource,
+    PrimvarData,
+    check_attributes,
+    check_shapes,
+    check_topology,
+)
+from vixen_assets.geometry.normals import smooth_normals
+from vixen_assets.geometry.packing import (
+    FIXED_COMPONENTS,
+    MAX_UINT16_VERTICES,
+    PreparedMesh,
+    Submesh,
+    VertexLayout,
+    build_layout,
+)
+from vixen_assets.geometry.primvars import Flattened, VertexMap, flatten_attribute, representative_corners, split_vertices
+from vixen_assets.geometry.triangulate import triangulate
+
+__all__ = ["prepare_meshes"]
+
+
+def _normalize_attributes(attributes: Sequence[str]) -> tuple[str, ...]:
+    attrs = tuple(dict.fromkeys(attributes))
+    if "position" not in attrs:
+        raise ValueError("attributes must include 'position'")
+    return attrs
+
+
+def _components(name: str, per_mesh: list[PrimvarData | None]) -> int:
+    if name in FIXED_COMPONENTS:
+        return FIXED_COMPONENTS[name]
+    comps = [pv.components for pv in per_mesh if pv is not None]
+    k = max(comps, default=1)
+    if k > 4:
+        raise ValueError(f"primvar {name!r} has {k} components per element; at most 4 fit a vertex attribute")
+    return k
+
+
+def _group_triangles(batch: Batch, tri_face: np.ndarray, n_tris: np.ndarray):
+    """Per-triangle submesh group (global id) and groups per mesh, or None when no mesh has subsets."""
+    sources = batch.sources
+    n_sub = np.fromiter((len(s.subsets) for s in sources), dtype=np.intp, count=len(sources))
+    if not n_sub.any():
+        return None
+    n_groups = n_sub + 1
+    group_start = exclusive_cumsum(n_groups)
+    face_group = np.repeat(group_start + n_sub, batch.n_faces)  # default group: last of each mesh
+    idx_parts, grp_parts = [], []
+    for i in np.flatnonzero(n_sub).tolist():
+        fs, gs = int(batch.face_start[i]), int(group_start[i])
+        for s, sub in enumerate(sources[i].subsets):
+            if len(sub.indices):
+                idx_parts.append(sub.indices.astype(np.intp) + fs)
+                grp_parts.append(np.full(len(sub.indices), gs + s, dtype=np.intp))
+    if idx_parts:
+        # the first subset that lists a face keeps it (materialBind subsets should not overlap, but may)
+        np.minimum.at(face_group, np.concatenate(idx_parts), np.concatenate(grp_parts))
+    tri_group = np.take(face_group, tri_face)
+    return tri_group, n_groups, group_start
+
+
+def _stable_order(keys: np.ndarray) -> np.ndarray:
+    """Stable argsort of non-negative int keys: LSD radix over 16-bit digits when the keys are badly out of order
+    (numpy's stable sort of 16-bit ints is a radix sort), else timsort, which is near-linear on few runs."""
+    n = len(keys)
+    descents = int(np.count_nonzero(keys[1:] < keys[:-1])) if n > 1 else 0
+    if descents * 64 < n:
+        return np.argsort(keys, kind="stable")
+    keys = keys - keys.min()
+    order = np.arange(n, dtype=np.intp)
+    top = int(keys.max())
+    shift = 0
+    while True:
+        digit = ((keys[order] >> shift) & 0xFFFF).astype(np.uint16)
+        order = order[np.argsort(digit, kind="stable")]
+        shift += 16
+        if top >> shift == 0:
+            return order
+
+
+#: When set to a dict, ``prepare_meshes`` adds the seconds spent in each stage to it (the benchmark prints them).
+STAGE_TIMES: dict[str, float] | None = None
+
+
+def _mark(stage: str, since: float) -> float:
+    now = time.perf_counter()
+    if STAGE_TIMES is not None:
+        STAGE_TIMES[stage] = STAGE_TIMES.get(stage, 0.0) + now - since
+    return now
+
+
+#: Corners per internal chunk. Big batches are processed in chunks of about this many corners so that the
+#: temporaries stay in cache and are reused (fresh memory costs ~0.4 ms/MB of page faults on a VM); measured best
+#: between 2**17 and 2**19 on the 1M-triangle benchmark scene. A single larger mesh is its own chunk.
+CHUNK_CORNERS = 1 << 18
+
+
+def _chunks(sources: Sequence[MeshSource], limit: int):
+    start, total = 0, 0
+    for i, src in enumerate(sources):
+        n = len(src.face_vertex_indices)
+        if total and total + n > limit:
+            yield start, i
+            start, total = i, 0
+        total += n
+    if start < len(sources):
+        yield start, len(sources)
+
+
+def _hash_all(sources: Sequence[MeshSource], attrs: tuple[str, ...]) -> None:
+    for src in sources:
+        src.content_hash(attrs)
+
+
+def prepare_meshes(
+    sources: Sequence[MeshSource],
+    *,
+    attributes: Sequence[str] = DEFAULT_ATTRIBUTES,
+    validate: bool = True,
+) -> list[PreparedMesh]:
+    """Triangulate, flatten, split and pack a batch of meshes with vectorized passes over the whole batch.
+
+    :param sources: the meshes (any number; larger batches amortize numpy's per-call overhead)
+    :param attributes: vertex attributes in the output: ``position`` (required), ``normal``, then primvar names
+        (``st`` and any other primvar read into the sources); see :mod:`~vixen_assets.geometry.packing`
+    :param validate: check the sources first (vectorized; cheap). Unvalidated bad input can crash or produce garbage.
+    :returns: one :class:`PreparedMesh` per source, in order; its ``vertices``/``indices`` are views into buffers
+        shared by the meshes of an internal chunk
+    :raises FormatError: naming the file, prim and field of the first malformed source
+    :raises ValueError: when ``attributes`` lacks ``position`` or names a primvar with more than 4 components
+
+    Content hashes (:meth:`MeshSource.content_hash`) not yet computed are computed on a helper thread while numpy
+    works (``hashlib`` releases the GIL), so hashing costs little wall time on a multi-core machine.
+    """
+    attrs = _normalize_attributes(attributes)
+    if not sources:
+        return []
+    if validate:
+        for src in sources:
+            check_shapes(src)
+    comps: dict[str, int] = {"position": 3}
+    for name in attrs:
+        if name == "normal":
+            comps[name] = 3
+        elif name != "position":
+            comps[name] = _components(name, [s.primvars.get(name) for s in sources])
+    layout = build_layout(comps)
+    hasher = None
+    if len(sources) > 1:
+        hasher = threading.Thread(target=_hash_all, args=(sources, attrs), daemon=True)
+        hasher.start()
+    out: list[PreparedMesh] = []
+    try:
+        for a, b in _chunks(sources, CHUNK_CORNERS):
+            out.extend(_prepare_chunk(sources[a:b], attrs, layout, validate))
+    finally:
+        if hasher is not None:
+            t = time.perf_counter()
+            hasher.join()
+            _mark("wait for hashes", t)
+    for mesh, src in zip(out, sources):
+        mesh.content_hash = src.content_hash(attrs)
+    return out
+
+
+def _prepare_chunk(
+    sources: Sequence[MeshSource], attrs: tuple[str, ...], layout: VertexLayout, validate: bool
+) -> list[PreparedMesh]:
+    t = time.perf_counter()
+    batch = build_batch_checked(sources, attrs, validate)
+    m = batch.count
+    t = _mark("concatenate + validate", t)
+
+    # -- triangulate ---------------------------------------------------------------------------------------------
+    tri = triangulate(batch.points, batch.point_index, batch.counts)
+    corners = tri.corners
+    n_tris = batch.n_corners - 2 * batch.n_faces
+    tri_start = exclusive_cumsum(n_tris)
+    face_normals = tri.face_normals
+    for i, src in enumerate(sources):
+        if src.left_handed and n_tris[i]:
+            a, b = int(tri_start[i]), int(tri_start[i] + n_tris[i])
+            corners[a:b, 1:] = corners[a:b, :0:-1].copy()
+            fa, fb = int(batch.face_start[i]), int(batch.face_start[i] + batch.n_faces[i])
+            face_normals[fa:fb] *= -1
+    tri_face = tri.face
+    holes = [i for i, s in enumerate(sources) if s.hole_indices is not None and len(s.hole_indices)]
+    if holes:
+        face_keep = np.ones(len(batch.counts), dtype=bool)
+        for i in holes:
+            face_keep[np.asarray(sources[i].hole_indices, dtype=np.intp) + batch.face_start[i]] = False
+        face_normals[~face_keep] = 0  # holes do not shade their neighbours
+        tri_keep = face_keep[tri_face]
+        tri_mesh = np.repeat(np.arange(m, dtype=np.intp), n_tris)
+        n_tris = np.bincount(tri_mesh[tri_keep], minlength=m).astype(np.intp)
+        tri_start = exclusive_cumsum(n_tris)
+        corners = corners[tri_keep]
+        tri_face = tri_face[tri_keep]
+    t = _mark("triangulate", t)
+
+    # -- attributes ----------------------------------------------------------------------------------------------
+    flat: dict[str, Flattened] = {}
+    for name, k in zip(layout.names, layout.components):
+        if name == "normal":
+            flat[name] = _flatten_normals(batch, face_normals)
+            t = _mark("normals", t)
+        elif name != "position":
+            flat[name] = flatten_attribute(batch, [s.primvars.get(name) for s in sources], k, f"primvars:{name}")
+            t = _mark("primvars", t)
+    split_cols = [f.corner_values for f in flat.values() if f.corner_values is not None]
+    if split_cols:
+        rep = representative_corners(batch)
+        for f in flat.values():
+            if f.corner_values is not None:  # per-point rows of split meshes come from each point's corner
+                if len(f.split_meshes) == m:
+                    f.point_values = np.take(f.corner_values, rep, axis=0)
+                else:
+                    rows = batch.point_ranges(f.split_meshes)
+                    f.point_values[rows] = np.take(f.corner_values, rep[rows], axis=0)
+        vmap = split_vertices(batch, split_cols, rep)
+    else:
+        vmap = VertexMap(batch.point_index, batch.n_points, batch.point_start, None, np.zeros(0, np.intp),
+                         np.zeros(0, np.intp), None)
+    t = _mark("split vertices", t)
+
+    # -- vertices ------------------------------------------------------------------------------------------------
+    n_v = int(vmap.n_vertices.sum())
+    buf = np.empty((n_v, layout.stride // 4), dtype=np.float32)
+    for name, k, offset in zip(layout.names, layout.components, layout.offsets):
+        target = buf[:, offset // 4 : offset // 4 + k]
+        if name == "position":
+            values, seam_values = batch.points, None
+        else:
+            values, seam_values = flat[name].point_values, flat[name].corner_values
+        if vmap.vertex_point is None:
+            target[...] = values
+        else:
+            target[...] = np.take(values, vmap.vertex_point, axis=0)
+            if seam_values is not None and len(vmap.seam_vertex):
+                seam_vertex, seam_corner = vmap.seam_vertex, vmap.seam_corner
+                split = flat[name].split_meshes
+                if len(split) != m:
+                    # a seam made by *another* attribute of a mesh whose values here are per point: its new
+                    # vertices keep their point's value (set above); the corner rows of such meshes are zeros
+                    is_split = np.zeros(m, dtype=bool)
+                    is_split[split] = True
+                    mesh_of = np.searchsorted(batch.corner_start, seam_corner, side="right") - 1
+                    keep = is_split[mesh_of]
+                    seam_vertex, seam_corner = seam_vertex[keep], seam_corner[keep]
+                target[seam_vertex] = np.take(seam_values, seam_corner, axis=0)
+    vertices = buf.view(layout.dtype).reshape(n_v)
+    t = _mark("pack vertices", t)
+
+    # -- indices and submeshes -----------------------------------------------------------------------------------
+    tri_vertex = np.take(vmap.corner_vertex, corners)  # (T, 3) global vertex ids
+    groups = _group_triangles(batch, tri_face, n_tris)
+    group_counts = None
+    if groups is not None:
+        tri_group, n_groups, _ = groups
+        unsorted = np.flatnonzero(tri_group[1:] < tri_group[:-1])
+        if len(unsorted):
+            tri_mesh_of = np.searchsorted(tri_start, unsorted + 1, side="right") - 1
+            sel = ranges(tri_start[np.unique(tri_mesh_of)], n_tris[np.unique(tri_mesh_of)])
+            order = _stable_order(tri_group[sel])
+            tri_vertex[sel] = tri_vertex[sel[order]]
+        group_counts = np.bincount(tri_group, minlength=int(n_groups.sum()))
+    local = tri_vertex.reshape(-1)
+    local -= np.repeat(vmap.vertex_start, 3 * n_tris)
+    small = vmap.n_vertices <= MAX_UINT16_VERTICES
+    idx16 = local.astype(np.uint16) if small.any() else None
+    idx32 = local.astype(np.uint32) if not small.all() else None
+    t = _mark("indices + submeshes", t)
+
+    # -- bounds --------------------------------------------------------------------------------------------------
+    lo = np.zeros((m, 3), dtype=np.float32)
+    hi = np.zeros((m, 3), dtype=np.float32)
+    has_points = batch.n_points > 0
+    if has_points.any():
+        starts = batch.point_start[has_points]
+        lo[has_points] = np.minimum.reduceat(batch.points, starts, axis=0)
+        hi[has_points] = np.maximum.reduceat(batch.points, starts, axis=0)
+
+    # -- results -------------------------------------------------------------------------------------------------
+    layout_dict = layout.as_dict()
+    out: list[PreparedMesh] = []
+    u16, u32 = np.dtype(np.uint16), np.dtype(np.uint32)
+    n_vertices = vmap.n_vertices.tolist()
+    v_starts = vmap.vertex_start.tolist()
+    t_starts = tri_start.tolist()
+    t_counts = n_tris.tolist()
+    smalls = small.tolist()
+    stride = layout.stride
+    for i, src in enumerate(sources):
+        nv, nt, t0, v0 = n_vertices[i], t_counts[i], t_starts[i], v_starts[i]
+        indices = (idx16 if smalls[i] else idx32)[3 * t0 : 3 * (t0 + nt)]
+        out.append(
+            PreparedMesh(
+                vertices=vertices[v0 : v0 + nv],
+                indices=indices,
+                index_dtype=u16 if smalls[i] else u32,
+                vertex_count=nv,
+                index_count=3 * nt,
+                layout=layout_dict,
+                submeshes=_submeshes(src, i, groups, group_counts, nt),
+                bounds=(lo[i], hi[i]),
+                triangle_count=nt,
+                content_hash="",
+                prim_path=src.prim_path,
+                stride=stride,
+            )
+        )
+    _mark("bounds + results", t)
+    return out
+
+
+def _submeshes(src: MeshSource, i: int, groups, group_counts, n_tris: int) -> list[Submesh]:
+    if groups is None or not src.subsets:
+        return [Submesh("", 0, 3 * n_tris, src.material_path)] if n_tris else []
+    _, n_groups, group_start = groups
+    g0 = int(group_start[i])
+    counts = group_counts[g0 : g0 + int(n_groups[i])].tolist()
+    out = []
+    first = 0
+    for sub, c in zip(src.subsets, counts):
+        out.append(Submesh(sub.name, 3 * first, 3 * c, sub.material_path))
+        first += c
+    if counts[-1]:
+        out.append(Submesh("", 3 * first, 3 * counts[-1], src.material_path))
+    return out
+
+
+def _flatten_normals(batch: Batch, face_normals: np.ndarray) -> Flattened:
+    per_mesh = [s.normals_primvar() for s in batch.sources]
+    flat = flatten_attribute(batch, per_mesh, 3)
+    missing = np.fromiter((pv is None for pv in per_mesh), dtype=bool, count=batch.count)
+    if missing.any():
+        all_missing = bool(missing.all())
+        corners = None if all_missing else batch.corner_ranges(np.flatnonzero(missing))
+        computed = smooth_normals(face_normals, batch.corner_face(), batch.point_index, batch.total_points, corners)
+        if all_missing:
+            flat.point_values = computed
+        else:
+            rows = batch.point_ranges(np.flatnonzero(missing))
+            flat.point_values[rows] = computed[rows]
+    return flat
+
+
+def build_batch_checked(sources: Sequence[MeshSource], attrs: tuple[str, ...], validate: bool) -> Batch:
+    """Concatenate ``sources`` (validating first when asked) into a :class:`Batch`."""
+    batch = build_batch(sources)
+    if validate:
+        check_topology(
+            sources,
+            batch.counts,
+            batch.point_index,
+            batch.n_faces,
+            batch.n_corners,
+            batch.n_points,
+            batch.point_start,
+        )
+        for src in sources:
+            check_attributes(src, attrs, index_ranges=False)
+    return batch

@@ -1,0 +1,231 @@
+"""Read a UsdGeom.Mesh prim into a :class:`~vixen_assets.geometry.mesh_source.MeshSource`.
+
+Only attribute reads happen here: Vt arrays become numpy arrays with ``np.asarray`` (a zero-copy, read-only view
+that keeps the Vt array alive; measured at ~1 us per array against ~190 us for ``np.array`` on 500k points).
+Everything else (triangulation, normals, flattening) runs later over a whole batch in
+:func:`~vixen_assets.geometry.prepare.prepare_meshes`.
+
+Rules (each mirrors what Hydra does with the same data):
+
+* An attribute with time samples but no default value is read at its earliest sample when asked for the default
+  time (``openusd/animatedTop/top.geom.usd`` authors every mesh attribute that way).
+* ``primvars:normals`` wins over ``normals``. Normals of a type that is not an array of 3-vectors (``int``,
+  ``double[]``, a single ``point3f``, as in usd-wg's ``normalsTypes.usda``) are ignored with a logged warning and
+  smooth normals are computed instead; ``double3[]``/``color3f[]`` and other 3-vector arrays are accepted.
+* Face GeomSubsets of the ``materialBind`` family, then those with no family name, are used, each with the material
+  ``UsdShade.MaterialBindingAPI.ComputeBoundMaterial`` resolves for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from pxr import Sdf, Usd, UsdGeom, UsdShade
+
+from vixen_assets.errors import FormatError
+from vixen_assets.geometry.mesh_source import MeshSource, PrimvarData, SubsetSource, validate_sources
+
+__all__ = ["read_mesh_source", "layer_path_of"]
+
+_LOG = logging.getLogger(__name__)
+_DEFAULT = Usd.TimeCode.Default()
+_EARLIEST = Usd.TimeCode.EarliestTime()
+_SUBSET_FAMILIES = ("materialBind", "")
+
+
+def layer_path_of(prim: Usd.Prim) -> str:
+    """The file of the strongest ``def`` spec of ``prim`` (where it is defined), else the stage's root layer."""
+    for spec in prim.GetPrimStack():
+        if spec.specifier == Sdf.SpecifierDef:
+            layer = spec.layer
+            return layer.realPath or layer.identifier
+    root = prim.GetStage().GetRootLayer()
+    return root.realPath or root.identifier
+
+
+def _get(attr: Usd.Attribute, time: Usd.TimeCode):
+    value = attr.Get(time)
+    if value is None and time.IsDefault() and attr.GetNumTimeSamples():
+        value = attr.Get(_EARLIEST)
+    return value
+
+
+def _int_array(value, err, field: str) -> np.ndarray:
+    if value is None:
+        return np.zeros(0, dtype=np.int32)
+    arr = np.asarray(value)
+    if arr.dtype == np.int32 and arr.ndim == 1:
+        return arr
+    if arr.ndim == 1 and arr.dtype.kind in "iu":
+        return arr.astype(np.int32)
+    raise err(f"expected an int[] array, got {_describe(arr)}", field)
+
+
+def _describe(arr: np.ndarray) -> str:
+    return f"{arr.dtype.name} array of shape {arr.shape}"
+
+
+def _vec3_array(value) -> np.ndarray | None:
+    """``value`` as (N, 3) float32 if it is an array of 3-vectors of floats, else None."""
+    if value is None:
+        return None
+    arr = np.asarray(value)
+    if arr.ndim != 2 or arr.shape[1] != 3 or arr.dtype.kind != "f":
+        return None
+    return arr if arr.dtype == np.float32 else arr.astype(np.float32)
+
+
+def _numeric_values(value, is_array: bool) -> np.ndarray | None:
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fiub":
+        return None
+    if not is_array:
+        arr = arr.reshape(1, -1) if arr.ndim else arr.reshape(1)
+    if arr.ndim > 2:
+        arr = arr.reshape(len(arr), -1)
+    return arr if arr.dtype == np.float32 else arr.astype(np.float32)
+
+
+def _read_primvar(pv: UsdGeom.Primvar, time: Usd.TimeCode, err, field: str) -> PrimvarData | None:
+    attr = pv.GetAttr()
+    value = _get(attr, time)
+    if value is None:
+        return None
+    type_name = pv.GetTypeName()
+    values = _numeric_values(value, type_name.isArray)
+    if values is None:
+        raise err(f"primvar of type {type_name} cannot be a vertex attribute (not numeric)", field)
+    indices = None
+    if pv.IsIndexed():
+        raw = _get(pv.GetIndicesAttr(), time)
+        if raw is not None:
+            indices = _int_array(raw, err, field + ":indices")
+    return PrimvarData(values, str(pv.GetInterpolation()), indices, int(pv.GetElementSize()))
+
+
+def _material_path(prim: Usd.Prim) -> str | None:
+    material = UsdShade.MaterialBindingAPI(prim).ComputeBoundMaterial()[0]
+    return str(material.GetPath()) if material else None
+
+
+def read_mesh_source(
+    prim: Usd.Prim,
+    time: Usd.TimeCode | float = _DEFAULT,
+    *,
+    primvars: Sequence[str] = ("st",),
+    validate: bool = True,
+) -> MeshSource:
+    """Read the UsdGeom.Mesh ``prim`` at ``time`` into a :class:`MeshSource`.
+
+    :param prim: a prim of type Mesh (instance proxies are fine)
+    :param time: the time code to read (``Usd.TimeCode.Default()`` reads the default value, or the earliest time
+        sample of an attribute that has only samples)
+    :param primvars: names of the primvars to read (without the ``primvars:`` prefix); missing ones are skipped
+    :param validate: check the arrays (:func:`~vixen_assets.geometry.mesh_source.validate_sources`); turn off
+        when the batch goes straight to :func:`~vixen_assets.geometry.prepare.prepare_meshes`, which validates too
+    :returns: the mesh's arrays, subsets and bindings
+    :raises FormatError: naming the file (the layer of the prim's defining spec), the prim and the field when the
+        points are not 3-vectors of floats, a primvar is not numeric or, with ``validate``, any check fails
+    """
+    if not isinstance(time, Usd.TimeCode):
+        time = Usd.TimeCode(time)
+    mesh = UsdGeom.Mesh(prim)
+    prim_path = str(prim.GetPath())
+    layer_path = layer_path_of(prim)
+
+    def err(message: str, field: str | None = None, at: str | None = None) -> FormatError:
+        return FormatError(message, path=layer_path, prim_path=at or prim_path, field=field)
+
+    if not prim.IsA(UsdGeom.Mesh):
+        raise err(f"prim of type {prim.GetTypeName()!r} is not a UsdGeom.Mesh")
+
+    raw_points = _get(mesh.GetPointsAttr(), time)
+    if raw_points is None:
+        points = np.zeros((0, 3), dtype=np.float32)
+    else:
+        points = _vec3_array(raw_points)
+        if points is None:
+            arr = np.asarray(raw_points)
+            raise err(f"points must be point3f[] (3-vectors of floats), got {_describe(arr)}", "points")
+    counts = _int_array(_get(mesh.GetFaceVertexCountsAttr(), time), err, "faceVertexCounts")
+    indices = _int_array(_get(mesh.GetFaceVertexIndicesAttr(), time), err, "faceVertexIndices")
+
+    api = UsdGeom.PrimvarsAPI(prim)
+    normals = None
+    normals_interp = None
+    pv_normals = api.GetPrimvar("normals")
+    if pv_normals and pv_normals.HasAuthoredValue():
+        value = _get(pv_normals.GetAttr(), time)
+        normals = _vec3_array(value)
+        if normals is not None:
+            normals_interp = str(pv_normals.GetInterpolation())
+            if pv_normals.IsIndexed():
+                idx = _int_array(_get(pv_normals.GetIndicesAttr(), time), err, "primvars:normals:indices")
+                if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(normals)):
+                    raise err(f"index out of range for {len(normals)} normals", "primvars:normals:indices")
+                normals = normals[idx]
+        elif value is not None:
+            _LOG.warning("%s:%s: ignoring primvars:normals of type %s; computing normals", layer_path, prim_path,
+                         pv_normals.GetTypeName())
+    if normals is None:
+        attr = mesh.GetNormalsAttr()
+        value = _get(attr, time)
+        if value is not None:
+            normals = _vec3_array(value)
+            if normals is None:
+                _LOG.warning("%s:%s: ignoring normals of type %s; computing normals", layer_path, prim_path,
+                             attr.GetTypeName())
+            else:
+                normals_interp = str(mesh.GetNormalsInterpolation())
+
+    pvs: dict[str, PrimvarData] = {}
+    for name in primvars:
+        pv = api.GetPrimvar(name)
+        if pv and pv.HasAuthoredValue():
+            data = _read_primvar(pv, time, err, f"primvars:{name}")
+            if data is not None:
+                pvs[name] = data
+
+    holes = _get(mesh.GetHoleIndicesAttr(), time)
+    hole_indices = _int_array(holes, err, "holeIndices") if holes is not None and len(holes) else None
+
+    subsets: list[SubsetSource] = []
+    found = UsdGeom.Subset.GetAllGeomSubsets(mesh)
+    if found:
+        by_family: dict[str, list[UsdGeom.Subset]] = {f: [] for f in _SUBSET_FAMILIES}
+        for sub in found:
+            if sub.GetElementTypeAttr().Get() != UsdGeom.Tokens.face:
+                continue
+            family = sub.GetFamilyNameAttr().Get() or ""
+            if family in by_family:
+                by_family[family].append(sub)
+        for family in _SUBSET_FAMILIES:
+            for sub in by_family[family]:
+                sub_prim = sub.GetPrim()
+                sub_path = str(sub_prim.GetPath())
+
+                def sub_err(message: str, field: str | None = None, at: str | None = None, _p=sub_path):
+                    return err(message, field, at or _p)
+
+                sub_idx = _int_array(_get(sub.GetIndicesAttr(), time), sub_err, "indices")
+                subsets.append(SubsetSource(sub_prim.GetName(), sub_idx, _material_path(sub_prim), sub_path))
+
+    source = MeshSource(
+        points=points,
+        face_vertex_counts=counts,
+        face_vertex_indices=indices,
+        normals=normals,
+        normals_interpolation=normals_interp,
+        primvars=pvs,
+        left_handed=mesh.GetOrientationAttr().Get() == UsdGeom.Tokens.leftHanded,
+        subsets=subsets,
+        prim_path=prim_path,
+        layer_path=layer_path,
+        material_path=_material_path(prim),
+        hole_indices=hole_indices,
+    )
+    if validate:
+        validate_sources([source])
+    return source

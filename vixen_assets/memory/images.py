@@ -1,0 +1,134 @@
+"""Tracked images: ``Image`` (a ``VkImage`` bound to a suballocated range) and how it is created and read back.
+
+Images are *optimal* resources for ``bufferImageGranularity``: the TLSF allocator gives them whole granularity
+pages (see ``tlsf.py``), so they never share a page with a buffer. Every image is created with
+``SAMPLED | TRANSFER_DST | TRANSFER_SRC`` so it can be uploaded to and read back.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from ..errors import DeviceClosedError, VixenError
+from ..vk import images as vki
+from .allocation import Allocation
+
+USAGE_TRANSFER_SRC = 0x1
+USAGE_TRANSFER_DST = 0x2
+USAGE_SAMPLED = 0x4
+USAGE_STORAGE = 0x8
+FEATURE_SAMPLED = 0x1
+FEATURE_TRANSFER_DST = 0x4000
+LAYOUT_UNDEFINED = 0
+LAYOUT_SHADER_READ = 5
+IMAGE_1D, IMAGE_2D, IMAGE_3D = 0, 1, 2
+
+
+class Image:
+    """A GPU image: ``handle``, format, extent, ``levels``, ``layers`` (array layers x faces), ``layout``."""
+
+    def __init__(self, device: Any, *, name: str, vk_format: int, width: int, height: int = 1, depth: int = 1,
+                 levels: int = 1, layers: int = 1, faces: int = 1, image_type: int | None = None,
+                 usage: int = USAGE_SAMPLED | USAGE_TRANSFER_DST | USAGE_TRANSFER_SRC, category: str = "default") -> None:
+        """Create and bind the image (budget charged first; nothing left behind on failure)."""
+        self.device = device
+        self.name = name
+        self.vk_format = vk_format
+        self.width, self.height, self.depth = width, height, depth
+        self.levels = levels
+        self.faces = faces
+        self.array_layers = layers
+        self.layers = layers * faces  # Vulkan array layers
+        self.image_type = image_type if image_type is not None else (IMAGE_3D if depth > 1 else IMAGE_2D)
+        self.aspect = vki.ASPECT_COLOR
+        self.layout = LAYOUT_UNDEFINED
+        self.last_use = 0
+        self._state = 0
+        dev = device.logical
+        self.handle = vki.create_image(dev, image_type=self.image_type, vk_format=vk_format, width=width, height=height,
+                                       depth=depth, levels=levels, layers=self.layers,
+                                       usage=usage | USAGE_TRANSFER_DST | USAGE_TRANSFER_SRC, cube=faces == 6)
+        self._alloc: Allocation | None = None
+        try:
+            size, align, bits = vki.image_requirements(dev, self.handle)
+            type_index = device.buffers.memory_type(bits, "device_local")
+            self._alloc = device.allocator.allocate(size, align, type_index, category=category, type_bits=bits, kind=1)
+            vki.bind_image(dev, self.handle, self._alloc.block.memory, self._alloc.offset)
+        except BaseException:
+            if self._alloc is not None:
+                device.allocator.free(self._alloc)
+            vki.destroy_image(dev, self.handle)
+            raise
+        device.registry.add(self)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of memory the image takes (the driver's requirement)."""
+        return self._alloc.size if self._alloc is not None else 0
+
+    @property
+    def allocation(self) -> Allocation:
+        """The allocation record."""
+        if self._alloc is None:
+            raise DeviceClosedError(f"image {self.name!r} was destroyed")
+        return self._alloc
+
+    @property
+    def alive(self) -> bool:
+        """False once destroyed."""
+        return self._state == 0
+
+    def destroy(self) -> None:
+        """Destroy (deferred while GPU work using it is in flight); safe to call twice."""
+        if self._state:
+            return
+        self._state = 1
+        up = getattr(self.device, "uploader", None)
+        if up is not None and any(img is self for _b, img, _c, _l in up._batch.images):
+            up.flush()
+        self.device.lifetime.retire(self, self.last_use)
+
+    def _destroy_now(self) -> None:
+        if self._state == 2:
+            return
+        self._state = 2
+        if self.device.logical.handle is not None:
+            vki.destroy_image(self.device.logical, self.handle)
+        if self._alloc is not None:
+            self.device.allocator.free(self._alloc)
+            self._alloc = None
+        self.device.registry.remove(self)
+
+    def __enter__(self) -> Image:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", 2) == 0:
+            warnings.warn(f"Image {self.name!r} was never destroyed", ResourceWarning, stacklevel=1)
+
+    def __repr__(self) -> str:
+        return (f'<Image "{self.name}" {self.width}x{self.height}x{self.depth} levels={self.levels} '
+                f"layers={self.layers} format={self.vk_format}>")
+
+
+def format_supported(device: Any, vk_format: int, *, image_type: int = IMAGE_2D, cube: bool = False, width: int = 1,
+                     height: int = 1, depth: int = 1, levels: int = 1, layers: int = 1) -> bool:
+    """True when the device can sample ``vk_format`` with optimal tiling, copy into it, and fit the extent."""
+    from ..vk.physical import format_properties
+
+    _lin, optimal, _buf = format_properties(device.physical, vk_format)
+    if optimal & (FEATURE_SAMPLED | FEATURE_TRANSFER_DST) != (FEATURE_SAMPLED | FEATURE_TRANSFER_DST):
+        return False
+    return vki.image_format_supported(device.physical, vk_format, image_type=image_type,
+                                      usage=USAGE_SAMPLED | USAGE_TRANSFER_DST | USAGE_TRANSFER_SRC, cube=cube,
+                                      levels=levels, layers=layers, width=width, height=height, depth=depth)
+
+
+def check_extent(name: str, width: int, height: int, depth: int) -> None:
+    """Reject empty extents before any Vulkan call."""
+    if min(width, height, depth) < 1:
+        raise VixenError(f"image {name!r}: extent {width}x{height}x{depth} is empty")
