@@ -60,7 +60,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-args=(-e "$ROOT[test]")
+args=(-e "$ROOT[test,basis]")
 for p in plugins/*/; do
   [ -f "$p/pyproject.toml" ] && args+=(-e "$ROOT/$p")
 done

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import zstandard
+from PIL import Image
 
 from vixen_assets.errors import FormatError, UnsupportedFormatError
 from vixen_assets.formats.vkformat import (
@@ -64,6 +65,7 @@ MAX_DIMENSION = 65536
 MAX_LAYERS = 65536
 DEFAULT_MAX_BYTES = 1 << 32
 """Default cap on the decompressed bytes of all levels together (4 GiB); ``read_ktx2(max_bytes=...)`` changes it."""
+_METADATA_SLACK = 1 << 26
 
 MODEL_NAMES = {
     0: "UNSPECIFIED", 1: "RGBSDA", 2: "YUVSDA", 3: "YIQSDA", 4: "LabSDA", 5: "CMYKA", 6: "XYZW", 7: "HSVA_ANG",
@@ -390,6 +392,10 @@ def read_ktx2(
     else:
         path = path if path is not None else os.fspath(path_or_bytes)
         with open(path_or_bytes, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_bytes + _METADATA_SLACK:  # levels are at most max_bytes; headers, KVD and SGD are small
+                raise FormatError(f"{size} bytes is more than a KTX2 file within max_bytes={max_bytes} can hold",
+                                  path=path, field="fileSize")
             data = fh.read()
     return _Parser(data, path, max_bytes).parse()
 
@@ -714,7 +720,7 @@ def decode_to_rgba8(ktx: Ktx2File, level: int = 0, layer: int = 0, face: int = 0
 
 def _decode_basis(ktx: Ktx2File, lv: Ktx2Level, layer: int, face: int) -> np.ndarray:
     codec = ktx.transcode_codec
-    scheme = "BasisLZ" if ktx.supercompression_scheme == 1 else f"{codec} ({ktx.scheme_name} supercompression)"
+    scheme = {0: f"{codec}", 1: "BasisLZ/ETC1S"}.get(ktx.supercompression_scheme, f"{codec} + {ktx.scheme_name}")
     if _alktx2 is None:
         raise UnsupportedFormatError(f"{scheme} needs a Basis Universal transcoder; install the optional 'alktx2' "
                                      "package", path=ktx.path, field="supercompressionScheme")
@@ -730,8 +736,6 @@ def _decode_basis(ktx: Ktx2File, lv: Ktx2Level, layer: int, face: int) -> np.nda
                           field="pixelWidth")
     try:
         tga, _ = _alktx2.decode_ktx2_to_bytes(ktx._data, format="tga", level=lv.index, layer=layer, face=face)
-        from PIL import Image
-
         with Image.open(io.BytesIO(tga)) as img:
             rgba = np.asarray(img.convert("RGBA"))
     except Exception as exc:  # the transcoder raises RuntimeError; Pillow its own errors
