@@ -401,6 +401,7 @@ def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purpos
 
     # build every cacher's missing entries in one batch each
     entries: dict[str, Any] = {}
+    entry_keys: dict[int, tuple[str, str]] = scene.extra.setdefault("entry_keys", {})  # id(entry) -> (cacher, key)
     bytes_before = sum(c.stats.bytes for c, _ in by_cacher.values())
     misses_before = sum(c.stats.misses for c, _ in by_cacher.values())
     hits_before = sum(c.stats.hits for c, _ in by_cacher.values())
@@ -414,6 +415,7 @@ def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purpos
         for p, k, v in zip(paths, keys, values):
             scene.hold(cacher, k)
             entries[p] = (cacher, k, v)
+            entry_keys[id(v)] = (name, k)
         report("build", len(paths), len(paths))
     t_build = _time.perf_counter()
     ticket = device.uploader.flush()
@@ -459,10 +461,10 @@ def _make_plan(scene: Scene, layers: Any) -> dict[str, Any]:
     key_of: dict[int, tuple[str, str]] = {}
     for cacher, key in scene._refs:
         refs.setdefault(cacher.name, (cacher, []))[1].append(key)
+    known = scene.extra.get("entry_keys", {})
     for inst in scene.instances:
-        k = getattr(inst.mesh, "key", None)
-        if k is not None:
-            key_of[id(inst.mesh)] = (inst.kind, k)
+        if id(inst.mesh) in known:
+            key_of[id(inst.mesh)] = known[id(inst.mesh)]
     instances = [(key_of.get(id(i.mesh)), i.transform, i.prim_path, i.material, i.kind,
                   [getattr(t, "key", None) for t in i.textures]) for i in scene.instances]
     return {"layers": layers, "refs": {n: list(keys) for n, (_c, keys) in refs.items()},
