@@ -28,12 +28,15 @@ class BudgetedAllocator(DeviceAllocator):
         self.budget = budget
         self._heap_of_type = heap_of_type
         self._overflow_type = overflow_type
+        self._heaps: dict[int, int] = {}  # memory type -> heap (cached: the hot path calls it per allocation)
 
     def allocate(self, size: int, alignment: int, type_index: int, *, category: str, type_bits: int = 0,
                  kind: int = 0, device_address: bool = False, dedicated: bool = False,
                  purpose: str = "general") -> Allocation:
         """Reserve ``size`` bytes on the type's heap, then allocate below; host overflow when configured."""
-        heap = self._heap_of_type(type_index)
+        heap = self._heaps.get(type_index)
+        if heap is None:
+            heap = self._heaps[type_index] = self._heap_of_type(type_index)
         if category == STAGING_CATEGORY:  # staging memory is charged to the staging quota (a part of the budget)
             self.budget.acquire_staging(size, timeout=0.0, who=purpose)
             try:

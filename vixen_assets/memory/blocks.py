@@ -99,6 +99,8 @@ class BlockPool:
     stats: PoolStats = field(default_factory=PoolStats)
     #: the size of its regular blocks, fixed when the pool is made (``Suballocator.block_size_for``)
     block_size: int = 0
+    #: the block the last suballocation came from (tried first by the next one)
+    current: MemoryBlock | None = None
 
 
 class Suballocator(DeviceAllocator):
@@ -177,6 +179,8 @@ class Suballocator(DeviceAllocator):
 
     def _release_block(self, pool: BlockPool, block: MemoryBlock, purpose: str) -> None:
         pool.blocks.remove(block)
+        if pool.current is block:
+            pool.current = None
         hook = self.on_release_block.get(purpose)
         if hook is not None:
             hook(block)
@@ -189,6 +193,17 @@ class Suballocator(DeviceAllocator):
                  kind: int = 0, device_address: bool = False, dedicated: bool = False,
                  purpose: str = "general") -> Allocation:
         """Return a new range of a block of memory type ``type_index``; creates a block when none has room."""
+        if not dedicated:  # hot path: the pool's current block usually has room
+            pool = self._pools.get((type_index, purpose, device_address))
+            if pool is not None and pool.current is not None and size <= pool.block_size >> 1:
+                with self.lock:
+                    block = pool.current
+                    if block is not None:
+                        off = block.tlsf.alloc(size, alignment, granularity_kind=kind)
+                        if off is not None:
+                            pool.stats.suballocations += 1
+                            self.tracker.suballocations_unlocked()
+                            return Allocation(block, off, size, size, category, block.heap, purpose, alignment)
         block, offset = self._allocate(size, alignment, type_index, kind, device_address, dedicated, purpose)
         return Allocation(block, offset, size, size, category, block.heap, purpose, alignment)
 
@@ -220,6 +235,7 @@ class Suballocator(DeviceAllocator):
                 if off is not None:
                     pool.stats.suballocations += 1
                     self.tracker.suballocations_unlocked()
+                    pool.current = block
                     return block, off
             heap = self._info.memory_types[type_index].heap
             room = self._heap_limits(heap) - self._heap_bytes.get(heap, 0)
@@ -229,6 +245,7 @@ class Suballocator(DeviceAllocator):
             off = block.tlsf.alloc(size, alignment, granularity_kind=kind)
             if off is None:  # cannot happen for a fresh block that is at least size + alignment
                 raise BudgetExceededError(size, self._heap_bytes.get(heap, 0), self._heap_limits(heap), who=purpose, heap=heap)
+            pool.current = block
             pool.stats.suballocations += 1
             self.tracker.suballocations_unlocked()
             return block, off

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from ..errors import DeviceClosedError, VixenError
+from ..errors import BudgetExceededError, DeviceClosedError, VixenError
 from ..vk import LogicalDevice
 from ..vk import resources as vkr
 from ..vk.shim import BUFFER_USAGE_AS_BUILD_INPUT_READ_ONLY, BUFFER_USAGE_AS_STORAGE, BUFFER_USAGE_SHADER_DEVICE_ADDRESS
@@ -304,6 +304,12 @@ class BufferFactory:
     def _create_own(self, size: int, flags: int, strategy: str, name: str, category: str, alignment: int,
                     dedicated: bool) -> Buffer:
         dev = self._dev
+        budget = getattr(self.allocator, "budget", None)
+        if budget is not None and budget.overflow == "error" and category != "staging":
+            # fail before any Vulkan call when even the bare size cannot fit the heap it would land on
+            heap = self._info.memory_types[self.memory_type(self._arena_bits, strategy)].heap
+            if size > budget.available(heap):
+                raise BudgetExceededError(size, budget.heap_used(heap), budget.limits[heap], who=category, heap=heap)
         handle = vkr.create_buffer(dev, size, flags)
         try:
             req_size, req_align, bits = vkr.buffer_requirements(dev, handle)
@@ -330,6 +336,9 @@ class BufferFactory:
         """Destroy when the GPU finished the last work that used it (immediately when that is done already)."""
         if self.before_retire is not None:
             self.before_retire(buf)  # e.g. submit uploads still pending into it, so last_use covers them
+        if not buf.last_use:  # never used by the GPU: nothing to wait for
+            buf._destroy_now()
+            return
         self.lifetime.retire(buf, buf.last_use)
 
     def destroy_now(self, buf: Buffer) -> None:
