@@ -259,6 +259,17 @@ class BudgetManager:
             self._notify(event)
         return h
 
+    def check(self, nbytes: int, *, heap: int | None = None, category: str) -> None:
+        """Raise :class:`BudgetExceededError` (counted as a rejection) if ``nbytes`` could not be reserved now, in
+        ``overflow="error"`` mode; reserves nothing. Used before creating a Vulkan object whose exact size is known
+        only after it exists."""
+        h = self._primary if heap is None else heap
+        with self._lock:
+            if self._overflow_host or self._used[h] + nbytes <= self._limits[h] and self._limits[h]:
+                return
+            self._rejections += 1
+            raise BudgetExceededError(nbytes, self._used[h], self._limits[h], who=category, heap=h)
+
     def release(self, nbytes: int, *, heap: int | None = None, category: str) -> None:
         """Give back a reservation: the same ``nbytes``, the heap :meth:`reserve` returned, the same category.
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from ..errors import BudgetExceededError, DeviceClosedError, VixenError
+from ..errors import DeviceClosedError, VixenError
 from ..vk import LogicalDevice
 from ..vk import resources as vkr
 from ..vk.shim import BUFFER_USAGE_AS_BUILD_INPUT_READ_ONLY, BUFFER_USAGE_AS_STORAGE, BUFFER_USAGE_SHADER_DEVICE_ADDRESS
@@ -305,11 +305,10 @@ class BufferFactory:
                     dedicated: bool) -> Buffer:
         dev = self._dev
         budget = getattr(self.allocator, "budget", None)
-        if budget is not None and budget.overflow == "error" and category != "staging":
+        if budget is not None and category != "staging":
             # fail before any Vulkan call when even the bare size cannot fit the heap it would land on
-            heap = self._info.memory_types[self.memory_type(self._arena_bits, strategy)].heap
-            if size > budget.available(heap):
-                raise BudgetExceededError(size, budget.heap_used(heap), budget.limits[heap], who=category, heap=heap)
+            budget.check(size, heap=self._info.memory_types[self.memory_type(self._arena_bits, strategy)].heap,
+                         category=category)
         handle = vkr.create_buffer(dev, size, flags)
         try:
             req_size, req_align, bits = vkr.buffer_requirements(dev, handle)
