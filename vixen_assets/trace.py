@@ -63,9 +63,9 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
         raise VixenError(f"trace_rays: {len(o)} origins but {len(d)} directions")
     n = len(o)
     out = {"hit": np.zeros(n, bool), "t": np.zeros(n, np.float32), "instance": np.full(n, -1, np.int32),
-           "primitive": np.full(n, -1, np.int32)}
-    if n == 0 or not scene.instances:
-        return out
+           "primitive": np.full(n, -1, np.int32), "record": np.full(n, -1, np.int32)}
+    if n == 0 or not scene.instances or not len(scene.tlas_map.instance):
+        return out  # nothing to hit (e.g. only empty voxel models: the TLAS has no records)
     rays = np.empty((n, 2, 4), dtype=np.float32)
     rays[:, 0, :3] = o
     rays[:, 0, 3] = t_min

@@ -37,6 +37,7 @@ from .accel import AccelerationStructure, build_blases
 from .base import LoadContext, TypedCacher
 
 BRICK = 8
+_BRICK_KEYS = (256 // BRICK) ** 3  # brick-coordinate keys of the largest model (SIZE <= 256 per axis)
 AABB_MODES = ("voxel", "brick")
 _MATERIAL_KINDS = {"_diffuse": 0, "_metal": 1, "_glass": 2, "_emit": 3, "_blend": 0, "_media": 0}
 
@@ -67,9 +68,13 @@ class VoxelSource:
 
     @classmethod
     def from_vox(cls, vox: VoxFile, *, path: str = "", aabb_mode: str = "voxel") -> VoxelSource:
-        """Build from a parsed ``.vox`` file (hidden instances are left out)."""
-        models = [VoxelModelData(tuple(int(v) for v in m.size), np.asarray(m.voxels, np.uint8).reshape(-1, 4))
-                  for m in vox.models]
+        """Build from a parsed ``.vox`` file (hidden instances and colour-0 entries, which mean empty, are left out)."""
+        models = []
+        for m in vox.models:
+            v = np.asarray(m.voxels, np.uint8).reshape(-1, 4)
+            if len(v) and not v[:, 3].all():
+                v = v[v[:, 3] != 0]
+            models.append(VoxelModelData(tuple(int(x) for x in m.size), v))
         placements = [(i.model_index, np.asarray(i.transform, np.float32)) for i in vox.instances if not i.hidden]
         return cls(models, placements, np.asarray(vox.palette, np.uint8), dict(vox.materials), path, aabb_mode)
 
@@ -98,7 +103,14 @@ class VoxelSource:
         return sum(m.voxel_count for m in self.models)
 
     def content_hash(self) -> str:
-        """Hash of every array and the AABB mode."""
+        """Hash of every array and the AABB mode (computed once per source)."""
+        cached = self.__dict__.get("_hash")
+        if cached is not None:
+            return cached
+        self.__dict__["_hash"] = digest = self._compute_hash()
+        return digest
+
+    def _compute_hash(self) -> str:
         h = hashlib.blake2b(digest_size=16)
         h.update(self.aabb_mode.encode())
         for m in self.models:
@@ -167,36 +179,56 @@ class GpuVoxelScene:
         return [(blases[m], self.aabb_address(m), t) for m, t in self.placements if self.models[m].aabb_count]
 
 
+def _joined(parts: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
+    """``np.concatenate(parts)`` without copying a lone part (one-model scenes); ``empty`` when there is none."""
+    if not parts:
+        return empty
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def _scene_arrays(src: VoxelSource) -> tuple[dict[str, np.ndarray], list[ModelInfo], tuple[np.ndarray, np.ndarray]]:
     """Vectorized layout of every buffer of a voxel scene."""
     models: list[ModelInfo] = []
     brick_recs, brick_data, aabbs = [], [], []
     nb = na = 0
     for mi, m in enumerate(src.models):
-        v = m.voxels.astype(np.int64)
+        v = np.ascontiguousarray(m.voxels, np.uint8).reshape(-1, 4)
         if len(v):
-            bcoord = v[:, :3] // BRICK
-            bkey = (bcoord[:, 0] << 16) | (bcoord[:, 1] << 8) | bcoord[:, 2]
-            ukeys, inverse = np.unique(bkey, return_inverse=True)
+            # Bricks by counting sort: a brick coordinate is < 256 / BRICK = 32 per axis, so the key
+            # bx * 1024 + by * 32 + bz indexes a 32768-entry table; its non-zero entries, in key order, are the solid
+            # bricks in (bx, by, bz) lexicographic order (what np.unique gave, without the O(N log N) sort). Each
+            # voxel row is read as one little-endian uint32 x | y << 8 | z << 16 | c << 24 (no per-axis copies).
+            w = v.view("<u4").reshape(-1)
+            bkey = ((w >> 3) & 31) << 10
+            bkey |= ((w >> 11) & 31) << 5
+            bkey |= (w >> 19) & 31
+            counts = np.bincount(bkey, minlength=_BRICK_KEYS)
+            ukeys = np.flatnonzero(counts)
             n_b = len(ukeys)
-            data = np.zeros((n_b, BRICK ** 3), np.uint8)
-            local = (v[:, 0] & 7) + BRICK * ((v[:, 1] & 7) + BRICK * (v[:, 2] & 7))
-            data[inverse, local] = v[:, 3]
-            bc = np.stack([(ukeys >> 16) & 0xFF, (ukeys >> 8) & 0xFF, ukeys & 0xFF], axis=1)
+            slot = np.empty(_BRICK_KEYS, np.uint32)
+            slot[ukeys] = np.arange(n_b, dtype=np.uint32) * BRICK ** 3
+            at = slot[bkey]  # brick's first byte (a multiple of 512), then | the voxel's x + 8 y + 64 z in the brick
+            at |= w & 7
+            at |= (w >> 5) & 0o70
+            at |= (w >> 10) & 0o700
+            data = np.zeros(n_b * BRICK ** 3, np.uint8)
+            data[at] = v[:, 3]  # later duplicates win
+            bc = np.stack([ukeys >> 10, (ukeys >> 5) & 31, ukeys & 31], axis=1)
             rec = np.zeros((n_b, 8), np.uint32)
             rec[:, 0] = mi
             rec[:, 1:4] = bc
             rec[:, 4] = (nb + np.arange(n_b)) * BRICK ** 3
-            rec[:, 5] = np.bincount(inverse, minlength=n_b)
+            rec[:, 5] = counts[ukeys]
             brick_recs.append(rec)
-            brick_data.append(data.reshape(-1))
+            brick_data.append(data)
             if src.aabb_mode == "brick":
-                lo = (bc * BRICK).astype(np.float32)
-                hi = np.minimum(lo + BRICK, np.asarray(m.size, np.float32))
+                box = np.empty((n_b, 6), np.float32)
+                box[:, :3] = bc * BRICK
+                np.minimum(box[:, :3] + BRICK, np.asarray(m.size, np.float32), out=box[:, 3:])
             else:
-                lo = v[:, :3].astype(np.float32)
-                hi = lo + 1.0
-            box = np.concatenate([lo, hi], axis=1).astype(np.float32)
+                box = np.empty((len(v), 6), np.float32)
+                box[:, :3] = v[:, :3]
+                np.add(box[:, :3], 1.0, out=box[:, 3:])
             aabbs.append(box)
         else:
             n_b = 0
@@ -228,9 +260,9 @@ def _scene_arrays(src: VoxelSource) -> tuple[dict[str, np.ndarray], list[ModelIn
     arrays = {
         "meta": meta, "models": model_arr, "instances": inst, "palette": np.ascontiguousarray(src.palette, np.uint8),
         "materials": mats,
-        "bricks": np.concatenate(brick_recs) if brick_recs else np.zeros((1, 8), np.uint32),
-        "brick_data": np.concatenate(brick_data) if brick_data else np.zeros(BRICK ** 3, np.uint8),
-        "aabbs": np.concatenate(aabbs) if aabbs else np.zeros((1, 6), np.float32),
+        "bricks": _joined(brick_recs, np.zeros((1, 8), np.uint32)),
+        "brick_data": _joined(brick_data, np.zeros(BRICK ** 3, np.uint8)),
+        "aabbs": _joined(aabbs, np.zeros((1, 6), np.float32)),
     }
     bounds = (lo_w.astype(np.float32), hi_w.astype(np.float32)) if np.isfinite(lo_w).all() else (
         np.zeros(3, np.float32), np.zeros(3, np.float32))

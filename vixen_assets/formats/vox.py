@@ -370,8 +370,9 @@ class _Reader:
         count = cur.count("voxel count", 4)
         raw = cur.raw(4 * count, "voxels")
         voxels = np.frombuffer(raw, dtype=np.uint8).reshape(count, 4).copy()
-        outside = (voxels[:, :3] >= np.array(dims, dtype=np.int64)).any(axis=1)
-        if outside.any():
+        # per-axis maxima first (uint8, no temporary per voxel); the per-row scan only runs to report a bad file
+        if count and any(int(voxels[:, k].max()) >= dims[k] for k in range(3)):
+            outside = (voxels[:, :3] >= np.array(dims, dtype=np.int64)).any(axis=1)
             i = int(np.argmax(outside))
             raise cur.fail(f"voxel {i} at {tuple(int(c) for c in voxels[i, :3])} lies outside the model size {dims}")
         self.models.append(VoxModel(size=dims, voxels=voxels))

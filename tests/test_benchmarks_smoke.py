@@ -1,0 +1,67 @@
+"""Benchmarks run as smoke tests: ``--quick`` exits 0 and writes its JSON (numbers are not checked here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_bench_upload_quick(tmp_path: Path) -> None:
+    out = tmp_path / "upload.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_upload.py"), "--quick", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["quick"] and result["device"]["name"]
+    methods = {r["method"] for r in result["results"]}
+    assert any(m.startswith("uploader staging") for m in methods)
+    assert any(m.startswith("floor: numpy memcpy") for m in methods)
+    assert any(m.startswith("floor: raw vkCmdCopyBuffer") for m in methods)
+    assert all(r["gbps"] and r["gbps"] > 0 for r in result["results"])
+    assert result["cpu_overhead"]["overhead_ms_per_100MB"] is not None
+    assert result["targets"] and "memory" in result and "queue" in result
+    assert "Targets:" in proc.stdout
+
+
+def test_bench_accel_quick(tmp_path: Path) -> None:
+    out = tmp_path / "accel.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_accel.py"), "--quick", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["quick"] and result["device"]["name"] and result["geometry"]["triangles"] > 0
+    whats = [r["what"] for r in result["rows"]]
+    for prefix in ("floor: upload", "BLAS build, no compaction", "BLAS build + compaction", "TLAS build",
+                   "TLAS refit", "TLAS rebuild"):
+        assert any(w.startswith(prefix) for w in whats), prefix
+    assert all(r["best_s"] > 0 for r in result["rows"])
+    c = result["compaction"]
+    assert 0 < c["bytes_after"] <= c["bytes_before"] and c["per_blas_grew"] == 0
+    rq = result["ray_query"]
+    assert rq["ran"] or rq.get("error"), "the ray-query result must say whether it ran"
+    if rq["ran"]:
+        assert rq["mrays_per_s"] > 0 and rq["sane"]
+    assert "ray queries" in proc.stdout
+
+
+def test_bench_voxels_quick(tmp_path: Path, vixen_assets_dir: Path) -> None:
+    out = tmp_path / "voxels.json"
+    env = {**os.environ, "VIXEN_SHARED_ASSETS": str(vixen_assets_dir)}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_voxels.py"), "--quick", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["quick"] and result["device"] and not result["validation"]
+    assert result["file"] == "mmmm_scene_store8.vox" and result["voxels"] == 441118
+    whats = [r["what"] for r in result["rows"]]
+    assert any(w.startswith("floor: parse") for w in whats)
+    for mode in ("voxel", "brick"):
+        assert any(w.startswith(f"load_vox ({mode} AABBs): file -> GPU") for w in whats)
+        assert any(w.startswith(f"load_vox ({mode} AABBs) + AABB BLAS") for w in whats)
+    assert all(r["median_s"] > 0 and r["voxels_per_s"] > 0 and r["runs"] >= 3 for r in result["rows"])
+    assert "Mvoxels/s" in proc.stdout
