@@ -65,3 +65,45 @@ def test_bench_voxels_quick(tmp_path: Path, vixen_assets_dir: Path) -> None:
         assert any(w.startswith(f"load_vox ({mode} AABBs) + AABB BLAS") for w in whats)
     assert all(r["median_s"] > 0 and r["voxels_per_s"] > 0 and r["runs"] >= 3 for r in result["rows"])
     assert "Mvoxels/s" in proc.stdout
+
+
+def test_bench_textures_quick(tmp_path: Path) -> None:
+    out = tmp_path / "textures.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_textures.py"), "--quick", "--json",
+                           str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["quick"] and result["device"]["name"]
+    assert set(result["sets"]) == {"bc7", "etc2"}
+    assert result["sets"]["bc7"]["gpu_format"] == ["BC7_SRGB_BLOCK"]
+    whats = [r["what"] for r in result["throughput"]]
+    for prefix in ("floor: read + zstd inflate (BC7", "load_texture BC7", "floor: read + zstd inflate (ETC2",
+                   "floor: read + zstd + CPU ETC2 decode", "load_texture ETC2"):
+        assert any(w.startswith(prefix) for w in whats), prefix
+    assert all(r["mb_s"] > 0 and r["seconds"] > 0 for r in result["throughput"])
+    rows = result["memory_psnr"]
+    assert {r["kind"] for r in rows} == {"bc7", "bc1"}
+    for r in rows:
+        assert r["psnr_readback_db"] == r["psnr_db"] or abs(r["psnr_readback_db"] - r["psnr_db"]) < 1e-6
+        assert r["saved_payload"] == (0.75 if r["kind"] == "bc7" else 0.875)
+    generated = [r for r in rows if r["image"].startswith("generated") and r["kind"] == "bc7"]
+    assert generated and all(r["pass"] for r in generated)
+    assert "O3 BC7" in proc.stdout and ("PASS" in proc.stdout or "MISS" in proc.stdout)
+
+
+def test_bench_load_stage_quick(tmp_path: Path) -> None:
+    out = tmp_path / "load_stage.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_load_stage.py"), "--quick", "--top", "5",
+                           "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["quick"] and result["device"]["name"] and result["validation"] is False
+    assert set(result["scenes"]) == {"meshes", "instances"}
+    for name, scene in result["scenes"].items():
+        assert scene["floor_s"] > 0 and scene["cold_s"] > 0 and scene["warm_s"] > 0, name
+        assert scene["cold_over_floor"] == scene["cold_s"] / scene["floor_s"]
+        assert isinstance(scene["cold_pass"], bool) and isinstance(scene["warm_pass"], bool)
+        assert scene["instances"] > 0 and scene["triangles"] > 0 and scene["warnings"] == 0
+        assert scene["profile"]["top_tottime"]
+    assert result["scenes"]["instances"]["instances"] > result["scenes"]["instances"]["unique_meshes"]
+    assert "cold/floor" in proc.stdout and ("PASS" in proc.stdout or "MISS" in proc.stdout)

@@ -114,13 +114,13 @@ def _compress(pixels: np.ndarray, kind: str, srgb: bool) -> tuple[int, bytes, np
     padded[:h, :w] = pixels
     padded[:h, w:] = pixels[:, -1:]
     padded[h:, :] = padded[h - 1:h, :]
-    bgra = np.ascontiguousarray(padded[..., [2, 1, 0, 3]])
+    rgba = padded.tobytes()  # etcpak's BC encoders take RGBA rows (texture2ddecoder returns BGRA)
     if kind == "bc7":
-        blocks = etcpak.compress_bc7(bgra.tobytes(), pw, ph)
+        blocks = etcpak.compress_bc7(rgba, pw, ph)
         fmt = BC7_SRGB if srgb else BC7_UNORM
         dec = texture2ddecoder.decode_bc7(blocks, pw, ph)
     elif kind == "bc1":
-        blocks = etcpak.compress_bc1(bgra.tobytes(), pw, ph)
+        blocks = etcpak.compress_bc1(rgba, pw, ph)
         fmt = BC1_RGBA_SRGB if srgb else BC1_RGBA_UNORM
         dec = texture2ddecoder.decode_bc1(blocks, pw, ph)
     else:
@@ -205,7 +205,8 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
         if target is None:
             raise UnsupportedFormatError(
                 f"{source_name} cannot be sampled by {self.device.name} and no decoder handles it"
-                + (f" (the {ktx.scheme_name} scheme needs a Basis Universal transcoder: install 'alktx2')"
+                + (f" ({source_name}" + ("" if ktx.supercompression_scheme in (0, 1) else f" + {ktx.scheme_name}")
+                   + " needs a Basis Universal transcoder: install the optional 'alktx2' package)"
                    if ktx.format is None else ""), path=src.path, field="vkFormat")
         levels_data = []
         for lv in ktx.levels:

@@ -46,7 +46,7 @@ def run_info(args: argparse.Namespace) -> int:
     t.add_column("field")
     t.add_column("value")
     for k, v in summary.items():
-        if k in ("levels", "kvd"):
+        if k in ("levels", "keyValueData"):
             continue
         t.add_row(str(k), str(v))
     console.print(t)

@@ -13,14 +13,15 @@ from ..errors import FormatError, UnsupportedFormatError
 
 
 def material_texture_files(stage: Any, material_path: str, time: Any) -> list[tuple[str, str, bool, str]]:
-    """``(shader path, resolved file, srgb, authored path)`` of every UsdUVTexture under a material."""
+    """``(shader path, resolved file, srgb, authored path)`` of every UsdUVTexture under a material, plus any other
+    shader whose asset-valued ``inputs:file`` does not resolve (resolved file ``""``: reported, never loaded)."""
     prim = stage.GetPrimAtPath(material_path)
     if not prim:
         return []
     out = []
     for p in Usd.PrimRange(prim):
         sh = UsdShade.Shader(p)
-        if not sh or sh.GetShaderId() != "UsdUVTexture":
+        if not sh:
             continue
         inp = sh.GetInput("file")
         if not inp:
@@ -28,6 +29,12 @@ def material_texture_files(stage: Any, material_path: str, time: Any) -> list[tu
         value = inp.Get(time)
         authored = getattr(value, "path", "") if value is not None else ""
         if not authored:
+            continue
+        if sh.GetShaderId() != "UsdUVTexture":
+            # other texture nodes (Ptex, MaterialX image) are not loaded, but a file they name that is missing is
+            # still reported: the caller warns about entries whose resolved path is empty
+            if not getattr(value, "resolvedPath", ""):
+                out.append((str(p.GetPath()), "", True, authored))
             continue
         cs = sh.GetInput("sourceColorSpace")
         space = str(cs.Get(time)) if cs and cs.Get(time) is not None else "auto"
