@@ -34,18 +34,19 @@ def test_bench_accel_quick(tmp_path: Path) -> None:
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert result["quick"] and result["device"]["name"] and result["geometry"]["triangles"] > 0
+    log = proc.stdout[-3000:]
+    assert result["quick"] and result["device"]["name"] and result["geometry"]["triangles"] > 0, log
     whats = [r["what"] for r in result["rows"]]
     for prefix in ("floor: upload", "BLAS build, no compaction", "BLAS build + compaction", "TLAS build",
                    "TLAS refit", "TLAS rebuild"):
-        assert any(w.startswith(prefix) for w in whats), prefix
-    assert all(r["best_s"] > 0 for r in result["rows"])
+        assert any(w.startswith(prefix) for w in whats), f"{prefix!r} missing:\n{log}"
+    assert all(r["best_s"] > 0 for r in result["rows"]), log
     c = result["compaction"]
-    assert 0 < c["bytes_after"] <= c["bytes_before"] and c["per_blas_grew"] == 0
+    assert 0 < c["bytes_after"] <= c["bytes_before"] and c["per_blas_grew"] == 0, c
     rq = result["ray_query"]
     assert rq["ran"] or rq.get("error"), "the ray-query result must say whether it ran"
     if rq["ran"]:
-        assert rq["mrays_per_s"] > 0 and rq["sane"]
+        assert rq["mrays_per_s"] > 0 and rq["sane"], f"{rq}\n{log}"
     assert "ray queries" in proc.stdout
 
 

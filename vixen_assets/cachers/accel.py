@@ -100,8 +100,6 @@ class AccelStats:
     bytes_after_compaction: int = 0
     transient_peak_bytes: int = 0
     scratch_bytes: int = 0
-    tlas_builds: int = 0
-    tlas_refits: int = 0
     per_blas: list[tuple[int, int]] = field(default_factory=list)
 
 
@@ -221,30 +219,39 @@ def build_blases(device: Any, items: Sequence[tuple[str, list[vka.Geometry]]], g
 
 def _compact(device: Any, group: AllocationGroup, built: list[AccelerationStructure], compacted: list[int],
              stats: AccelStats, before: int) -> list[AccelerationStructure]:
+    """Copy each BLAS whose compacted size is smaller into a buffer of that size and free the original; a BLAS that
+    would not shrink (lavapipe reports the full size) is kept as it is, so no copy and no transient doubling."""
     dev = device.logical
-    small: list[AccelerationStructure] = []
-    for a, csize in zip(built, compacted):
+    out: list[AccelerationStructure] = list(built)
+    pairs: list[tuple[int, AccelerationStructure, AccelerationStructure]] = []
+    base = sum(a.buffer.nbytes for a in built)
+    extra = 0
+    for i, (a, csize) in enumerate(zip(built, compacted)):
         csize = max(int(csize), 256)
+        if csize >= a.size:
+            stats.per_blas.append((a.buffer.nbytes, a.buffer.nbytes))
+            continue
         buf = group.create_buffer(csize, AS_STORAGE_USAGE, name=f"blas:{a.name}", category="accel", alignment=256)
         c = AccelerationStructure(device, a.name, vka.BLAS, buf, csize)
         group.adopt(c)
-        small.append(c)
-    stats.transient_peak_bytes = max(stats.transient_peak_bytes,
-                                     device.budget.stats()["categories"].get("accel", {}).get("bytes", 0))
-    with one_shot(dev, device.command_pool, dev.queue) as cmd:
-        for a, c in zip(built, small):
-            vka.cmd_copy_compact(dev, cmd, a.handle, c.handle)
-        vka.cmd_build_barrier(cmd)
-    after = 0
-    for a, c in zip(built, small):
+        pairs.append((i, a, c))
+        extra += c.buffer.nbytes
+    # the batch's own peak: its originals plus the compact copies while both exist
+    stats.transient_peak_bytes = max(stats.transient_peak_bytes, base + extra)
+    if pairs:
+        with one_shot(dev, device.command_pool, dev.queue) as cmd:
+            for _i, a, c in pairs:
+                vka.cmd_copy_compact(dev, cmd, a.handle, c.handle)
+            vka.cmd_build_barrier(cmd)
+    for i, a, c in pairs:
         stats.per_blas.append((a.buffer.nbytes, c.buffer.nbytes))
-        after += c.buffer.nbytes
+        out[i] = c
         a.destroy()
         group.buffers.remove(a)
         if a.buffer in group.buffers:
             group.buffers.remove(a.buffer)
-    stats.bytes_after_compaction += after
-    return small
+    stats.bytes_after_compaction += sum(a.buffer.nbytes for a in out)
+    return out
 
 
 class AccelerationStructureCacher(TypedCacher[Any, AccelerationStructure]):

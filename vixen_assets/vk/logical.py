@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .faults import FaultInjector
-from .physical import OPTIONAL_EXTENSIONS, DeviceInfo, FeatureChain
+from .physical import OPTIONAL_EXTENSIONS, RAY_TRACING_PIPELINE_EXTENSION, DeviceInfo, FeatureChain
 from .shim import NULL, check, cstrings, device_proc, ffi, lib, vk
 
 
@@ -66,11 +66,19 @@ class LogicalDevice:
             want = [e for e in want if e not in ("VK_KHR_acceleration_structure", "VK_KHR_ray_query")]
         elif not info.features.get("ray_query"):
             want = [e for e in want if e != "VK_KHR_ray_query"]
+            # acceleration-structure commands are only valid with rayQuery or rayTracingPipeline enabled
+            # (VUID-vkGetAccelerationStructureBuildSizesKHR-rayTracingPipeline-03617, ...): without ray queries
+            # (NVIDIA's driver here) enable ray-tracing pipelines; with neither, acceleration structures are off
+            if info.features.get("ray_tracing_pipeline"):
+                want.append(RAY_TRACING_PIPELINE_EXTENSION)
+            else:
+                want = [e for e in want if e != "VK_KHR_acceleration_structure"]
         self.extensions = frozenset(want)
         self.features = {k: bool(v) for k, v in info.features.items()}
         for feat, ext in OPTIONAL_EXTENSIONS.items():
             if ext not in self.extensions:
                 self.features[feat] = False
+        self.features["ray_tracing_pipeline"] = RAY_TRACING_PIPELINE_EXTENSION in self.extensions
 
         # Enable exactly the features the library uses, where the device has them.
         supported = FeatureChain(exts)
@@ -89,6 +97,8 @@ class LogicalDevice:
             enable.accel.accelerationStructure = 1
         if "VK_KHR_ray_query" in self.extensions:
             enable.rayq.rayQuery = 1
+        if RAY_TRACING_PIPELINE_EXTENSION in self.extensions:
+            enable.rtp.rayTracingPipeline = 1
         core = supported.root.features
         for name in ("shaderInt64", "textureCompressionBC", "textureCompressionETC2", "textureCompressionASTC_LDR",
                      "sparseBinding", "sparseResidencyBuffer", "sparseResidencyImage2D", "samplerAnisotropy",

@@ -17,6 +17,11 @@ OPTIONAL_EXTENSIONS = {
     "memory_budget": "VK_EXT_memory_budget",
 }
 
+#: Enabled only on devices with acceleration structures but no ray queries: acceleration-structure commands need the
+#: ``rayQuery`` or the ``rayTracingPipeline`` feature enabled (VUID-vkGetAccelerationStructureBuildSizesKHR-
+#: rayTracingPipeline-03617 and the matching VUIDs of the build, copy and property commands).
+RAY_TRACING_PIPELINE_EXTENSION = "VK_KHR_ray_tracing_pipeline"
+
 _MEMORY_PROPERTY_NAMES = {
     0x1: "DEVICE_LOCAL",
     0x2: "HOST_VISIBLE",
@@ -135,12 +140,18 @@ class FeatureChain:
         self.rayq = ffi.new(
             "VkPhysicalDeviceRayQueryFeaturesKHR*", {"sType": vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_RAY_QUERY_FEATURES_KHR}
         )
+        self.rtp = ffi.new(
+            "VkPhysicalDeviceRayTracingPipelineFeaturesKHR*",
+            {"sType": vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_RAY_TRACING_PIPELINE_FEATURES_KHR},
+        )
         self.root = ffi.new("VkPhysicalDeviceFeatures2*", {"sType": vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2})
         chain: list[Any] = [self.v11, self.v12, self.v13]
         if OPTIONAL_EXTENSIONS["acceleration_structure"] in extensions:
             chain.append(self.accel)
         if OPTIONAL_EXTENSIONS["ray_query"] in extensions:
             chain.append(self.rayq)
+        if RAY_TRACING_PIPELINE_EXTENSION in extensions:
+            chain.append(self.rtp)
         self.root.pNext = chain[0]
         for a, b in zip(chain, chain[1:]):
             a.pNext = b
@@ -231,6 +242,7 @@ def query_device_info(pd: Any, index: int) -> DeviceInfo:
         "synchronization2": bool(chain.v13.synchronization2),
         "acceleration_structure": has(OPTIONAL_EXTENSIONS["acceleration_structure"]) and bool(chain.accel.accelerationStructure),
         "ray_query": has(OPTIONAL_EXTENSIONS["ray_query"]) and bool(chain.rayq.rayQuery),
+        "ray_tracing_pipeline": has(RAY_TRACING_PIPELINE_EXTENSION) and bool(chain.rtp.rayTracingPipeline),
         "deferred_host_operations": has(OPTIONAL_EXTENSIONS["deferred_host_operations"]),
         "memory_budget": has(OPTIONAL_EXTENSIONS["memory_budget"]),
         "sparse_binding": bool(chain.root.features.sparseBinding),
