@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from pxr import Tf, Usd, UsdGeom, UsdShade
+from pxr import Gf, Tf, Usd, UsdGeom, UsdShade
 
 from ..cachers import LoadContext, cacher_for
 from ..cachers.registry import Registration
@@ -37,21 +37,37 @@ ProgressFn = Callable[[str, int, int], None]
 FILE_ATTRIBUTE = "vixen:file"
 
 
-@dataclass
+@dataclass(slots=True)  # one per placement (10,000s for big instancers): slots make them cheaper to create
 class _Item:
     """One placement found by the walk: which prim (read once) and its matrix (row-vector convention)."""
 
     registration: Registration
     prim: Any
-    matrix: Any  # Gf.Matrix4d, USD row-vector convention
+    matrix: Any  # Gf.Matrix4d or a (4, 4) float64 numpy array (point instancers), USD row-vector convention
     label: str
     material: str | None
     file: str | None = None  # set for assets referenced by a ``vixen:file`` attribute (read with ``read_file``)
+    prim_path: str = ""  # str(prim.GetPath()), computed once per prim and carried to every placement of it
 
     @property
     def source_id(self) -> str:
         """What is read once: the file for file assets, else the prim."""
-        return f"file:{self.file}" if self.file else str(self.prim.GetPath())
+        if self.file:
+            return f"file:{self.file}"
+        if not self.prim_path:
+            self.prim_path = str(self.prim.GetPath())
+        return self.prim_path
+
+    def placed(self, matrix: Any, label: str, material: str | None) -> _Item:
+        """This item placed again (an instance of a prototype, a point of an instancer)."""
+        return _Item(self.registration, self.prim, matrix, label, material, self.file, self.prim_path)
+
+
+def _mul(a: Any, b: Any) -> Any:
+    """Row-vector matrix product ``a * b`` of ``Gf.Matrix4d`` objects and/or (4, 4) numpy arrays."""
+    if isinstance(a, Gf.Matrix4d) and isinstance(b, Gf.Matrix4d):
+        return a * b
+    return np.asarray(a, dtype=np.float64) @ np.asarray(b, dtype=np.float64)
 
 
 def _open(path_or_stage: Any) -> tuple[Any, str]:
@@ -107,6 +123,11 @@ class _Walker:
     def _pruned(self, prim: Any) -> bool:
         if not prim.IsA(UsdGeom.Imageable):
             return False
+        # one call tells whether either attribute has any authored opinion (most prims have neither); only then
+        # the schema checks below, unchanged (a spec without a value is not an authored value)
+        names = prim.GetAuthoredPropertyNames()
+        if "visibility" not in names and "purpose" not in names:
+            return False
         img = UsdGeom.Imageable(prim)
         vis = img.GetVisibilityAttr()
         if vis.HasAuthoredValue() and vis.Get(self.time) == UsdGeom.Tokens.invisible:
@@ -134,9 +155,9 @@ class _Walker:
                 m = self._matrix(prim, relative_to)
                 inst_mat = _bound_material(prim)
                 path = str(prim.GetPath())
+                cut = len(str(proto.GetPath()))
                 for pi in self._prototype(proto):
-                    items.append(_Item(pi.registration, pi.prim, pi.matrix * m,
-                                       path + pi.label[len(str(proto.GetPath())):], pi.material or inst_mat))
+                    items.append(pi.placed(_mul(pi.matrix, m), path + pi.label[cut:], pi.material or inst_mat))
                 it.PruneChildren()
                 continue
             tname = prim.GetTypeName()
@@ -150,7 +171,8 @@ class _Walker:
             if reg is None and self.attributes:
                 reg = next((r for a, r in self.attributes.items() if prim.HasAttribute(a)), None)
             if reg is not None:
-                items.append(_Item(reg, prim, self._matrix(prim, relative_to), str(prim.GetPath()), None))
+                ppath = str(prim.GetPath())
+                items.append(_Item(reg, prim, self._matrix(prim, relative_to), ppath, None, prim_path=ppath))
             elif self.suffixes and prim.HasAttribute(FILE_ATTRIBUTE):
                 item = self._file_item(prim, relative_to)
                 if item is not None:
@@ -220,7 +242,20 @@ class _Walker:
         invisible = {i for i, keep in enumerate(mask) if not keep} if mask is not None and len(mask) else set()
         items: list[_Item] = []
         n = len(protos)
-        for i, (pidx, xf) in enumerate(zip(proto_idx, xforms)):
+        # all point matrices at once: world[i] = xforms[i] * m_inst, then item.matrix * world[i] per prototype item
+        world = np.asarray(xforms, dtype=np.float64).reshape(-1, 4, 4) @ np.asarray(m_inst, dtype=np.float64)
+        proto_mats = [np.stack([np.asarray(it.matrix, dtype=np.float64) for it in sub]) if sub else None
+                      for sub in protos]
+        placed: dict[int, Any] = {}
+        indices = np.asarray(proto_idx, dtype=np.int64)
+        row = np.zeros(len(indices), dtype=np.int64)  # point -> its row among the points of its prototype
+        for p, mats in enumerate(proto_mats):
+            if mats is not None:
+                sel = np.flatnonzero(indices == p)
+                row[sel] = np.arange(len(sel))
+                placed[p] = mats[None, :, :, :] @ world[sel][:, None, :, :]  # (points, items, 4, 4)
+        rows = row.tolist()
+        for i, pidx in enumerate(indices.tolist()):
             if i in invisible:
                 continue
             if not 0 <= pidx < n:
@@ -229,10 +264,9 @@ class _Walker:
             sub = protos[pidx]
             if not sub:
                 continue
-            world = xf * m_inst
-            for it in sub:
-                items.append(_Item(it.registration, it.prim, it.matrix * world, f"{path}[{i}]{it.label}",
-                                   it.material))
+            mats = placed[pidx][rows[i]]
+            for k, it in enumerate(sub):
+                items.append(it.placed(mats[k], f"{path}[{i}]{it.label}", it.material))
         return items
 
     def _walk_proto_subtree(self, proto_root: Any) -> list[_Item]:
@@ -424,15 +458,24 @@ def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purpos
     t_upload = _time.perf_counter()
 
     seen: dict[int, Any] = {}
+    placed: list[tuple[_Item, Any, str | None, str]] = []
+    per_source: dict[str, tuple[Any, str | None, str] | None] = {}  # looked up once per unique source
     for it in items:
-        got = entries.get(it.source_id)
-        if got is None:
+        sid = it.source_id
+        info = per_source.get(sid, False)
+        if info is False:
+            got = entries.get(sid)
+            info = per_source[sid] = None if got is None else (
+                got[2], getattr(sources[sid], "material_path", None), it.registration.name)
+        if info is None:
             continue
-        _cacher, _key, value = got
+        value = info[0]
         seen.setdefault(id(value), value)
-        src = sources[it.source_id]
-        material = it.material or getattr(src, "material_path", None)
-        scene.instances.append(Instance(value, _to_numpy(it.matrix), it.label, material, kind=it.registration.name))
+        placed.append((it, value, it.material or info[1], info[2]))
+    # every world matrix converted in one pass; each transform is the transposed float32 view, as _to_numpy gives
+    mats = np.array([it.matrix for it, *_ in placed], dtype=np.float64).reshape(-1, 4, 4).astype(np.float32)
+    scene.instances.extend(Instance(value, mats[k].T, it.label, material, kind=kind)
+                           for k, (it, value, material, kind) in enumerate(placed))
     if textures:
         t_tex = _time.perf_counter()
         if load_material_textures(stage, scene, device, time, lambda p, f, m: warn(p, f, m), strict):
