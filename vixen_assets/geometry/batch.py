@@ -1,7 +1,8 @@
 """A batch of meshes concatenated into single arrays, with the per-mesh offsets that segment them.
 
-Points, faces and corners (entries of ``faceVertexIndices``) of all meshes are laid end to end; ``point_index``
-holds every corner's point as a *global* index into the concatenated points. Per-mesh ranges are recovered with the
+Points, faces and corners (entries of ``faceVertexIndices``) of all meshes are laid end to end; ``local_index``
+holds every corner's point within its mesh (the authored ``faceVertexIndices``), ``point_index`` the same as a
+*global* index into the concatenated points. Per-mesh ranges are recovered with the
 ``*_start``/``n_*`` arrays, and :func:`ranges` turns a set of meshes into the concatenated index ranges of their
 points, faces or corners without a Python loop.
 """
@@ -50,6 +51,7 @@ class Batch:
     corner_start: np.ndarray
     points: np.ndarray
     counts: np.ndarray
+    local_index: np.ndarray
     point_index: np.ndarray
     _corner_face: np.ndarray | None = field(default=None, repr=False)
 
@@ -98,12 +100,14 @@ def build_batch(sources: Sequence[MeshSource]) -> Batch:
         src = sources[0]
         points = src.points
         counts = src.face_vertex_counts
-        point_index = src.face_vertex_indices.astype(np.intp)
+        local_index = src.face_vertex_indices.astype(np.int32, copy=False)
+        point_index = local_index.astype(np.intp)
     else:
         points = np.concatenate([s.points for s in sources])
         counts = np.concatenate([s.face_vertex_counts for s in sources])
-        point_index = np.concatenate([s.face_vertex_indices for s in sources], dtype=np.intp, casting="same_kind")
-        point_index += np.repeat(point_start, n_corners)
+        local_index = np.concatenate([s.face_vertex_indices for s in sources], dtype=np.int32, casting="same_kind")
+        point_index = np.repeat(point_start, n_corners)
+        point_index += local_index
     return Batch(
         sources=sources,
         n_points=n_points,
@@ -114,5 +118,6 @@ def build_batch(sources: Sequence[MeshSource]) -> Batch:
         corner_start=exclusive_cumsum(n_corners),
         points=points,
         counts=counts,
+        local_index=local_index,
         point_index=point_index,
     )

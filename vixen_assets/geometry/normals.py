@@ -33,7 +33,7 @@ def smooth_normals(
 ) -> np.ndarray:
     """Area-weighted smooth normals per point.
 
-    :param face_normals: ``(F, 3)`` Newell normals of every face of the batch
+    :param face_normals: ``(3, F)`` Newell normals of every face of the batch (x, y, z rows)
     :param corner_face: the face of every corner (length ``C``)
     :param point_index: the point of every corner (length ``C``)
     :param n_points: number of points of the batch
@@ -43,8 +43,13 @@ def smooth_normals(
     if corners is not None:
         corner_face = corner_face[corners]
         point_index = point_index[corners]
-    acc = np.zeros((3, n_points), dtype=np.float32)
-    comps = np.ascontiguousarray(face_normals.T)
+    acc = np.empty((3, n_points), dtype=np.float32)
+    acc.fill(0)
     for k in range(3):
-        np.add.at(acc[k], point_index, np.take(comps[k], corner_face))
-    return normalize_rows(np.ascontiguousarray(acc.T))
+        np.add.at(acc[k], point_index, np.take(face_normals[k], corner_face))
+    # normalize on the x/y/z rows (contiguous), then interleave once
+    length = np.einsum("ij,ij->j", acc, acc)
+    np.sqrt(length, out=length)
+    np.divide(1.0, length, out=length, where=length > 0)
+    acc *= length
+    return np.ascontiguousarray(acc.T)

@@ -1,8 +1,9 @@
 """``prepare_meshes``: a batch of :class:`MeshSource` in, a list of :class:`PreparedMesh` out.
 
-All meshes of the batch are concatenated and every step runs as numpy passes over the whole batch:
+The batch is processed in chunks of about :data:`CHUNK_CORNERS` corners; the meshes of a chunk are concatenated
+and every step runs as numpy passes over the whole chunk:
 
-1. validate (vectorized counts/index checks, :func:`~vixen_assets.geometry.mesh_source.validate_sources`);
+1. validate (vectorized counts/index/size checks, see :mod:`~vixen_assets.geometry.mesh_source`);
 2. triangulate (:mod:`~vixen_assets.geometry.triangulate`: fan, concave faces ear-clipped), flip the winding of
    ``leftHanded`` meshes, drop hole faces;
 3. normals: authored ones are flattened like any primvar, the others computed (:mod:`~vixen_assets.geometry.normals`);
@@ -11,7 +12,11 @@ All meshes of the batch are concatenated and every step runs as numpy passes ove
 6. pack interleaved vertices and uint16/uint32 indices (:mod:`~vixen_assets.geometry.packing`), one slice per mesh.
 
 Python loops run per mesh only for bookkeeping (building the result objects, left-handed slices, subsets) and per
-concave face for ear clipping.
+concave face for ear clipping. Content hashes are computed on a helper thread meanwhile. Set :data:`STAGE_TIMES`
+to a dict to collect the time of each stage (``benchmarks/bench_prepare.py`` prints them).
+
+Results do not depend on how the batch is split into chunks or calls, except that the component count of an extra
+primvar is the largest found in the batch.
 """
 
 from __future__ import annotations
@@ -40,7 +45,13 @@ from vixen_assets.geometry.packing import (
     VertexLayout,
     build_layout,
 )
-from vixen_assets.geometry.primvars import Flattened, VertexMap, flatten_attribute, representative_corners, split_vertices
+from vixen_assets.geometry.primvars import (
+    Flattened,
+    VertexMap,
+    flatten_attribute,
+    representative_corners,
+    split_vertices,
+)
 from vixen_assets.geometry.triangulate import triangulate
 
 __all__ = ["prepare_meshes"]
@@ -63,8 +74,11 @@ def _components(name: str, per_mesh: list[PrimvarData | None]) -> int:
     return k
 
 
-def _group_triangles(batch: Batch, tri_face: np.ndarray, n_tris: np.ndarray):
-    """Per-triangle submesh group (global id) and groups per mesh, or None when no mesh has subsets."""
+def _group_triangles(batch: Batch, tri_count: np.ndarray):
+    """Per-triangle submesh group (global id) and groups per mesh, or None when no mesh has subsets.
+
+    Subset face indices are range-checked here in one vectorized pass (the error names the subset prim).
+    """
     sources = batch.sources
     n_sub = np.fromiter((len(s.subsets) for s in sources), dtype=np.intp, count=len(sources))
     if not n_sub.any():
@@ -72,18 +86,26 @@ def _group_triangles(batch: Batch, tri_face: np.ndarray, n_tris: np.ndarray):
     n_groups = n_sub + 1
     group_start = exclusive_cumsum(n_groups)
     face_group = np.repeat(group_start + n_sub, batch.n_faces)  # default group: last of each mesh
-    idx_parts, grp_parts = [], []
-    for i in np.flatnonzero(n_sub).tolist():
-        fs, gs = int(batch.face_start[i]), int(group_start[i])
-        for s, sub in enumerate(sources[i].subsets):
-            if len(sub.indices):
-                idx_parts.append(sub.indices.astype(np.intp) + fs)
-                grp_parts.append(np.full(len(sub.indices), gs + s, dtype=np.intp))
-    if idx_parts:
+    owners = [(i, s, sub) for i in np.flatnonzero(n_sub).tolist() for s, sub in enumerate(sources[i].subsets)]
+    lens = np.fromiter((len(sub.indices) for _, _, sub in owners), dtype=np.intp, count=len(owners))
+    if lens.any():
+        mesh = np.fromiter((i for i, _, _ in owners), dtype=np.intp, count=len(owners))
+        slot = np.fromiter((s for _, s, _ in owners), dtype=np.intp, count=len(owners))
+        faces = np.concatenate([sub.indices for _, _, sub in owners], dtype=np.intp, casting="same_kind")
+        bad = (faces < 0) | (faces >= np.repeat(batch.n_faces[mesh], lens))
+        if bad.any():
+            j = int(np.searchsorted(np.cumsum(lens), int(np.flatnonzero(bad)[0]), side="right"))
+            i, _, sub = owners[j]
+            src = sources[i]
+            raise src.error(
+                f"GeomSubset {sub.name!r}: face index out of range for {src.face_count} faces",
+                "indices",
+                prim_path=sub.prim_path or f"{src.prim_path}/{sub.name}",
+            )
+        faces += np.repeat(batch.face_start[mesh], lens)
         # the first subset that lists a face keeps it (materialBind subsets should not overlap, but may)
-        np.minimum.at(face_group, np.concatenate(idx_parts), np.concatenate(grp_parts))
-    tri_group = np.take(face_group, tri_face)
-    return tri_group, n_groups, group_start
+        np.minimum.at(face_group, faces, np.repeat(group_start[mesh] + slot, lens))
+    return np.repeat(face_group, tri_count), n_groups, group_start
 
 
 def _stable_order(keys: np.ndarray) -> np.ndarray:
@@ -135,8 +157,11 @@ def _chunks(sources: Sequence[MeshSource], limit: int):
 
 
 def _hash_all(sources: Sequence[MeshSource], attrs: tuple[str, ...]) -> None:
-    for src in sources:
-        src.content_hash(attrs)
+    try:
+        for src in sources:
+            src.content_hash(attrs)
+    except Exception:  # noqa: BLE001 - the caller's thread hashes again and raises with its own traceback
+        return
 
 
 def prepare_meshes(
@@ -199,7 +224,8 @@ def _prepare_chunk(
     t = _mark("concatenate + validate", t)
 
     # -- triangulate ---------------------------------------------------------------------------------------------
-    tri = triangulate(batch.points, batch.point_index, batch.counts)
+    need_normals = "normal" in attrs and any(s.normals is None for s in sources)
+    tri = triangulate(batch.points, batch.point_index, batch.counts, face_normals=need_normals)
     corners = tri.corners
     n_tris = batch.n_corners - 2 * batch.n_faces
     tri_start = exclusive_cumsum(n_tris)
@@ -209,20 +235,21 @@ def _prepare_chunk(
             a, b = int(tri_start[i]), int(tri_start[i] + n_tris[i])
             corners[a:b, 1:] = corners[a:b, :0:-1].copy()
             fa, fb = int(batch.face_start[i]), int(batch.face_start[i] + batch.n_faces[i])
-            face_normals[fa:fb] *= -1
-    tri_face = tri.face
+            if face_normals is not None:
+                face_normals[:, fa:fb] *= -1
+    tri_count = tri.tri_count
     holes = [i for i, s in enumerate(sources) if s.hole_indices is not None and len(s.hole_indices)]
     if holes:
         face_keep = np.ones(len(batch.counts), dtype=bool)
         for i in holes:
             face_keep[np.asarray(sources[i].hole_indices, dtype=np.intp) + batch.face_start[i]] = False
-        face_normals[~face_keep] = 0  # holes do not shade their neighbours
-        tri_keep = face_keep[tri_face]
-        tri_mesh = np.repeat(np.arange(m, dtype=np.intp), n_tris)
-        n_tris = np.bincount(tri_mesh[tri_keep], minlength=m).astype(np.intp)
+        if face_normals is not None:
+            face_normals[:, ~face_keep] = 0  # holes do not shade their neighbours
+        corners = corners[np.repeat(face_keep, tri_count)]
+        tri_count = np.where(face_keep, tri_count, 0)
+        total = np.concatenate([[0], np.cumsum(tri_count)])
+        n_tris = total[batch.face_start + batch.n_faces] - total[batch.face_start]
         tri_start = exclusive_cumsum(n_tris)
-        corners = corners[tri_keep]
-        tri_face = tri_face[tri_keep]
     t = _mark("triangulate", t)
 
     # -- attributes ----------------------------------------------------------------------------------------------
@@ -234,7 +261,8 @@ def _prepare_chunk(
         elif name != "position":
             flat[name] = flatten_attribute(batch, [s.primvars.get(name) for s in sources], k, f"primvars:{name}")
             t = _mark("primvars", t)
-    split_cols = [f.corner_values for f in flat.values() if f.corner_values is not None]
+    split = [f for f in flat.values() if f.corner_values is not None]
+    split_cols = [f.corner_values for f in split]
     if split_cols:
         rep = representative_corners(batch)
         for f in flat.values():
@@ -244,58 +272,62 @@ def _prepare_chunk(
                 else:
                     rows = batch.point_ranges(f.split_meshes)
                     f.point_values[rows] = np.take(f.corner_values, rep[rows], axis=0)
-        vmap = split_vertices(batch, split_cols, rep)
+        corner_sets = [None if len(f.split_meshes) == m else batch.corner_ranges(f.split_meshes) for f in split]
+        vmap = split_vertices(batch, split_cols, rep, corner_sets)
     else:
-        vmap = VertexMap(batch.point_index, batch.n_points, batch.point_start, None, np.zeros(0, np.intp),
+        vmap = VertexMap(batch.local_index, batch.n_points, batch.point_start, None, np.zeros(0, np.intp),
                          np.zeros(0, np.intp), None)
     t = _mark("split vertices", t)
 
     # -- vertices ------------------------------------------------------------------------------------------------
+    # Interleave per point first, then gather whole 32-byte rows per vertex (faster than a gather per attribute),
+    # then give the split-off vertices their own corner values.
     n_v = int(vmap.n_vertices.sum())
-    buf = np.empty((n_v, layout.stride // 4), dtype=np.float32)
+    pbuf = np.empty((batch.total_points, layout.stride // 4), dtype=np.float32)
     for name, k, offset in zip(layout.names, layout.components, layout.offsets):
-        target = buf[:, offset // 4 : offset // 4 + k]
-        if name == "position":
-            values, seam_values = batch.points, None
-        else:
-            values, seam_values = flat[name].point_values, flat[name].corner_values
-        if vmap.vertex_point is None:
-            target[...] = values
-        else:
-            target[...] = np.take(values, vmap.vertex_point, axis=0)
-            if seam_values is not None and len(vmap.seam_vertex):
-                seam_vertex, seam_corner = vmap.seam_vertex, vmap.seam_corner
-                split = flat[name].split_meshes
-                if len(split) != m:
-                    # a seam made by *another* attribute of a mesh whose values here are per point: its new
-                    # vertices keep their point's value (set above); the corner rows of such meshes are zeros
-                    is_split = np.zeros(m, dtype=bool)
-                    is_split[split] = True
-                    mesh_of = np.searchsorted(batch.corner_start, seam_corner, side="right") - 1
-                    keep = is_split[mesh_of]
-                    seam_vertex, seam_corner = seam_vertex[keep], seam_corner[keep]
-                target[seam_vertex] = np.take(seam_values, seam_corner, axis=0)
+        pbuf[:, offset // 4 : offset // 4 + k] = batch.points if name == "position" else flat[name].point_values
+    if vmap.vertex_point is None:
+        buf = pbuf
+    else:
+        buf = np.take(pbuf, vmap.vertex_point, axis=0)
+        del pbuf
+        for name, k, offset in zip(layout.names, layout.components, layout.offsets):
+            seam_values = None if name == "position" else flat[name].corner_values
+            if seam_values is None or not len(vmap.seam_vertex):
+                continue
+            seam_vertex, seam_corner = vmap.seam_vertex, vmap.seam_corner
+            split = flat[name].split_meshes
+            if len(split) != m:
+                # a seam made by *another* attribute of a mesh whose values here are per point: its new
+                # vertices keep their point's value (set above); the corner rows of such meshes are zeros
+                is_split = np.zeros(m, dtype=bool)
+                is_split[split] = True
+                mesh_of = np.searchsorted(batch.corner_start, seam_corner, side="right") - 1
+                keep = is_split[mesh_of]
+                seam_vertex, seam_corner = seam_vertex[keep], seam_corner[keep]
+            buf[seam_vertex, offset // 4 : offset // 4 + k] = np.take(seam_values, seam_corner, axis=0)
     vertices = buf.view(layout.dtype).reshape(n_v)
     t = _mark("pack vertices", t)
 
     # -- indices and submeshes -----------------------------------------------------------------------------------
-    tri_vertex = np.take(vmap.corner_vertex, corners)  # (T, 3) global vertex ids
-    groups = _group_triangles(batch, tri_face, n_tris)
+    # corner -> local vertex, already in the index dtype, so one gather makes the (T, 3) index buffer
+    small = vmap.n_vertices <= MAX_UINT16_VERTICES
+    all_small = bool(small.all())
+    corner_vertex = vmap.corner_vertex.astype(np.uint16) if all_small else vmap.corner_vertex.view(np.uint32)
+    tri_index = np.take(corner_vertex, corners)
+    groups = None
+    if any(s.subsets for s in sources):
+        groups = _group_triangles(batch, tri_count)
     group_counts = None
     if groups is not None:
         tri_group, n_groups, _ = groups
         unsorted = np.flatnonzero(tri_group[1:] < tri_group[:-1])
         if len(unsorted):
-            tri_mesh_of = np.searchsorted(tri_start, unsorted + 1, side="right") - 1
-            sel = ranges(tri_start[np.unique(tri_mesh_of)], n_tris[np.unique(tri_mesh_of)])
+            meshes = np.unique(np.searchsorted(tri_start, unsorted + 1, side="right") - 1)
+            sel = ranges(tri_start[meshes], n_tris[meshes])
             order = _stable_order(tri_group[sel])
-            tri_vertex[sel] = tri_vertex[sel[order]]
+            tri_index[sel] = tri_index[sel[order]]
         group_counts = np.bincount(tri_group, minlength=int(n_groups.sum()))
-    local = tri_vertex.reshape(-1)
-    local -= np.repeat(vmap.vertex_start, 3 * n_tris)
-    small = vmap.n_vertices <= MAX_UINT16_VERTICES
-    idx16 = local.astype(np.uint16) if small.any() else None
-    idx32 = local.astype(np.uint32) if not small.all() else None
     t = _mark("indices + submeshes", t)
 
     # -- bounds --------------------------------------------------------------------------------------------------
@@ -317,9 +349,13 @@ def _prepare_chunk(
     t_counts = n_tris.tolist()
     smalls = small.tolist()
     stride = layout.stride
+    lo_rows, hi_rows = list(lo), list(hi)
+    submeshes = _all_submeshes(sources, groups, group_counts, t_counts)
     for i, src in enumerate(sources):
         nv, nt, t0, v0 = n_vertices[i], t_counts[i], t_starts[i], v_starts[i]
-        indices = (idx16 if smalls[i] else idx32)[3 * t0 : 3 * (t0 + nt)]
+        indices = tri_index[t0 : t0 + nt].reshape(-1)
+        if smalls[i] and not all_small:
+            indices = indices.astype(np.uint16)
         out.append(
             PreparedMesh(
                 vertices=vertices[v0 : v0 + nv],
@@ -328,8 +364,8 @@ def _prepare_chunk(
                 vertex_count=nv,
                 index_count=3 * nt,
                 layout=layout_dict,
-                submeshes=_submeshes(src, i, groups, group_counts, nt),
-                bounds=(lo[i], hi[i]),
+                submeshes=submeshes[i],
+                bounds=(lo_rows[i], hi_rows[i]),
                 triangle_count=nt,
                 content_hash="",
                 prim_path=src.prim_path,
@@ -340,36 +376,39 @@ def _prepare_chunk(
     return out
 
 
-def _submeshes(src: MeshSource, i: int, groups, group_counts, n_tris: int) -> list[Submesh]:
-    if groups is None or not src.subsets:
-        return [Submesh("", 0, 3 * n_tris, src.material_path)] if n_tris else []
+def _all_submeshes(sources, groups, group_counts, n_tris: list[int]) -> list[list[Submesh]]:
+    if groups is None:
+        return [[Submesh("", 0, 3 * nt, s.material_path)] if nt else [] for s, nt in zip(sources, n_tris)]
     _, n_groups, group_start = groups
-    g0 = int(group_start[i])
-    counts = group_counts[g0 : g0 + int(n_groups[i])].tolist()
+    counts = group_counts.tolist()
+    starts = group_start.tolist()
     out = []
-    first = 0
-    for sub, c in zip(src.subsets, counts):
-        out.append(Submesh(sub.name, 3 * first, 3 * c, sub.material_path))
-        first += c
-    if counts[-1]:
-        out.append(Submesh("", 3 * first, 3 * counts[-1], src.material_path))
+    for i, src in enumerate(sources):
+        nt = n_tris[i]
+        if not src.subsets:
+            out.append([Submesh("", 0, 3 * nt, src.material_path)] if nt else [])
+            continue
+        g0 = starts[i]
+        mesh_out = []
+        first = 0
+        for sub, c in zip(src.subsets, counts[g0 : g0 + len(src.subsets)]):
+            mesh_out.append(Submesh(sub.name, 3 * first, 3 * c, sub.material_path))
+            first += c
+        rest = counts[g0 + len(src.subsets)]
+        if rest:
+            mesh_out.append(Submesh("", 3 * first, 3 * rest, src.material_path))
+        out.append(mesh_out)
     return out
 
 
 def _flatten_normals(batch: Batch, face_normals: np.ndarray) -> Flattened:
     per_mesh = [s.normals_primvar() for s in batch.sources]
-    flat = flatten_attribute(batch, per_mesh, 3)
-    missing = np.fromiter((pv is None for pv in per_mesh), dtype=bool, count=batch.count)
-    if missing.any():
-        all_missing = bool(missing.all())
-        corners = None if all_missing else batch.corner_ranges(np.flatnonzero(missing))
+    missing = [i for i, pv in enumerate(per_mesh) if pv is None]
+    computed = None
+    if missing:
+        corners = None if len(missing) == batch.count else batch.corner_ranges(np.asarray(missing, dtype=np.intp))
         computed = smooth_normals(face_normals, batch.corner_face(), batch.point_index, batch.total_points, corners)
-        if all_missing:
-            flat.point_values = computed
-        else:
-            rows = batch.point_ranges(np.flatnonzero(missing))
-            flat.point_values[rows] = computed[rows]
-    return flat
+    return flatten_attribute(batch, per_mesh, 3, "normals", fallback=computed)
 
 
 def build_batch_checked(sources: Sequence[MeshSource], attrs: tuple[str, ...], validate: bool) -> Batch:
@@ -379,11 +418,11 @@ def build_batch_checked(sources: Sequence[MeshSource], attrs: tuple[str, ...], v
         check_topology(
             sources,
             batch.counts,
-            batch.point_index,
+            batch.local_index,
             batch.n_faces,
             batch.n_corners,
             batch.n_points,
-            batch.point_start,
+            face_sets=False,  # subset indices are checked vectorized in _group_triangles
         )
         for src in sources:
             check_attributes(src, attrs, index_ranges=False)

@@ -34,77 +34,106 @@ CONCAVE_TOLERANCE = 1e-6
 class Triangulation:
     """Triangles of a batch of faces, in corner indices.
 
-    ``corners`` is ``(T, 3)`` (corner indices, right-hand winding); ``face`` the face of each triangle;
-    ``face_tri_start`` the first triangle of each face; ``face_normals`` the ``(F, 3)`` float32 area-weighted
-    Newell normal of each face (length = twice the area); ``concave`` the faces that were ear-clipped.
+    ``corners`` is ``(T, 3)`` (corner indices, right-hand winding); ``tri_count`` the triangles of each face and
+    ``face_tri_start`` its first triangle; ``face_normals`` the ``(3, F)`` float32 area-weighted Newell normal of
+    each face (x, y and z rows; length = twice the area), None when not asked for and not needed;
+    ``concave`` the faces that were ear-clipped.
     """
 
     corners: np.ndarray
-    face: np.ndarray
+    tri_count: np.ndarray
     face_tri_start: np.ndarray
-    face_normals: np.ndarray
+    face_normals: np.ndarray | None
     concave: np.ndarray
 
+    def face(self) -> np.ndarray:
+        """The face of every triangle (computed on demand)."""
+        return np.repeat(np.arange(len(self.tri_count), dtype=np.intp), self.tri_count)
 
-def triangulate(points: np.ndarray, point_index: np.ndarray, counts: np.ndarray) -> Triangulation:
+
+def _cross(a: list[np.ndarray], b: list[np.ndarray], out: np.ndarray) -> np.ndarray:
+    """``out[k] = (a x b)[k]`` for x/y/z row arrays, with one temporary."""
+    tmp = np.empty_like(out[0])
+    for k, (i, j) in enumerate(((1, 2), (2, 0), (0, 1))):
+        np.multiply(a[i], b[j], out=out[k])
+        np.multiply(a[j], b[i], out=tmp)
+        out[k] -= tmp
+    return out
+
+
+def triangulate(
+    points: np.ndarray, point_index: np.ndarray, counts: np.ndarray, *, face_normals: bool = True
+) -> Triangulation:
     """Triangulate all faces at once.
 
     :param points: ``(P, 3)`` float32 points of the batch
     :param point_index: the point of every corner (``faceVertexIndices`` made global), length ``C``
     :param counts: vertices per face (all >= 3, summing to ``C``)
+    :param face_normals: compute face normals even when every face is a triangle (they are computed anyway
+        for polygons, which need them for the concavity test); when False they may come back as None
     :returns: the :class:`Triangulation`
     """
     n_faces = len(counts)
-    counts = counts.astype(np.intp, copy=False)
-    ntri = counts - 2
+    ntri = counts.astype(np.intp)
+    ntri -= 2
     corner_start = exclusive_cumsum(counts)
     tri_start = exclusive_cumsum(ntri)
     n_tris = int(ntri.sum()) if n_faces else 0
     if n_tris == 0:
-        empty = np.zeros((0, 3), dtype=np.intp)
-        return Triangulation(empty, np.zeros(0, np.intp), tri_start, np.zeros((n_faces, 3), np.float32),
+        return Triangulation(np.zeros((0, 3), np.intp), ntri, tri_start, np.zeros((3, n_faces), np.float32),
                              np.zeros(0, np.intp))
     all_tris = n_tris == n_faces
+    if all_tris and not face_normals:  # nothing to test or compute: the corners are consecutive
+        return Triangulation(np.arange(3 * n_tris, dtype=np.intp).reshape(n_tris, 3), ntri, tri_start, None,
+                             np.zeros(0, np.intp))
     if all_tris:  # every face is a triangle: corners are consecutive
         c0 = np.arange(0, 3 * n_tris, 3, dtype=np.intp)
         c1 = c0 + 1
-        tri_face = np.arange(n_faces, dtype=np.intp)
     else:
         tri_face = np.repeat(np.arange(n_faces, dtype=np.intp), ntri)
         c0 = np.take(corner_start, tri_face)
         # corner 1 of triangle t in face f is corner_start[f] + (t - tri_start[f]) + 1
         c1 = np.take(corner_start - tri_start + 1, tri_face)
         c1 += np.arange(n_tris, dtype=np.intp)
+        del tri_face
     c2 = c1 + 1
-
-    # Fan triangle cross products, on separate x/y/z arrays (measured 2x faster than (T, 3) rows).
+    # Fan triangle cross products on separate x/y/z rows (measured 2x faster than (T, 3) rows).
     xyz = np.ascontiguousarray(points.T)
     i0, i1, i2 = np.take(point_index, c0), np.take(point_index, c1), np.take(point_index, c2)
-    cross = []
     p0 = [np.take(xyz[k], i0) for k in range(3)]
-    a = [np.take(xyz[k], i1) - p0[k] for k in range(3)]
-    b = [np.take(xyz[k], i2) - p0[k] for k in range(3)]
+    a = [np.take(xyz[k], i1) for k in range(3)]
+    b = [np.take(xyz[k], i2) for k in range(3)]
+    del i0, i1, i2
+    for k in range(3):
+        a[k] -= p0[k]
+        b[k] -= p0[k]
     del p0
-    cross = [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+    cross = _cross(a, b, np.empty((3, n_tris), dtype=np.float32))
     del a, b
     corners = np.empty((n_tris, 3), dtype=np.intp)
     corners[:, 0], corners[:, 1], corners[:, 2] = c0, c1, c2
+    del c0, c1, c2
     if all_tris:
-        return Triangulation(corners, tri_face, tri_start, np.stack(cross, axis=1), np.zeros(0, np.intp))
+        return Triangulation(corners, ntri, tri_start, cross, np.zeros(0, np.intp))
 
     # Face normals: the first fan triangle, plus the second for quads, plus a reduceat over the rest for larger
     # polygons (np.add.reduceat costs ~8 ns per segment, 25x a plain add, so it is kept off the common case).
+    # Row by row: fancy indexing along axis 1 of a (3, N) array measured several times slower.
     face_n = [np.take(c, tri_start) for c in cross]
     candidates = []
     quads = np.flatnonzero(ntri == 2)
     if len(quads):
-        second = [np.take(c, tri_start[quads] + 1) for c in cross]
-        first = [f[quads] for f in face_n]
-        for k in range(3):
-            face_n[k][quads] = first[k] + second[k]
-        # A quad's fan is wrong only if its two triangles face apart: check those few exactly below.
-        dot01 = first[0] * second[0] + first[1] * second[1] + first[2] * second[2]
+        second_tri = tri_start[quads] + 1
+        second = [np.take(c, second_tri) for c in cross]
+        first = [np.take(f, quads) for f in face_n]
+        # A quad's fan is wrong only if its two triangles face apart: those few are checked exactly below.
+        dot01 = first[0] * second[0]
+        dot01 += first[1] * second[1]
+        dot01 += first[2] * second[2]
         candidates.append(quads[dot01 < 0])
+        for k in range(3):
+            first[k] += second[k]
+            face_n[k][quads] = first[k]
     big = np.flatnonzero(ntri > 2)
     if len(big):
         sel = ranges(tri_start[big], ntri[big])
@@ -112,27 +141,27 @@ def triangulate(points: np.ndarray, point_index: np.ndarray, counts: np.ndarray)
         for k in range(3):
             face_n[k][big] = np.add.reduceat(cross[k][sel], seg)
         candidates.append(big)
-    face_normals = np.stack(face_n, axis=1)
+    face_normals = np.stack(face_n)
     # Concavity: a fan triangle winding against its face's normal.
     cand = np.concatenate(candidates) if candidates else np.zeros(0, np.intp)
     concave = np.zeros(0, np.intp)
     if len(cand):
         sel = ranges(tri_start[cand], ntri[cand])
         tf = np.repeat(cand, ntri[cand])
-        fn = [np.take(c, tf) for c in face_n]
-        cs = [c[sel] for c in cross]
-        dot = cs[0] * fn[0] + cs[1] * fn[1] + cs[2] * fn[2]
-        norm2 = fn[0] * fn[0] + fn[1] * fn[1] + fn[2] * fn[2]
-        norm2 *= -CONCAVE_TOLERANCE
-        bad = np.flatnonzero(dot < norm2)
+        fn = [np.take(f, tf) for f in face_n]
+        cs = [np.take(c, sel) for c in cross]
+        d = cs[0] * fn[0] + cs[1] * fn[1] + cs[2] * fn[2]
+        limit = fn[0] * fn[0] + fn[1] * fn[1] + fn[2] * fn[2]
+        limit *= -CONCAVE_TOLERANCE
+        bad = np.flatnonzero(d < limit)
         if len(bad):
             concave = np.unique(tf[bad])
     for f in concave.tolist():
         s, n = int(corner_start[f]), int(counts[f])
-        local = triangulate_polygon(points[point_index[s : s + n]], face_normals[f])
+        local = triangulate_polygon(points[point_index[s : s + n]], face_normals[:, f])
         t0 = int(tri_start[f])
         corners[t0 : t0 + n - 2] = local + s
-    return Triangulation(corners, tri_face, tri_start, face_normals, concave)
+    return Triangulation(corners, ntri, tri_start, face_normals, concave)
 
 
 def triangulate_polygon(poly: np.ndarray, normal: np.ndarray | None = None) -> np.ndarray:

@@ -33,6 +33,12 @@ _LOG = logging.getLogger(__name__)
 _DEFAULT = Usd.TimeCode.Default()
 _EARLIEST = Usd.TimeCode.EarliestTime()
 _SUBSET_FAMILIES = ("materialBind", "")
+_NO_INTS = np.zeros(0, dtype=np.int32)
+_NO_INTS.flags.writeable = False
+_NO_POINTS = np.zeros((0, 3), dtype=np.float32)
+_NO_POINTS.flags.writeable = False
+_FACE = UsdGeom.Tokens.face
+_LEFT = UsdGeom.Tokens.leftHanded
 
 
 def layer_path_of(prim: Usd.Prim) -> str:
@@ -52,15 +58,24 @@ def _get(attr: Usd.Attribute, time: Usd.TimeCode):
     return value
 
 
-def _int_array(value, err, field: str) -> np.ndarray:
+def _fail(where: tuple[str, str], message: str, field: str | None = None, at: str | None = None) -> FormatError:
+    return FormatError(message, path=where[0], prim_path=at or where[1], field=field)
+
+
+def _int_array(value, where: tuple[str, str], field: str, at: str | None = None) -> np.ndarray:
     if value is None:
-        return np.zeros(0, dtype=np.int32)
+        return _NO_INTS
     arr = np.asarray(value)
     if arr.dtype == np.int32 and arr.ndim == 1:
         return arr
     if arr.ndim == 1 and arr.dtype.kind in "iu":
         return arr.astype(np.int32)
-    raise err(f"expected an int[] array, got {_describe(arr)}", field)
+    raise _fail(where, f"expected an int[] array, got {_describe(arr)}", field, at)
+
+
+def _value_type(value) -> str:
+    arr = np.asarray(value)
+    return f"{type(value).__name__} ({arr.dtype.name}, shape {arr.shape})"
 
 
 def _describe(arr: np.ndarray) -> str:
@@ -88,21 +103,20 @@ def _numeric_values(value, is_array: bool) -> np.ndarray | None:
     return arr if arr.dtype == np.float32 else arr.astype(np.float32)
 
 
-def _read_primvar(pv: UsdGeom.Primvar, time: Usd.TimeCode, err, field: str) -> PrimvarData | None:
-    attr = pv.GetAttr()
-    value = _get(attr, time)
+def _read_primvar(pv: UsdGeom.Primvar, time: Usd.TimeCode, where, field: str) -> PrimvarData | None:
+    value = _get(pv.GetAttr(), time)
     if value is None:
         return None
     type_name = pv.GetTypeName()
     values = _numeric_values(value, type_name.isArray)
     if values is None:
-        raise err(f"primvar of type {type_name} cannot be a vertex attribute (not numeric)", field)
+        raise _fail(where, f"primvar of type {type_name} cannot be a vertex attribute (not numeric)", field)
     indices = None
     if pv.IsIndexed():
         raw = _get(pv.GetIndicesAttr(), time)
         if raw is not None:
-            indices = _int_array(raw, err, field + ":indices")
-    return PrimvarData(values, str(pv.GetInterpolation()), indices, int(pv.GetElementSize()))
+            indices = _int_array(raw, where, field + ":indices")
+    return PrimvarData(values, pv.GetInterpolation(), indices, pv.GetElementSize())
 
 
 def _material_path(prim: Usd.Prim) -> str | None:
@@ -131,86 +145,78 @@ def read_mesh_source(
     """
     if not isinstance(time, Usd.TimeCode):
         time = Usd.TimeCode(time)
-    mesh = UsdGeom.Mesh(prim)
-    prim_path = str(prim.GetPath())
+    prim_path = prim.GetPath().pathString
     layer_path = layer_path_of(prim)
-
-    def err(message: str, field: str | None = None, at: str | None = None) -> FormatError:
-        return FormatError(message, path=layer_path, prim_path=at or prim_path, field=field)
-
+    where = (layer_path, prim_path)
     if not prim.IsA(UsdGeom.Mesh):
-        raise err(f"prim of type {prim.GetTypeName()!r} is not a UsdGeom.Mesh")
+        raise _fail(where, f"prim of type {prim.GetTypeName()!r} is not a UsdGeom.Mesh")
+    mesh = UsdGeom.Mesh(prim)
 
     raw_points = _get(mesh.GetPointsAttr(), time)
     if raw_points is None:
-        points = np.zeros((0, 3), dtype=np.float32)
+        points = _NO_POINTS
     else:
         points = _vec3_array(raw_points)
         if points is None:
             arr = np.asarray(raw_points)
-            raise err(f"points must be point3f[] (3-vectors of floats), got {_describe(arr)}", "points")
-    counts = _int_array(_get(mesh.GetFaceVertexCountsAttr(), time), err, "faceVertexCounts")
-    indices = _int_array(_get(mesh.GetFaceVertexIndicesAttr(), time), err, "faceVertexIndices")
+            raise _fail(where, f"points must be point3f[] (3-vectors of floats), got {_describe(arr)}", "points")
+    counts = _int_array(_get(mesh.GetFaceVertexCountsAttr(), time), where, "faceVertexCounts")
+    indices = _int_array(_get(mesh.GetFaceVertexIndicesAttr(), time), where, "faceVertexIndices")
 
     api = UsdGeom.PrimvarsAPI(prim)
     normals = None
     normals_interp = None
-    pv_normals = api.GetPrimvar("normals")
-    if pv_normals and pv_normals.HasAuthoredValue():
+    if prim.HasAttribute("primvars:normals"):
+        pv_normals = api.GetPrimvar("normals")
         value = _get(pv_normals.GetAttr(), time)
         normals = _vec3_array(value)
         if normals is not None:
-            normals_interp = str(pv_normals.GetInterpolation())
+            normals_interp = pv_normals.GetInterpolation()
             if pv_normals.IsIndexed():
-                idx = _int_array(_get(pv_normals.GetIndicesAttr(), time), err, "primvars:normals:indices")
+                idx = _int_array(_get(pv_normals.GetIndicesAttr(), time), where, "primvars:normals:indices")
                 if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(normals)):
-                    raise err(f"index out of range for {len(normals)} normals", "primvars:normals:indices")
+                    raise _fail(where, f"index out of range for {len(normals)} normals", "primvars:normals:indices")
                 normals = normals[idx]
         elif value is not None:
-            _LOG.warning("%s:%s: ignoring primvars:normals of type %s; computing normals", layer_path, prim_path,
-                         pv_normals.GetTypeName())
+            _LOG.warning("%s:%s: ignoring primvars:normals holding %s; computing normals", layer_path, prim_path,
+                         _value_type(value))
     if normals is None:
-        attr = mesh.GetNormalsAttr()
-        value = _get(attr, time)
+        value = _get(mesh.GetNormalsAttr(), time)
         if value is not None:
             normals = _vec3_array(value)
             if normals is None:
-                _LOG.warning("%s:%s: ignoring normals of type %s; computing normals", layer_path, prim_path,
-                             attr.GetTypeName())
+                _LOG.warning("%s:%s: ignoring normals holding %s; computing normals", layer_path, prim_path,
+                             _value_type(value))
             else:
-                normals_interp = str(mesh.GetNormalsInterpolation())
+                normals_interp = mesh.GetNormalsInterpolation()
 
     pvs: dict[str, PrimvarData] = {}
     for name in primvars:
         pv = api.GetPrimvar(name)
-        if pv and pv.HasAuthoredValue():
-            data = _read_primvar(pv, time, err, f"primvars:{name}")
+        if pv:
+            data = _read_primvar(pv, time, where, f"primvars:{name}")
             if data is not None:
                 pvs[name] = data
 
     holes = _get(mesh.GetHoleIndicesAttr(), time)
-    hole_indices = _int_array(holes, err, "holeIndices") if holes is not None and len(holes) else None
+    hole_indices = _int_array(holes, where, "holeIndices") if holes is not None and len(holes) else None
 
     subsets: list[SubsetSource] = []
     found = UsdGeom.Subset.GetAllGeomSubsets(mesh)
     if found:
-        by_family: dict[str, list[UsdGeom.Subset]] = {f: [] for f in _SUBSET_FAMILIES}
+        ranked = []
         for sub in found:
-            if sub.GetElementTypeAttr().Get() != UsdGeom.Tokens.face:
+            if sub.GetElementTypeAttr().Get() != _FACE:
                 continue
             family = sub.GetFamilyNameAttr().Get() or ""
-            if family in by_family:
-                by_family[family].append(sub)
-        for family in _SUBSET_FAMILIES:
-            for sub in by_family[family]:
-                sub_prim = sub.GetPrim()
-                sub_path = str(sub_prim.GetPath())
-
-                def sub_err(message: str, field: str | None = None, at: str | None = None, _p=sub_path):
-                    return err(message, field, at or _p)
-
-                sub_idx = _int_array(_get(sub.GetIndicesAttr(), time), sub_err, "indices")
-                subsets.append(SubsetSource(sub_prim.GetName(), sub_idx, _material_path(sub_prim), sub_path))
+            if family in _SUBSET_FAMILIES:
+                ranked.append((_SUBSET_FAMILIES.index(family), sub))
+        ranked.sort(key=lambda r: r[0])  # stable: materialBind first, then unnamed, each in authored order
+        for _, sub in ranked:
+            sub_prim = sub.GetPrim()
+            sub_path = sub_prim.GetPath().pathString
+            sub_idx = _int_array(_get(sub.GetIndicesAttr(), time), where, "indices", sub_path)
+            subsets.append(SubsetSource(sub_prim.GetName(), sub_idx, _material_path(sub_prim), sub_path))
 
     source = MeshSource(
         points=points,
@@ -219,7 +225,7 @@ def read_mesh_source(
         normals=normals,
         normals_interpolation=normals_interp,
         primvars=pvs,
-        left_handed=mesh.GetOrientationAttr().Get() == UsdGeom.Tokens.leftHanded,
+        left_handed=mesh.GetOrientationAttr().Get() == _LEFT,
         subsets=subsets,
         prim_path=prim_path,
         layer_path=layer_path,
