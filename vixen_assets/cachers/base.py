@@ -100,6 +100,14 @@ class TypedCacher(Generic[S, E]):
         """A content hash of everything that decides the entry (arrays and build parameters)."""
         raise NotImplementedError
 
+    def check_sources(self, sources: Sequence[S]) -> list[Exception | None]:
+        """Validate a batch of sources before building: one entry per source, the error that rejects it or ``None``.
+
+        The default accepts everything (``read_prim``/``read_file`` already raised on bad data); cachers that defer
+        checks to one vectorized pass over the batch override it.
+        """
+        return [None] * len(sources)
+
     def build(self, sources: Sequence[S], group: AllocationGroup) -> list[E]:
         """Create GPU entries for ``sources`` (allocate through ``group``, enqueue uploads on the device)."""
         raise NotImplementedError

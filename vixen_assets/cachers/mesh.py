@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..geometry.mesh_source import MeshSource
+from ..errors import FormatError
+from ..geometry.mesh_source import MeshSource, validate_sources
 from ..geometry.packing import Submesh
 from ..geometry.prepare import prepare_meshes
 from ..geometry.usd_mesh import read_mesh_source
@@ -80,7 +81,23 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
     def read_prim(self, prim: Any, context: LoadContext) -> MeshSource:
         """Read the mesh's arrays and check them (FormatError names file, prim and field)."""
         primvars = tuple(a for a in self.attributes if a not in ("position", "normal"))
-        return read_mesh_source(prim, context.time, primvars=primvars, validate=True)
+        return read_mesh_source(prim, context.time, primvars=primvars, validate=False)  # see check_sources
+
+    def check_sources(self, sources: Sequence[MeshSource]) -> list[Exception | None]:
+        """One vectorized check over the whole batch; only when it fails, mesh by mesh to find the bad ones."""
+        try:
+            validate_sources(sources, attributes=self.attributes)
+            return [None] * len(sources)
+        except FormatError:
+            pass
+        out: list[Exception | None] = []
+        for src in sources:
+            try:
+                validate_sources([src], attributes=self.attributes)
+                out.append(None)
+            except FormatError as exc:
+                out.append(exc)
+        return out
 
     def key_for(self, source: MeshSource) -> str:
         """Content hash of the arrays and the requested attributes."""

@@ -444,6 +444,18 @@ def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purpos
         if not paths:
             continue
         srcs = [sources[p] for p in paths]
+        errors = cacher.check_sources(srcs)
+        if any(e is not None for e in errors):
+            for p, e in zip(paths, errors):
+                if e is not None:
+                    if strict:
+                        raise e
+                    scene.warnings.append(str(e))
+                    del sources[p]
+            paths = [p for p, e in zip(paths, errors) if e is None]
+            srcs = [sources[p] for p in paths]
+            if not paths:
+                continue
         keys = [cacher.key_for(s) for s in srcs]
         values = cacher.get_many(srcs, keys)
         for p, k, v in zip(paths, keys, values):
