@@ -69,7 +69,7 @@ def _elements(pv: PrimvarData, k: int) -> np.ndarray:
     return _fit(pv.elements(), k)
 
 
-def zeros(shape, dtype=np.float32) -> np.ndarray:
+def zeros(shape: int | tuple[int, ...], dtype: "np.typing.DTypeLike" = np.float32) -> np.ndarray:
     """``np.zeros`` through malloc + memset: reuses heap memory where calloc of a large block maps fresh pages
     (page faults cost ~0.4 ms/MB on the VMs measured)."""
     out = np.empty(shape, dtype=dtype)
