@@ -89,9 +89,7 @@ def load_vox(path: str | os.PathLike[str], device: Any, *, aabb_mode: str = "vox
         raise FormatError(f"aabb_mode must be 'voxel' or 'brick', got {aabb_mode!r}", path=p)
     if not os.path.exists(p):
         raise FormatError("file not found", path=p)
-    cacher = device.cachers.get(VoxelSceneCacher.name)
-    if cacher is None:
-        cacher = device.cachers[VoxelSceneCacher.name] = VoxelSceneCacher(device, plugin_manager=plugin_manager)
+    cacher = VoxelSceneCacher.for_device(device, plugin_manager)
     src = cacher.read_file(p, LoadContext(options={"aabb_mode": aabb_mode}, layer_path=p))
     key = cacher.key_for(src)
     entry = cacher.get_many([src], [key])[0]

@@ -10,13 +10,7 @@ from .registry import CacherRegistry, Registration
 
 def cacher_for(device: Any, registration: Registration, plugin_manager: Any = None) -> TypedCacher:
     """The device's instance of a registered cacher class (created on first use, cleared at device close)."""
-    cachers = device.cachers
-    inst = cachers.get(registration.name)
-    if inst is None or type(inst) is not registration.cacher:
-        inst = cachers[registration.name] = registration.cacher(device, plugin_manager=plugin_manager)
-    elif plugin_manager is not None:
-        inst.plugin_manager = plugin_manager
-    return inst
+    return registration.cacher.for_device(device, plugin_manager)
 
 
 __all__ = ["CacherRegistry", "CacherStats", "LoadContext", "Registration", "TypedCacher", "cacher_for"]

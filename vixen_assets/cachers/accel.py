@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import VixenError
 from ..memory.group import AllocationGroup
+from ..memory.resource import TrackedResource
 from ..vk import accel as vka
 from ..vk.commands import one_shot
 from .base import TypedCacher
@@ -34,54 +35,28 @@ SCRATCH_USAGE = "storage|device_address"
 INPUT_USAGE = "accel_input|device_address|storage"
 
 
-class AccelerationStructure:
+class AccelerationStructure(TrackedResource):
     """A BLAS or TLAS: its ``VkAccelerationStructureKHR``, the buffer it lives in, its device address."""
 
     def __init__(self, device: Any, name: str, kind: int, buffer: Any, size: int) -> None:
         """Create the structure over ``size`` bytes of ``buffer`` (build it afterwards)."""
-        self.device = device
-        self.name = name
         self.kind = kind
         self.buffer = buffer
         self.size = size
         self.handle = vka.create_as(device.logical, buffer.handle, buffer.offset, size, kind)
         self.device_address = vka.as_address(device.logical, self.handle)
-        self.last_use = 0
-        self._state = 0
         self.extra: dict[str, Any] = {}
-        device.registry.add(self)
+        self._track(device, name)
 
     @property
     def nbytes(self) -> int:
         """Bytes of the backing buffer."""
         return self.buffer.nbytes
 
-    @property
-    def alive(self) -> bool:
-        """False once destroyed."""
-        return self._state == 0
-
-    def destroy(self) -> None:
-        """Destroy (deferred while GPU work using it is in flight); safe to call twice."""
-        if self._state:
-            return
-        self._state = 1
-        self.device.lifetime.retire(self, self.last_use)
-
-    def _destroy_now(self) -> None:
-        if self._state == 2:
-            return
-        self._state = 2
+    def _release(self) -> None:
         if self.device.logical.handle is not None:
             vka.destroy_as(self.device.logical, self.handle)
         self.buffer.destroy()
-        self.device.registry.remove(self)
-
-    def __enter__(self) -> AccelerationStructure:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.destroy()
 
     def __repr__(self) -> str:
         kind = "BLAS" if self.kind == vka.BLAS else "TLAS"
@@ -290,10 +265,7 @@ class AccelerationStructureCacher(TypedCacher[Any, AccelerationStructure]):
 
 def accel_cacher(device: Any) -> AccelerationStructureCacher:
     """The device's acceleration-structure cacher (created on first use)."""
-    c = device.cachers.get(AccelerationStructureCacher.name)
-    if c is None:
-        c = device.cachers[AccelerationStructureCacher.name] = AccelerationStructureCacher(device)
-    return c
+    return AccelerationStructureCacher.for_device(device)
 
 
 class Tlas:

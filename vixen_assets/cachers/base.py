@@ -87,6 +87,16 @@ class TypedCacher(Generic[S, E]):
         device.budget.add_warning_callback(self._on_budget_warning)
         device.on_close(self.clear)
 
+    @classmethod
+    def for_device(cls, device: Any, plugin_manager: Any = None) -> Any:
+        """The device's instance of this cacher (created on first use, cleared at the device's close)."""
+        inst = device.cachers.get(cls.name)
+        if inst is None or type(inst) is not cls:
+            inst = device.cachers[cls.name] = cls(device, plugin_manager=plugin_manager)
+        elif plugin_manager is not None:
+            inst.plugin_manager = plugin_manager
+        return inst
+
     # -- to implement ---------------------------------------------------------------------------------------------
     def read_prim(self, prim: Any, context: LoadContext) -> S:
         """Read one prim into a source (CPU only); raise ``FormatError`` naming the prim and field on bad data."""

@@ -85,37 +85,28 @@ class CacherRegistry:
 
     __call__ = register
 
+    def _claims(self, reg: Registration) -> list[tuple[str, tuple[str, ...], dict[str, Registration]]]:
+        """What a registration claims, kind by kind, with the map that records each kind."""
+        return [("prim type", reg.prim_types, self._by_type), ("suffix", reg.suffixes, self._by_suffix),
+                ("prim attribute", reg.prim_attributes, self._by_attribute)]
+
     def _check(self, reg: Registration) -> None:
-        for t in reg.prim_types:
-            if t in self._by_type:
-                other = self._by_type[t]
-                raise PluginError(f"cacher {reg.cacher.__name__} claims prim type {t!r}, already handled by "
-                                  f"{other.cacher.__name__} of plugin {other.plugin!r}", plugin=reg.plugin,
-                                  hook="vixen_register_cachers(registry)")
-        for s in reg.suffixes:
-            if s in self._by_suffix:
-                other = self._by_suffix[s]
-                raise PluginError(f"cacher {reg.cacher.__name__} claims suffix {s!r}, already handled by "
-                                  f"{other.cacher.__name__} of plugin {other.plugin!r}", plugin=reg.plugin,
-                                  hook="vixen_register_cachers(registry)")
-        for a in reg.prim_attributes:
-            if a in self._by_attribute:
-                other = self._by_attribute[a]
-                raise PluginError(f"cacher {reg.cacher.__name__} claims prim attribute {a!r}, already handled by "
-                                  f"{other.cacher.__name__} of plugin {other.plugin!r}", plugin=reg.plugin,
-                                  hook="vixen_register_cachers(registry)")
+        for kind, names, taken in self._claims(reg):
+            for n in names:
+                if n in taken:
+                    other = taken[n]
+                    raise PluginError(f"cacher {reg.cacher.__name__} claims {kind} {n!r}, already handled by "
+                                      f"{other.cacher.__name__} of plugin {other.plugin!r}", plugin=reg.plugin,
+                                      hook="vixen_register_cachers(registry)")
         if reg.name in self._by_name:
             other = self._by_name[reg.name]
             raise PluginError(f"cacher name {reg.name!r} is already used by {other.cacher.__name__} of plugin "
                               f"{other.plugin!r}", plugin=reg.plugin, hook="vixen_register_cachers(registry)")
 
     def _commit(self, reg: Registration) -> None:
-        for t in reg.prim_types:
-            self._by_type[t] = reg
-        for s in reg.suffixes:
-            self._by_suffix[s] = reg
-        for a in reg.prim_attributes:
-            self._by_attribute[a] = reg
+        for _kind, names, taken in self._claims(reg):
+            for n in names:
+                taken[n] = reg
         self._by_name[reg.name] = reg
 
     # -- lookups --------------------------------------------------------------------------------------------------

@@ -249,10 +249,7 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
 
 def texture_cacher(device: Any) -> TextureCacher:
     """The device's texture cacher (created on first use)."""
-    c = device.cachers.get(TextureCacher.name)
-    if c is None:
-        c = device.cachers[TextureCacher.name] = TextureCacher(device)
-    return c
+    return TextureCacher.for_device(device)
 
 
 @hookimpl

@@ -382,10 +382,7 @@ class VoxelAABBCacher(TypedCacher[GpuVoxelScene, list]):
 
 def voxel_aabb_cacher(device: Any) -> VoxelAABBCacher:
     """The device's voxel AABB-BLAS cacher (created on first use)."""
-    c = device.cachers.get(VoxelAABBCacher.name)
-    if c is None:
-        c = device.cachers[VoxelAABBCacher.name] = VoxelAABBCacher(device)
-    return c
+    return VoxelAABBCacher.for_device(device)
 
 
 @hookimpl

@@ -17,6 +17,7 @@ from ..errors import VixenError
 from ..vk import resources as vkr
 from ..vk.shim import BUFFER_USAGE_SHADER_DEVICE_ADDRESS
 from .buffers import TRANSFER, Buffer, parse_usage
+from .resource import TrackedResource
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ def _align(n: int, a: int) -> int:
     return (n + a - 1) // a * a
 
 
-class BufferSet:
+class BufferSet(TrackedResource):
     """Named buffers sharing one memory allocation; create with :meth:`Device.create_buffer_set`."""
 
     def __init__(self, device: Any, specs: dict[str, tuple[int, int | str | Iterable[str]]], *,
@@ -45,11 +46,8 @@ class BufferSet:
         """
         if not specs:
             raise VixenError(f"buffer set {name!r} needs at least one buffer")
-        self.device = device
-        self.name = name
         self.category = category
         self.last_use = 0
-        self._state = 0
         dev = device.logical
         handles: list[tuple[str, Any, int, int]] = []
         self.alloc = None
@@ -93,7 +91,7 @@ class BufferSet:
                 device.allocator.free(self.alloc)
                 self.alloc = None
             raise
-        device.registry.add(self)
+        self._track(device, name)
 
     # -- the protocol Buffer uses for its owner ------------------------------------------------------------------
     def retire(self, buf: Buffer) -> None:
@@ -117,33 +115,20 @@ class BufferSet:
         """Bytes of the shared allocation."""
         return self.alloc.size if self.alloc is not None else 0
 
-    @property
-    def alive(self) -> bool:
-        """False once destroyed."""
-        return self._state == 0
-
     def __getitem__(self, member: str) -> Buffer:
         return self.buffers[member]
 
-    def destroy(self) -> None:
-        """Destroy every member and free the allocation, after the GPU work that used them; safe twice."""
-        if self._state:
-            return
-        self._state = 1
+    def _before_retire(self) -> int:
+        """Mark every member retired and submit uploads still pending into any of them; wait for the latest use."""
         for b in self.buffers.values():
             b._state = max(b._state, 1)
-        last = max([self.last_use] + [b.last_use for b in self.buffers.values()])
         uploader = getattr(self.device, "uploader", None)
         if uploader is not None:
             for b in self.buffers.values():
                 uploader.flush_if_pending(b)
-            last = max([last] + [b.last_use for b in self.buffers.values()])
-        self.device.lifetime.retire(self, last)
+        return max([self.last_use] + [b.last_use for b in self.buffers.values()])
 
-    def _destroy_now(self) -> None:
-        if self._state == 2:
-            return
-        self._state = 2
+    def _release(self) -> None:
         for b in self.buffers.values():
             if b._state != 2:
                 b._state = 2
@@ -151,13 +136,6 @@ class BufferSet:
         if self.alloc is not None:
             self.device.allocator.free(self.alloc)
             self.alloc = None
-        self.device.registry.remove(self)
-
-    def __enter__(self) -> BufferSet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.destroy()
 
     def __repr__(self) -> str:
         return f'<BufferSet "{self.name}" {len(self.buffers)} buffers {self.nbytes} B>'

@@ -7,12 +7,12 @@ pages (see ``tlsf.py``), so they never share a page with a buffer. Every image i
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 from ..errors import DeviceClosedError, VixenError
 from ..vk import images as vki
 from .allocation import Allocation
+from .resource import TrackedResource
 
 USAGE_TRANSFER_SRC = 0x1
 USAGE_TRANSFER_DST = 0x2
@@ -25,15 +25,13 @@ LAYOUT_SHADER_READ = 5
 IMAGE_1D, IMAGE_2D, IMAGE_3D = 0, 1, 2
 
 
-class Image:
+class Image(TrackedResource):
     """A GPU image: ``handle``, format, extent, ``levels``, ``layers`` (array layers x faces), ``layout``."""
 
     def __init__(self, device: Any, *, name: str, vk_format: int, width: int, height: int = 1, depth: int = 1,
                  levels: int = 1, layers: int = 1, faces: int = 1, image_type: int | None = None,
                  usage: int = USAGE_SAMPLED | USAGE_TRANSFER_DST | USAGE_TRANSFER_SRC, category: str = "default") -> None:
         """Create and bind the image (budget charged first; nothing left behind on failure)."""
-        self.device = device
-        self.name = name
         self.vk_format = vk_format
         self.width, self.height, self.depth = width, height, depth
         self.levels = levels
@@ -44,7 +42,6 @@ class Image:
         self.aspect = vki.ASPECT_COLOR
         self.layout = LAYOUT_UNDEFINED
         self.last_use = 0
-        self._state = 0
         dev = device.logical
         self.handle = vki.create_image(dev, image_type=self.image_type, vk_format=vk_format, width=width, height=height,
                                        depth=depth, levels=levels, layers=self.layers,
@@ -60,7 +57,7 @@ class Image:
                 device.allocator.free(self._alloc)
             vki.destroy_image(dev, self.handle)
             raise
-        device.registry.add(self)
+        self._track(device, name)
 
     @property
     def nbytes(self) -> int:
@@ -74,41 +71,18 @@ class Image:
             raise DeviceClosedError(f"image {self.name!r} was destroyed")
         return self._alloc
 
-    @property
-    def alive(self) -> bool:
-        """False once destroyed."""
-        return self._state == 0
-
-    def destroy(self) -> None:
-        """Destroy (deferred while GPU work using it is in flight); safe to call twice."""
-        if self._state:
-            return
-        self._state = 1
+    def _before_retire(self) -> int:
         up = getattr(self.device, "uploader", None)
         if up is not None and any(img is self for _b, img, _c, _l in up._batch.images):
-            up.flush()
-        self.device.lifetime.retire(self, self.last_use)
+            up.flush()  # copies into it are still only recorded: submit them so last_use covers them
+        return self.last_use
 
-    def _destroy_now(self) -> None:
-        if self._state == 2:
-            return
-        self._state = 2
+    def _release(self) -> None:
         if self.device.logical.handle is not None:
             vki.destroy_image(self.device.logical, self.handle)
         if self._alloc is not None:
             self.device.allocator.free(self._alloc)
             self._alloc = None
-        self.device.registry.remove(self)
-
-    def __enter__(self) -> Image:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.destroy()
-
-    def __del__(self) -> None:
-        if getattr(self, "_state", 2) == 0:
-            warnings.warn(f"Image {self.name!r} was never destroyed", ResourceWarning, stacklevel=1)
 
     def __repr__(self) -> str:
         return (f'<Image "{self.name}" {self.width}x{self.height}x{self.depth} levels={self.levels} '

@@ -48,18 +48,9 @@ class Readback:
             chunk = min(size - pos, up.pool.max_chunk)
             staging = up.pool.checkout(chunk)
             try:
-                with self._lock:
-                    cmd = self._cmd
-                    begin(cmd)
-                    regions = vkr.copy_regions(1)
-                    regions[0] = (buffer.offset + offset + pos, staging.offset, chunk)
-                    vkr.cmd_copy_buffer(cmd, buffer.handle, staging.handle, regions)
-                    readback_barrier(cmd)
-                    end(cmd)
-                    with lt.submit_lock:
-                        value = lt.next_value()
-                        submit(self._dev, self._dev.queue, [cmd], signals=[(lt.timeline, value)])
-                    lt.wait(value)
+                regions = vkr.copy_regions(1)
+                regions[0] = (buffer.offset + offset + pos, staging.offset, chunk)
+                self._run(lambda cmd: vkr.cmd_copy_buffer(cmd, buffer.handle, staging.handle, regions))
                 np.copyto(out[pos:pos + chunk], staging.mapped[:chunk])
             finally:
                 up.pool.give_back([staging])
@@ -91,21 +82,15 @@ class Readback:
         for c in copies:
             staging = up.pool.checkout(c.size)
             try:
-                with self._lock:
-                    cmd = self._cmd
-                    begin(cmd)
+                def record(cmd: Any, c: Any = c, staging: Any = staging, old: int = old) -> None:
                     cmd_image_barrier(cmd, image, old_layout=old, new_layout=6, src_stage=0x10000, dst_stage=0x1000,
                                       src_access=0x10000, dst_access=0x800)
                     cmd_copy_image_to_buffer(cmd, image, 6, staging.handle, staging.offset, [c.rebased(0)])
                     cmd_image_barrier(cmd, image, old_layout=6, new_layout=old if old else 5, src_stage=0x1000,
                                       dst_stage=0x10000, src_access=0x800, dst_access=0x8000)
-                    readback_barrier(cmd)
-                    end(cmd)
-                    with lt.submit_lock:
-                        value = lt.next_value()
-                        submit(self._dev, self._dev.queue, [cmd], signals=[(lt.timeline, value)])
-                    lt.wait(value)
-                    old = image.layout = old if old else 5
+
+                self._run(record)
+                old = image.layout = old if old else 5
                 np.copyto(out[c.buffer_offset:c.buffer_offset + c.size], staging.mapped[:c.size])
             finally:
                 up.pool.give_back([staging])
@@ -113,6 +98,20 @@ class Readback:
             return out
         texel = info.bytes_per_block
         return out.reshape((d, h, w, texel) if image.depth > 1 else (h, w, texel))
+
+    def _run(self, record: Any) -> None:
+        """Record ``record(cmd)`` plus the host-read barrier, submit on the main queue, wait for it."""
+        lt = self._up.lifetime
+        with self._lock:
+            cmd = self._cmd
+            begin(cmd)
+            record(cmd)
+            readback_barrier(cmd)
+            end(cmd)
+            with lt.submit_lock:
+                value = lt.next_value()
+                submit(self._dev, self._dev.queue, [cmd], signals=[(lt.timeline, value)])
+            lt.wait(value)
 
     def destroy(self) -> None:
         """Destroy the command pool."""
