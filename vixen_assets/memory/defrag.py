@@ -31,14 +31,20 @@ class DefragResult:
 
 
 def _plan_pool(blocks: list[MemoryBlock], residents: dict[int, list[Buffer]]) -> list[tuple[Buffer, MemoryBlock, int]]:
-    """Choose moves that empty as many of the least-used blocks as fit into the rest."""
+    """Choose moves that empty as many of the least-used blocks as fit into the rest.
+
+    Blocks are tried least-used first; a block whose buffers do not all fit elsewhere, or that holds something that
+    cannot move, is skipped (the pass goes on with the next one), and a block that received moves is never evacuated
+    afterwards (what moved in would be stranded). So every byte moved frees a block.
+    """
     order = sorted(blocks, key=lambda b: b.tlsf.used_bytes)
     moves: list[tuple[Buffer, MemoryBlock, int]] = []
     evacuated: set[int] = set()
+    pinned: set[int] = set()
     for src in order:
         bufs = residents.get(src.id, [])
-        if not bufs:
-            continue
+        if not bufs or src.id in pinned or src.tlsf.allocation_count != len(bufs):
+            continue  # empty, a move target, or holding something that cannot move (images): cannot be emptied
         targets = [b for b in reversed(order) if b is not src and b.id not in evacuated]
         tentative: list[tuple[Buffer, MemoryBlock, int]] = []
         ok = True
@@ -56,9 +62,10 @@ def _plan_pool(blocks: list[MemoryBlock], residents: dict[int, list[Buffer]]) ->
         if not ok:
             for _buf, dst, off in tentative:
                 dst.tlsf.free(off)
-            break
+            continue
         moves.extend(tentative)
         evacuated.add(src.id)
+        pinned.update(dst.id for _buf, dst, _off in tentative)
     return moves
 
 
