@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from .errors import DeviceClosedError, DeviceNotFoundError
 from .memory.allocator import BudgetedAllocator

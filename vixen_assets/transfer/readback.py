@@ -32,11 +32,7 @@ class Readback:
         if offset < 0 or size < 0 or offset + size > buffer.size:
             raise VixenError(f"read of buffer {buffer.name!r}: {size} bytes at offset {offset} exceed its {buffer.size} bytes")
         up = self._up
-        if up.pending_bytes or up._batch.images:
-            up.flush()
-        lt = up.lifetime
-        if buffer.last_use:
-            lt.wait(buffer.last_use)
+        self._settle(buffer)
         out = np.empty(size, dtype=np.uint8)
         if size == 0:
             return out
@@ -67,11 +63,7 @@ class Readback:
         if not (0 <= level < image.levels and 0 <= layer < image.array_layers and 0 <= face < image.faces):
             raise VixenError(f"image {image.name!r}: no level {level} / layer {layer} / face {face}")
         up = self._up
-        if up.pending_bytes or up._batch.images:
-            up.flush()
-        lt = up.lifetime
-        if image.last_use:
-            lt.wait(image.last_use)
+        self._settle(image)
         info = format_info(image.vk_format)
         w, h, d = mip_extent(image.width, image.height, image.depth, level)
         total = level_size(info, w, h, d)
@@ -98,6 +90,14 @@ class Readback:
             return out
         texel = info.bytes_per_block
         return out.reshape((d, h, w, texel) if image.depth > 1 else (h, w, texel))
+
+    def _settle(self, resource: Any) -> None:
+        """Submit pending uploads and wait for the GPU work that last used ``resource``."""
+        up = self._up
+        if up.pending_bytes or up._batch.images:
+            up.flush()
+        if resource.last_use:
+            up.lifetime.wait(resource.last_use)
 
     def _run(self, record: Any) -> None:
         """Record ``record(cmd)`` plus the host-read barrier, submit on the main queue, wait for it."""
