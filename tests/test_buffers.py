@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from vixen_assets.device import list_devices, select_device
 from vixen_assets.errors import BudgetExceededError, DeviceClosedError, OutOfDeviceMemoryError, VixenError
+from vixen_assets.memory.blocks import SLAB_BYTES
 from vixen_assets.memory.buffers import ARENA_MAX, TRANSFER, USAGE_NAMES, parse_usage
 from vixen_assets.memory.tlsf import KIND_LINEAR, KIND_OPTIMAL
 from vixen_assets.testing import assert_no_validation_problems, finish_test_device, open_test_device
@@ -328,6 +329,8 @@ def test_fault_in_the_middle_of_a_group_leaves_nothing(bare_device: Any) -> None
     assert dev.budget.used == base_used and len(dev.registry) == 0
     stats = dev.budget.stats()
     assert all(c["bytes"] == 0 and c["count"] == 0 for c in stats["categories"].values())
+    assert dev.suballocator.idle()  # no live range: at most an idle size-class slab kept for reuse
+    dev.suballocator.trim()
     assert all(b.tlsf.is_empty for b in dev.suballocator.all_blocks())
     # and the device is fine afterwards
     with dev.create_buffer(2 * MiB, "storage", name="after") as buf:
@@ -420,10 +423,22 @@ def test_random_create_destroy_sequences_keep_the_invariants(device: Any, ops: l
                 assert b.memory_offset % device.buffers.arena_alignment == 0 and b.offset == b.memory_offset
             assert b.nbytes >= b.size
         assert device.budget.used == base_used + sum(b.nbytes for b in live)
-        # every byte of every block is accounted for: live allocations + free ranges tile the block
+        # every byte of every block is accounted for: live TLSF allocations + size-class slabs + free ranges tile
+        # the block, and each slab's live slots are exactly the live buffers inside it
         per_block: dict[int, int] = {}
+        in_slabs: dict[tuple[int, int], dict[int, int]] = {}
         for b in everyone:
-            per_block[b.allocation.block.id] = per_block.get(b.allocation.block.id, 0) + b.nbytes
+            slab = b.allocation.slab
+            if slab is None:
+                per_block[b.allocation.block.id] = per_block.get(b.allocation.block.id, 0) + b.nbytes
+            else:
+                assert b.nbytes <= slab.cls and slab.base <= b.memory_offset < slab.base + SLAB_BYTES
+                in_slabs.setdefault((slab.block.id, slab.base), {})[b.memory_offset] = b.nbytes
+        slabs = {k: v for pool in device.suballocator.pools() for k, v in pool.slab_index.items()}
+        for (block_id, _base), slab in slabs.items():
+            per_block[block_id] = per_block.get(block_id, 0) + SLAB_BYTES
+        for key, slab in slabs.items():
+            assert slab.sizes == in_slabs.get(key, {}) and slab.used == len(slab.sizes)
         for block in device.suballocator.all_blocks():
             block.tlsf.check()
             assert block.tlsf.used_bytes == per_block.get(block.id, 0)

@@ -12,11 +12,12 @@ if TYPE_CHECKING:
 class Allocation:
     """A range of one memory block: where a resource lives and whom its bytes are charged to."""
 
-    __slots__ = ("block", "offset", "size", "charged", "category", "heap", "purpose", "alignment")
+    __slots__ = ("block", "offset", "size", "charged", "category", "heap", "purpose", "alignment", "slab")
 
     def __init__(self, block: MemoryBlock, offset: int, size: int, charged: int, category: str, heap: int,
-                 purpose: str, alignment: int = 1) -> None:
+                 purpose: str, alignment: int = 1, slab: Any = None) -> None:
         self.alignment = alignment  # what the offset had to be a multiple of (a move must keep it)
+        self.slab = slab  # the small-size slab it came from (see blocks.Slab), or None for a TLSF range
         self.block = block
         self.offset = offset
         self.size = size

@@ -79,6 +79,40 @@ class MemoryBlock:
                 f"used={self.tlsf.used_bytes} {'dedicated' if self.dedicated else ''}>")
 
 
+SLAB_BYTES = 64 << 10
+SLAB_MAX = 4096
+#: request size -> slot size (powers of two from 64 bytes), precomputed for the hot path
+SLAB_CLASS = [max(64, 1 << max(0, (n - 1).bit_length())) for n in range(SLAB_MAX + 1)]
+
+
+class Slab:
+    """A 64 KiB TLSF range of one block cut into equal slots of one size class."""
+
+    __slots__ = ("block", "base", "cls", "free", "used", "partial", "sizes")
+
+    def __init__(self, block: MemoryBlock, base: int, cls: int, partial: list[Slab]) -> None:
+        self.block = block
+        self.base = base
+        self.cls = cls
+        self.free = list(range(base + SLAB_BYTES - cls, base - 1, -cls))
+        self.used = 0
+        self.partial = partial
+        self.sizes: dict[int, int] = {}  # live slot offset -> requested bytes (for the memory report)
+
+    def ranges(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """(used, free) ``(offset, size)`` ranges inside the slab, by offset."""
+        used, free = [], []
+        for off in range(self.base, self.base + SLAB_BYTES, self.cls):
+            n = self.sizes.get(off)
+            if n is None:
+                free.append((off, self.cls))
+            else:
+                used.append((off, n))
+                if n < self.cls:
+                    free.append((off + n, self.cls - n))
+        return used, free
+
+
 @dataclass
 class PoolStats:
     """Counters of one pool of blocks."""
@@ -101,6 +135,10 @@ class BlockPool:
     block_size: int = 0
     #: the block the last suballocation came from (tried first by the next one)
     current: MemoryBlock | None = None
+    #: size class -> slabs of that class with free slots (small allocations, see ``Suballocator.allocate``)
+    slabs: dict[int, list[Slab]] = field(default_factory=dict)
+    #: every live slab by (block id, base offset), full ones included
+    slab_index: dict[tuple[int, int], Slab] = field(default_factory=dict)
 
 
 class Suballocator(DeviceAllocator):
@@ -192,7 +230,17 @@ class Suballocator(DeviceAllocator):
     def allocate(self, size: int, alignment: int, type_index: int, *, category: str = "default", type_bits: int = 0,
                  kind: int = 0, device_address: bool = False, dedicated: bool = False,
                  purpose: str = "general") -> Allocation:
-        """Return a new range of a block of memory type ``type_index``; creates a block when none has room."""
+        """Return a new range of a block of memory type ``type_index``; creates a block when none has room.
+
+        Small linear requests (at most :data:`SLAB_MAX` bytes, alignment dividing their size class) come from
+        size-class slabs: 64 KiB TLSF ranges cut into equal slots, handed out and taken back with a list pop/append
+        (the forge3d O2 size buckets). A slab whose slots are all free goes back to TLSF when another slab of its class
+        has room, so blocks still empty and get freed.
+        """
+        if size <= SLAB_MAX and not dedicated and not kind:
+            cls = SLAB_CLASS[size]
+            if cls % alignment == 0:
+                return self._allocate_small(size, cls, alignment, type_index, category, device_address, purpose)
         if not dedicated:  # hot path: the pool's current block usually has room
             pool = self._pools.get((type_index, purpose, device_address))
             if pool is not None and pool.current is not None and size <= pool.block_size >> 1:
@@ -209,10 +257,50 @@ class Suballocator(DeviceAllocator):
 
     def free(self, allocation: Allocation) -> None:
         """Give a range back (see :meth:`free_range`)."""
-        self.free_range(allocation.block, allocation.offset, allocation.purpose)
+        slab = allocation.slab
+        if slab is None:
+            self.free_range(allocation.block, allocation.offset, allocation.purpose)
+            return
+        with self.lock:
+            slab.free.append(allocation.offset)
+            del slab.sizes[allocation.offset]
+            slab.used -= 1
+            partial = slab.partial
+            if len(slab.free) == 1:
+                partial.append(slab)  # it was full: it has room again
+            elif not slab.used and len(partial) > 1:  # idle, and another slab of its class has room
+                partial.remove(slab)
+                self._pools[slab.block.pool_key].slab_index.pop((slab.block.id, slab.base), None)
+                self.free_range(slab.block, slab.base, allocation.purpose, count=False)  # internal: not counted
+            self._pools[slab.block.pool_key].stats.subfrees += 1
+            self.tracker.subfrees_unlocked()
+
+    def _allocate_small(self, size: int, cls: int, alignment: int, type_index: int, category: str,
+                        device_address: bool, purpose: str) -> Allocation:
+        key = (type_index, purpose, device_address)
+        with self.lock:
+            pool = self._pools.get(key)
+            partial = pool.slabs.get(cls) if pool is not None else None
+            if not partial:
+                block, base = self._allocate(SLAB_BYTES, max(cls, 256), type_index, 0, device_address, False,
+                                             purpose, count=False)
+                pool = self._pools[key]
+                partial = pool.slabs.setdefault(cls, [])
+                new = Slab(block, base, cls, partial)
+                partial.append(new)
+                pool.slab_index[(block.id, base)] = new
+            slab = partial[-1]
+            off = slab.free.pop()
+            slab.sizes[off] = size
+            slab.used += 1
+            if not slab.free:
+                partial.pop()
+            pool.stats.suballocations += 1
+            self.tracker.suballocations_unlocked()
+            return Allocation(slab.block, off, size, size, category, slab.block.heap, purpose, alignment, slab)
 
     def _allocate(self, size: int, alignment: int, type_index: int, kind: int, device_address: bool,
-                  dedicated: bool, purpose: str) -> tuple[MemoryBlock, int]:
+                  dedicated: bool, purpose: str, count: bool = True) -> tuple[MemoryBlock, int]:
         key = (type_index, purpose, device_address)
         with self.lock:
             pool = self._pools.get(key)
@@ -224,8 +312,9 @@ class Suballocator(DeviceAllocator):
                                         purpose=purpose)
                 off = block.tlsf.alloc(size, alignment, granularity_kind=kind)
                 assert off == 0
-                pool.stats.suballocations += 1
-                self.tracker.suballocations_unlocked()
+                if count:
+                    pool.stats.suballocations += 1
+                    self.tracker.suballocations_unlocked()
                 return block, 0
             blocks = pool.blocks
             for block in reversed(blocks):  # newest first: most likely to have room
@@ -233,8 +322,9 @@ class Suballocator(DeviceAllocator):
                     continue
                 off = block.tlsf.alloc(size, alignment, granularity_kind=kind)
                 if off is not None:
-                    pool.stats.suballocations += 1
-                    self.tracker.suballocations_unlocked()
+                    if count:
+                        pool.stats.suballocations += 1
+                        self.tracker.suballocations_unlocked()
                     pool.current = block
                     return block, off
             heap = self._info.memory_types[type_index].heap
@@ -246,26 +336,45 @@ class Suballocator(DeviceAllocator):
             if off is None:  # cannot happen for a fresh block that is at least size + alignment
                 raise BudgetExceededError(size, self._heap_bytes.get(heap, 0), self._heap_limits(heap), who=purpose, heap=heap)
             pool.current = block
-            pool.stats.suballocations += 1
-            self.tracker.suballocations_unlocked()
+            if count:
+                pool.stats.suballocations += 1
+                self.tracker.suballocations_unlocked()
             return block, off
 
-    def free_range(self, block: MemoryBlock, offset: int, purpose: str = "general") -> None:
+    def free_range(self, block: MemoryBlock, offset: int, purpose: str = "general", count: bool = True) -> None:
         """Return a range; an emptied block is freed unless it is the pool's only empty block."""
         with self.lock:
             tlsf = block.tlsf
             tlsf.free(offset)
             pool = self._pools[block.pool_key]
-            pool.stats.subfrees += 1
-            self.tracker.subfrees_unlocked()
+            if count:
+                pool.stats.subfrees += 1
+                self.tracker.subfrees_unlocked()
             if not tlsf.allocation_count:
                 if block.dedicated or any(b is not block and not b.dedicated and b.tlsf.is_empty for b in pool.blocks):
                     self._release_block(pool, block, purpose)
 
+    def idle(self) -> bool:
+        """True when nothing is allocated: every remaining range is an idle size-class slab kept for reuse."""
+        with self.lock:
+            for pool in self._pools.values():
+                for block in pool.blocks:
+                    for start, _size in block.tlsf.used_ranges():
+                        slab = pool.slab_index.get((block.id, start))
+                        if slab is None or slab.used:
+                            return False
+            return True
+
     def trim(self) -> int:
-        """Free every empty block (also the one kept for reuse); return how many were freed."""
+        """Free idle slabs and every empty block (also the one kept for reuse); return how many blocks were freed."""
         n = 0
         with self.lock:
+            for pool in self._pools.values():
+                for key, slab in list(pool.slab_index.items()):
+                    if not slab.used:
+                        slab.partial.remove(slab)
+                        del pool.slab_index[key]
+                        self.free_range(slab.block, slab.base, pool.key[1], count=False)
             for pool in self._pools.values():
                 for block in [b for b in pool.blocks if b.tlsf.is_empty]:
                     self._release_block(pool, block, pool.key[1])
@@ -294,7 +403,8 @@ class Suballocator(DeviceAllocator):
                 pools.append({
                     "memory_type": pool.key[0], "purpose": pool.key[1], "device_address": pool.key[2],
                     "blocks": len(pool.blocks), "bytes": sum(b.size for b in pool.blocks),
-                    "used": sum(b.tlsf.used_bytes for b in pool.blocks),
+                    "used": sum(b.tlsf.used_bytes for b in pool.blocks) - sum(
+                        SLAB_BYTES - sum(sl.sizes.values()) for sl in pool.slab_index.values()),  # live bytes only
                     "fragmentation": (1 - big / free) if free else 0.0,
                     **vars(pool.stats),
                 })

@@ -75,7 +75,8 @@ def defragment(device: Any, *, max_bytes: int | None = None) -> DefragResult:
     device.lifetime.drain()
     device.logical.wait_idle()
     before = sub.stats()
-    live = [b for b in device.registry.live() if isinstance(b, Buffer) and b.alive]
+    # buffers in size-class slabs stay: their slab pins its block (the planner then leaves that block alone)
+    live = [b for b in device.registry.live() if isinstance(b, Buffer) and b.alive and b.allocation.slab is None]
     moved = 0
     nbytes = 0
     with sub.lock:

@@ -11,13 +11,23 @@ def memory_report(device: Any) -> dict[str, Any]:
     blocks = []
     sub = device.suballocator
     with sub.lock:  # a consistent snapshot: other threads allocate and free under this lock
+        slabs = {k: v for pool in sub.pools() for k, v in pool.slab_index.items()}
         for block in sub.all_blocks():
             t = block.tlsf
+            used, free = [], list(t.free_ranges())
+            for start, size in t.used_ranges():
+                slab = slabs.get((block.id, start))
+                if slab is None:
+                    used.append((start, size))
+                else:  # a size-class slab: list its live slots and its free room
+                    su, sf = slab.ranges()
+                    used += su
+                    free += sf
             blocks.append({
                 "id": block.id, "memory_type": block.type_index, "heap": block.heap, "size": block.size,
-                "purpose": block.pool_key[1], "dedicated": block.dedicated, "used": t.used_bytes,
-                "free": t.free_bytes, "largest_free": t.largest_free, "fragmentation": t.fragmentation(),
-                "used_ranges": [list(r) for r in t.used_ranges()], "free_ranges": [list(r) for r in t.free_ranges()],
+                "purpose": block.pool_key[1], "dedicated": block.dedicated, "used": sum(n for _o, n in used),
+                "free": sum(n for _o, n in free), "largest_free": t.largest_free, "fragmentation": t.fragmentation(),
+                "used_ranges": [list(r) for r in sorted(used)], "free_ranges": [list(r) for r in sorted(free)],
             })
     budget = device.budget.stats()
     return {
