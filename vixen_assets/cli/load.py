@@ -74,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
                 ("triangles", f"{summary['triangle_count']:,}"),
                 ("uploaded", f"{summary['bytes_uploaded'] / 1e6:.2f} MB"),
                 ("time", f"{secs * 1e3:.1f} ms"),
-                ("throughput", f"{summary['gb_per_s']:.2f} GB/s" if summary["gb_per_s"] >= 0.1
-                 else f"{summary['gb_per_s'] * 1e3:.1f} MB/s"),
+                ("throughput", f"{summary['gb_per_s']:.3g} GB/s"),
                 ("peak budget use", f"{fmt_bytes(summary['peak_budget_bytes'])} of {fmt_bytes(device.budget.limit)}"),
                 ("cache hits / misses", f"{summary['cache_hits']} / {summary['cache_misses']}"),
                 ("warnings", str(summary["warnings"])),
