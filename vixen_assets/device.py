@@ -222,7 +222,11 @@ class Device:
         if hasattr(resource, "_state"):
             if resource._state:
                 return
+            if isinstance(resource, Buffer) and self.buffers.before_retire is not None:
+                self.buffers.before_retire(resource)  # submit uploads still pending into it, as destroy() does
             resource._state = 1
+            if hasattr(resource, "_before_retire"):  # TrackedResource: the same preparation destroy() makes
+                resource.last_use = resource._before_retire()
         self.lifetime.retire(resource, after if after is not None else max(self.lifetime.submitted,
                                                                               getattr(resource, "last_use", 0)))
 

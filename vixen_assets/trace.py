@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from .errors import VixenError
-from .transfer.uploader import readback_barrier
 from .vk.commands import begin, end, submit
 from .vk.pipeline import DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER, ComputePipeline
 
@@ -130,4 +129,4 @@ def readback_barrier_compute(cmd: Any) -> None:
                            dst_access=0x800 | 0x2000)
 
 
-__all__ = ["trace_rays", "shader_spirv", "readback_barrier"]
+__all__ = ["trace_rays", "shader_spirv", "readback_barrier_compute"]

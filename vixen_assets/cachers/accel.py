@@ -16,7 +16,6 @@ previously built structures intact: builds run inside an allocation group.
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -178,7 +177,7 @@ def build_blases(device: Any, items: Sequence[tuple[str, list[vka.Geometry]]], g
             before = sum(a.buffer.nbytes for a in built)
             stats.bytes_before_compaction += before
             if compacted is not None:
-                built = _compact(device, group, built, compacted, stats, before)
+                built = _compact(device, group, built, compacted, stats)
             else:
                 stats.bytes_after_compaction += before
             for j, a in zip(batch, built):
@@ -193,7 +192,7 @@ def build_blases(device: Any, items: Sequence[tuple[str, list[vka.Geometry]]], g
 
 
 def _compact(device: Any, group: AllocationGroup, built: list[AccelerationStructure], compacted: list[int],
-             stats: AccelStats, before: int) -> list[AccelerationStructure]:
+             stats: AccelStats) -> list[AccelerationStructure]:
     """Copy each BLAS whose compacted size is smaller into a buffer of that size and free the original; a BLAS that
     would not shrink (lavapipe reports the full size) is kept as it is, so no copy and no transient doubling."""
     dev = device.logical
@@ -276,7 +275,6 @@ class Tlas:
         """Build it over ``blas[i]`` placed by ``transforms[i]`` (column-vector 4x4)."""
         self.device = device
         self.name = name
-        self._blas = [weakref.ref(b) for b in blas]
         n = len(blas)
         self.count = n
         self.custom_index = np.arange(n, dtype=np.uint32) if custom_index is None else np.asarray(custom_index, np.uint32)

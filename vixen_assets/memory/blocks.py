@@ -37,7 +37,7 @@ def default_block_size(heap_size: int) -> int:
 class MemoryBlock:
     """One ``VkDeviceMemory`` allocation with its TLSF range allocator and, if host-visible, a persistent mapping."""
 
-    __slots__ = ("id", "memory", "size", "type_index", "heap", "tlsf", "mapped", "host_address", "dedicated",
+    __slots__ = ("id", "memory", "size", "type_index", "heap", "tlsf", "mapped", "dedicated",
                  "device_address", "pool_key", "payload", "_dev")
 
     def __init__(self, dev: LogicalDevice, size: int, type_index: int, heap: int, *, host_visible: bool,
@@ -56,10 +56,9 @@ class MemoryBlock:
                                           dedicated_buffer=dedicated_buffer)
         self.tlsf = TlsfAllocator(size, buffer_image_granularity=granularity)
         self.mapped: np.ndarray | None = None
-        self.host_address = 0
         if host_visible:
             try:
-                self.host_address, self.mapped = vkr.map_whole(dev, self.memory, size)
+                _addr, self.mapped = vkr.map_whole(dev, self.memory, size)
             except BaseException:
                 vkr.free_memory(dev, self.memory)
                 raise
