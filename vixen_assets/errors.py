@@ -93,3 +93,30 @@ class PluginError(VixenError):
 
 class ValidationMessageError(VixenError):
     """The Vulkan validation layer reported a warning or error (raised by the test harness)."""
+
+
+class ConfigError(VixenError, ValueError):
+    """An argument or option is out of range or of the wrong kind (a negative budget, an unknown usage name).
+
+    ``option`` names the argument; the message says what was given and what is accepted.
+    """
+
+    def __init__(self, message: str, *, option: str = "") -> None:
+        self.option = option
+        super().__init__(f"{option}: {message}" if option else message)
+
+
+class UnsupportedFeatureError(VixenError):
+    """The device lacks a capability the call needs (e.g. ray queries, sparse residency); ``feature`` names it."""
+
+    def __init__(self, message: str, *, feature: str = "") -> None:
+        self.feature = feature
+        super().__init__(message)
+
+
+class VixenWarning(UserWarning):
+    """Base class of every warning vixen-assets emits (deprecated names, skipped prims, lossy compression)."""
+
+
+class VixenDeprecationWarning(VixenWarning, DeprecationWarning):
+    """A public name was renamed; the old spelling still works for now and says what to use instead."""
