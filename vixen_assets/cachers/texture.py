@@ -30,7 +30,7 @@ from ..hookspecs import hookimpl
 from ..memory.group import AllocationGroup
 from ..memory.images import IMAGE_1D, IMAGE_2D, IMAGE_3D, Image, format_supported
 from ..transfer.image_regions import level_copies, mip_extent
-from .base import LoadContext, TypedCacher
+from .base import HeldEntry, LoadContext, TypedCacher
 
 R8G8B8A8_UNORM = 37
 R8G8B8A8_SRGB = 43
@@ -74,8 +74,12 @@ class TextureSource:
 
 
 @dataclass(eq=False)
-class GpuTexture:
-    """A texture on the GPU: its :class:`Image`, format name, extent, levels, layers, faces and the path taken."""
+class GpuTexture(HeldEntry):
+    """A texture on the GPU: its :class:`Image`, format name, extent, levels, layers, faces and the path taken.
+
+    ``load_texture`` hands it out holding one cache reference: ``release()`` it (or use ``with``) when done; until
+    then the cache never evicts it.
+    """
 
     key: str
     image: Image
