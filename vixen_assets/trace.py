@@ -11,14 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from .errors import VixenError
+from .errors import ConfigError, UnsupportedFeatureError
+from .vk import enums as vke
+from .vk import resources as vkr
 from .vk.commands import begin, end, submit
 from .vk.pipeline import DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER, ComputePipeline
 
 SHADER = "trace_rays"
 WORKGROUP = 64
-STAGE_COMPUTE = 0x800
-STAGE_TRANSFER = 0x1000
 
 
 def shader_spirv(name: str = SHADER) -> bytes:
@@ -53,13 +53,14 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
     device = scene.device
     device.check_open()
     if not device.features.get("ray_query"):
-        raise VixenError(f"{device.name} does not support VK_KHR_ray_query")
+        raise UnsupportedFeatureError(f"{device.name} does not support VK_KHR_ray_query: trace_rays needs ray queries",
+                                      feature="ray_query")
     if getattr(scene, "tlas", None) is None:
         scene.build_acceleration_structures()
     o = np.ascontiguousarray(origins, dtype=np.float32).reshape(-1, 3)
     d = np.ascontiguousarray(directions, dtype=np.float32).reshape(-1, 3)
     if o.shape != d.shape:
-        raise VixenError(f"trace_rays: {len(o)} origins but {len(d)} directions")
+        raise ConfigError(f"{len(o)} origins but {len(d)} directions", option="trace_rays")
     n = len(o)
     out = {"hit": np.zeros(n, bool), "t": np.zeros(n, np.float32), "instance": np.full(n, -1, np.int32),
            "primitive": np.full(n, -1, np.int32), "record": np.full(n, -1, np.int32)}
@@ -123,10 +124,9 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
 
 def readback_barrier_compute(cmd: Any) -> None:
     """Make compute-shader writes visible to a following transfer or host read."""
-    from .vk import resources as vkr
-
-    vkr.cmd_memory_barrier(cmd, src_stage=STAGE_COMPUTE, dst_stage=STAGE_TRANSFER | 0x4000, src_access=0x40,
-                           dst_access=0x800 | 0x2000)
+    vkr.cmd_memory_barrier(cmd, src_stage=vke.STAGE_COMPUTE_SHADER, dst_stage=vke.STAGE_TRANSFER | vke.STAGE_HOST,
+                           src_access=vke.ACCESS_SHADER_WRITE,
+                           dst_access=vke.ACCESS_TRANSFER_READ | vke.ACCESS_HOST_READ)
 
 
 __all__ = ["trace_rays", "shader_spirv", "readback_barrier_compute"]

@@ -1,7 +1,7 @@
 """``load_vox(path, device)``: a MagicaVoxel scene on the GPU as a :class:`VoxelScene`.
 
 The scene's buffers share one memory block (see ``vixen_assets.cachers.voxel``); ``VoxelScene`` is a
-:class:`~vixen_assets.usd.scene.Scene` whose instances are the file's model placements, so ``trace_rays`` and
+neutral :class:`~vixen_assets.scene.Scene` (the type every loader returns) whose instances are the file's model placements, so ``trace_rays`` and
 ``build_acceleration_structures`` work on it as on any scene (one AABB BLAS per model).
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 from .cachers import LoadContext
 from .cachers.voxel import GpuVoxelScene, VoxelSceneCacher
 from .errors import FormatError
-from .usd.scene import Instance, Scene
+from .scene import Instance, Scene
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class VoxelScene(Scene):
             first.setdefault(m, t)
         self.models = [VoxelModel(i, info.size, info.voxel_count, first.get(i, np.eye(4, dtype=np.float32)))
                        for i, info in enumerate(entry.models)]
+        self.entries.append(entry)
         self.instances.append(Instance(entry, np.eye(4, dtype=np.float32), path, None, kind="voxel"))
 
     @property

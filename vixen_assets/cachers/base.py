@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Generic, Sequence, TypeVar
 
 from ..errors import ConfigError, NotHeldError, PluginError
+from ..hookcalls import notify_asset_cached
 from ..memory.group import AllocationGroup
 
 log = logging.getLogger("vixen_assets.cachers")
@@ -252,8 +253,6 @@ class TypedCacher(Generic[S, E]):
             if len(values) != len(keys):
                 raise PluginError(f"cacher {self.name!r}: build returned {len(values)} entries for {len(keys)} sources",
                                   plugin=type(self).__module__)
-        from ..plugins import notify_asset_cached
-
         for key, value in zip(keys, values):
             nbytes = int(self.entry_nbytes(value))
             self._entries[key] = _Entry(key, value, nbytes, next(self._ticks))

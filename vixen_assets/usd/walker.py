@@ -29,7 +29,7 @@ from ..cachers.registry import Registration
 from ..errors import FormatError, VixenError
 from ..plugins import cacher_registry, default_plugin_manager, notify_progress, notify_stage_loaded, resolve_asset_path
 from .materials import load_material_textures
-from .scene import Instance, Scene
+from ..scene import Instance, Scene
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -435,7 +435,7 @@ def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purpos
 
     # build every cacher's missing entries in one batch each
     entries: dict[str, Any] = {}
-    entry_keys: dict[int, tuple[str, str]] = scene.extra.setdefault("entry_keys", {})  # id(entry) -> (cacher, key)
+    entry_keys = scene.entry_keys  # id(entry) -> (cacher, key)
     bytes_before = sum(c.stats.bytes for c, _ in by_cacher.values())
     misses_before = sum(c.stats.misses for c, _ in by_cacher.values())
     hits_before = sum(c.stats.hits for c, _ in by_cacher.values())
@@ -494,7 +494,7 @@ def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purpos
             device.uploader.flush().wait()
         scene.stats.seconds["textures"] = _time.perf_counter() - t_tex
     scene.meshes = [v for v in seen.values() if it_is_mesh(v)]
-    scene.extra["entries"] = [v for v in seen.values() if not it_is_mesh(v)]
+    scene.entries = [v for v in seen.values() if not it_is_mesh(v)]
     st = scene.stats
     st.meshes = sum(1 for i in scene.instances if i.kind == "mesh")
     st.unique_meshes = len(scene.meshes)
@@ -514,9 +514,9 @@ def it_is_mesh(value: Any) -> bool:
 def _make_plan(scene: Scene, layers: Any) -> dict[str, Any]:
     refs: dict[str, tuple[Any, list[str]]] = {}
     key_of: dict[int, tuple[str, str]] = {}
-    for cacher, key in scene._refs:
+    for cacher, key in scene.held_refs:
         refs.setdefault(cacher.name, (cacher, []))[1].append(key)
-    known = scene.extra.get("entry_keys", {})
+    known = scene.entry_keys
     for inst in scene.instances:
         if id(inst.mesh) in known:
             key_of[id(inst.mesh)] = known[id(inst.mesh)]
@@ -558,6 +558,7 @@ def _warm_scene(device: Any, pm: Any, plan: dict[str, Any], path: str,
         raise
     unique = {id(i.mesh): i.mesh for i in scene.instances}
     scene.meshes = [v for v in unique.values() if it_is_mesh(v)]
+    scene.entries = [v for v in unique.values() if not it_is_mesh(v)]
     scene.warnings = list(plan["warnings"])
     old = plan["stats"]
     st = scene.stats
