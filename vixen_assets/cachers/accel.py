@@ -42,10 +42,10 @@ class AccelerationStructure(TrackedResource):
         self.kind = kind
         self.buffer = buffer
         self.size = size
-        self.handle = vka.create_as(device.logical, buffer.handle, buffer.offset, size, kind)
-        self.device_address = vka.as_address(device.logical, self.handle)
+        self.handle = vka.create_as(device.context.logical, buffer.handle, buffer.offset, size, kind)
+        self.device_address = vka.as_address(device.context.logical, self.handle)
         self.extra: dict[str, Any] = {}
-        self._track(device, name)
+        self._track(device.context, name)
 
     @property
     def nbytes(self) -> int:
@@ -53,8 +53,8 @@ class AccelerationStructure(TrackedResource):
         return self.buffer.nbytes
 
     def _release(self) -> None:
-        if self.device.logical.handle is not None:
-            vka.destroy_as(self.device.logical, self.handle)
+        if self.ctx.logical.handle is not None:
+            vka.destroy_as(self.ctx.logical, self.handle)
         self.buffer.destroy()
 
     def __repr__(self) -> str:
@@ -95,7 +95,7 @@ class ScratchPool:
         """Start empty."""
         self.device = device
         self.budget = budget
-        self.alignment = max(256, vka.as_properties(device.logical)["min_scratch_alignment"])
+        self.alignment = max(256, vka.as_properties(device.context.logical)["min_scratch_alignment"])
         self.buffer: Any = None
 
     def get(self, nbytes: int) -> Any:
@@ -130,7 +130,7 @@ def build_blases(device: Any, items: Sequence[tuple[str, list[vka.Geometry]]], g
 
     t0 = time.perf_counter()
     stats = stats or AccelStats()
-    dev = device.logical
+    dev = device.context.logical
     pool = ScratchPool(device, budget=scratch_budget)
     bflags = flags | (vka.BUILD_ALLOW_COMPACTION if compact else 0)
     infos = [vka.BuildInfo(vka.BLAS, geoms, flags=bflags) for _name, geoms in items]
@@ -159,7 +159,7 @@ def build_blases(device: Any, items: Sequence[tuple[str, list[vka.Geometry]]], g
                 built.append(a)
             query = vka.create_compacted_size_query(dev, len(batch)) if compact else None
             try:
-                with one_shot(dev, device.command_pool, dev.queue) as cmd:
+                with one_shot(dev, device.context.command_pool, dev.queue) as cmd:
                     offset = 0
                     recs = []
                     for j, a in zip(batch, built):
@@ -185,7 +185,7 @@ def build_blases(device: Any, items: Sequence[tuple[str, list[vka.Geometry]]], g
             stats.blas_built += len(built)
             out.extend(built)
     finally:
-        device.lifetime.drain()
+        device.context.lifetime.drain()
         pool.release()
     stats.build_seconds += time.perf_counter() - t0
     return out
@@ -195,7 +195,7 @@ def _compact(device: Any, group: AllocationGroup, built: list[AccelerationStruct
              stats: AccelStats) -> list[AccelerationStructure]:
     """Copy each BLAS whose compacted size is smaller into a buffer of that size and free the original; a BLAS that
     would not shrink (lavapipe reports the full size) is kept as it is, so no copy and no transient doubling."""
-    dev = device.logical
+    dev = device.context.logical
     out: list[AccelerationStructure] = list(built)
     pairs: list[tuple[int, AccelerationStructure, AccelerationStructure]] = []
     base = sum(a.buffer.nbytes for a in built)
@@ -213,7 +213,7 @@ def _compact(device: Any, group: AllocationGroup, built: list[AccelerationStruct
     # the batch's own peak: its originals plus the compact copies while both exist
     stats.transient_peak_bytes = max(stats.transient_peak_bytes, base + extra)
     if pairs:
-        with one_shot(dev, device.command_pool, dev.queue) as cmd:
+        with one_shot(dev, device.context.command_pool, dev.queue) as cmd:
             for _i, a, c in pairs:
                 vka.cmd_copy_compact(dev, cmd, a.handle, c.handle)
             vka.cmd_build_barrier(cmd)
@@ -283,7 +283,7 @@ class Tlas:
         self.instance_buffer: Any = None
         self._scratch: Any = None
         self._info: vka.BuildInfo | None = None
-        with AllocationGroup(device) as group:
+        with device.allocation_group() as group:
             records = vka.instance_records(np.asarray(transforms, np.float32).reshape(n, 4, 4), self._addresses,
                                            self.custom_index)
             self.instance_buffer = group.create_buffer(max(records.nbytes, 64), INPUT_USAGE, name=f"{name}-instances",
@@ -293,22 +293,22 @@ class Tlas:
             geom = vka.Geometry(vka.GEOMETRY_INSTANCES, n, instance_address=self.instance_buffer.device_address)
             self._info = vka.BuildInfo(vka.TLAS, [geom],
                                        flags=vka.BUILD_ALLOW_UPDATE | vka.BUILD_PREFER_FAST_TRACE)
-            size, build_scratch, update_scratch = self._info.sizes(device.logical)
+            size, build_scratch, update_scratch = self._info.sizes(device.context.logical)
             buf = group.create_buffer(size, AS_STORAGE_USAGE, name=name, category="accel", alignment=256)
             self.structure = AccelerationStructure(device, name, vka.TLAS, buf, size)
             group.adopt(self.structure)
-            align = max(256, vka.as_properties(device.logical)["min_scratch_alignment"])
+            align = max(256, vka.as_properties(device.context.logical)["min_scratch_alignment"])
             self._scratch = group.create_buffer(max(build_scratch, update_scratch, 256), SCRATCH_USAGE,
                                                 name=f"{name}-scratch", category="accel-scratch", alignment=align)
             self._build(vka.MODE_BUILD)
-        device.registry.add(self)
+        device.context.registry.add(self)
 
     def _build(self, mode: int) -> None:
-        dev = self.device.logical
+        dev = self.device.context.logical
         assert self._info is not None and self.structure is not None
         self._info.info.mode = mode
         src = self.structure.handle if mode == vka.MODE_UPDATE else None
-        with one_shot(dev, self.device.command_pool, dev.queue) as cmd:
+        with one_shot(dev, self.device.context.command_pool, dev.queue) as cmd:
             vka.cmd_build(dev, cmd, [(self._info, self.structure.handle, self._scratch.device_address, src)])
             vka.cmd_build_barrier(cmd)
 
@@ -348,7 +348,7 @@ class Tlas:
             if obj is not None:
                 obj.destroy()
         self.structure = self.instance_buffer = self._scratch = None
-        self.device.registry.remove(self)
+        self.device.context.registry.remove(self)
 
     def _destroy_now(self) -> None:
         self.destroy()
@@ -362,7 +362,7 @@ def build_aabb_blas(device: Any, aabb_buffer: Any, count: int, *, name: str = "a
     """Build a BLAS of ``count`` boxes (6 float32 each: min xyz, max xyz) stored in ``aabb_buffer``."""
     geom = vka.Geometry(vka.GEOMETRY_AABBS, count, aabb_address=aabb_buffer.device_address)
     own = group is None
-    g = group or AllocationGroup(device)
+    g = group or device.allocation_group()
     try:
         out = build_blases(device, [(name, [geom])], g, compact=compact)[0]
     except BaseException:
