@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             gbps=len(whole) / best / 1e9, mtris_per_s=tris / best / 1e6)
 
         def per_mesh() -> AllocationGroup:
-            g = AllocationGroup(device)
+            g = device.allocation_group()
             for vb, ib in blobs:
                 device.uploader.enqueue(g.create_buffer(len(vb), MESH_USAGE, category="bench"), vb)
                 device.uploader.enqueue(g.create_buffer(len(ib), MESH_USAGE, category="bench"), ib)
@@ -201,14 +201,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         def build(compact: bool) -> tuple[AllocationGroup, list[Any], AccelStats]:
             stats = AccelStats()
-            group = AllocationGroup(device)
+            group = device.allocation_group()
             out = build_blases(device, items, group, compact=compact, stats=stats)
             return group, out, stats
 
         def drop(res: tuple[AllocationGroup, list[Any], AccelStats]) -> None:
             for b in res[1]:
                 b.destroy()
-            device.lifetime.drain()
+            device.context.lifetime.drain()
 
         best, med, res = timed(lambda: build(False), args.repeat, after=drop)
         plain_bytes = sum(b.nbytes for b in res[1])
@@ -258,7 +258,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             tlas.destroy()
         for b in blases:
             b.destroy()
-        device.lifetime.drain()
+        device.context.lifetime.drain()
 
         # ---- ray queries through the scene's own TLAS
         t0 = time.perf_counter()

@@ -86,7 +86,7 @@ def run(pairs: int, device_index: str | None) -> dict[str, Any]:
     """Measure every row on one device; return the JSON document."""
     dev = open_device(device_index, validation=False)
     try:
-        logical = dev.logical
+        logical = dev.context.logical
         rows: list[dict[str, Any]] = []
 
         def chain(size: int) -> Callable[[], None]:

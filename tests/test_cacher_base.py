@@ -81,7 +81,7 @@ def blob(seed: int, nbytes: int = 256) -> Blob:
 def settle(device: Any) -> None:
     """Submit pending uploads, wait for them, and run deferred destruction."""
     device.flush().wait()
-    device.lifetime.drain()
+    device.context.lifetime.drain()
 
 
 def category_bytes(device: Any, name: str = "blob") -> int:

@@ -23,7 +23,7 @@ from .errors import ValidationMessageError
 
 def validation_problems(device: Any, since: int = 0) -> list[str]:
     """Return the validation WARNING/ERROR messages the device's instance collected, from index ``since`` on."""
-    return [str(m) for m in device.instance.problems()[since:]]
+    return [str(m) for m in device.validation_problems()[since:]]
 
 
 def assert_no_validation_problems(device: Any, since: int = 0) -> None:

@@ -7,7 +7,7 @@ per ray and reports the closest hit. Users call it to check that what is on the 
 from __future__ import annotations
 
 from importlib import resources as ilr
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from .vk import enums as vke
 from .vk import resources as vkr
 from .vk.commands import begin, end, submit
 from .vk.pipeline import DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER, ComputePipeline
+
+if TYPE_CHECKING:
+    from .device import Device
 
 SHADER = "trace_rays"
 WORKGROUP = 64
@@ -26,15 +29,15 @@ def shader_spirv(name: str = SHADER) -> bytes:
     return (ilr.files("vixen_assets") / "shaders" / f"{name}.spv").read_bytes()
 
 
-def _pipeline(device: Any) -> ComputePipeline:
-    pipe = device.cachers.get("_trace_pipeline")
-    if pipe is None:
-        pipe = ComputePipeline(device.logical, shader_spirv(),
-                               [DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER, DESC_STORAGE_BUFFER,
-                                DESC_STORAGE_BUFFER], push_constant_bytes=4)
-        device.cachers["_trace_pipeline"] = pipe
-        device.on_close(pipe.destroy)
-    return pipe
+class TracePipeline(ComputePipeline):
+    """The ray-query compute pipeline of :func:`trace_rays` (one per device, in ``Device.stash``)."""
+
+
+def _pipeline(device: Device) -> ComputePipeline:
+    return device.stash(TracePipeline, lambda: TracePipeline(
+        device.context.logical, shader_spirv(),
+        [DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER, DESC_STORAGE_BUFFER, DESC_STORAGE_BUFFER],
+        push_constant_bytes=4))
 
 
 def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any = np.inf, t_min: float = 0.0) -> dict[str, np.ndarray]:
@@ -85,9 +88,10 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
         tlas = scene.tlas
         pipe.write([tlas.handle, (ray_buf.handle, ray_buf.offset, ray_buf.size),
                     (hit_buf.handle, hit_buf.offset, hit_buf.size), (tab_buf.handle, tab_buf.offset, tab_buf.size)])
-        lt = device.lifetime
-        dev = device.logical
-        cmd = device.command_pool.allocate()
+        ctx = device.context
+        lt = ctx.lifetime
+        dev = ctx.logical
+        cmd = ctx.command_pool.allocate()
         try:
             begin(cmd)
             pipe.cmd_dispatch(cmd, (n + WORKGROUP - 1) // WORKGROUP, np.uint32(n).tobytes())
@@ -101,7 +105,7 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
             tlas.structure.last_use = value
             lt.wait(value)
         finally:
-            device.command_pool.free(cmd)
+            ctx.command_pool.free(cmd)
         raw = device.read_buffer(hit_buf).view(np.float32).reshape(n, 4)
     finally:
         for b in (ray_buf, hit_buf, tab_buf):

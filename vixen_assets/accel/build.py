@@ -112,7 +112,7 @@ def build_blases(device: Device, items: Sequence[tuple[str, list[vka.Geometry]]]
     """
     t0 = time.perf_counter()
     stats = stats or AccelStats()
-    dev = device.logical
+    dev = device.context.logical
     pool = ScratchPool(device, budget=scratch_budget)
     bflags = flags | (vka.BUILD_ALLOW_COMPACTION if compact else 0)
     infos = [vka.BuildInfo(vka.BLAS, geoms, flags=bflags) for _name, geoms in items]
@@ -141,7 +141,7 @@ def build_blases(device: Device, items: Sequence[tuple[str, list[vka.Geometry]]]
                 built.append(a)
             query = vka.create_compacted_size_query(dev, len(batch)) if compact else None
             try:
-                with one_shot(dev, device.command_pool, dev.queue) as cmd:
+                with one_shot(dev, device.context.command_pool, dev.queue) as cmd:
                     offset = 0
                     recs = []
                     for j, a in zip(batch, built):
@@ -167,7 +167,7 @@ def build_blases(device: Device, items: Sequence[tuple[str, list[vka.Geometry]]]
             stats.blas_built += len(built)
             out.extend(built)
     finally:
-        device.lifetime.drain()
+        device.context.lifetime.drain()
         pool.release()
     stats.build_seconds += time.perf_counter() - t0
     return out
@@ -177,7 +177,7 @@ def _compact(device: Device, group: AllocationGroup, built: list[AccelerationStr
              stats: AccelStats) -> list[AccelerationStructure]:
     """Copy each BLAS whose compacted size is smaller into a buffer of that size and free the original; a BLAS that
     would not shrink (lavapipe reports the full size) is kept as it is, so no copy and no transient doubling."""
-    dev = device.logical
+    dev = device.context.logical
     out: list[AccelerationStructure] = list(built)
     pairs: list[tuple[int, AccelerationStructure, AccelerationStructure]] = []
     base = sum(a.buffer.nbytes for a in built)
@@ -195,7 +195,7 @@ def _compact(device: Device, group: AllocationGroup, built: list[AccelerationStr
     # the batch's own peak: its originals plus the compact copies while both exist
     stats.transient_peak_bytes = max(stats.transient_peak_bytes, base + extra)
     if pairs:
-        with one_shot(dev, device.command_pool, dev.queue) as cmd:
+        with one_shot(dev, device.context.command_pool, dev.queue) as cmd:
             for _i, a, c in pairs:
                 vka.cmd_copy_compact(dev, cmd, a.handle, c.handle)
             vka.cmd_build_barrier(cmd)
@@ -223,7 +223,7 @@ def build_aabb_blas(device: Device, aabb_buffer: Buffer, count: int, *, name: st
     """
     geom = vka.Geometry(vka.GEOMETRY_AABBS, count, aabb_address=aabb_buffer.device_address)
     own = group is None
-    g = group or AllocationGroup(device)
+    g = group or device.allocation_group()
     try:
         out = build_blases(device, [(name, [geom])], g, compact=compact)[0]
     except BaseException:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..errors import DeviceClosedError
-from ..memory.group import AllocationGroup
 from ..memory.resource import TrackedResource
 from ..vk import accel as vka
 from ..vk import enums as vke
@@ -48,9 +47,9 @@ class AccelerationStructure(TrackedResource):
         self.kind = kind
         self.buffer = buffer
         self.size = size
-        self.handle = vka.create_as(device.logical, buffer.handle, buffer.offset, size, kind)
-        self.device_address = vka.as_address(device.logical, self.handle)
-        self._track(device, name)
+        self.handle = vka.create_as(device.context.logical, buffer.handle, buffer.offset, size, kind)
+        self.device_address = vka.as_address(device.context.logical, self.handle)
+        self._track(device.context, name)
 
     @property
     def nbytes(self) -> int:
@@ -58,8 +57,8 @@ class AccelerationStructure(TrackedResource):
         return self.buffer.nbytes
 
     def _release(self) -> None:
-        if self.device.logical.handle is not None:
-            vka.destroy_as(self.device.logical, self.handle)
+        if self.ctx.logical.handle is not None:
+            vka.destroy_as(self.ctx.logical, self.handle)
         self.buffer.destroy()
 
     def __repr__(self) -> str:
@@ -72,7 +71,7 @@ def scratch_alignment(device: Device) -> int:
 
     :param device: the device.
     """
-    return max(256, vka.as_properties(device.logical)["min_scratch_alignment"])
+    return max(256, vka.as_properties(device.context.logical)["min_scratch_alignment"])
 
 
 class Tlas(TrackedResource):
@@ -98,7 +97,8 @@ class Tlas(TrackedResource):
         self._staging: Buffer | None = None
         self._scratch: Buffer | None = None
         self.device = device
-        with AllocationGroup(device) as group:
+        ctx = device.context
+        with device.allocation_group() as group:
             records = self._records(transforms)
             nbytes = max(records.nbytes, 64)
             self.instance_buffer = group.create_buffer(nbytes, INPUT_USAGE, name=f"{name}-instances",
@@ -108,15 +108,16 @@ class Tlas(TrackedResource):
                                                     category="accel", strategy="host_visible")
             geom = vka.Geometry(vka.GEOMETRY_INSTANCES, n, instance_address=self.instance_buffer.device_address)
             self._info = vka.BuildInfo(vka.TLAS, [geom], flags=vka.BUILD_ALLOW_UPDATE | vka.BUILD_PREFER_FAST_TRACE)
-            size, build_scratch, update_scratch = self._info.sizes(device.logical)
+            size, build_scratch, update_scratch = self._info.sizes(ctx.logical)
             buf = group.create_buffer(size, AS_STORAGE_USAGE, name=name, category="accel", alignment=256)
             self.structure = AccelerationStructure(device, name, vka.TLAS, buf, size)
             group.adopt(self.structure)
             self._scratch = group.create_buffer(max(build_scratch, update_scratch, 256), SCRATCH_USAGE,
                                                 name=f"{name}-scratch", category="accel-scratch",
                                                 alignment=scratch_alignment(device))
+            self.ctx = ctx
             self._write_and_build(records, vka.MODE_BUILD)
-        self._track(device, name)
+        self._track(ctx, name)
 
     def _records(self, transforms: np.ndarray) -> np.ndarray:
         t = np.asarray(transforms, np.float32).reshape(self.count, 4, 4)
@@ -124,13 +125,13 @@ class Tlas(TrackedResource):
 
     def _write_and_build(self, records: np.ndarray, mode: int) -> None:
         """Write the instance records and (re)build: one command buffer, one submission, waited for."""
-        dev = self.device.logical
+        dev = self.ctx.logical
         assert self.structure is not None and self.instance_buffer is not None and self._scratch is not None
         # the previous build or a trace may still read the records: wait before overwriting them
         busy = max(self.structure.last_use, self.instance_buffer.last_use,
                    self._staging.last_use if self._staging is not None else 0)
         if busy:
-            self.device.lifetime.wait(busy)
+            self.ctx.lifetime.wait(busy)
         raw = records.view(np.uint8).reshape(-1)
         target = self._staging if self._staging is not None else self.instance_buffer
         mapped = target.mapped
@@ -138,7 +139,7 @@ class Tlas(TrackedResource):
         mapped[:raw.size] = raw
         self._info.info.mode = mode
         src = self.structure.handle if mode == vka.MODE_UPDATE else None
-        with one_shot(dev, self.device.command_pool, dev.queue) as cmd:
+        with one_shot(dev, self.ctx.command_pool, dev.queue) as cmd:
             if self._staging is not None and raw.size:
                 region = vkr.copy_regions(1)
                 region[0] = (self._staging.offset, self.instance_buffer.offset, raw.size)
@@ -188,7 +189,7 @@ class Tlas(TrackedResource):
         if not self.alive:
             raise DeviceClosedError(f"Tlas {self.name!r} was destroyed")
 
-    def _before_retire(self) -> int:
+    def _prepare_retire(self) -> int:
         return max([self.last_use] + [b.last_use for b in (self.structure, self.instance_buffer, self._staging,
                                                            self._scratch) if b is not None])
 

@@ -244,7 +244,7 @@ class TypedCacher(Generic[S, E]):
 
     def _build_missing(self, missing: dict[str, S]) -> None:
         keys = list(missing)
-        with AllocationGroup(self.device) as group:
+        with self.device.allocation_group() as group:
             try:
                 values = self.build([missing[k] for k in keys], group)
             except BaseException:

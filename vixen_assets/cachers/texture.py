@@ -176,7 +176,7 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
         extra: dict[str, Any] = {}
         if src.compress:
             fmt, blocks, decoded = _compress(pixels, src.compress, src.srgb)
-            if not format_supported(self.device, fmt, width=w, height=h):
+            if not format_supported(self.device.context, fmt, width=w, height=h):
                 fmt = 0
             if fmt:
                 data = np.frombuffer(blocks, np.uint8)
@@ -195,7 +195,7 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
         layers, faces, levels = max(1, ktx.layer_count), ktx.face_count, len(ktx.levels)
         itype = IMAGE_3D if ktx.is_3d else IMAGE_1D if ktx.pixel_height == 0 else IMAGE_2D
         source_name = ktx.format.name if ktx.format else (ktx.transcode_codec or "?")
-        if ktx.format is not None and format_supported(self.device, ktx.vk_format, image_type=itype, cube=faces == 6,
+        if ktx.format is not None and format_supported(self.device.context, ktx.vk_format, image_type=itype, cube=faces == 6,
                                                        width=w, height=h, depth=d, levels=levels,
                                                        layers=layers * faces):
             data = [(lv.index, np.frombuffer(ktx.level_data(lv.index), np.uint8)) for lv in ktx.levels]
@@ -225,7 +225,7 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
                 layers: int, faces: int, data: list[tuple[int, np.ndarray]], path_taken: str, source_name: str,
                 extra: dict[str, Any], itype: int) -> GpuTexture:
         label = os.path.basename(src.path.rstrip("]").split("[")[-1]) or src.digest[:12]
-        image = Image(self.device, name=f"tex:{label}", vk_format=fmt, width=w, height=h, depth=d, levels=levels,
+        image = Image(self.device.context, name=f"tex:{label}", vk_format=fmt, width=w, height=h, depth=d, levels=levels,
                       layers=layers, faces=faces, image_type=itype, category=self.name)
         group.adopt(image)
         info = format_info(fmt)

@@ -316,7 +316,7 @@ class VoxelSceneCacher(TypedCacher[VoxelSource, GpuVoxelScene]):
             specs: dict[str, tuple[int, Any]] = {k: (max(a.nbytes, 16), usage_plain) for k, a in arrays.items()}
             specs["aabbs"] = (max(arrays["aabbs"].nbytes, 24), "storage|device_address|accel_input")
             label = src.path.rsplit("/", 1)[-1] if src.path else "voxels"
-            bset = BufferSet(self.device, specs, name=f"voxels:{label}", category=self.name)
+            bset = BufferSet(self.device.context, specs, name=f"voxels:{label}", category=self.name)
             group.adopt(bset)
             for k, a in arrays.items():
                 up.enqueue(bset[k], a)

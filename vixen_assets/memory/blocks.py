@@ -415,6 +415,15 @@ class Suballocator(DeviceAllocator):
                 "pools": pools,
             }
 
+    # -- the stats protocol (``memory.stats``) ----------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Blocks, bytes, fragmentation and counters (see :meth:`stats`)."""
+        return self.stats()
+
+    def reset(self) -> None:
+        """Zero counters and peaks (live numbers stay)."""
+        self.reset_stats()
+
     def reset_stats(self) -> None:
         """Reset counters and peaks (live numbers stay)."""
         with self.lock:

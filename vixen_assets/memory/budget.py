@@ -7,9 +7,13 @@ budget failure raises :class:`~vixen_assets.errors.BudgetExceededError` with not
 
 Limits, per heap:
 
-- ``limit = floor(budget_fraction * heap size)``, or the ``VK_EXT_memory_budget`` heap budget when that is smaller;
-- ``warning_threshold = floor(warning_fraction * heap size)``, scaled by the same factor as the limit when the
-  extension's budget lowered it (so the warning keeps coming before the limit), and never above the limit.
+- ``limit = floor(budget_fraction * heap size)``, capped at ``limit_bytes`` on device-local heaps, or the
+  ``VK_EXT_memory_budget`` heap budget when that is smaller;
+- ``warning_threshold = floor(warning_share * limit)`` when ``warning_share`` is given (what ``Device`` does,
+  from ``BudgetOptions.warning_fraction``): a share of the limit in force, so with a tight ``budget_fraction`` or
+  ``limit_bytes`` the warning, and cache eviction, still comes before the limit. Otherwise (the older spelling)
+  ``floor(warning_fraction * heap size)``, scaled by the same factor as the limit when the extension's budget
+  lowered it, and never above the limit.
 
 The *primary* heap (the largest device-local one) is what :attr:`BudgetManager.limit`, :attr:`~BudgetManager.used`
 and :attr:`~BudgetManager.peak` describe; the per-heap numbers are in :meth:`BudgetManager.stats`.
@@ -92,10 +96,18 @@ class BudgetEvent:
 
 
 def _limits_for(
-    heap: HeapBudgetInput, budget_fraction: float, warning_fraction: float
+    heap: HeapBudgetInput, budget_fraction: float, warning_fraction: float, limit_bytes: int | None = None,
+    warning_share: float | None = None,
 ) -> tuple[int, int]:
     """``(limit, warning_threshold)`` of one heap (see the module docstring)."""
     limit = math.floor(budget_fraction * heap.size)
+    if limit_bytes is not None and heap.device_local:
+        limit = min(limit, limit_bytes)
+    if warning_share is not None:
+        if heap.budget_bytes is not None and heap.budget_bytes < limit:
+            limit = max(heap.budget_bytes, 0)  # the driver's budget is tighter
+        # a share of the limit in force, so the warning (and cache eviction) always comes before the limit
+        return limit, min(math.floor(warning_share * limit), limit)
     threshold = math.floor(warning_fraction * heap.size)
     if heap.budget_bytes is not None and heap.budget_bytes < limit:
         # the driver's budget is tighter: keep the warning at the same fraction of the (lower) limit
@@ -110,7 +122,10 @@ class BudgetManager:
     :param heaps: one entry per ``VkMemoryHeap``, in heap-index order (a bare ``int`` is a device-local heap of
         that size without an extension budget).
     :param budget_fraction: the share of each heap that may be used (0 makes every reservation fail).
-    :param warning_fraction: the share of each heap at which warning callbacks fire.
+    :param warning_fraction: the share of each heap at which warning callbacks fire (when ``warning_share`` is None).
+    :param limit_bytes: a byte cap on every device-local heap's limit (``None``: the fraction alone).
+    :param warning_share: the share of each heap's *limit* at which warning callbacks fire (wins over
+        ``warning_fraction``).
     :param staging_quota: bytes of staging memory that may be held at once (default: the smaller of 256 MiB and 10%
         of the primary heap's limit).
     :param staging_timeout_s: how long :meth:`acquire_staging` waits by default before raising.
@@ -127,6 +142,8 @@ class BudgetManager:
         *,
         budget_fraction: float = 0.9,
         warning_fraction: float = 0.8,
+        limit_bytes: int | None = None,
+        warning_share: float | None = None,
         staging_quota: int | None = None,
         staging_timeout_s: float = 30.0,
         overflow: str = OVERFLOW_ERROR,
@@ -154,11 +171,13 @@ class BudgetManager:
         self._specs = specs
         self._budget_fraction = float(budget_fraction)
         self._warning_fraction = float(warning_fraction)
+        self._limit_bytes = limit_bytes
+        self._warning_share = warning_share
         n = len(specs)
         self._limits = [0] * n
         self._thresholds = [0] * n
         for i, h in enumerate(specs):
-            self._limits[i], self._thresholds[i] = _limits_for(h, budget_fraction, warning_fraction)
+            self._limits[i], self._thresholds[i] = _limits_for(h, budget_fraction, warning_fraction, limit_bytes, warning_share)
         self._device_local = [h.device_local for h in specs]
         local = [i for i in range(n) if specs[i].device_local]
         self._primary = max(local, key=lambda i: (specs[i].size, -i)) if local else 0
@@ -490,7 +509,8 @@ class BudgetManager:
                 spec = self._specs[i]
                 self._specs[i] = HeapBudgetInput(spec.size, spec.device_local, b)
                 self._limits[i], self._thresholds[i] = _limits_for(
-                    self._specs[i], self._budget_fraction, self._warning_fraction
+                    self._specs[i], self._budget_fraction, self._warning_fraction, self._limit_bytes,
+                    self._warning_share
                 )
                 was_armed = self._trigger[i] != math.inf
                 self._derive_locked(i)
@@ -620,6 +640,15 @@ class BudgetManager:
             resets = [r for _fn, r in self._providers.values() if r is not None]
         for reset in resets:
             reset()
+
+    # -- the stats protocol (``memory.stats``) ----------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """The budget's stats (see :meth:`stats`)."""
+        return self.stats()
+
+    def reset(self) -> None:
+        """Zero counters and peaks (live numbers stay)."""
+        self.reset_stats()
 
     # ------------------------------------------------------------------ queries
 

@@ -11,13 +11,16 @@ finished the last work that used any of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import VixenError
 from ..vk import resources as vkr
 from ..vk.shim import BUFFER_USAGE_SHADER_DEVICE_ADDRESS
 from .buffers import TRANSFER, Buffer, parse_usage
 from .resource import TrackedResource
+
+if TYPE_CHECKING:
+    from .context import GpuContext
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ def _align(n: int, a: int) -> int:
 class BufferSet(TrackedResource):
     """Named buffers sharing one memory allocation; create with :meth:`Device.create_buffer_set`."""
 
-    def __init__(self, device: Any, specs: dict[str, tuple[int, int | str | Iterable[str]]], *,
+    def __init__(self, ctx: GpuContext, specs: dict[str, tuple[int, int | str | Iterable[str]]], *,
                  strategy: str = "device_local", name: str = "", category: str = "default",
                  alignment: int = 256) -> None:
         """Create every member and bind them into one allocation; all or nothing.
@@ -48,7 +51,7 @@ class BufferSet(TrackedResource):
             raise VixenError(f"buffer set {name!r} needs at least one buffer")
         self.category = category
         self.last_use = 0
-        dev = device.logical
+        dev = ctx.logical
         handles: list[tuple[str, Any, int, int]] = []
         self.alloc = None
         try:
@@ -70,8 +73,8 @@ class BufferSet(TrackedResource):
                 offset += _s
             if not type_bits & 0xFFFFFFFF:
                 raise VixenError(f"buffer set {name!r}: no memory type suits every member")
-            type_index = device.buffers.memory_type(type_bits & 0xFFFFFFFF, strategy)
-            self.alloc = device.allocator.allocate(offset, max(alignment, 256), type_index, category=category,
+            type_index = ctx.memory_type(type_bits & 0xFFFFFFFF, strategy)
+            self.alloc = ctx.allocator.allocate(offset, max(alignment, 256), type_index, category=category,
                                                    type_bits=type_bits & 0xFFFFFFFF, device_address=want_addr,
                                                    dedicated=True)
             self.buffers: dict[str, Buffer] = {}
@@ -88,10 +91,10 @@ class BufferSet(TrackedResource):
             for _m, h, _s, _f in handles:
                 vkr.destroy_buffer(dev, h)
             if self.alloc is not None:
-                device.allocator.free(self.alloc)
+                ctx.allocator.free(self.alloc)
                 self.alloc = None
             raise
-        self._track(device, name)
+        self._track(ctx, name)
 
     # -- the protocol Buffer uses for its owner ------------------------------------------------------------------
     def retire(self, buf: Buffer) -> None:
@@ -99,10 +102,15 @@ class BufferSet(TrackedResource):
         if all(not b.alive for b in self.buffers.values()):
             self.destroy()
 
+    def prepare_retire(self, buf: Buffer) -> int:
+        """Submit uploads still pending into one member; return its ``last_use``."""
+        self.ctx.flush_pending(buf)
+        return buf.last_use
+
     def destroy_now(self, buf: Buffer) -> None:
         """Destroy one member's handle (the memory stays with the set)."""
-        if self.device.logical.handle is not None:
-            vkr.destroy_buffer(self.device.logical, buf._handle)
+        if self.ctx.device_open:
+            vkr.destroy_buffer(self.ctx.logical, buf._handle)
 
     # -- the set ---------------------------------------------------------------------------------------------------
     @property
@@ -118,23 +126,19 @@ class BufferSet(TrackedResource):
     def __getitem__(self, member: str) -> Buffer:
         return self.buffers[member]
 
-    def _before_retire(self) -> int:
-        """Mark every member retired and submit uploads still pending into any of them; wait for the latest use."""
+    def _prepare_retire(self) -> int:
+        """Mark every member retiring and submit uploads still pending into any of them; wait for the latest use."""
         for b in self.buffers.values():
-            b._state = max(b._state, 1)
-        uploader = getattr(self.device, "uploader", None)
-        if uploader is not None:
-            for b in self.buffers.values():
-                uploader.flush_if_pending(b)
+            b._mark_retiring()
+        for b in self.buffers.values():
+            self.ctx.flush_pending(b)
         return max([self.last_use] + [b.last_use for b in self.buffers.values()])
 
     def _release(self) -> None:
         for b in self.buffers.values():
-            if b._state != 2:
-                b._state = 2
-                self.destroy_now(b)
+            b._destroy_now()
         if self.alloc is not None:
-            self.device.allocator.free(self.alloc)
+            self.ctx.allocator.free(self.alloc)
             self.alloc = None
 
     def __repr__(self) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 import warnings
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from ..vk import resources as vkr
 from ..vk.shim import BUFFER_USAGE_AS_BUILD_INPUT_READ_ONLY, BUFFER_USAGE_AS_STORAGE, BUFFER_USAGE_SHADER_DEVICE_ADDRESS
 from .allocation import Allocation, DeviceAllocator
 from .blocks import MemoryBlock, Suballocator
+from .resource import ALIVE, DESTROYED, RETIRING, ResourceState
 from .strategies import STRATEGIES, find_memory_type
 
 if TYPE_CHECKING:
@@ -88,12 +90,12 @@ class Buffer:
         self.device_address = device_address
         self.generation = 1
         self.last_use = 0
-        self._state = 0  # 0 live, 1 retired (waiting for the GPU), 2 destroyed
+        self._state = ALIVE
         self._refs = 1
 
     # -- where it lives -------------------------------------------------------------------------------------------
     def _check(self) -> None:
-        if self._state == 2:
+        if self._state is DESTROYED:
             raise DeviceClosedError(f"buffer {self.name!r} was destroyed")
 
     @property
@@ -152,7 +154,12 @@ class Buffer:
     @property
     def alive(self) -> bool:
         """False once destroyed (or retired for destruction)."""
-        return self._state == 0
+        return self._state is ALIVE
+
+    @property
+    def state(self) -> ResourceState:
+        """ALIVE, RETIRING (waiting for the GPU) or DESTROYED."""
+        return self._state
 
     # -- lifetime -------------------------------------------------------------------------------------------------
     def acquire(self) -> Buffer:
@@ -174,15 +181,28 @@ class Buffer:
 
     def destroy(self) -> None:
         """Destroy now, or once the GPU is done with it when work using it is in flight; safe to call twice."""
-        if self._state:
+        if self._state is not ALIVE:
             return
-        self._state = 1
+        self._state = RETIRING
         self._factory.retire(self)
 
+    # -- friend API of the lifetime protocol (see ``memory.resource``) -------------------------------------------
+    def _mark_retiring(self) -> bool:
+        """ALIVE -> RETIRING; False when it was not alive."""
+        if self._state is not ALIVE:
+            return False
+        self._state = RETIRING
+        return True
+
+    def _prepare_retire(self) -> int:
+        """Submit uploads still pending into this buffer; return the timeline value to wait for."""
+        return self._factory.prepare_retire(self)
+
     def _destroy_now(self) -> None:
-        if self._state == 2:
+        """Free the handle, range and budget now; safe to call twice."""
+        if self._state is DESTROYED:
             return
-        self._state = 2
+        self._state = DESTROYED
         self._factory.destroy_now(self)
 
     def __enter__(self) -> Buffer:
@@ -192,12 +212,12 @@ class Buffer:
         self.destroy()
 
     def __del__(self) -> None:
-        if getattr(self, "_state", 2) == 0:
+        if getattr(self, "_state", DESTROYED) is ALIVE:
             warnings.warn(f"Buffer {self.name!r} was never destroyed (use destroy() or a with block)", ResourceWarning,
                           stacklevel=1)
 
     def __repr__(self) -> str:
-        state = {0: "", 1: " retired", 2: " destroyed"}[self._state]
+        state = {ALIVE: "", RETIRING: " retired", DESTROYED: " destroyed"}[self._state]
         return f'<Buffer "{self.name}" {_fmt_size(self.size)} gen={self.generation}{state}>'
 
 
@@ -233,7 +253,8 @@ class BufferFactory:
         self._type_cache: dict[tuple[int, str], int] = {}
         self._arena_types: dict[str, int] = {}  # strategy -> memory type of its arenas (create's fast path)
         self._arena_bda = bool(usage & BUFFER_USAGE_SHADER_DEVICE_ADDRESS)
-        self.before_retire: Any = None
+        #: "submit work still pending into this resource" (set by ``GpuContext``: its pending-flush callbacks)
+        self.before_retire: Callable[[object], None] | None = None
         sub.on_new_block["arena"] = self._make_arena
         sub.on_release_block["arena"] = self._drop_arena
         sub.on_new_block["arena:overflow"] = self._make_arena
@@ -331,14 +352,19 @@ class BufferFactory:
         self.registry.add(buf)
         return buf
 
+    def prepare_retire(self, buf: Buffer) -> int:
+        """Submit work still pending into ``buf`` (so ``last_use`` covers it); return ``buf.last_use``."""
+        if self.before_retire is not None:
+            self.before_retire(buf)
+        return buf.last_use
+
     def retire(self, buf: Buffer) -> None:
         """Destroy when the GPU finished the last work that used it (immediately when that is done already)."""
-        if self.before_retire is not None:
-            self.before_retire(buf)  # e.g. submit uploads still pending into it, so last_use covers them
-        if not buf.last_use:  # never used by the GPU: nothing to wait for
+        last = self.prepare_retire(buf)
+        if not last:  # never used by the GPU: nothing to wait for
             buf._destroy_now()
             return
-        self.lifetime.retire(buf, buf.last_use)
+        self.lifetime.retire(buf, last)
 
     def destroy_now(self, buf: Buffer) -> None:
         """Free the buffer's handle, range and budget now."""

@@ -94,7 +94,7 @@ class Readback:
     def _settle(self, resource: Any) -> None:
         """Submit pending uploads and wait for the GPU work that last used ``resource``."""
         up = self._up
-        if up.pending_bytes or up._batch.images:
+        if up.has_pending:
             up.flush()
         if resource.last_use:
             up.lifetime.wait(resource.last_use)

@@ -32,6 +32,7 @@ import numpy as np
 from ..errors import DeviceClosedError, VixenError
 from ..memory.buffers import Buffer, BufferFactory
 from ..memory.lifetime import Lifetime
+from ..memory.resource import DESTROYED
 from ..vk import LogicalDevice
 from ..vk import resources as vkr
 from ..vk.commands import CommandPool, begin, end, submit
@@ -188,7 +189,7 @@ class BatchedUploader:
         n = src.shape[0]
         if dst_offset < 0 or dst_offset + n > dst.size:
             raise VixenError(f"upload to buffer {dst.name!r}: {n} bytes at offset {dst_offset} exceed its {dst.size} bytes")
-        if dst._state == 2:
+        if dst._state is DESTROYED:
             raise DeviceClosedError(f"buffer {dst.name!r} was destroyed")
         if n == 0:
             return
@@ -540,12 +541,27 @@ class BatchedUploader:
         self.collect()
         return True
 
-    def flush_if_pending(self, buf: Buffer) -> None:
-        """Submit the pending batch when it copies into ``buf`` (called before ``buf`` is destroyed)."""
-        key = id(buf)
-        if key in self._batch.dsts or self._sealed:
+    def pending_for(self, resource: object) -> bool:
+        """True when copies into ``resource`` (a buffer or an image) are recorded and not yet submitted."""
+        key = id(resource)
+        with self._lock:
+            for batch in (self._batch, *self._sealed):
+                if key in batch.dsts or any(img is resource for _b, img, _c, _l in batch.images):
+                    return True
+        return False
+
+    @property
+    def has_pending(self) -> bool:
+        """True when anything (buffer or image copies) is enqueued and not yet submitted."""
+        return bool(self._sealed) or not self._batch.empty()
+
+    def flush_if_pending(self, resource: object) -> None:
+        """Submit the pending batches when they copy into ``resource`` (a buffer or an image); the pending-flush
+        callback the device registers on its ``GpuContext`` (called before ``resource`` retires)."""
+        batch = self._batch
+        if id(resource) in batch.dsts or batch.images or self._sealed:  # cheap test first: destroy is a hot path
             with self._lock:
-                if key in self._batch.dsts or any(key in b.dsts for b in self._sealed):
+                if self.pending_for(resource):
                     self.flush()
 
     @property
@@ -564,6 +580,15 @@ class BatchedUploader:
         while self._inflight:
             self.lifetime.wait(self._inflight[-1][0])
             self.collect()
+
+    # -- the stats protocol (``memory.stats``) ----------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Uploader counters plus the staging pool's (see :meth:`stats_dict`)."""
+        return self.stats_dict()
+
+    def reset(self) -> None:
+        """Zero counters and peaks (live numbers stay)."""
+        self.stats = UploadStats()
 
     def stats_dict(self) -> dict[str, Any]:
         """Uploader counters plus the staging pool's."""

@@ -37,6 +37,10 @@ ProgressFn = Callable[[str, int, int], None]
 FILE_ATTRIBUTE = "vixen:file"
 
 
+class StagePlans(dict[tuple[Any, ...], dict[str, Any]]):
+    """Per-device cache of load plans by (path, time, purposes, strict, plugin manager) (``Device.stash``)."""
+
+
 @dataclass(slots=True)  # one per placement (10,000s for big instancers): slots make them cheaper to create
 class _Item:
     """One placement found by the walk: which prim (read once) and its matrix (row-vector convention)."""
@@ -339,7 +343,7 @@ def load_stage(path_or_stage: Any, device: Any, *, time: Any = None, purposes: S
     plan_key = None
     if warm and not isinstance(path_or_stage, Usd.Stage):
         plan_key = (os.path.abspath(os.fspath(path_or_stage)), repr(time), tuple(purposes), strict, id(pm))
-        plan = getattr(device, "_stage_plans", {}).get(plan_key)
+        plan = device.stash(StagePlans, StagePlans).get(plan_key)
         if plan is not None and _stats_unchanged(plan["layers"]):
             scene = _warm_scene(device, pm, plan, plan_key[0], report)
             if scene is not None:
@@ -362,8 +366,7 @@ def load_stage(path_or_stage: Any, device: Any, *, time: Any = None, purposes: S
     if plan_key is not None:
         layers = _layer_stats(stage)
         if layers is not None:
-            plans = device.__dict__.setdefault("_stage_plans", {})
-            plans[plan_key] = _make_plan(scene, layers)
+            device.stash(StagePlans, StagePlans)[plan_key] = _make_plan(scene, layers)
     notify_stage_loaded(pm, scene)
     return scene
 
