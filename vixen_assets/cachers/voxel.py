@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from ..memory.buffer_set import BufferSet, BufferView
 from ..memory.group import AllocationGroup
 from .accel import AccelerationStructure, build_blases
 from .base import LoadContext, TypedCacher
+
+if TYPE_CHECKING:
+    from ..device import Device
 
 BRICK = 8
 _BRICK_KEYS = (256 // BRICK) ** 3  # brick-coordinate keys of the largest model (SIZE <= 256 per axis)
@@ -380,7 +383,7 @@ class VoxelAABBCacher(TypedCacher[GpuVoxelScene, list]):
                 b.destroy()
 
 
-def voxel_aabb_cacher(device: Any) -> VoxelAABBCacher:
+def voxel_aabb_cacher(device: Device) -> VoxelAABBCacher:
     """The device's voxel AABB-BLAS cacher (created on first use)."""
     return VoxelAABBCacher.for_device(device)
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..device import list_devices, open_device, select_device
+from ..errors import VixenDeprecationWarning
+from ..memory.options import BudgetOptions
 from ..usd import load_stage
 from .output import console, fmt_bytes
 
@@ -27,8 +30,22 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def budget_options(budget_mb: float | None) -> BudgetOptions:
+    """The budget of ``--budget-mb`` (a byte limit: no Vulkan instance is needed to turn it into a fraction).
+
+    :param budget_mb: the limit in MiB, or ``None`` for the default budget.
+    :raises ConfigError: ``budget_mb`` is not a positive number.
+    """
+    return BudgetOptions() if budget_mb is None else BudgetOptions.from_mib(budget_mb)
+
+
 def budget_fraction_for(device_index: int | str | None, budget_mb: float | None) -> float:
-    """The ``budget_fraction`` that caps the budget at ``budget_mb`` MiB of the device's largest local heap."""
+    """Deprecated (opens Vulkan once just to read the heap size): use :func:`budget_options`.
+
+    The ``budget_fraction`` that caps the budget at ``budget_mb`` MiB of the device's largest local heap.
+    """
+    warnings.warn("budget_fraction_for() is deprecated: use budget_options() (BudgetOptions.limit_bytes)",
+                  VixenDeprecationWarning, stacklevel=2)
     if budget_mb is None:
         return 0.9
     infos = list_devices()
@@ -39,8 +56,8 @@ def budget_fraction_for(device_index: int | str | None, budget_mb: float | None)
 
 def run(args: argparse.Namespace) -> int:
     """Load the scene and print the summary."""
-    fraction = budget_fraction_for(args.device, args.budget_mb)
-    with open_device(args.device, validation=args.validation or None, budget_fraction=fraction) as device:
+    budget = budget_options(args.budget_mb)
+    with open_device(args.device, validation=args.validation or None, budget=budget) as device:
         progress = Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), console=console, transient=True, disable=args.json)
         tasks: dict[str, Any] = {}
