@@ -94,10 +94,18 @@ def _load_entry_points(pm: VixenPluginManager) -> None:
         pm.vixen_versions[ep.name] = getattr(dist, "version", "?") if dist is not None else "?"
 
 
+def _core_version() -> str:
+    """This package's version from its metadata (not from the package face, which imports this module)."""
+    try:
+        return importlib.metadata.version("vixen-assets")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
 def get_plugin_manager(*, load_entrypoints: bool | None = None) -> VixenPluginManager:
     """Build a new plugin manager: built-in plugins, then entry points (unless disabled), then ``check_pending()``."""
     pm = VixenPluginManager()
-    from . import __version__
+    __version__ = _core_version()
 
     for modname in DEFAULT_PLUGINS:
         mod = importlib.import_module(modname)
