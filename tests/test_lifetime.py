@@ -157,3 +157,53 @@ def test_close_drains_retired_resources() -> None:
             _ = buf.handle
     finally:
         finish_test_device(dev)
+
+
+# ---------------------------------------------------------------- the one lifetime protocol (memory.resource)
+
+
+def test_every_gpu_object_walks_the_same_states(device: Any) -> None:
+    """Buffer, Image and BufferSet: ALIVE -> RETIRING (while the GPU uses them) -> DESTROYED, through the friend API;
+    a pending upload into any of them is submitted before it retires (its last use covers the copy)."""
+    from vixen_assets.memory.resource import GpuResource, ResourceState
+
+    buf = device.create_buffer(2 * MiB, "storage", name="p-buf")
+    img = device.create_image(16, 16, vk_format=37, name="p-img")  # R8G8B8A8_UNORM
+    bset = device.create_buffer_set({"a": (4 * KiB, "storage"), "b": (8 * KiB, "storage")}, name="p-set")
+    objs = [buf, img, bset]
+    assert all(isinstance(o, GpuResource) and o.state is ResourceState.ALIVE and o.alive for o in objs)
+    with gated_submission(device) as (gate, value):
+        for o in objs:
+            o.last_use = value
+            o.destroy()
+            assert o.state is ResourceState.RETIRING and not o.alive
+            o.destroy()  # safe twice
+            assert not o._mark_retiring()  # the friend API agrees
+        assert bset["a"].state is ResourceState.RETIRING  # members follow the set
+        assert all(o in device.live_resources() for o in objs)
+        gate.signal(1)
+    device.context.lifetime.drain()
+    assert all(o.state is ResourceState.DESTROYED for o in objs)
+    assert bset["b"].state is ResourceState.DESTROYED
+    assert not any(o in device.live_resources() for o in objs)
+
+
+def test_prepare_retire_submits_pending_uploads_into_the_object(device: Any) -> None:
+    import numpy as np
+
+    buf = device.create_buffer(64 * KiB, "storage", strategy="device_local", name="pending")
+    up = device.uploader
+    direct = up.direct_writes
+    up.direct_writes = False  # force the staged path: the copy is only recorded until a flush
+    try:
+        up.enqueue(buf, np.arange(64 * KiB, dtype=np.uint8))
+        assert up.pending_for(buf) and up.has_pending
+        assert buf._mark_retiring()
+        last = buf._prepare_retire()
+        assert not up.pending_for(buf) and last > 0  # submitted; the wait covers the copy
+        device.retire(buf)  # already retiring: a no-op
+        device.context.lifetime.retire(buf, last)
+    finally:
+        up.direct_writes = direct
+    device.context.lifetime.drain()
+    assert not buf.alive and buf not in device.live_resources()

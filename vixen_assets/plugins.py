@@ -95,10 +95,18 @@ def _load_entry_points(pm: VixenPluginManager) -> None:
         pm.vixen_versions[ep.name] = getattr(dist, "version", "?") if dist is not None else "?"
 
 
+def _core_version() -> str:
+    """This package's version from its metadata (not from the package face, which imports this module)."""
+    try:
+        return importlib.metadata.version("vixen-assets")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
 def get_plugin_manager(*, load_entrypoints: bool | None = None) -> VixenPluginManager:
     """Build a new plugin manager: built-in plugins, then entry points (unless disabled), then ``check_pending()``."""
     pm = VixenPluginManager()
-    version = package_version()
+    version = _core_version()
     for modname in DEFAULT_PLUGINS:
         mod = importlib.import_module(modname)
         pm.register(mod, name=modname)
@@ -123,14 +131,6 @@ def get_plugin_manager(*, load_entrypoints: bool | None = None) -> VixenPluginMa
             pm.vixen_failures.append(PluginFailure(name, str(err)))
             log.warning("%s", err)
     return pm
-
-
-def package_version() -> str:
-    """The installed version of vixen-assets (``"0+unknown"`` when run from a source tree without metadata)."""
-    try:
-        return importlib.metadata.version("vixen-assets")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 _default: VixenPluginManager | None = None

@@ -21,11 +21,14 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Generic, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Sequence, TypeVar
 
 from ..errors import ConfigError, NotHeldError, PluginError
 from ..hookcalls import notify_asset_cached
 from ..memory.group import AllocationGroup
+
+if TYPE_CHECKING:
+    from ..device import Device
 
 log = logging.getLogger("vixen_assets.cachers")
 
@@ -119,7 +122,7 @@ class TypedCacher(Generic[S, E]):
     #: file suffixes this cacher handles (``(".vox",)``)
     suffixes: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, device: Any, *, plugin_manager: Any = None) -> None:
+    def __init__(self, device: Device, *, plugin_manager: Any = None) -> None:
         """Attach the cacher to ``device`` (evicts on its budget warnings, clears at its close)."""
         if not self.name:
             raise PluginError(f"{type(self).__name__} must set a class attribute 'name'", plugin=type(self).__module__)
@@ -133,7 +136,7 @@ class TypedCacher(Generic[S, E]):
         device.on_close(self.clear)
 
     @classmethod
-    def for_device(cls, device: Any, plugin_manager: Any = None) -> Any:
+    def for_device(cls, device: Device, plugin_manager: Any = None) -> Any:
         """The device's instance of this cacher (created on first use, cleared at the device's close)."""
         inst = device.cachers.get(cls.name)
         if inst is None or type(inst) is not cls:

@@ -19,7 +19,7 @@ import hashlib
 import io
 import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from ..memory.group import AllocationGroup
 from ..memory.images import IMAGE_1D, IMAGE_2D, IMAGE_3D, Image, format_supported
 from ..transfer.image_regions import level_copies, mip_extent
 from .base import HeldEntry, LoadContext, TypedCacher
+
+if TYPE_CHECKING:
+    from ..device import Device
 
 R8G8B8A8_UNORM = 37
 R8G8B8A8_SRGB = 43
@@ -251,7 +254,7 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
         entry.image.destroy()
 
 
-def texture_cacher(device: Any) -> TextureCacher:
+def texture_cacher(device: Device) -> TextureCacher:
     """The device's texture cacher (created on first use)."""
     return TextureCacher.for_device(device)
 

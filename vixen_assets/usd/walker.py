@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time as _time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from pxr import Gf, Tf, Usd, UsdGeom, UsdShade
@@ -30,6 +30,9 @@ from ..errors import FormatError, VixenError
 from ..plugins import cacher_registry, default_plugin_manager, notify_progress, notify_stage_loaded, resolve_asset_path
 from .materials import load_material_textures
 from ..scene import Instance, Scene
+
+if TYPE_CHECKING:
+    from ..device import Device
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -314,7 +317,7 @@ def _to_numpy(m: Any) -> np.ndarray:
     return np.array(m, dtype=np.float64).T.astype(np.float32)
 
 
-def load_stage(path_or_stage: Any, device: Any, *, time: Any = None, purposes: Sequence[str] = ("default", "render"),
+def load_stage(path_or_stage: Any, device: Device, *, time: Any = None, purposes: Sequence[str] = ("default", "render"),
                progress: ProgressFn | None = None, strict: bool = False, plugin_manager: Any = None,
                acceleration_structures: bool = False, warm: bool = True, textures: bool = True) -> Scene:
     """Load a USD stage onto ``device``; return the :class:`Scene` (release it, or use ``with``).
@@ -383,7 +386,7 @@ def _error_site(cerr: Any, root_layer: str) -> tuple[str, str]:
         return "/", root_layer
 
 
-def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purposes: Sequence[str], strict: bool,
+def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, purposes: Sequence[str], strict: bool,
                report: Callable[[str, int, int], None], textures: bool = True) -> None:
     registry = cacher_registry(pm)
     root_layer = stage.GetRootLayer().realPath or stage.GetRootLayer().identifier
@@ -530,7 +533,7 @@ def _make_plan(scene: Scene, layers: Any) -> dict[str, Any]:
             "warnings": list(scene.warnings), "stats": scene.stats.as_dict()}
 
 
-def _warm_scene(device: Any, pm: Any, plan: dict[str, Any], path: str,
+def _warm_scene(device: Device, pm: Any, plan: dict[str, Any], path: str,
                 report: Callable[[str, int, int], None]) -> Scene | None:
     scene = Scene(device, path)
     by_key: dict[tuple[str, str], Any] = {}

@@ -96,9 +96,9 @@ def keep(*objs: Any) -> list[Any]:
     return list(objs)
 
 
-def device_proc(device: Any, name: str) -> Any:
-    """Return the raw extension function ``name`` of ``device`` cast to its ``PFN_`` type, or ``None``."""
-    ptr = lib.vkGetDeviceProcAddr(device, name.encode())
+def device_proc(vk_device: Any, name: str) -> Any:
+    """Return the raw extension function ``name`` of ``vk_device`` cast to its ``PFN_`` type, or ``None``."""
+    ptr = lib.vkGetDeviceProcAddr(vk_device, name.encode())
     if ptr == NULL:
         return None
     return ffi.cast("PFN_" + name, ptr)
@@ -112,18 +112,18 @@ def instance_proc(instance: Any, name: str) -> Any:
     return ffi.cast("PFN_" + name, ptr)
 
 
-def buffer_device_address(device: Any, buffer: Any) -> int:
+def buffer_device_address(vk_device: Any, buffer: Any) -> int:
     """Return the GPU address of ``buffer`` (the wrapper of ``vkGetBufferDeviceAddress`` returns its input)."""
     info = ffi.new(
         "VkBufferDeviceAddressInfo*", {"sType": _vk.VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO, "buffer": buffer}
     )
-    return int(lib.vkGetBufferDeviceAddress(device, info))
+    return int(lib.vkGetBufferDeviceAddress(vk_device, info))
 
 
-def map_memory(device: Any, memory: Any, offset: int, size: int) -> tuple[int, Any]:
+def map_memory(vk_device: Any, memory: Any, offset: int, size: int) -> tuple[int, Any]:
     """Map ``size`` bytes of ``memory``; return the host address and a writable cffi buffer over them."""
     pp = ffi.new("void**")
-    check(lib.vkMapMemory(device, memory, offset, size, 0, pp), "vkMapMemory")
+    check(lib.vkMapMemory(vk_device, memory, offset, size, 0, pp), "vkMapMemory")
     return int(ffi.cast("uintptr_t", pp[0])), ffi.buffer(pp[0], size)
 
 
