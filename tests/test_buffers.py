@@ -24,12 +24,14 @@ from vixen_assets.memory.buffers import ARENA_MAX, TRANSFER, USAGE_NAMES, parse_
 from vixen_assets.memory.tlsf import KIND_LINEAR, KIND_OPTIMAL
 from vixen_assets.testing import assert_no_validation_problems, finish_test_device, open_test_device
 from vixen_assets.vk import FaultInjector
+from vixen_assets.vk import enums as vke
 from vixen_assets.vk import resources as vkr
 from vixen_assets.vk.commands import one_shot
 
 KiB = 1 << 10
 MiB = 1 << 20
-VERTEX, INDEX, STORAGE, UNIFORM_TEXEL, DEVICE_ADDRESS = 0x80, 0x40, 0x20, 0x4, USAGE_NAMES["device_address"]
+VERTEX, INDEX, STORAGE, UNIFORM_TEXEL, DEVICE_ADDRESS = (USAGE_NAMES[n] for n in ("vertex", "index", "storage",
+                                                                                  "uniform_texel", "device_address"))
 
 
 @pytest.fixture
@@ -189,7 +191,8 @@ def test_mapped_writes_land_in_the_reported_ranges_and_reach_the_gpu(device: Any
                 regions[0] = (buf.offset, dst.offset + pos, buf.size if buf is not big else 64 * KiB)
                 vkr.cmd_copy_buffer(cmd, buf.handle, dst.handle, regions)
                 pos += buf.size
-            vkr.cmd_memory_barrier(cmd, src_stage=0x1000, dst_stage=0x4000, src_access=0x1000, dst_access=0x2000)
+            vkr.cmd_memory_barrier(cmd, src_stage=vke.STAGE_TRANSFER, dst_stage=vke.STAGE_HOST,
+                                   src_access=vke.ACCESS_TRANSFER_WRITE, dst_access=vke.ACCESS_HOST_READ)
         got = dst.mapped
         assert np.array_equal(got[:3000], payload["a"])
         assert np.array_equal(got[3000:8000], payload["b"])

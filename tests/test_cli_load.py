@@ -85,8 +85,8 @@ def test_unknown_device_is_a_usage_error():
 
 def test_debug_shows_the_traceback():
     env = dict(os.environ, COLUMNS="120")
-    proc = subprocess.run([sys.executable, "-m", "vixen_assets.cli.main", "--debug", "load", SMALL, "--budget-mb", "-5"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    argv = [sys.executable, "-m", "vixen_assets.cli.main", "--debug", "load", SMALL, "--budget-mb", "-5"]
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 2
     assert "Traceback" in proc.stderr and "ConfigError" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("vixen-assets load: error: --budget-mb")

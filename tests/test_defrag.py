@@ -14,7 +14,9 @@ import pytest
 
 from vixen_assets.errors import DeviceClosedError
 from vixen_assets.memory.binding_table import Binding, BindingTable
+from vixen_assets.memory.buffers import USAGE_NAMES
 from vixen_assets.testing import finish_test_device, open_test_device
+from vixen_assets.vk import enums as vke
 from vixen_assets.vk import resources as vkr
 from vixen_assets.vk.commands import one_shot
 
@@ -110,7 +112,7 @@ def test_defragment_compacts_and_keeps_contents(small_blocks: Any) -> None:
             assert b.memory_offset % req_align == 0, f"{b!r} bound at a misaligned offset"
         else:
             assert b.offset % dev.context.buffers.arena_alignment == 0
-            if b.usage & 0x20000:
+            if b.usage & USAGE_NAMES["device_address"]:
                 assert b.device_address == b.allocation.block.payload[1] + b.offset
     for ranges in spans.values():
         ranges.sort()
@@ -129,7 +131,8 @@ def test_defragment_compacts_and_keeps_contents(small_blocks: Any) -> None:
                 regions[0] = (b.offset, dst.offset + pos, b.size)
                 vkr.cmd_copy_buffer(cmd, b.handle, dst.handle, regions)
                 pos += b.size
-            vkr.cmd_memory_barrier(cmd, src_stage=0x1000, dst_stage=0x4000, src_access=0x1000, dst_access=0x2000)
+            vkr.cmd_memory_barrier(cmd, src_stage=vke.STAGE_TRANSFER, dst_stage=vke.STAGE_HOST,
+                                   src_access=vke.ACCESS_TRANSFER_WRITE, dst_access=vke.ACCESS_HOST_READ)
         expected = np.concatenate([data[b.name] for b in survivors])
         assert np.array_equal(dst.mapped, expected)
     finally:

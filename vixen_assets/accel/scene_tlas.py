@@ -2,8 +2,9 @@
 every placement, and the :class:`TlasMap` from TLAS records back to scene instances.
 
 An instance's entry is ray traced when it is a mesh (it has an ``index_buffer``: its BLAS comes from the
-acceleration-structure cacher), a voxel scene (one AABB BLAS per model, :mod:`.voxel_blas`), or when it implements ``tlas_items(scene) -> [(blas, aabb_address, local 4x4)]``
-(procedural geometry such as voxel models: one TLAS record per item, placed at ``instance.transform @ local``).
+acceleration-structure cacher), a voxel scene (one AABB BLAS per model, :mod:`.voxel_blas`), or when it implements
+``tlas_items(scene) -> [(blas, aabb_address, local 4x4)]`` (other procedural geometry: one TLAS record per item,
+placed at ``instance.transform @ local``).
 """
 
 from __future__ import annotations

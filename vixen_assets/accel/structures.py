@@ -90,7 +90,8 @@ class Tlas(TrackedResource):
         self.name = name
         n = len(blas)
         self.count = n
-        self.custom_index = np.arange(n, dtype=np.uint32) if custom_index is None else np.asarray(custom_index, np.uint32)
+        self.custom_index = (np.arange(n, dtype=np.uint32) if custom_index is None
+                             else np.asarray(custom_index, np.uint32))
         self._addresses = np.array([b.device_address for b in blas], dtype=np.uint64)
         self.structure: AccelerationStructure | None = None
         self.instance_buffer: Buffer | None = None
