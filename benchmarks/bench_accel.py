@@ -46,7 +46,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vixen_assets.cachers.accel import AccelStats, Tlas, _geometries_for_mesh, accel_cacher, build_blases  # noqa: E402
+from vixen_assets.accel import AccelStats, Tlas, accel_cacher, build_blases  # noqa: E402
+from vixen_assets.accel import geometries_for_mesh as _geometries_for_mesh  # noqa: E402
 from vixen_assets.cachers.mesh import MESH_USAGE  # noqa: E402
 from vixen_assets.device import open_device  # noqa: E402
 from vixen_assets.memory.group import AllocationGroup  # noqa: E402

@@ -25,19 +25,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vixen_assets.cachers.accel import (
-    AccelStats,
-    Tlas,
-    _geometries_for_mesh,
-    accel_cacher,
-    build_aabb_blas,
-    build_blases,
-)
+from vixen_assets.accel import AccelStats, Tlas, accel_cacher, build_aabb_blas, build_blases
+from vixen_assets.accel import geometries_for_mesh as _geometries_for_mesh
 from vixen_assets.errors import BudgetExceededError, OutOfDeviceMemoryError, VixenError
 from vixen_assets.memory.group import AllocationGroup
 from vixen_assets.testing import finish_test_device, open_test_device
 from vixen_assets.trace import trace_rays
-from vixen_assets.usd.scene import Instance, TlasMap
+from vixen_assets.accel import TlasMap
+from vixen_assets.scene import Instance
 from vixen_assets.usd.walker import load_stage
 from vixen_assets.vk import accel as vka
 from vixen_assets.vk.faults import FaultInjector

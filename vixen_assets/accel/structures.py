@@ -78,7 +78,7 @@ class Tlas(TrackedResource):
     """A top-level acceleration structure over instances; ``refit(transforms)`` updates it in place."""
 
     def __init__(self, device: Device, blas: Sequence[Any], transforms: np.ndarray, *,
-                 custom_index: np.ndarray | None = None, name: str = "tlas") -> None:
+                 custom_index: np.ndarray | None = None, name: str = "tlas", stage_instances: bool | None = None) -> None:
         """Build it over ``blas[i]`` placed by ``transforms[i]`` (column-vector 4x4) in one submission.
 
         :param device: the device.
@@ -86,6 +86,8 @@ class Tlas(TrackedResource):
         :param transforms: (N, 4, 4) float32 world matrices.
         :param custom_index: per-instance custom index (default ``0..N-1``).
         :param name: a label for reprs and the leak report.
+        :param stage_instances: write the instance records through a host-visible staging buffer copied in the
+            build's command buffer; ``None``: only when the instance buffer is not mapped (discrete GPUs).
         """
         self.name = name
         n = len(blas)
@@ -104,7 +106,9 @@ class Tlas(TrackedResource):
             nbytes = max(records.nbytes, 64)
             self.instance_buffer = group.create_buffer(nbytes, INPUT_USAGE, name=f"{name}-instances",
                                                        category="accel", alignment=16, strategy="auto")
-            if self.instance_buffer.mapped is None:  # device-only memory: stage, copied in the build's submission
+            if stage_instances is None:
+                stage_instances = self.instance_buffer.mapped is None
+            if stage_instances:  # device-only memory: stage, copied in the build's submission
                 self._staging = group.create_buffer(nbytes, STAGING_USAGE, name=f"{name}-instances-staging",
                                                     category="accel", strategy="host_visible")
             geom = vka.Geometry(vka.GEOMETRY_INSTANCES, n, instance_address=self.instance_buffer.device_address)
