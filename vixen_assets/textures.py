@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cachers import LoadContext
 from .cachers.texture import GpuTexture, texture_cacher
 from .errors import FormatError
 
+if TYPE_CHECKING:
+    from .device import Device
 
-def load_texture(path: str | os.PathLike[str], device: Any, *, compress: str | None = None, srgb: bool = True) -> GpuTexture:
+
+def load_texture(path: str | os.PathLike[str], device: Device, *, compress: str | None = None, srgb: bool = True) -> GpuTexture:
     """Load a texture (deduplicated by content); the device keeps it cached until evicted or closed.
 
     :param compress: ``"bc7"`` or ``"bc1"`` to compress PNG/JPEG pixels at load (needs ``etcpak``).

@@ -17,7 +17,7 @@ previously built structures intact: builds run inside an allocation group.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from ..vk import accel as vka
 from ..vk.commands import one_shot
 from .base import TypedCacher
 
+if TYPE_CHECKING:
+    from ..device import Device
+
 SCRATCH_BUDGET = 256 << 20
 AS_STORAGE_USAGE = "accel_storage|device_address"
 SCRATCH_USAGE = "storage|device_address"
@@ -37,7 +40,7 @@ INPUT_USAGE = "accel_input|device_address|storage"
 class AccelerationStructure(TrackedResource):
     """A BLAS or TLAS: its ``VkAccelerationStructureKHR``, the buffer it lives in, its device address."""
 
-    def __init__(self, device: Any, name: str, kind: int, buffer: Any, size: int) -> None:
+    def __init__(self, device: Device, name: str, kind: int, buffer: Any, size: int) -> None:
         """Create the structure over ``size`` bytes of ``buffer`` (build it afterwards)."""
         self.kind = kind
         self.buffer = buffer
@@ -91,7 +94,7 @@ def _geometries_for_mesh(mesh: Any) -> list[vka.Geometry]:
 class ScratchPool:
     """A reusable device-address scratch buffer, grown on demand up to the scratch budget."""
 
-    def __init__(self, device: Any, *, budget: int = SCRATCH_BUDGET) -> None:
+    def __init__(self, device: Device, *, budget: int = SCRATCH_BUDGET) -> None:
         """Start empty."""
         self.device = device
         self.budget = budget
@@ -122,7 +125,7 @@ def _align(n: int, a: int) -> int:
     return (n + a - 1) & -a
 
 
-def build_blases(device: Any, items: Sequence[tuple[str, list[vka.Geometry]]], group: AllocationGroup, *,
+def build_blases(device: Device, items: Sequence[tuple[str, list[vka.Geometry]]], group: AllocationGroup, *,
                  compact: bool = True, stats: AccelStats | None = None, scratch_budget: int = SCRATCH_BUDGET,
                  flags: int = vka.BUILD_PREFER_FAST_TRACE) -> list[AccelerationStructure]:
     """Build one BLAS per ``(name, geometries)`` in batches under the scratch budget; compact them if asked."""
@@ -191,7 +194,7 @@ def build_blases(device: Any, items: Sequence[tuple[str, list[vka.Geometry]]], g
     return out
 
 
-def _compact(device: Any, group: AllocationGroup, built: list[AccelerationStructure], compacted: list[int],
+def _compact(device: Device, group: AllocationGroup, built: list[AccelerationStructure], compacted: list[int],
              stats: AccelStats) -> list[AccelerationStructure]:
     """Copy each BLAS whose compacted size is smaller into a buffer of that size and free the original; a BLAS that
     would not shrink (lavapipe reports the full size) is kept as it is, so no copy and no transient doubling."""
@@ -234,7 +237,7 @@ class AccelerationStructureCacher(TypedCacher[Any, AccelerationStructure]):
     name = "accel"
     compact = True
 
-    def __init__(self, device: Any, *, plugin_manager: Any = None) -> None:
+    def __init__(self, device: Device, *, plugin_manager: Any = None) -> None:
         """Attach to ``device``; acceleration structures must be supported."""
         if not device.features.get("acceleration_structure"):
             raise VixenError(f"{device.name} does not support VK_KHR_acceleration_structure")
@@ -262,7 +265,7 @@ class AccelerationStructureCacher(TypedCacher[Any, AccelerationStructure]):
         entry.destroy()
 
 
-def accel_cacher(device: Any) -> AccelerationStructureCacher:
+def accel_cacher(device: Device) -> AccelerationStructureCacher:
     """The device's acceleration-structure cacher (created on first use)."""
     return AccelerationStructureCacher.for_device(device)
 
@@ -270,7 +273,7 @@ def accel_cacher(device: Any) -> AccelerationStructureCacher:
 class Tlas:
     """A top-level acceleration structure over instances; ``refit(transforms)`` updates it in place."""
 
-    def __init__(self, device: Any, blas: Sequence[AccelerationStructure], transforms: np.ndarray, *,
+    def __init__(self, device: Device, blas: Sequence[AccelerationStructure], transforms: np.ndarray, *,
                  custom_index: np.ndarray | None = None, name: str = "tlas") -> None:
         """Build it over ``blas[i]`` placed by ``transforms[i]`` (column-vector 4x4)."""
         self.device = device
@@ -357,7 +360,7 @@ class Tlas:
         return f"<Tlas {self.name!r} instances={self.count}>"
 
 
-def build_aabb_blas(device: Any, aabb_buffer: Any, count: int, *, name: str = "aabbs", compact: bool = True,
+def build_aabb_blas(device: Device, aabb_buffer: Any, count: int, *, name: str = "aabbs", compact: bool = True,
                     group: AllocationGroup | None = None) -> AccelerationStructure:
     """Build a BLAS of ``count`` boxes (6 float32 each: min xyz, max xyz) stored in ``aabb_buffer``."""
     geom = vka.Geometry(vka.GEOMETRY_AABBS, count, aabb_address=aabb_buffer.device_address)

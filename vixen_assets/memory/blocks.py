@@ -41,7 +41,7 @@ class MemoryBlock:
                  "device_address", "pool_key", "payload", "_dev")
 
     def __init__(self, dev: LogicalDevice, size: int, type_index: int, heap: int, *, host_visible: bool,
-                 device_address: bool, dedicated: bool, granularity: int, pool_key: tuple, dedicated_buffer: Any = None) -> None:
+                 device_address: bool, dedicated: bool, granularity: int, pool_key: tuple[Any, ...], dedicated_buffer: Any = None) -> None:
         """Allocate the memory (and map it when host-visible)."""
         self._dev = dev
         self.id = next(_ids)
@@ -127,7 +127,7 @@ class PoolStats:
 class BlockPool:
     """The blocks of one (memory type, purpose, device-address) combination."""
 
-    key: tuple
+    key: tuple[Any, ...]
     blocks: list[MemoryBlock] = field(default_factory=list)
     stats: PoolStats = field(default_factory=PoolStats)
     #: the size of its regular blocks, fixed when the pool is made (``Suballocator.block_size_for``)
@@ -157,7 +157,7 @@ class Suballocator(DeviceAllocator):
         self.tracker = tracker
         self.granularity = granularity
         self._block_size = block_size
-        self._pools: dict[tuple, BlockPool] = {}
+        self._pools: dict[tuple[Any, ...], BlockPool] = {}
         self._heap_bytes: dict[int, int] = {}
         self.lock = threading.RLock()
         self.on_new_block: dict[str, Callable[[MemoryBlock], None]] = {}
@@ -294,7 +294,7 @@ class Suballocator(DeviceAllocator):
             slab.used += 1
             if not slab.free:
                 partial.pop()
-            pool.stats.suballocations += 1
+            pool.stats.suballocations += 1  # type: ignore[union-attr]  # partial came from it
             self.tracker.suballocations_unlocked()
             return Allocation(slab.block, off, size, size, category, slab.block.heap, purpose, alignment, slab)
 

@@ -319,7 +319,7 @@ class BudgetManager:
         finally:
             lock.release()
 
-    def _reserve_slow_locked(self, nbytes: int, heap: int, category: str) -> tuple[int, int, tuple | None]:
+    def _reserve_slow_locked(self, nbytes: int, heap: int, category: str) -> tuple[int, int, tuple[int, int, int, bool] | None]:
         """``reserve`` outside the fast path: bad arguments, closed, or over budget (overflow or raise).
         Returns ``(heap to charge, its new usage, overflow note for the log or None)``."""
         n = len(self._limits)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from ..errors import VixenError
 from ..vk import resources as vkr
 from ..vk.shim import BUFFER_USAGE_SHADER_DEVICE_ADDRESS
+from .allocation import Allocation
 from .buffers import TRANSFER, Buffer, parse_usage
 from .resource import TrackedResource
 
@@ -150,7 +151,7 @@ class _MemberAllocation:
 
     __slots__ = ("_parent", "_offset", "size")
 
-    def __init__(self, parent: Any, offset: int, size: int) -> None:
+    def __init__(self, parent: Allocation, offset: int, size: int) -> None:
         self._parent = parent
         self._offset = offset
         self.size = size

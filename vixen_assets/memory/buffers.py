@@ -152,6 +152,14 @@ class Buffer:
         return m[start:start + self.size]
 
     @property
+    def host_bytes(self) -> np.ndarray:
+        """Like :attr:`mapped`, for buffers known to be host-visible (staging); raises when it is not mapped."""
+        view = self.mapped
+        if view is None:
+            raise VixenError(f"buffer {self.name!r} is not host-visible")
+        return view
+
+    @property
     def alive(self) -> bool:
         """False once destroyed (or retired for destruction)."""
         return self._state is ALIVE

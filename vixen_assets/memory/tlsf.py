@@ -121,13 +121,13 @@ class TlsfAllocator:
             return self._alloc_slow(size, mask)
         idx += (m & -m).bit_length() - 1
         bucket = self._buckets[idx]
-        start = bucket.pop()
+        start = bucket.pop()  # type: ignore[union-attr]  # the bitmap says it is a set
         fstart = self._fstart
         fsize = fstart.pop(start)
         pad = -start & mask
         if pad:
             if pad + size > fsize:  # this range cannot take the alignment padding: put it back, search wider
-                bucket.add(start)
+                bucket.add(start)  # type: ignore[union-attr]  # the bitmap says it is a set
                 fstart[start] = fsize
                 return self._alloc_slow(size, mask)
             if not bucket:
@@ -184,7 +184,7 @@ class TlsfAllocator:
                 s = n.bit_length() - 6
                 i = (s << 5) + (n >> s)
             b = buckets[i]
-            b.remove(end)
+            b.remove(end)  # type: ignore[union-attr]  # the bitmap says it is a set
             if not b:
                 self._bitmap ^= 1 << i
             end += n  # fend[end] is overwritten below
@@ -197,7 +197,7 @@ class TlsfAllocator:
                 s = n.bit_length() - 6
                 i = (s << 5) + (n >> s)
             b = buckets[i]
-            b.remove(p)
+            b.remove(p)  # type: ignore[union-attr]  # the bitmap says it is a set
             if not b:
                 self._bitmap ^= 1 << i
             offset = p
@@ -268,7 +268,7 @@ class TlsfAllocator:
             if m:
                 idx += (m & -m).bit_length() - 1
                 bucket = buckets[idx]
-                start = bucket.pop()
+                start = bucket.pop()  # type: ignore[union-attr]  # the bitmap says it is a set
                 if not bucket:
                     self._bitmap ^= 1 << idx
                 return self._carve(start, fstart.pop(start), -start & mask, size)
@@ -293,11 +293,11 @@ class TlsfAllocator:
             m ^= 1 << top
             idx = lo + top
             bucket = buckets[idx]
-            for start in bucket:
+            for start in bucket:  # type: ignore[union-attr]  # the bitmap says it is a set
                 fsize = fstart[start]
                 pad = -start & mask
                 if pad + size <= fsize:
-                    bucket.remove(start)
+                    bucket.remove(start)  # type: ignore[union-attr]  # the bitmap says it is a set
                     if not bucket:
                         self._bitmap ^= 1 << idx
                     del fstart[start]
@@ -352,7 +352,7 @@ class TlsfAllocator:
         if not bm:
             return 0
         fstart = self._fstart
-        return max(fstart[o] for o in self._buckets[bm.bit_length() - 1])
+        return max(fstart[o] for o in self._buckets[bm.bit_length() - 1])  # type: ignore[union-attr]  # the bitmap says it is a set
 
     def fragmentation(self) -> float:
         """``1 - largest free range / total free bytes``; 0.0 when nothing (or everything) is free in one range."""

@@ -37,7 +37,7 @@ class Readback:
         if size == 0:
             return out
         if buffer.host_visible:
-            np.copyto(out, buffer.mapped[offset:offset + size])
+            np.copyto(out, buffer.host_bytes[offset:offset + size])
             return out
         pos = 0
         while pos < size:
@@ -47,7 +47,7 @@ class Readback:
                 regions = vkr.copy_regions(1)
                 regions[0] = (buffer.offset + offset + pos, staging.offset, chunk)
                 self._run(lambda cmd: vkr.cmd_copy_buffer(cmd, buffer.handle, staging.handle, regions))
-                np.copyto(out[pos:pos + chunk], staging.mapped[:chunk])
+                np.copyto(out[pos:pos + chunk], staging.host_bytes[:chunk])
             finally:
                 up.pool.give_back([staging])
             pos += chunk
@@ -83,7 +83,7 @@ class Readback:
 
                 self._run(record)
                 old = image.layout = old if old else 5
-                np.copyto(out[c.buffer_offset:c.buffer_offset + c.size], staging.mapped[:c.size])
+                np.copyto(out[c.buffer_offset:c.buffer_offset + c.size], staging.host_bytes[:c.size])
             finally:
                 up.pool.give_back([staging])
         if info.is_compressed:

@@ -75,7 +75,7 @@ class StagingRing:
             seg = self.segments[self._current]
             self.stats.allocations += 1
             self.stats.bytes += size
-            view = seg.mapped[start:start + size]
+            view = seg.host_bytes[start:start + size]
             return RingSlice(seg, start, size, view)
 
     def _advance_locked(self, spill: bool = False) -> None:

@@ -99,6 +99,7 @@ class StagingBufferPool:
         tier = self.tier_for(size)
         deadline = time.monotonic() + self.timeout_s
         waited = False
+        buf: Buffer | None
         while True:
             with self._lock:
                 self.stats.checkouts += 1 if not waited else 0

@@ -65,7 +65,8 @@ def as_bytes(data: Any) -> np.ndarray:
     if isinstance(data, np.ndarray):
         if not data.flags.c_contiguous:
             data = np.ascontiguousarray(data)
-        return data.reshape(-1).view(np.uint8)
+        out: np.ndarray = data.reshape(-1).view(np.uint8)
+        return out
     return np.frombuffer(data, dtype=np.uint8)
 
 
@@ -108,7 +109,7 @@ class _Batch:
     cursor: int = 0
     last: list[int] | None = None  # the region the previous small piece went into (``[src, dst, size]``)
     last_dst: Any = None  # ... and its destination ``VkBuffer``
-    fills: list[Future] = field(default_factory=list)
+    fills: list[Future[Any]] = field(default_factory=list)
     dsts: dict[int, Buffer] = field(default_factory=dict)
     images: list[tuple[Any, Any, list[ImageCopy], int]] = field(default_factory=list)
     nbytes: int = 0
@@ -150,7 +151,7 @@ class BatchedUploader:
         # auto-flushed batches whose staging fills are still running: submitted in order once their fills are done,
         # while enqueueing goes on into a new batch (host fills overlap the copies of earlier batches)
         self._sealed: deque[_Batch] = deque()
-        self._inflight: deque[tuple[int, list[Buffer], list[tuple[CommandPool, Any]]]] = deque()
+        self._inflight: deque[tuple[int, list[Buffer], list[tuple[str, Any]]]] = deque()
         self.pool = StagingBufferPool(factory, quota=staging_quota, timeout_s=staging_timeout_s,
                                       on_exhausted=self._on_exhausted)
         self.upload_queue = dev.upload_queue
@@ -299,9 +300,9 @@ class BatchedUploader:
             batch.staging.append(buf)
             part = src[pos:pos + chunk]
             if chunk >= PARALLEL_FILL:
-                batch.fills.append(self._threads.submit(np.copyto, buf.mapped[:chunk], part))
+                batch.fills.append(self._threads.submit(np.copyto, buf.host_bytes[:chunk], part))
             else:
-                buf.mapped[:chunk] = part
+                buf.host_bytes[:chunk] = part
             self._record(buf, 0, dst, dst_offset + pos, chunk)
             pos += chunk
             if batch.nbytes >= AUTO_FLUSH_BYTES:
@@ -336,7 +337,7 @@ class BatchedUploader:
                         cur = 0
                         for p in pending:
                             cur = (cur + 15) & ~15
-                            buf.mapped[cur:cur + p.size] = src[p.buffer_offset:p.buffer_offset + p.size]
+                            buf.host_bytes[cur:cur + p.size] = src[p.buffer_offset:p.buffer_offset + p.size]
                             rebased.append(p.rebased(cur))
                             cur += p.size
                         pieces.append((buf, rebased))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import VixenError
+
+if TYPE_CHECKING:
+    from ..device import Device
 
 
 @dataclass(eq=False)
@@ -71,7 +74,7 @@ class SceneStats:
 class Scene:
     """The GPU-resident result of :func:`~vixen_assets.load_stage`; ``release()`` (or ``with``) drops its references."""
 
-    def __init__(self, device: Any, path: str) -> None:
+    def __init__(self, device: Device, path: str) -> None:
         """An empty scene on ``device`` for the stage at ``path``."""
         self.device = device
         self.path = path

@@ -138,7 +138,7 @@ def to_str(cchar: Any) -> str:
     """Decode a fixed-size ``char[]`` field of a Vulkan struct (the binding sometimes hands back ``str`` already)."""
     if isinstance(cchar, str):
         return cchar
-    return ffi.string(cchar).decode(errors="replace")
+    return str(ffi.string(cchar).decode(errors="replace"))
 
 
 def version_str(v: int) -> str:
@@ -156,7 +156,7 @@ class DebugCallback:
     _next = 1
 
     @staticmethod
-    @ffi.callback("PFN_vkDebugUtilsMessengerCallbackEXT")
+    @ffi.callback("PFN_vkDebugUtilsMessengerCallbackEXT")  # type: ignore[untyped-decorator]  # cffi is untyped
     def _trampoline(severity: int, types: int, data: Any, user: Any) -> int:
         key = int(ffi.cast("uintptr_t", user))
         handler = DebugCallback._handlers.get(key)
