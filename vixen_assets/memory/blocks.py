@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import BudgetExceededError
 from ..vk import LogicalDevice
 from ..vk import resources as vkr
+from ..vk.enums import MemoryProperty
 from .allocation import Allocation, DeviceAllocator
 from .tlsf import TlsfAllocator
 from .tracker import AllocationTracker
@@ -196,7 +197,7 @@ class Suballocator(DeviceAllocator):
         room = limit - self._heap_bytes.get(heap, 0)
         if size > room:
             raise BudgetExceededError(size, self._heap_bytes.get(heap, 0), limit, who=f"{purpose} memory block", heap=heap)
-        host_visible = bool(self._info.memory_types[type_index].flags & 0x2)
+        host_visible = bool(self._info.memory_types[type_index].flags & MemoryProperty.HOST_VISIBLE)
         block = MemoryBlock(self._dev, size, type_index, heap, host_visible=host_visible, device_address=device_address,
                             dedicated=dedicated, granularity=self.granularity, pool_key=pool.key,
                             dedicated_buffer=dedicated_buffer)

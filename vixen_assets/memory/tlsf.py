@@ -17,6 +17,8 @@ The allocator is not thread-safe: the owner (one per ``VkDeviceMemory`` block) h
 
 from __future__ import annotations
 
+from ..errors import ConfigError
+
 __all__ = ["TlsfAllocator", "KIND_LINEAR", "KIND_OPTIMAL", "SCAN_LIMIT"]
 
 #: ``granularity_kind`` of buffers and linear-tiling images.
@@ -64,10 +66,10 @@ class TlsfAllocator:
 
     def __init__(self, size: int, *, buffer_image_granularity: int = 1) -> None:
         if not isinstance(size, int) or size <= 0:
-            raise ValueError(f"TlsfAllocator size must be a positive int, got {size!r}")
+            raise ConfigError(f"TlsfAllocator size must be a positive int, got {size!r}")
         g = buffer_image_granularity
         if not isinstance(g, int) or g <= 0 or g & (g - 1):
-            raise ValueError(f"buffer_image_granularity must be a power of two, got {g!r}")
+            raise ConfigError(f"buffer_image_granularity must be a power of two, got {g!r}")
         self._size = size
         self._granularity = g
         #: one set of free-range starts per bucket index
@@ -168,7 +170,7 @@ class TlsfAllocator:
         try:
             size = self._used.pop(offset)
         except KeyError:
-            raise ValueError(
+            raise ConfigError(
                 f"TlsfAllocator.free({offset!r}): no live allocation starts at this offset (double free?)"
             ) from None
         self._free_bytes += size
@@ -310,8 +312,8 @@ class TlsfAllocator:
     @staticmethod
     def _bad_request(size: object, alignment: object) -> None:
         if not isinstance(size, int) or size <= 0:
-            raise ValueError(f"TlsfAllocator.alloc: size must be a positive int, got {size!r}")
-        raise ValueError(f"TlsfAllocator.alloc: alignment must be a power of two, got {alignment!r}")
+            raise ConfigError(f"TlsfAllocator.alloc: size must be a positive int, got {size!r}")
+        raise ConfigError(f"TlsfAllocator.alloc: alignment must be a power of two, got {alignment!r}")
 
     # ------------------------------------------------------------------ queries
 

@@ -29,20 +29,21 @@ from typing import Any
 import vulkan as _vk
 
 from ..errors import DeviceLostError, OutOfDeviceMemoryError, VulkanError
+from .enums import QUEUE_FAMILY_IGNORED, WHOLE_SIZE, BufferUsage, MemoryAllocate
+
+__all__ = ["QUEUE_FAMILY_IGNORED", "WHOLE_SIZE"]  # re-exported: earlier modules import them from here
 
 ffi = _vk.ffi
 lib = _vk.lib
 vk = _vk  # the binding module itself, for constants and struct helpers
 
 NULL = ffi.NULL
-WHOLE_SIZE = 0xFFFFFFFFFFFFFFFF
-QUEUE_FAMILY_IGNORED = 0xFFFFFFFF
 
-# --- constants the binding lacks (values from the Vulkan registry) -------------------------------------------------
-BUFFER_USAGE_SHADER_DEVICE_ADDRESS = 0x00020000
-BUFFER_USAGE_AS_BUILD_INPUT_READ_ONLY = 0x00080000
-BUFFER_USAGE_AS_STORAGE = 0x00100000
-MEMORY_ALLOCATE_DEVICE_ADDRESS = 0x00000002
+# --- constants the binding lacks (values from the Vulkan registry; named in vk/enums.py) --------------------------
+BUFFER_USAGE_SHADER_DEVICE_ADDRESS = BufferUsage.SHADER_DEVICE_ADDRESS
+BUFFER_USAGE_AS_BUILD_INPUT_READ_ONLY = BufferUsage.ACCELERATION_STRUCTURE_BUILD_INPUT_READ_ONLY
+BUFFER_USAGE_AS_STORAGE = BufferUsage.ACCELERATION_STRUCTURE_STORAGE
+MEMORY_ALLOCATE_DEVICE_ADDRESS = MemoryAllocate.DEVICE_ADDRESS
 PIPELINE_STAGE_2_ALL_TRANSFER = 0x00001000
 PIPELINE_STAGE_2_ALL_COMMANDS = 0x00010000
 PIPELINE_STAGE_2_NONE = 0
