@@ -24,9 +24,9 @@ from vixen_assets.memory.buffers import ARENA_MAX, TRANSFER, USAGE_NAMES, parse_
 from vixen_assets.memory.tlsf import KIND_LINEAR, KIND_OPTIMAL
 from vixen_assets.testing import assert_no_validation_problems, finish_test_device, open_test_device
 from vixen_assets.vk import FaultInjector
-from vixen_assets.vk import enums as vke
 from vixen_assets.vk import resources as vkr
 from vixen_assets.vk.commands import one_shot
+from vixen_assets.vk.enums import Access, PipelineStage
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -191,8 +191,8 @@ def test_mapped_writes_land_in_the_reported_ranges_and_reach_the_gpu(device: Any
                 regions[0] = (buf.offset, dst.offset + pos, buf.size if buf is not big else 64 * KiB)
                 vkr.cmd_copy_buffer(cmd, buf.handle, dst.handle, regions)
                 pos += buf.size
-            vkr.cmd_memory_barrier(cmd, src_stage=vke.STAGE_TRANSFER, dst_stage=vke.STAGE_HOST,
-                                   src_access=vke.ACCESS_TRANSFER_WRITE, dst_access=vke.ACCESS_HOST_READ)
+            vkr.cmd_memory_barrier(cmd, src_stage=PipelineStage.TRANSFER, dst_stage=PipelineStage.HOST,
+                                   src_access=Access.TRANSFER_WRITE, dst_access=Access.HOST_READ)
         got = dst.mapped
         assert np.array_equal(got[:3000], payload["a"])
         assert np.array_equal(got[3000:8000], payload["b"])

@@ -16,9 +16,9 @@ from vixen_assets.errors import DeviceClosedError
 from vixen_assets.memory.binding_table import Binding, BindingTable
 from vixen_assets.memory.buffers import USAGE_NAMES
 from vixen_assets.testing import finish_test_device, open_test_device
-from vixen_assets.vk import enums as vke
 from vixen_assets.vk import resources as vkr
 from vixen_assets.vk.commands import one_shot
+from vixen_assets.vk.enums import Access, PipelineStage
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -131,8 +131,8 @@ def test_defragment_compacts_and_keeps_contents(small_blocks: Any) -> None:
                 regions[0] = (b.offset, dst.offset + pos, b.size)
                 vkr.cmd_copy_buffer(cmd, b.handle, dst.handle, regions)
                 pos += b.size
-            vkr.cmd_memory_barrier(cmd, src_stage=vke.STAGE_TRANSFER, dst_stage=vke.STAGE_HOST,
-                                   src_access=vke.ACCESS_TRANSFER_WRITE, dst_access=vke.ACCESS_HOST_READ)
+            vkr.cmd_memory_barrier(cmd, src_stage=PipelineStage.TRANSFER, dst_stage=PipelineStage.HOST,
+                                   src_access=Access.TRANSFER_WRITE, dst_access=Access.HOST_READ)
         expected = np.concatenate([data[b.name] for b in survivors])
         assert np.array_equal(dst.mapped, expected)
     finally:

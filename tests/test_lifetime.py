@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 
 from vixen_assets.errors import DeviceClosedError
-from vixen_assets.vk import enums as vke
 from vixen_assets.vk.commands import begin, end, submit
+from vixen_assets.vk.enums import PipelineStage
 from vixen_assets.vk.sync import TimelineSemaphore
 
 KiB = 1 << 10
 MiB = 1 << 20
-ALL_COMMANDS = vke.STAGE_ALL_COMMANDS
+ALL_COMMANDS = PipelineStage.ALL_COMMANDS
 
 
 @contextmanager

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import ConfigError, UnsupportedFeatureError
-from .vk import enums as vke
 from .vk import resources as vkr
 from .vk.commands import begin, end, submit
+from .vk.enums import Access, PipelineStage
 from .vk.pipeline import DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER, ComputePipeline
 
 if TYPE_CHECKING:
@@ -128,9 +128,9 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
 
 def readback_barrier_compute(cmd: Any) -> None:
     """Make compute-shader writes visible to a following transfer or host read."""
-    vkr.cmd_memory_barrier(cmd, src_stage=vke.STAGE_COMPUTE_SHADER, dst_stage=vke.STAGE_TRANSFER | vke.STAGE_HOST,
-                           src_access=vke.ACCESS_SHADER_WRITE,
-                           dst_access=vke.ACCESS_TRANSFER_READ | vke.ACCESS_HOST_READ)
+    vkr.cmd_memory_barrier(cmd, src_stage=PipelineStage.COMPUTE_SHADER,
+                           dst_stage=PipelineStage.TRANSFER | PipelineStage.HOST, src_access=Access.SHADER_WRITE,
+                           dst_access=Access.TRANSFER_READ | Access.HOST_READ)
 
 
 __all__ = ["trace_rays", "shader_spirv", "readback_barrier_compute"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from .cachers import LoadContext
 from .cachers.voxel import GpuVoxelScene, VoxelSceneCacher
 from .errors import FormatError
 from .scene import Instance, Scene
+
+if TYPE_CHECKING:
+    from .device import Device
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class VoxelModel:
 class VoxelScene(Scene):
     """A loaded voxel scene: ``models``, ``buffers`` (name → offset/size in ``memory``), ``palette``, ``voxel_count``."""
 
-    def __init__(self, device: Any, path: str, entry: GpuVoxelScene) -> None:
+    def __init__(self, device: Device, path: str, entry: GpuVoxelScene) -> None:
         """Wrap a cached :class:`GpuVoxelScene` (the caller holds its reference)."""
         super().__init__(device, path)
         self.entry = entry
@@ -78,7 +81,7 @@ class VoxelScene(Scene):
         return f"<VoxelScene {self.path!r} models={len(self.models)} voxels={self.voxel_count}>"
 
 
-def load_vox(path: str | os.PathLike[str], device: Any, *, aabb_mode: str = "voxel", plugin_manager: Any = None) -> VoxelScene:
+def load_vox(path: str | os.PathLike[str], device: Device, *, aabb_mode: str = "voxel", plugin_manager: Any = None) -> VoxelScene:
     """Load a ``.vox`` file onto ``device`` (content-deduplicated); release the result (or use ``with``).
 
     :param aabb_mode: ``"voxel"`` (one AABB per solid voxel: exact ray hits) or ``"brick"`` (one per 8x8x8 brick).

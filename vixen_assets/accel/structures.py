@@ -18,9 +18,9 @@ import numpy as np
 from ..errors import DeviceClosedError
 from ..memory.resource import TrackedResource
 from ..vk import accel as vka
-from ..vk import enums as vke
 from ..vk import resources as vkr
 from ..vk.commands import one_shot
+from ..vk.enums import Access, PipelineStage
 
 if TYPE_CHECKING:
     from ..device import Device
@@ -149,10 +149,10 @@ class Tlas(TrackedResource):
                 region = vkr.copy_regions(1)
                 region[0] = (self._staging.offset, self.instance_buffer.offset, raw.size)
                 vkr.cmd_copy_buffer(cmd, self._staging.handle, self.instance_buffer.handle, region)
-                vkr.cmd_memory_barrier(cmd, src_stage=vke.STAGE_TRANSFER,
-                                       dst_stage=vke.STAGE_ACCELERATION_STRUCTURE_BUILD,
-                                       src_access=vke.ACCESS_TRANSFER_WRITE,
-                                       dst_access=vke.ACCESS_ACCELERATION_STRUCTURE_READ)
+                vkr.cmd_memory_barrier(cmd, src_stage=PipelineStage.TRANSFER,
+                                       dst_stage=PipelineStage.ACCELERATION_STRUCTURE_BUILD,
+                                       src_access=Access.TRANSFER_WRITE,
+                                       dst_access=Access.ACCELERATION_STRUCTURE_READ)
             vka.cmd_build(dev, cmd, [(self._info, self.structure.handle, self._scratch.device_address, src)])
             vka.cmd_build_barrier(cmd)
 

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vixen_assets.errors import BudgetExceededError, DeviceClosedError, StagingTimeoutError
+from vixen_assets.errors import BudgetExceededError, ConfigError, DeviceClosedError, StagingTimeoutError
 
 __all__ = [
     "BudgetEvent",
@@ -152,20 +152,20 @@ class BudgetManager:
     ) -> None:
         specs = [h if isinstance(h, HeapBudgetInput) else HeapBudgetInput(int(h)) for h in heaps]
         if not specs:
-            raise ValueError("BudgetManager needs at least one heap")
+            raise ConfigError("BudgetManager needs at least one heap")
         for i, h in enumerate(specs):
             if h.size < 0:
-                raise ValueError(f"heap {i} has a negative size ({h.size})")
+                raise ConfigError(f"heap {i} has a negative size ({h.size})")
         if not 0.0 <= budget_fraction <= 1.0:
-            raise ValueError(f"budget_fraction must be within [0, 1], got {budget_fraction!r}")
+            raise ConfigError(f"budget_fraction must be within [0, 1], got {budget_fraction!r}")
         if not 0.0 <= warning_fraction <= 1.0:
-            raise ValueError(f"warning_fraction must be within [0, 1], got {warning_fraction!r}")
+            raise ConfigError(f"warning_fraction must be within [0, 1], got {warning_fraction!r}")
         if overflow not in (OVERFLOW_ERROR, OVERFLOW_HOST):
-            raise ValueError(f"overflow must be {OVERFLOW_ERROR!r} or {OVERFLOW_HOST!r}, got {overflow!r}")
+            raise ConfigError(f"overflow must be {OVERFLOW_ERROR!r} or {OVERFLOW_HOST!r}, got {overflow!r}")
         if staging_timeout_s < 0:
-            raise ValueError(f"staging_timeout_s must be >= 0, got {staging_timeout_s!r}")
+            raise ConfigError(f"staging_timeout_s must be >= 0, got {staging_timeout_s!r}")
         if staging_quota is not None and staging_quota < 0:
-            raise ValueError(f"staging_quota must be >= 0, got {staging_quota!r}")
+            raise ConfigError(f"staging_quota must be >= 0, got {staging_quota!r}")
 
         self.name = name
         self._specs = specs
@@ -185,7 +185,7 @@ class BudgetManager:
             hosts = [i for i in range(n) if not specs[i].device_local]
             host_heap = max(hosts, key=lambda i: (specs[i].size, -i)) if hosts else None
         elif not 0 <= host_heap < n:
-            raise ValueError(f"host_heap {host_heap} is not one of the {n} heaps")
+            raise ConfigError(f"host_heap {host_heap} is not one of the {n} heaps")
         self._host_heap = host_heap
         self._overflow_host = overflow == OVERFLOW_HOST and host_heap is not None
         self._overflow = overflow
@@ -269,7 +269,7 @@ class BudgetManager:
             c[3] += 1
             event = self._disarm_locked(h, used) if used >= self._trigger[h] else None
         except IndexError:
-            raise ValueError(f"reserve: heap {heap!r} is not one of the {len(self._limits)} heaps") from None
+            raise ConfigError(f"reserve: heap {heap!r} is not one of the {len(self._limits)} heaps") from None
         finally:
             lock.release()
         if note is not None:
@@ -305,7 +305,7 @@ class BudgetManager:
             used = usedl[h] - nbytes
             count = self._count
             if c is None or used < 0 or nbytes < 0 or h < 0 or c[0] < nbytes or not c[2] or not count[h]:
-                raise ValueError(self._bad_release_message(nbytes, h, category))
+                raise ConfigError(self._bad_release_message(nbytes, h, category))
             usedl[h] = used
             count[h] -= 1
             c[0] -= nbytes
@@ -315,18 +315,18 @@ class BudgetManager:
                 self._trigger[h] = thr
                 self._overflow_armed[h] = True
         except IndexError:
-            raise ValueError(f"release: heap {heap!r} is not one of the {len(self._limits)} heaps") from None
+            raise ConfigError(f"release: heap {heap!r} is not one of the {len(self._limits)} heaps") from None
         finally:
             lock.release()
 
-    def _reserve_slow_locked(self, nbytes: int, heap: int, category: str) -> tuple[int, int, tuple | None]:
+    def _reserve_slow_locked(self, nbytes: int, heap: int, category: str) -> tuple[int, int, tuple[int, int, int, bool] | None]:
         """``reserve`` outside the fast path: bad arguments, closed, or over budget (overflow or raise).
         Returns ``(heap to charge, its new usage, overflow note for the log or None)``."""
         n = len(self._limits)
         if not 0 <= heap < n:
-            raise ValueError(f"reserve: heap {heap!r} is not one of the {n} heaps")
+            raise ConfigError(f"reserve: heap {heap!r} is not one of the {n} heaps")
         if nbytes < 0:
-            raise ValueError(f"reserve: nbytes must be >= 0, got {nbytes!r}")
+            raise ConfigError(f"reserve: nbytes must be >= 0, got {nbytes!r}")
         if self._closed:
             raise DeviceClosedError(f"budget {self.name!r} is closed: cannot reserve {nbytes} bytes for {category!r}")
         host = self._host_heap
@@ -402,7 +402,7 @@ class BudgetManager:
         :raises DeviceClosedError: the budget was closed before or while waiting.
         """
         if nbytes < 0:
-            raise ValueError(f"acquire_staging: nbytes must be >= 0, got {nbytes!r}")
+            raise ConfigError(f"acquire_staging: nbytes must be >= 0, got {nbytes!r}")
         h = self._primary
         quota = self._staging_quota
         if nbytes > quota:
@@ -480,7 +480,7 @@ class BudgetManager:
         with self._cond:
             c = self._cats.get(STAGING_CATEGORY)
             if nbytes < 0 or nbytes > self._staging_used or c is None or c[0] < nbytes or self._used[h] < nbytes:
-                raise ValueError(
+                raise ConfigError(
                     f"release_staging({nbytes}): only {self._staging_used} staging bytes are held (double release?)"
                 )
             self._staging_used -= nbytes
@@ -502,7 +502,7 @@ class BudgetManager:
         Limits and thresholds are recomputed; a heap now at or over its new threshold notifies as a crossing.
         """
         if len(budgets) != len(self._specs):
-            raise ValueError(f"expected {len(self._specs)} heap budgets, got {len(budgets)}")
+            raise ConfigError(f"expected {len(self._specs)} heap budgets, got {len(budgets)}")
         events = []
         with self._lock:
             for i, b in enumerate(budgets):
@@ -559,7 +559,7 @@ class BudgetManager:
         """
         with self._lock:
             if name in _RESERVED_KEYS or name in self._providers:
-                raise ValueError(f"stats provider name {name!r} is already used")
+                raise ConfigError(f"stats provider name {name!r} is already used")
             self._providers[name] = (fn, reset)
 
     def remove_stats_provider(self, name: str) -> None:

@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
-from ..errors import VixenError
+from ..errors import ConfigError, VixenError
 from ..vk import resources as vkr
+from ..vk.enums import ALL_MEMORY_TYPES
 from ..vk.shim import BUFFER_USAGE_SHADER_DEVICE_ADDRESS
+from .allocation import Allocation
 from .buffers import TRANSFER, Buffer, parse_usage
 from .resource import TrackedResource
 
@@ -48,7 +50,7 @@ class BufferSet(TrackedResource):
         :param alignment: minimum offset alignment of every member inside the memory.
         """
         if not specs:
-            raise VixenError(f"buffer set {name!r} needs at least one buffer")
+            raise ConfigError(f"buffer set {name!r} needs at least one buffer")
         self.category = category
         self.last_use = 0
         dev = ctx.logical
@@ -61,7 +63,7 @@ class BufferSet(TrackedResource):
             layout: list[tuple[str, Any, int, int, int]] = []
             for member, (size, usage) in specs.items():
                 if size <= 0:
-                    raise VixenError(f"buffer set {name!r}: member {member!r} has size {size}")
+                    raise ConfigError(f"buffer set {name!r}: member {member!r} has size {size}")
                 flags = parse_usage(usage) | TRANSFER
                 want_addr |= bool(flags & BUFFER_USAGE_SHADER_DEVICE_ADDRESS)
                 h = vkr.create_buffer(dev, size, flags)
@@ -71,11 +73,12 @@ class BufferSet(TrackedResource):
                 offset = _align(offset, max(alignment, req_align))
                 layout.append((member, h, size, flags, offset))
                 offset += _s
-            if not type_bits & 0xFFFFFFFF:
+            type_bits &= ALL_MEMORY_TYPES
+            if not type_bits:
                 raise VixenError(f"buffer set {name!r}: no memory type suits every member")
-            type_index = ctx.memory_type(type_bits & 0xFFFFFFFF, strategy)
+            type_index = ctx.memory_type(type_bits, strategy)
             self.alloc = ctx.allocator.allocate(offset, max(alignment, 256), type_index, category=category,
-                                                   type_bits=type_bits & 0xFFFFFFFF, device_address=want_addr,
+                                                   type_bits=type_bits, device_address=want_addr,
                                                    dedicated=True)
             self.buffers: dict[str, Buffer] = {}
             self.views: dict[str, BufferView] = {}
@@ -150,7 +153,7 @@ class _MemberAllocation:
 
     __slots__ = ("_parent", "_offset", "size")
 
-    def __init__(self, parent: Any, offset: int, size: int) -> None:
+    def __init__(self, parent: Allocation, offset: int, size: int) -> None:
         self._parent = parent
         self._offset = offset
         self.size = size

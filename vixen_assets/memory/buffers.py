@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DeviceClosedError, VixenError
+from ..errors import ConfigError, DeviceClosedError, UnsupportedFeatureError, VixenError
 from ..vk import LogicalDevice
 from ..vk import resources as vkr
+from ..vk.enums import BufferUsage
 from ..vk.shim import BUFFER_USAGE_AS_BUILD_INPUT_READ_ONLY, BUFFER_USAGE_AS_STORAGE, BUFFER_USAGE_SHADER_DEVICE_ADDRESS
 from .allocation import Allocation, DeviceAllocator
 from .blocks import MemoryBlock, Suballocator
@@ -30,14 +31,17 @@ if TYPE_CHECKING:
     from .tracker import AllocationTracker
 
 USAGE_NAMES = {
-    "transfer_src": 0x1, "transfer_dst": 0x2, "uniform_texel": 0x4, "storage_texel": 0x8, "uniform": 0x10,
-    "storage": 0x20, "index": 0x40, "vertex": 0x80, "indirect": 0x100,
+    "transfer_src": BufferUsage.TRANSFER_SRC, "transfer_dst": BufferUsage.TRANSFER_DST,
+    "uniform_texel": BufferUsage.UNIFORM_TEXEL, "storage_texel": BufferUsage.STORAGE_TEXEL,
+    "uniform": BufferUsage.UNIFORM, "storage": BufferUsage.STORAGE, "index": BufferUsage.INDEX,
+    "vertex": BufferUsage.VERTEX, "indirect": BufferUsage.INDIRECT,
     "device_address": BUFFER_USAGE_SHADER_DEVICE_ADDRESS, "accel_input": BUFFER_USAGE_AS_BUILD_INPUT_READ_ONLY,
     "accel_storage": BUFFER_USAGE_AS_STORAGE,
 }
-TRANSFER = 0x1 | 0x2
+TRANSFER = BufferUsage.TRANSFER_SRC | BufferUsage.TRANSFER_DST
 ARENA_MAX = 512 << 10
-_ARENA_BASE = 0x1 | 0x2 | 0x10 | 0x20 | 0x40 | 0x80 | 0x100
+_ARENA_BASE = (TRANSFER | BufferUsage.UNIFORM | BufferUsage.STORAGE | BufferUsage.INDEX | BufferUsage.VERTEX
+               | BufferUsage.INDIRECT)
 
 
 _parsed: dict[str, int] = {}
@@ -56,7 +60,7 @@ def parse_usage(usage: int | str | Iterable[str]) -> int:
         if not key:
             continue
         if key not in USAGE_NAMES:
-            raise VixenError(f"unknown buffer usage {n!r}; known: {', '.join(USAGE_NAMES)}")
+            raise ConfigError(f"unknown buffer usage {n!r}; known: {', '.join(USAGE_NAMES)}")
         flags |= USAGE_NAMES[key]
     if isinstance(usage, str):
         _parsed[usage] = flags
@@ -150,6 +154,14 @@ class Buffer:
             return None
         start = self._alloc.offset
         return m[start:start + self.size]
+
+    @property
+    def host_bytes(self) -> np.ndarray:
+        """Like :attr:`mapped`, for buffers known to be host-visible (staging); raises when it is not mapped."""
+        view = self.mapped
+        if view is None:
+            raise VixenError(f"buffer {self.name!r} is not host-visible")
+        return view
 
     @property
     def alive(self) -> bool:
@@ -298,12 +310,13 @@ class BufferFactory:
                 if flags & ~self.arena_usage == 0:
                     return self._create_in_arena(size, flags, strategy, name, category, type_index)
         if size <= 0:
-            raise VixenError(f"buffer {name!r}: size must be > 0, got {size}")
+            raise ConfigError(f"buffer {name!r}: size must be > 0, got {size}")
         if strategy not in STRATEGIES:
-            raise VixenError(f"buffer {name!r}: unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+            raise ConfigError(f"buffer {name!r}: unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
         flags = parse_usage(usage) | TRANSFER
         if flags & BUFFER_USAGE_SHADER_DEVICE_ADDRESS and not self._dev.buffer_device_address:
-            raise VixenError(f"buffer {name!r}: shader device address requested but {self._info.name} lacks it")
+            raise UnsupportedFeatureError(f"buffer {name!r}: shader device address requested but {self._info.name} "
+                                          "lacks it", feature="bufferDeviceAddress")
         if (size <= ARENA_MAX and not dedicated and flags & ~self.arena_usage == 0
                 and (not alignment or alignment <= self.arena_alignment)):
             type_index = self._arena_types[strategy] = self.memory_type(self._arena_bits, strategy)

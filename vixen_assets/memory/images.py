@@ -9,23 +9,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import DeviceClosedError, VixenError
+from ..errors import ConfigError, DeviceClosedError
 from ..vk import images as vki
+from ..vk.enums import FormatFeature, ImageLayout, ImageType, ImageUsage
 from .allocation import Allocation
 from .resource import TrackedResource
 
 if TYPE_CHECKING:
     from .context import GpuContext
 
-USAGE_TRANSFER_SRC = 0x1
-USAGE_TRANSFER_DST = 0x2
-USAGE_SAMPLED = 0x4
-USAGE_STORAGE = 0x8
-FEATURE_SAMPLED = 0x1
-FEATURE_TRANSFER_DST = 0x4000
-LAYOUT_UNDEFINED = 0
-LAYOUT_SHADER_READ = 5
-IMAGE_1D, IMAGE_2D, IMAGE_3D = 0, 1, 2
+# short names of the vk/enums.py values this module uses (imported by the texture cacher and tests)
+USAGE_TRANSFER_SRC = ImageUsage.TRANSFER_SRC
+USAGE_TRANSFER_DST = ImageUsage.TRANSFER_DST
+USAGE_SAMPLED = ImageUsage.SAMPLED
+USAGE_STORAGE = ImageUsage.STORAGE
+FEATURE_SAMPLED = FormatFeature.SAMPLED_IMAGE
+FEATURE_TRANSFER_DST = FormatFeature.TRANSFER_DST
+LAYOUT_UNDEFINED = ImageLayout.UNDEFINED
+LAYOUT_SHADER_READ = ImageLayout.SHADER_READ_ONLY
+IMAGE_1D, IMAGE_2D, IMAGE_3D = ImageType.TYPE_1D, ImageType.TYPE_2D, ImageType.TYPE_3D
 
 
 class Image(TrackedResource):
@@ -102,4 +104,4 @@ def format_supported(ctx: GpuContext, vk_format: int, *, image_type: int = IMAGE
 def check_extent(name: str, width: int, height: int, depth: int) -> None:
     """Reject empty extents before any Vulkan call."""
     if min(width, height, depth) < 1:
-        raise VixenError(f"image {name!r}: extent {width}x{height}x{depth} is empty")
+        raise ConfigError(f"image {name!r}: extent {width}x{height}x{depth} is empty")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from .context import GpuContext
+
 
 def memory_report(ctx: GpuContext) -> dict[str, Any]:
     """Build the JSON-serialisable report of a device's memory."""

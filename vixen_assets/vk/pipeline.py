@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .logical import LogicalDevice
-from .enums import SHADER_STAGE_COMPUTE
+from .enums import ShaderStage
 from .shim import NULL, check, ffi, lib, vk
 
-DESC_STORAGE_BUFFER: int = vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER
-DESC_ACCELERATION_STRUCTURE: int = vk.VK_DESCRIPTOR_TYPE_ACCELERATION_STRUCTURE_KHR
-BIND_POINT_COMPUTE: int = vk.VK_PIPELINE_BIND_POINT_COMPUTE
+DESC_STORAGE_BUFFER = 7
+DESC_ACCELERATION_STRUCTURE = 1000150000
+#: ``VK_SHADER_STAGE_COMPUTE_BIT`` (a shader stage; the pipeline stage is ``PipelineStage.COMPUTE_SHADER``)
+SHADER_STAGE_COMPUTE = ShaderStage.COMPUTE
+BIND_POINT_COMPUTE = 1
 
 
 class ComputePipeline:
@@ -43,7 +45,7 @@ class ComputePipeline:
             check(lib.vkCreateDescriptorSetLayout(dev.handle, linfo, NULL, p_sl), "vkCreateDescriptorSetLayout")
             self.set_layout = p_sl[0]
             pc = ffi.new("VkPushConstantRange*", {"stageFlags": SHADER_STAGE_COMPUTE, "offset": 0,
-                                                  "size": push_constant_bytes})
+                                                "size": push_constant_bytes})
             plinfo = ffi.new("VkPipelineLayoutCreateInfo*", {
                 "sType": vk.VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO, "setLayoutCount": 1, "pSetLayouts": p_sl,
                 "pushConstantRangeCount": 1 if push_constant_bytes else 0, "pPushConstantRanges": pc if push_constant_bytes else NULL})

@@ -29,20 +29,21 @@ from typing import Any
 import vulkan as _vk
 
 from ..errors import DeviceLostError, OutOfDeviceMemoryError, VulkanError
+from .enums import QUEUE_FAMILY_IGNORED, WHOLE_SIZE, BufferUsage, MemoryAllocate
+
+__all__ = ["QUEUE_FAMILY_IGNORED", "WHOLE_SIZE"]  # re-exported: earlier modules import them from here
 
 ffi = _vk.ffi
 lib = _vk.lib
 vk = _vk  # the binding module itself, for constants and struct helpers
 
 NULL = ffi.NULL
-WHOLE_SIZE = 0xFFFFFFFFFFFFFFFF
-QUEUE_FAMILY_IGNORED = 0xFFFFFFFF
 
-# --- constants the binding lacks (values from the Vulkan registry) -------------------------------------------------
-BUFFER_USAGE_SHADER_DEVICE_ADDRESS = 0x00020000
-BUFFER_USAGE_AS_BUILD_INPUT_READ_ONLY = 0x00080000
-BUFFER_USAGE_AS_STORAGE = 0x00100000
-MEMORY_ALLOCATE_DEVICE_ADDRESS = 0x00000002
+# --- constants the binding lacks (values from the Vulkan registry; named in vk/enums.py) --------------------------
+BUFFER_USAGE_SHADER_DEVICE_ADDRESS = BufferUsage.SHADER_DEVICE_ADDRESS
+BUFFER_USAGE_AS_BUILD_INPUT_READ_ONLY = BufferUsage.ACCELERATION_STRUCTURE_BUILD_INPUT_READ_ONLY
+BUFFER_USAGE_AS_STORAGE = BufferUsage.ACCELERATION_STRUCTURE_STORAGE
+MEMORY_ALLOCATE_DEVICE_ADDRESS = MemoryAllocate.DEVICE_ADDRESS
 PIPELINE_STAGE_2_ALL_TRANSFER = 0x00001000
 PIPELINE_STAGE_2_ALL_COMMANDS = 0x00010000
 PIPELINE_STAGE_2_NONE = 0
@@ -138,7 +139,7 @@ def to_str(cchar: Any) -> str:
     """Decode a fixed-size ``char[]`` field of a Vulkan struct (the binding sometimes hands back ``str`` already)."""
     if isinstance(cchar, str):
         return cchar
-    return ffi.string(cchar).decode(errors="replace")
+    return str(ffi.string(cchar).decode(errors="replace"))
 
 
 def version_str(v: int) -> str:
@@ -156,7 +157,7 @@ class DebugCallback:
     _next = 1
 
     @staticmethod
-    @ffi.callback("PFN_vkDebugUtilsMessengerCallbackEXT")
+    @ffi.callback("PFN_vkDebugUtilsMessengerCallbackEXT")  # type: ignore[untyped-decorator]  # cffi is untyped
     def _trampoline(severity: int, types: int, data: Any, user: Any) -> int:
         key = int(ffi.cast("uintptr_t", user))
         handler = DebugCallback._handlers.get(key)
