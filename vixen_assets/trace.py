@@ -19,6 +19,7 @@ from .vk.pipeline import DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER, Compu
 
 if TYPE_CHECKING:
     from .device import Device
+    from .scene import Scene
 
 SHADER = "trace_rays"
 WORKGROUP = 64
@@ -40,7 +41,7 @@ def _pipeline(device: Device) -> ComputePipeline:
         push_constant_bytes=4))
 
 
-def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any = np.inf, t_min: float = 0.0) -> dict[str, np.ndarray]:
+def trace_rays(scene: Scene, origins: Any, directions: Any, *, t_max: float | Any = np.inf, t_min: float = 0.0) -> dict[str, np.ndarray]:
     """Trace rays against ``scene.tlas`` (built on demand); return ``hit``, ``t``, ``instance``, ``primitive``.
 
     :param scene: a loaded scene (``load_stage``) or anything with ``device``, ``instances`` and ``tlas``.

@@ -13,6 +13,7 @@ from ..errors import FormatError, UnsupportedFormatError
 
 if TYPE_CHECKING:
     from ..device import Device
+    from ..scene import Scene
 
 
 def material_texture_files(stage: Any, material_path: str, time: Any) -> list[tuple[str, str, bool, str]]:
@@ -45,7 +46,7 @@ def material_texture_files(stage: Any, material_path: str, time: Any) -> list[tu
     return out
 
 
-def load_material_textures(stage: Any, scene: Any, device: Device, time: Any,
+def load_material_textures(stage: Any, scene: Scene, device: Device, time: Any,
                            warn: Callable[[str, str | None, str], None], strict: bool) -> int:
     """Load the textures of every material bound to the scene's instances; return how many were loaded."""
     materials = sorted({i.material for i in scene.instances if i.material})
