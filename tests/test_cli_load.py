@@ -114,3 +114,16 @@ def test_budget_too_small_exits_1_with_a_clear_message(tmp_path):
     ok = run_cli(str(scene), "--json", "--budget-mb", "256")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["instances"] == 20
+
+
+def test_other_commands_share_the_error_line(tmp_path, capsys):
+    """``texture info`` on a missing file and ``memory`` on an unknown device: one line, exit code 2."""
+    from vixen_assets.cli.main import main
+
+    missing = tmp_path / "nope.ktx2"
+    assert main(["texture", "info", str(missing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"vixen-assets texture: error: {missing}: file not found"]
+    assert main(["memory", "--device", "no-such-gpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vixen-assets memory: error:") and "no-such-gpu" in err[0]

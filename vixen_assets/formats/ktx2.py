@@ -391,7 +391,13 @@ def read_ktx2(
         data = bytes(path_or_bytes)
     else:
         path = path if path is not None else os.fspath(path_or_bytes)
-        with open(path_or_bytes, "rb") as fh:
+        try:
+            fh = open(path_or_bytes, "rb")
+        except FileNotFoundError:
+            raise FormatError("file not found", path=path) from None
+        except OSError as exc:
+            raise FormatError(f"cannot read the file: {exc.strerror}", path=path) from exc
+        with fh:
             size = os.fstat(fh.fileno()).st_size
             if size > max_bytes + _METADATA_SLACK:  # levels are at most max_bytes; headers, KVD and SGD are small
                 raise FormatError(f"{size} bytes is more than a KTX2 file within max_bytes={max_bytes} can hold",

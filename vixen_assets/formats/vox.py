@@ -574,6 +574,11 @@ def read_vox(
     else:
         if path is None:
             path = os.fspath(path_or_bytes)
-        with open(path_or_bytes, "rb") as fh:
-            data = fh.read()
+        try:
+            with open(path_or_bytes, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            raise FormatError("file not found", path=path) from None
+        except OSError as exc:
+            raise FormatError(f"cannot read the file: {exc.strerror}", path=path) from exc
     return _Reader(data, path).read()
