@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..device import list_devices, open_device, select_device
-from ..errors import VixenDeprecationWarning
+from ..errors import ConfigError, VixenDeprecationWarning
 from ..memory.options import BudgetOptions
 from ..usd import load_stage
 from .output import console, fmt_bytes
@@ -36,7 +36,12 @@ def budget_options(budget_mb: float | None) -> BudgetOptions:
     :param budget_mb: the limit in MiB, or ``None`` for the default budget.
     :raises ConfigError: ``budget_mb`` is not a positive number.
     """
-    return BudgetOptions() if budget_mb is None else BudgetOptions.from_mib(budget_mb)
+    if budget_mb is None:
+        return BudgetOptions()
+    try:
+        return BudgetOptions.from_mib(budget_mb)
+    except ConfigError:
+        raise ConfigError(f"must be a positive number of MiB, got {budget_mb:g}", option="--budget-mb") from None
 
 
 def budget_fraction_for(device_index: int | str | None, budget_mb: float | None) -> float:
