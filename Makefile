@@ -18,7 +18,7 @@ test: setup typecheck
 	@mkdir -p $(XDG_RUNTIME_DIR)
 	VIXEN_VALIDATION=1 $(PY) -m pytest tests plugins -q
 
-# mypy strict on the layers under the seam (vk, memory, transfer: see [tool.mypy] in pyproject.toml), then the
+# mypy strict on the layers under the seam (vk, memory, transfer, device.py: [tool.mypy] in pyproject.toml), then the
 # count of Any at the seams (printed; any untyped `device` parameter fails)
 typecheck: setup
 	$(PY) -m mypy

@@ -37,7 +37,7 @@ class DeviceStash:
                 if not isinstance(obj, key):
                     raise VixenError(f"stash factory for {key.__name__} returned a {type(obj).__name__}")
                 self._objects[key] = obj
-            return obj  # type: ignore[no-any-return]
+            return obj
 
     def peek(self, key: type[T]) -> T | None:
         """The object of type ``key``, or ``None`` when none was made.

@@ -41,9 +41,10 @@ def budget_options(budget_mb: float | None) -> BudgetOptions:
     """
     if budget_mb is None:
         return BudgetOptions()
-    if not budget_mb > 0 or budget_mb * MiB < 1:
-        raise ConfigError(f"must be a positive number of MiB, got {budget_mb:g}", option="--budget-mb")
-    return BudgetOptions(limit_bytes=int(budget_mb * MiB))
+    try:
+        return BudgetOptions.from_mib(budget_mb)
+    except ConfigError:
+        raise ConfigError(f"must be a positive number of MiB, got {budget_mb:g}", option="--budget-mb") from None
 
 
 def budget_fraction_for(device_index: int | str | None, budget_mb: float | None) -> float:

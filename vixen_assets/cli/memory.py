@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from ..device import open_device
-from ..memory.options import BudgetOptions
+from .load import budget_options
 from .output import console, fmt_bytes, print_json
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workload < 0:
         print("vixen-assets memory: error: --workload must be >= 0", file=sys.stderr)
         return 2
-    budget = BudgetOptions() if args.budget_mb is None else BudgetOptions.from_mib(args.budget_mb)
+    budget = budget_options(args.budget_mb)
     device = open_device(args.device, validation=True if args.validation else None, budget=budget)
     try:
         live: list[Any] = []

@@ -373,7 +373,9 @@ class BufferFactory:
 
     def retire(self, buf: Buffer) -> None:
         """Destroy when the GPU finished the last work that used it (immediately when that is done already)."""
-        last = self.prepare_retire(buf)
+        if self.before_retire is not None:
+            self.before_retire(buf)  # submit work still pending into it, so last_use covers it
+        last = buf.last_use
         if not last:  # never used by the GPU: nothing to wait for
             buf._destroy_now()
             return

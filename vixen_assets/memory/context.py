@@ -67,7 +67,13 @@ class GpuContext:
         self.tracker = tracker
         self.command_pool = command_pool
         self._flushes: list[PendingFlush] = []
-        buffers.before_retire = self.flush_pending
+        self._wire_buffers()
+
+    def _wire_buffers(self) -> None:
+        """Point the buffer factory's retire hook at the callbacks (the one callback itself when there is one:
+        buffer destruction is a hot path)."""
+        fl = self._flushes
+        self.buffers.before_retire = fl[0] if len(fl) == 1 else (self.flush_pending if fl else None)
 
     # -- callbacks from the layers above -------------------------------------------------------------------------
     def add_pending_flush(self, fn: PendingFlush) -> None:
@@ -76,6 +82,7 @@ class GpuContext:
         :param fn: the callback; it must be cheap when nothing is pending into ``resource``.
         """
         self._flushes.append(fn)
+        self._wire_buffers()
 
     def remove_pending_flush(self, fn: PendingFlush) -> None:
         """Unregister a callback added with :meth:`add_pending_flush` (no-op when absent).
@@ -84,6 +91,7 @@ class GpuContext:
         """
         if fn in self._flushes:
             self._flushes.remove(fn)
+            self._wire_buffers()
 
     def flush_pending(self, resource: object) -> None:
         """Call every pending-flush callback for ``resource`` (before it retires or is read back).
