@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from vixen_assets.device import list_devices, select_device
@@ -279,6 +280,21 @@ def test_StagingQuotaManagement(device: Any, opened: list[Any]) -> None:
         big.destroy()
     assert budget.used == pooled and budget.staging_used == pooled
     assert budget.stats()["staging"]["peak"] == 8 * MiB
+
+    # a real upload twice the quota streams through it: read back exact, staging never above the quota
+    budget.reset_stats()
+    data = np.random.default_rng(3).integers(0, 256, 16 * MiB, np.uint8)
+    dst = dev.create_buffer(16 * MiB, "storage", strategy="device_local", name="bigger-than-staging")
+    try:
+        dev.uploader.direct_writes = False  # lavapipe maps device-local memory: force the staging path
+        dev.upload(dst, data)
+        dev.flush().wait()
+        assert np.array_equal(np.asarray(dev.read_buffer(dst)).view(np.uint8), data)
+        assert dev.uploader.stats.staged_bytes >= 16 * MiB
+        assert budget.stats()["staging"]["peak"] <= 8 * MiB
+    finally:
+        dev.uploader.direct_writes = True
+        dst.destroy()
 
 
 # ---------------------------------------------------------------- 4
@@ -729,6 +745,29 @@ def test_StagingQuotaExceeded(opened: list[Any]) -> None:
     assert peak_seen[0] <= budget.staging_quota
     assert budget.staging_used == pooled and budget.used == pooled
     assert budget.stats()["staging"]["peak"] <= 4 * MiB
+
+
+def test_StagingQuotaExceeded_texture_upload(opened: list[Any], tmp_path: Any) -> None:
+    """The upload half of seed test 10: a 16 MiB texture on a 64 MiB budget (``--budget-mb 64``: a 6.4 MiB staging
+    quota) loads piece by piece through the quota, never waiting on staging it holds itself, and reads back exact."""
+    from PIL import Image as PILImage
+
+    from vixen_assets import BudgetOptions, load_texture
+
+    dev = open_test_device(budget=BudgetOptions.from_mib(64, staging_timeout_s=5.0))
+    opened.append(dev)
+    assert dev.budget.staging_quota < 16 * MiB
+    px = np.random.default_rng(10).integers(0, 256, (2048, 2048, 4), np.uint8)
+    path = tmp_path / "sixteen.png"
+    PILImage.fromarray(px, "RGBA").save(path, compress_level=0)
+    t0 = time.monotonic()
+    with load_texture(path, dev) as tex:
+        assert time.monotonic() - t0 < 4.0, "the upload waited (on its own staging?)"
+        assert tex.nbytes >= 16 * MiB
+        back = np.asarray(dev.read_image(tex)).reshape(2048, 2048, 4)
+        assert np.array_equal(back, px)
+    stats = dev.budget.stats()["staging"]
+    assert stats["peak"] <= dev.budget.staging_quota and stats["timeouts"] == 0
 
 
 # ---------------------------------------------------------------- 11

@@ -323,8 +323,10 @@ class BatchedUploader:
         src = as_bytes(data)
         n = src.size
         with self._lock:
-            pieces: list[tuple[Buffer, list[ImageCopy]]] = []
-            # each copy's bytes must sit in one staging buffer: pack whole copies into pool buffers
+            # each copy's bytes must sit in one staging buffer: pack whole copies into pool buffers. Each filled
+            # buffer joins the batch at once, so a checkout that finds the staging quota used up (``on_exhausted``)
+            # submits this image's earlier pieces and waits for them: an image larger than the whole quota streams
+            # through it piece by piece instead of waiting on staging it holds itself.
             pending: list[ImageCopy] = []
             chunk_size = 0
             for c in list(copies) + [None]:  # type: ignore[list-item]
@@ -333,26 +335,34 @@ class BatchedUploader:
                                      f"{self.pool.max_chunk}-byte staging chunk")
                 if c is None or (chunk_size + c.size + 16 > self.pool.max_chunk and pending):
                     if pending:
-                        buf = self.pool.checkout(chunk_size)
-                        self._batch.staging.append(buf)
-                        rebased = []
-                        cur = 0
-                        for p in pending:
-                            cur = (cur + 15) & ~15
-                            buf.host_bytes[cur:cur + p.size] = src[p.buffer_offset:p.buffer_offset + p.size]
-                            rebased.append(p.rebased(cur))
-                            cur += p.size
-                        pieces.append((buf, rebased))
+                        self._stage_image_piece(image, src, pending, chunk_size, final_layout)
                     pending, chunk_size = [], 0
                     if c is None:
                         break
                 pending.append(c)
                 chunk_size = ((chunk_size + 15) & ~15) + c.size
-            for buf, cps in pieces:
-                self._batch.images.append((buf, image, cps, final_layout))
-                self._batch.nbytes += sum(c.size for c in cps)
             self.stats.staged_bytes += n
             self.stats.image_copies += len(copies)
+
+    def _stage_image_piece(self, image: Any, src: np.ndarray, copies: list[ImageCopy], size: int,
+                           final_layout: int) -> None:
+        """Fill one staging buffer with ``copies`` of ``src`` and record them in the current batch."""
+        buf = self.pool.checkout(size)  # may flush and wait (the earlier pieces of this image are in the batch)
+        batch = self._batch
+        batch.staging.append(buf)
+        rebased = []
+        cur = 0
+        for p in copies:
+            cur = (cur + 15) & ~15
+            buf.host_bytes[cur:cur + p.size] = src[p.buffer_offset:p.buffer_offset + p.size]
+            rebased.append(p.rebased(cur))
+            cur += p.size
+        batch.images.append((buf, image, rebased, final_layout))
+        batch.nbytes += sum(c.size for c in rebased)
+        if batch.nbytes >= AUTO_FLUSH_BYTES:
+            self._seal()
+        if self._sealed:
+            self._submit_ready()
 
     # -- flush ----------------------------------------------------------------------------------------------------
     def _cmd(self, which: str) -> Any:
