@@ -16,14 +16,16 @@ A plugin author subclasses it and implements ``read_prim`` (or ``read_file``), `
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Sequence, TypeVar
 
-from ..errors import ConfigError, NotHeldError, PluginError
+from ..errors import BudgetExceededError, ConfigError, NotHeldError, PluginError
 from ..hookcalls import notify_asset_cached
 from ..memory.group import AllocationGroup
 
@@ -179,6 +181,27 @@ class TypedCacher(Generic[S, E]):
         raise NotImplementedError
 
     # -- provided -------------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def preflight(self, nbytes: int, what: str) -> Iterator[None]:
+        """Charge ``nbytes`` (the GPU bytes an asset's header or counts imply) to the budget *before* inflating,
+        decoding or preparing it, and give the charge back when the block ends (the GPU objects then charge their
+        exact sizes). The charge can cross the warning threshold and so evict unreferenced entries first.
+
+        :param nbytes: the bytes the asset will need on the GPU.
+        :param what: the file or prim, for the error message.
+        :raises BudgetExceededError: the asset cannot fit (naming ``what`` and the cacher).
+        """
+        budget = self.device.budget
+        try:
+            heap = budget.reserve(int(nbytes), category=self.name)
+        except BudgetExceededError as exc:
+            raise BudgetExceededError(exc.requested, exc.used, exc.limit, who=f"{self.name} {what}",
+                                      heap=exc.heap) from None
+        try:
+            yield
+        finally:
+            budget.release(int(nbytes), heap=heap, category=self.name)
+
     def get_many(self, sources: Sequence[S], keys: Sequence[str] | None = None) -> list[E]:
         """Return one entry per source, acquiring a reference on each; builds the missing ones in one batch."""
         if keys is None:

@@ -22,6 +22,7 @@ from ..errors import FormatError
 from ..geometry.mesh_source import MeshSource, validate_sources
 from ..geometry.packing import Submesh
 from ..geometry.prepare import prepare_meshes
+from ..geometry.sizing import mesh_gpu_bytes
 from ..geometry.usd_mesh import read_mesh_source
 from ..hookspecs import hookimpl
 from ..memory.buffers import Buffer
@@ -105,7 +106,10 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
 
     def build(self, sources: Sequence[MeshSource], group: AllocationGroup) -> list[GpuMesh]:
         """Prepare all sources in one vectorized pass, allocate arena ranges, enqueue the uploads."""
-        prepared = prepare_meshes(sources, attributes=self.attributes, validate=False)
+        estimate = sum(mesh_gpu_bytes(src, self.attributes) for src in sources)
+        what = sources[0].prim_path if len(sources) == 1 else f"{len(sources)} meshes from {sources[0].prim_path}"
+        with self.preflight(estimate, what):  # the budget before preparing (counts x layout)
+            prepared = prepare_meshes(sources, attributes=self.attributes, validate=False)
         up = self.device.uploader
         out = []
         for src, pm in zip(sources, prepared):

@@ -23,12 +23,22 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..errors import FormatError, UnsupportedFormatError
+from ..errors import ConfigError, FormatError, UnsupportedFeatureError, UnsupportedFormatError, VixenError
 from ..formats import ktx2 as k2
 from ..formats.vkformat import format_info
 from ..hookspecs import hookimpl
 from ..memory.group import AllocationGroup
-from ..memory.images import IMAGE_1D, IMAGE_2D, IMAGE_3D, Image, format_supported
+from ..memory.images import (
+    IMAGE_1D,
+    IMAGE_2D,
+    IMAGE_3D,
+    USAGE_SAMPLED,
+    USAGE_TRANSFER_DST,
+    USAGE_TRANSFER_SRC,
+    Image,
+    check_image_parameters,
+    format_supported,
+)
 from ..transfer.image_regions import level_copies, mip_extent
 from .base import HeldEntry, LoadContext, TypedCacher
 
@@ -155,8 +165,13 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
         try:
             from PIL import Image as PILImage
 
-            with PILImage.open(io.BytesIO(data)) as im:
-                pixels = np.asarray(im.convert("RGBA"), dtype=np.uint8).copy()
+            with PILImage.open(io.BytesIO(data)) as im:  # reads the header only
+                w, h = im.size
+                self._check_image(TextureSource(path, digest), R8G8B8A8_SRGB, IMAGE_2D, w, h, 1, 1, 1, 1)
+                with self.preflight(w * h * 4, path):  # the budget before decoding
+                    pixels = np.asarray(im.convert("RGBA"), dtype=np.uint8).copy()
+        except VixenError:
+            raise
         except Exception as exc:
             raise FormatError(f"cannot decode image: {exc}", path=path) from exc
         # colour textures are sRGB-encoded unless the caller says raw (UsdUVTexture sourceColorSpace = "raw")
@@ -201,7 +216,9 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
         if ktx.format is not None and format_supported(self.device.context, ktx.vk_format, image_type=itype, cube=faces == 6,
                                                        width=w, height=h, depth=d, levels=levels,
                                                        layers=layers * faces):
-            data = [(lv.index, np.frombuffer(ktx.level_data(lv.index), np.uint8)) for lv in ktx.levels]
+            self._check_image(src, ktx.vk_format, itype, w, h, d, levels, layers, faces)
+            with self.preflight(ktx.declared_bytes(), src.path):  # the budget before inflating
+                data = [(lv.index, np.frombuffer(ktx.level_data(lv.index), np.uint8)) for lv in ktx.levels]
             return self._upload(src, group, ktx.vk_format, w, h, d, levels, layers, faces, data, "native", source_name,
                                 {}, itype)
         target = ktx.decode_target
@@ -215,14 +232,29 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
                 + (f" ({source_name}" + ("" if ktx.supercompression_scheme in (0, 1) else f" + {ktx.scheme_name}")
                    + " needs a Basis Universal transcoder: install the optional 'alktx2' package)"
                    if ktx.format is None else ""), path=src.path, field="vkFormat")
+        self._check_image(src, target, itype, w, h, d, levels, layers, faces)
         levels_data = []
-        for lv in ktx.levels:
-            parts = [k2.decode_to_rgba8(ktx, lv.index, layer, face, clamp_hdr=clamp).reshape(-1)
-                     for layer in range(layers) for face in range(faces)]
-            levels_data.append((lv.index, np.concatenate(parts)))
+        with self.preflight(ktx.decoded_bytes(), src.path):  # the budget before decoding (inflation included)
+            for lv in ktx.levels:
+                parts = [k2.decode_to_rgba8(ktx, lv.index, layer, face, clamp_hdr=clamp).reshape(-1)
+                         for layer in range(layers) for face in range(faces)]
+                levels_data.append((lv.index, np.concatenate(parts)))
         path_taken = "transcoded" if ktx.format is None else "decoded"
         return self._upload(src, group, target, w, h, d, levels, layers, faces, levels_data, path_taken, source_name,
                             {"hdr_clamped": True} if clamp else {}, itype)
+
+    def _check_image(self, src: TextureSource, fmt: int, itype: int, w: int, h: int, d: int, levels: int,
+                     layers: int, faces: int) -> None:
+        """The image the file asks for, against Vulkan's rules and the device's limits, before any inflating or
+        decoding: a file the device cannot hold is an :class:`UnsupportedFormatError` naming it."""
+        try:
+            check_image_parameters(self.device.context, src.path, vk_format=fmt, image_type=itype, width=w, height=h,
+                                   depth=d, levels=levels, layers=layers, faces=faces,
+                                   usage=USAGE_SAMPLED | USAGE_TRANSFER_DST | USAGE_TRANSFER_SRC)
+        except UnsupportedFeatureError as exc:
+            raise UnsupportedFormatError(str(exc), path=src.path, field=exc.feature or None) from None
+        except ConfigError as exc:
+            raise UnsupportedFormatError(str(exc), path=src.path, field=exc.option or None) from None
 
     def _upload(self, src: TextureSource, group: AllocationGroup, fmt: int, w: int, h: int, d: int, levels: int,
                 layers: int, faces: int, data: list[tuple[int, np.ndarray]], path_taken: str, source_name: str,

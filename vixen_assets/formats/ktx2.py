@@ -278,6 +278,21 @@ class Ktx2File:
             return lv.uncompressed_byte_length // self.images_per_level
         return level_size(self._block, lv.width, lv.height, lv.depth)
 
+    def declared_bytes(self) -> int:
+        """Bytes of every level together once supercompression is undone, as the header declares them (what
+        inflating the file takes in memory and what a native upload takes on the GPU), computed without inflating.
+        BasisLZ files (no declared size) count 16 bytes per 4x4 block, the transcoded size."""
+        if self._block is None:
+            return sum(level_size(_UASTC, lv.width, lv.height, lv.depth) for lv in self.levels) * \
+                self.images_per_level
+        return sum(level_size(self._block, lv.width, lv.height, lv.depth) for lv in self.levels) * \
+            self.images_per_level
+
+    def decoded_bytes(self) -> int:
+        """Bytes of every level decoded to RGBA8 (4 bytes a texel): the memory :func:`decode_to_rgba8` needs for the
+        whole file and the GPU bytes of the decoded image, computed from the header alone."""
+        return sum(lv.width * lv.height * lv.depth * 4 for lv in self.levels) * self.images_per_level
+
     def level_data(self, level: int) -> bytes:
         """The whole level (every layer, face and z-slice, in KTX2 order) with supercompression undone.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError, DeviceClosedError
+from ..errors import ConfigError, DeviceClosedError, UnsupportedFeatureError, UnsupportedFormatError
 from ..vk import images as vki
 from ..vk.enums import FormatFeature, ImageLayout, ImageType, ImageUsage
 from .allocation import Allocation
@@ -48,9 +48,19 @@ class Image(TrackedResource):
         self.layout = LAYOUT_UNDEFINED
         self.last_use = 0
         dev = ctx.logical
-        self.handle = vki.create_image(dev, image_type=self.image_type, vk_format=vk_format, width=width, height=height,
-                                       depth=depth, levels=levels, layers=self.layers,
-                                       usage=usage | USAGE_TRANSFER_DST | USAGE_TRANSFER_SRC, cube=faces == 6)
+        usage = usage | USAGE_TRANSFER_DST | USAGE_TRANSFER_SRC
+        estimate = check_image_parameters(ctx, name, vk_format=vk_format, image_type=self.image_type, width=width,
+                                          height=height, depth=depth, levels=levels, layers=layers, faces=faces,
+                                          usage=usage)
+        # the budget is charged before vkCreateImage (with the size the format implies); the driver's exact
+        # requirement replaces that charge once the image exists
+        ctx.budget.reserve(estimate, category=category)
+        try:
+            self.handle = vki.create_image(dev, image_type=self.image_type, vk_format=vk_format, width=width,
+                                           height=height, depth=depth, levels=levels, layers=self.layers,
+                                           usage=usage, cube=faces == 6)
+        finally:
+            ctx.budget.release(estimate, category=category)
         self._alloc: Allocation | None = None
         try:
             size, align, bits = vki.image_requirements(dev, self.handle)
@@ -105,3 +115,105 @@ def check_extent(name: str, width: int, height: int, depth: int) -> None:
     """Reject empty extents before any Vulkan call."""
     if min(width, height, depth) < 1:
         raise ConfigError(f"image {name!r}: extent {width}x{height}x{depth} is empty")
+
+
+def image_bytes(vk_format: int, width: int, height: int = 1, depth: int = 1, levels: int = 1, layers: int = 1) -> int:
+    """Bytes the texels of an image take: every level's whole blocks times ``layers`` (array layers x faces).
+
+    The driver's requirement adds alignment and padding; this is the size the budget is charged before
+    ``vkCreateImage`` and the estimate pre-flights use.
+
+    :param vk_format: the ``VkFormat``.
+    :param width: texels.
+    :param height: texels.
+    :param depth: texels.
+    :param levels: mip levels.
+    :param layers: Vulkan array layers (array layers x faces).
+    """
+    from ..formats.vkformat import format_info, level_size
+
+    info = format_info(vk_format)
+    return sum(level_size(info, max(1, width >> i), max(1, height >> i), max(1, depth >> i))
+               for i in range(levels)) * layers
+
+
+def check_image_parameters(ctx: GpuContext, name: str, *, vk_format: int, image_type: int, width: int, height: int,
+                           depth: int, levels: int, layers: int, faces: int, usage: int) -> int:
+    """Check an image's parameters against Vulkan's rules and the device's limits *before* ``vkCreateImage``.
+
+    :param ctx: the device's context (limits, physical device).
+    :param name: the image's name, for messages.
+    :param vk_format: the ``VkFormat``.
+    :param image_type: ``IMAGE_1D``, ``IMAGE_2D`` or ``IMAGE_3D``.
+    :param width: texels.
+    :param height: texels.
+    :param depth: texels.
+    :param levels: mip levels.
+    :param layers: array layers (before multiplying by faces).
+    :param faces: 1, or 6 for a cube map.
+    :param usage: ``VkImageUsageFlags``.
+    :returns: the bytes the texels take (:func:`image_bytes`), for the budget charge.
+    :raises ConfigError: a parameter breaks a Vulkan rule (an empty extent, a 3D array, more levels than the extent
+        has, a non-square cube); the message names the image and the parameter.
+    :raises UnsupportedFeatureError: the device's limits or format support do not allow the image.
+    :raises UnsupportedFormatError: the format is unknown.
+    """
+    from ..formats.vkformat import format_info
+    from ..vk.physical import format_properties
+
+    where = f"image {name!r}"
+    for opt, value in (("width", width), ("height", height), ("depth", depth), ("levels", levels),
+                       ("layers", layers), ("faces", faces), ("vk_format", vk_format), ("usage", usage)):
+        if type(value) is bool or not isinstance(value, int):
+            raise ConfigError(f"{where}: {opt} must be an int, got {type(value).__name__} {value!r}", option=opt)
+    check_extent(name, width, height, depth)
+    if levels < 1 or layers < 1:
+        raise ConfigError(f"{where}: levels {levels} and layers {layers} must be >= 1", option="levels")
+    if faces not in (1, 6):
+        raise ConfigError(f"{where}: faces must be 1 or 6, got {faces}", option="faces")
+    if image_type not in (IMAGE_1D, IMAGE_2D, IMAGE_3D):
+        raise ConfigError(f"{where}: image_type {image_type!r} is not 1D, 2D or 3D", option="image_type")
+    if image_type == IMAGE_1D and (height != 1 or depth != 1):
+        raise ConfigError(f"{where}: a 1D image has height and depth 1, got {width}x{height}x{depth}",
+                          option="height")
+    if image_type == IMAGE_2D and depth != 1:
+        raise ConfigError(f"{where}: a 2D image has depth 1, got {width}x{height}x{depth}", option="depth")
+    if image_type == IMAGE_3D and (layers != 1 or faces != 1):
+        raise ConfigError(f"{where}: a 3D image cannot have array layers or faces (layers={layers}, faces={faces})",
+                          option="layers")
+    if faces == 6 and (image_type != IMAGE_2D or width != height):
+        raise ConfigError(f"{where}: a cube map needs square 2D faces, got {width}x{height}", option="faces")
+    most = max(width, height, depth).bit_length()
+    if levels > most:
+        raise ConfigError(f"{where}: {levels} mip levels, but a {width}x{height}x{depth} image has at most {most}",
+                          option="levels")
+    try:
+        info = format_info(vk_format)
+    except UnsupportedFormatError as exc:
+        raise UnsupportedFormatError(f"{where}: {exc.reason}", field="vk_format") from None
+    limits = ctx.info.limits
+    if faces == 6:
+        key, dims = "max_image_dimension_cube", (width,)
+    else:
+        key = {IMAGE_1D: "max_image_dimension_1d", IMAGE_2D: "max_image_dimension_2d",
+               IMAGE_3D: "max_image_dimension_3d"}[image_type]
+        dims = (width, height, depth)
+    most_texels = limits.get(key)
+    if most_texels is not None and max(dims) > most_texels:
+        raise UnsupportedFeatureError(f"{where}: extent {width}x{height}x{depth} is over the device's {key} "
+                                      f"({most_texels})", feature=key)
+    most_layers = limits.get("max_image_array_layers")
+    if most_layers is not None and layers * faces > most_layers:
+        raise UnsupportedFeatureError(f"{where}: {layers * faces} array layers is over the device's "
+                                      f"max_image_array_layers ({most_layers})", feature="max_image_array_layers")
+    _lin, optimal, _buf = format_properties(ctx.physical, vk_format)
+    need = FEATURE_TRANSFER_DST | (FEATURE_SAMPLED if usage & USAGE_SAMPLED else 0)
+    if optimal & need != need:
+        raise UnsupportedFeatureError(f"{where}: the device cannot sample and copy into {info.name} images "
+                                      "(optimal tiling)", feature=info.name)
+    if not vki.image_format_supported(ctx.physical, vk_format, image_type=image_type, usage=usage, cube=faces == 6,
+                                      levels=levels, layers=layers * faces, width=width, height=height, depth=depth):
+        raise UnsupportedFeatureError(f"{where}: {info.name} {width}x{height}x{depth}, {levels} levels, "
+                                      f"{layers * faces} layers is beyond what the device's image format properties "
+                                      "allow", feature=info.name)
+    return image_bytes(vk_format, width, height, depth, levels, layers * faces)

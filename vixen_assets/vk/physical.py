@@ -261,8 +261,10 @@ def query_device_info(pd: Any, index: int) -> DeviceInfo:
         "optimal_buffer_copy_offset_alignment": int(lim.optimalBufferCopyOffsetAlignment),
         "max_memory_allocation_count": int(lim.maxMemoryAllocationCount),
         "max_storage_buffer_range": int(lim.maxStorageBufferRange),
+        "max_image_dimension_1d": int(lim.maxImageDimension1D),
         "max_image_dimension_2d": int(lim.maxImageDimension2D),
         "max_image_dimension_3d": int(lim.maxImageDimension3D),
+        "max_image_dimension_cube": int(lim.maxImageDimensionCube),
         "max_image_array_layers": int(lim.maxImageArrayLayers),
         "max_compute_work_group_invocations": int(lim.maxComputeWorkGroupInvocations),
     }
