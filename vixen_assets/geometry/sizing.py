@@ -21,8 +21,12 @@ def triangle_count(face_vertex_counts: np.ndarray) -> int:
 
     :param face_vertex_counts: corners per face.
     """
-    counts = np.asarray(face_vertex_counts, dtype=np.int64)
-    return int(np.maximum(counts - 2, 0).sum()) if counts.size else 0
+    counts = np.asarray(face_vertex_counts)
+    if not counts.size:
+        return 0
+    # sum(max(c - 2, 0)) without an int64 copy of the counts: faces under 3 corners are few
+    small = counts[counts < 2].astype(np.int64)
+    return int(counts.sum(dtype=np.int64)) - 2 * int(counts.size) + int((2 - small).sum())
 
 
 def mesh_vertex_stride(source: MeshSource, attributes: Sequence[str] = DEFAULT_ATTRIBUTES) -> int:
