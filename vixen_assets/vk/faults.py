@@ -1,4 +1,5 @@
-"""Fault injection for tests: make the Nth ``vkAllocateMemory`` fail, or the device report loss.
+"""Fault injection for tests: make the Nth ``vkAllocateMemory`` fail, or the device report loss; count
+``vkCreateImage`` calls.
 
 This wraps the real driver; it never replaces it. A ``FaultInjector`` set on a logical device (``device.faults``)
 is consulted by the allocation and submission paths of ``vixen_assets.vk`` just before the real Vulkan call.
@@ -28,6 +29,7 @@ class FaultInjector:
         self.device_lost_at_submit = device_lost_at_submit
         self.allocations = 0
         self.submits = 0
+        self.images = 0
         self.injected = 0
         self._lock = threading.Lock()
 
@@ -40,6 +42,11 @@ class FaultInjector:
         if at is not None and (n == at or (self.fail_every_allocation_after and n > at)):
             self.injected += 1
             raise OutOfDeviceMemoryError("VK_ERROR_OUT_OF_DEVICE_MEMORY", "vkAllocateMemory", "injected fault")
+
+    def before_create_image(self) -> None:
+        """Called before each ``vkCreateImage``; counts them (tests check what happens before the first one)."""
+        with self._lock:
+            self.images += 1
 
     def before_submit(self) -> None:
         """Called before each ``vkQueueSubmit``; raises ``DeviceLostError`` when it is this call's turn."""

@@ -42,6 +42,8 @@ def create_image(dev: LogicalDevice, *, image_type: int, vk_format: int, width: 
         "mipLevels": levels, "arrayLayers": layers, "samples": vk.VK_SAMPLE_COUNT_1_BIT, "tiling": tiling,
         "usage": usage, "sharingMode": vk.VK_SHARING_MODE_EXCLUSIVE, "initialLayout": vk.VK_IMAGE_LAYOUT_UNDEFINED})
     p = ffi.new("VkImage*")
+    if dev.faults is not None:
+        dev.faults.before_create_image()
     check(lib.vkCreateImage(dev.handle, info, NULL, p), "vkCreateImage")
     return p[0]
 
