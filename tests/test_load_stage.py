@@ -671,6 +671,41 @@ def test_eviction_under_a_small_budget(tmp_path):
         finish_test_device(dev)
 
 
+@pytest.mark.parametrize("how", ["fraction", "budget-mb"])
+def test_eviction_with_default_thresholds(tmp_path, how):
+    """No warning threshold of the test's own: the default ``warning_fraction`` of the limit the user chose (by a
+    heap fraction, or ``--budget-mb``'s byte limit) makes released scenes evict before the next load is refused."""
+    from vixen_assets import BudgetOptions
+    from vixen_assets.cli.load import budget_options
+
+    scenes = [_generated(tmp_path, f"dflt_{k}.usdc", meshes=12, triangles=30_000, seed=100 + 7 * k) for k in range(6)]
+    probe = open_test_device()
+    try:
+        with load_stage(scenes[0], probe) as s:
+            one = s.stats.bytes_uploaded
+        heap = max(h.size for h in probe.info.heaps if h.device_local)
+    finally:
+        finish_test_device(probe)
+    limit = int(2.4 * one) + (256 << 10)  # about two scenes plus the staging pool
+    if how == "fraction":
+        budget = BudgetOptions(fraction=limit / heap)
+    else:
+        budget = budget_options(limit / (1 << 20))  # what `vixen-assets load --budget-mb` builds
+    assert budget.warning_fraction == 0.8  # the default: nothing set by the test
+    dev = open_test_device(budget=budget)
+    try:
+        assert dev.budget.warning_threshold < dev.budget.limit
+        for path in scenes * 2:
+            with load_stage(path, dev, warm=False) as scene:
+                assert scene.stats.instances == 12
+        stats = dev.cachers["mesh"].stats
+        assert stats.evictions > 0 and stats.evicted_bytes > 0
+        assert dev.budget.stats()["rejections"] == 0
+        assert dev.budget.peak <= dev.budget.limit
+    finally:
+        finish_test_device(dev)
+
+
 def test_warm_reload_is_fast_and_identical(device, tmp_path):
     path = _generated(tmp_path, "warm.usdc", meshes=150, triangles=120_000, instances=300, mode="instanceable")
     t0 = _time.perf_counter()

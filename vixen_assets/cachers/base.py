@@ -185,15 +185,27 @@ class TypedCacher(Generic[S, E]):
     def preflight(self, nbytes: int, what: str) -> Iterator[None]:
         """Charge ``nbytes`` (the GPU bytes an asset's header or counts imply) to the budget *before* inflating,
         decoding or preparing it, and give the charge back when the block ends (the GPU objects then charge their
-        exact sizes). The charge can cross the warning threshold and so evict unreferenced entries first.
+        exact sizes). The charge can cross the warning threshold and so evict unreferenced entries first; a charge
+        that does not fit evicts unreferenced entries of every cacher on the device before it is refused.
 
         :param nbytes: the bytes the asset will need on the GPU.
         :param what: the file or prim, for the error message.
         :raises BudgetExceededError: the asset cannot fit (naming ``what`` and the cacher).
         """
         budget = self.device.budget
+        nbytes = int(nbytes)
+        short = nbytes - budget.available()
+        if short > 0:
+            # one lump can jump past the warning threshold and the limit at once: make room first, the way crossing
+            # the threshold would (unreferenced entries of every cacher on the device, least recently used first)
+            for cacher in list(self.device.cachers.values()):
+                before = budget.used
+                cacher.evict(short)
+                short -= before - budget.used
+                if short <= 0:
+                    break
         try:
-            heap = budget.reserve(int(nbytes), category=self.name)
+            heap = budget.reserve(nbytes, category=self.name)
         except BudgetExceededError as exc:
             raise BudgetExceededError(exc.requested, exc.used, exc.limit, who=f"{self.name} {what}",
                                       heap=exc.heap) from None
