@@ -15,7 +15,7 @@ import vixen_assets
 
 #: Layer of each top-level module or package under vixen_assets (higher may import lower, never the reverse).
 LAYERS = {
-    "errors": 0, "hookspecs": 0, "hookcalls": 0, "formats": 0, "geometry": 0,
+    "errors": 0, "arguments": 0, "hookspecs": 0, "hookcalls": 0, "formats": 0, "geometry": 0,
     "vk": 1, "memory": 2, "transfer": 3,
     "cachers": 4, "accel": 4, "plugins": 4, "device": 4, "stash": 4,
     "scene": 5, "usd": 5, "voxels": 5, "textures": 5, "trace": 5,

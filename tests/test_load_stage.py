@@ -1056,3 +1056,103 @@ def test_open_stage_object_is_accepted(device, vixen_assets_dir):
     with load_stage(stage, device) as scene:
         assert not scene.stats.warm and len(scene.instances) == 1
         verify_scene(device, scene, stage, start_time(stage))
+
+
+# ---------------------------------------------------------------- hardening (issue 19)
+
+HARDENING_STAGE = """#usda 1.0
+def Mesh "Empty"
+{
+    int[] faceVertexCounts = []
+    int[] faceVertexIndices = []
+    point3f[] points = [(0, 0, 0)]
+}
+def Mesh "NoAttributes"
+{
+}
+def Mesh "Tri"
+{
+    int[] faceVertexCounts = [3]
+    int[] faceVertexIndices = [0, 1, 2]
+    point3f[] points = [(0, 0, 0), (1, 0, 0), (0, 1, 0)]
+}
+"""
+NAN_POINTS = """
+def Mesh "NanPoints"
+{
+    int[] faceVertexCounts = [3]
+    int[] faceVertexIndices = [0, 1, 2]
+    point3f[] points = [(0, 0, 0), (nan, 0, 0), (0, 5, 0)]
+}
+"""
+INF_NORMALS = """
+def Mesh "InfNormals"
+{
+    int[] faceVertexCounts = [3]
+    int[] faceVertexIndices = [0, 1, 2]
+    point3f[] points = [(0, 0, 0), (9, 0, 0), (0, 9, 0)]
+    normal3f[] normals = [(0, 0, 1), (inf, 0, 1), (0, 0, 1)] (interpolation = "vertex")
+}
+"""
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_meshes_without_faces_are_skipped_by_every_cacher(device, tmp_path, strict):
+    """A legal mesh with no faces (common in real files) is skipped with a warning naming it, even under strict, by
+    the mesh cacher and the acceleration-structure cacher; the rest of the stage loads and traces."""
+    from vixen_assets import trace_rays
+
+    path = tmp_path / "empty_meshes.usda"
+    path.write_text(HARDENING_STAGE)
+    with load_stage(path, device, acceleration_structures=True, strict=strict) as scene:
+        assert [i.prim_path for i in scene.instances] == ["/Tri"]
+        for prim in ("/Empty", "/NoAttributes"):
+            assert any(prim in w and "no faces" in w and "faceVertexCounts" in w for w in scene.warnings), \
+                scene.warnings
+        if device.features.get("ray_query"):
+            hits = trace_rays(scene, [[0.2, 0.2, 1.0], [5.0, 5.0, 1.0]], [[0, 0, -1], [0, 0, -1]])
+            assert hits["hit"].tolist() == [True, False]
+
+
+def test_non_finite_points_and_normals(device, tmp_path):
+    """NaN/inf points or normals: the mesh is skipped with a warning naming prim and field; FormatError under
+    strict; the scene bounds are those of the good meshes (never NaN, never silently zeros)."""
+    for extra, prim, fld in ((NAN_POINTS, "/NanPoints", "points"), (INF_NORMALS, "/InfNormals", "normals")):
+        path = tmp_path / f"{fld}.usda"
+        path.write_text(HARDENING_STAGE + extra)
+        with load_stage(path, device) as scene:
+            assert [i.prim_path for i in scene.instances] == ["/Tri"]
+            bad = [w for w in scene.warnings if prim in w]
+            assert len(bad) == 1 and f"field {fld!r}" in bad[0] and "not finite" in bad[0], scene.warnings
+            lo, hi = scene.bounds
+            assert lo.tolist() == [0, 0, 0] and hi.tolist() == [1, 1, 0]
+        with pytest.raises(FormatError) as info:
+            load_stage(path, device, strict=True)
+        assert info.value.prim_path == prim and info.value.field == fld
+        assert not device.cachers["mesh"].stats.failed_builds
+
+
+def test_usd_open_errors_keep_usds_reason(device, tmp_path):
+    """USD's own first line of reason, without C++ namespaces, functions or source files."""
+    ok = tmp_path / "ok.usdc"
+    stage = Usd.Stage.CreateNew(str(ok))
+    UsdGeom.Mesh.Define(stage, "/M")
+    stage.GetRootLayer().Save()
+    data = ok.read_bytes()
+    truncated = tmp_path / "truncated.usdc"
+    truncated.write_bytes(data[: len(data) // 2])
+    parse = tmp_path / "parse.usda"
+    parse.write_text('#usda 1.0\ndef Mesh "A" {\n  int[] x = [1, 2\n}\n')
+    garbage = tmp_path / "garbage.usd"
+    garbage.write_bytes(b"\x00\x01garbage" * 10)
+    cases = ((truncated, "table of contents at offset"), (parse, "parse error"), (garbage, "Failed to open layer"))
+    for path, reason in cases:
+        with pytest.raises(FormatError) as info:
+            load_stage(path, device)
+        msg = str(info.value)
+        assert str(path) in msg and reason in msg, msg
+        for internal in ("pxrInternal", "pxrReserved", ".cpp", ".h :", "Error in '"):
+            assert internal not in msg, msg
+        assert "\n" not in msg
+    with pytest.raises(FormatError, match="directory"):
+        load_stage(tmp_path, device)

@@ -24,6 +24,7 @@ from .errors import NotHeldError
 from .errors import OutOfDeviceMemoryError
 from .errors import OutOfRangeError
 from .errors import PluginError
+from .errors import SkippedPrimWarning
 from .errors import StagingTimeoutError
 from .errors import UnsupportedFeatureError
 from .errors import UnsupportedFormatError
@@ -74,6 +75,7 @@ __all__ = [
     "OutOfRangeError",
     "PluginError",
     "Scene",
+    "SkippedPrimWarning",
     "StagingTimeoutError",
     "Tlas",
     "TypedCacher",

@@ -40,18 +40,22 @@ class DeviceClosedError(VixenError):
 
 
 class BudgetExceededError(VixenError, MemoryError):
-    """An allocation would take the device over its budget; raised before any Vulkan call is made."""
+    """An allocation would take the device over its budget; raised before any Vulkan call is made (and, for an
+    asset, before it is inflated, decoded or prepared: ``what`` then names the file or prim)."""
 
-    def __init__(self, requested: int, used: int, limit: int, who: str = "", heap: int | None = None) -> None:
+    def __init__(self, requested: int, used: int, limit: int, who: str = "", heap: int | None = None,
+                 what: str = "") -> None:
         self.requested = requested
         self.used = used
         self.limit = limit
         self.who = who
         self.heap = heap
+        self.what = what
         where = f" on heap {heap}" if heap is not None else ""
         asker = f" for {who!r}" if who else ""
+        asset = f" to load {what}" if what else ""
         super().__init__(
-            f"budget exceeded{where}: requested {requested} bytes{asker}, {used} bytes used of a "
+            f"budget exceeded{where}: requested {requested} bytes{asker}{asset}, {used} bytes used of a "
             f"{limit}-byte limit ({limit - used} bytes free)"
         )
 
@@ -128,6 +132,23 @@ class NotHeldError(VixenError, KeyError):
 
 class VixenWarning(UserWarning):
     """Base class of every warning vixen-assets emits (deprecated names, skipped prims, lossy compression)."""
+
+
+class SkippedPrimWarning(VixenWarning):
+    """A legal prim or asset a cacher cannot turn into a GPU entry (a mesh with no faces) was skipped; like
+    :class:`FormatError` it names the file, prim and field. ``check_sources`` returns it for such a source (the loader
+    then skips it with a warning, even under ``strict=True``)."""
+
+    def __init__(self, message: str, *, path: str | None = None, prim_path: str | None = None,
+                 field: str | None = None) -> None:
+        self.path = path
+        self.prim_path = prim_path
+        self.field = field
+        self.reason = message
+        where = ":".join(str(p) for p in (path, prim_path) if p)
+        if field:
+            where = f"{where} field {field!r}" if where else f"field {field!r}"
+        super().__init__(f"{where}: {message}" if where else message)
 
 
 class VixenDeprecationWarning(VixenWarning, DeprecationWarning):

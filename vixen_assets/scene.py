@@ -16,7 +16,7 @@ import numpy as np
 
 from .accel.scene_tlas import TlasMap, build_scene_tlas, record_world
 from .accel.structures import Tlas
-from .errors import VixenDeprecationWarning
+from .errors import ConfigError, DeviceClosedError, VixenDeprecationWarning, VixenWarning
 
 if TYPE_CHECKING:
     from .cachers.base import TypedCacher
@@ -132,7 +132,8 @@ class Scene:
 
     @property
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """World-space axis-aligned bounds ``(min, max)`` over every instance (zeros when empty)."""
+        """World-space axis-aligned bounds ``(min, max)`` over every instance (zeros when there is none); an
+        instance whose bounds are not finite is left out with a :class:`VixenWarning` naming it."""
         lo = np.full(3, np.inf, dtype=np.float64)
         hi = np.full(3, -np.inf, dtype=np.float64)
         for inst in self.instances:
@@ -142,6 +143,10 @@ class Scene:
             mn, mx = np.asarray(b[0], np.float64), np.asarray(b[1], np.float64)
             corners = np.array([[x, y, z, 1.0] for x in (mn[0], mx[0]) for y in (mn[1], mx[1]) for z in (mn[2], mx[2])])
             w = corners @ inst.transform.astype(np.float64).T
+            if not np.isfinite(w).all():  # never let one bad instance turn the whole bounds into NaN or zeros
+                warnings.warn(VixenWarning(f"instance {inst.prim_path}: its bounds are not finite and are left out "
+                                           "of the scene bounds"), stacklevel=2)
+                continue
             lo = np.minimum(lo, w[:, :3].min(axis=0))
             hi = np.maximum(hi, w[:, :3].max(axis=0))
         if not np.isfinite(lo).all():
@@ -173,6 +178,16 @@ class Scene:
         """True after :meth:`release`."""
         return self._released
 
+    def check_usable(self, what: str) -> None:
+        """Raise a clear error when the scene was released or its device closed.
+
+        :param what: the call that needs the scene, for the message.
+        :raises DeviceClosedError: after :meth:`release` or ``Device.close()``.
+        """
+        if self._released:
+            raise DeviceClosedError(f"{what}: scene {self.path!r} was released (load it again)")
+        self.device.check_open()
+
     def release(self) -> None:
         """Drop every cache reference and destroy owned objects; entries stay cached (evictable); safe twice."""
         if self._released:
@@ -197,7 +212,9 @@ class Scene:
         TLAS over every placement; returns ``self.tlas``. ``self.tlas_map`` maps TLAS records back to instances.
 
         :param compact: compact the BLASes built for meshes.
+        :raises DeviceClosedError: the scene was released.
         """
+        self.check_usable("build_acceleration_structures")
         if self.tlas is None:
             self.tlas, self.tlas_map = build_scene_tlas(self, compact=compact)
         return self.tlas
@@ -207,7 +224,14 @@ class Scene:
 
         :param transforms: one 4x4 float32 matrix per instance.
         """
-        t = np.asarray(transforms, dtype=np.float32).reshape(len(self.instances), 4, 4)
+        self.check_usable("update_transforms")
+        try:
+            t = np.asarray(transforms, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"transforms must be numbers ({exc})", option="transforms") from None
+        if t.shape != (len(self.instances), 4, 4):
+            raise ConfigError(f"transforms must have shape ({len(self.instances)}, 4, 4), got {t.shape}",
+                              option="transforms")
         for inst, m in zip(self.instances, t):
             inst.transform = m.copy()
         if self.tlas is not None and self.tlas_map is not None:

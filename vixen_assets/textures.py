@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from .cachers import LoadContext
 from .cachers.texture import GpuTexture, texture_cacher
-from .errors import FormatError
+from .arguments import path_argument
+from .errors import ConfigError, FormatError
 
 if TYPE_CHECKING:
     from .device import Device
@@ -29,9 +30,13 @@ def load_texture(path: str | os.PathLike[str], device: Device, *, compress: str 
     :raises UnsupportedFormatError: the format cannot be sampled, decoded or transcoded here (naming the scheme).
     """
     device.check_open()
-    p = os.fspath(path)
+    p = path_argument(path, "path")
+    if compress not in (None, "bc7", "bc1"):
+        raise ConfigError(f"must be None, 'bc7' or 'bc1', got {compress!r}", option="compress")
     if "[" not in p and not os.path.exists(p):
         raise FormatError("file not found", path=p)
+    if os.path.isdir(p):
+        raise FormatError("is a directory, not a texture file", path=p)
     cacher = texture_cacher(device)
     src = cacher.read_file(p, LoadContext(options={"compress": compress, "srgb": srgb}, layer_path=p))
     tex = cacher.hand_out(src)

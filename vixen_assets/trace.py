@@ -53,18 +53,30 @@ def trace_rays(scene: Scene, origins: Any, directions: Any, *, t_max: float | An
         -1 on a miss), ``primitive`` (int32: the triangle index in the instance's mesh, or the box index of
         procedural geometry such as a voxel model's AABB; -1 on a miss) and ``record`` (int32: the TLAS record hit,
         see ``scene.tlas_map``; voxel scenes place one record per model placement).
+    :raises ConfigError: origins or directions are not ``(N, 3)`` numbers, or their counts differ.
+    :raises DeviceClosedError: the scene was released or its device closed.
+    :raises UnsupportedFeatureError: the device has no ray queries.
     """
     device = scene.device
+    check = getattr(scene, "check_usable", None)
+    if check is not None:
+        check("trace_rays")
     device.check_open()
+    o = _rays_array(origins, "origins")
+    d = _rays_array(directions, "directions")
+    if o.shape != d.shape:
+        raise ConfigError(f"{len(o)} origins but {len(d)} directions", option="trace_rays")
+    try:
+        t_max_arr = np.broadcast_to(np.asarray(t_max, dtype=np.float32), (len(o),))
+        t_min = float(t_min)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"t_max must be a number or one per ray and t_min a number ({exc})",
+                          option="t_max") from None
     if not device.features.get("ray_query"):
         raise UnsupportedFeatureError(f"{device.name} does not support VK_KHR_ray_query: trace_rays needs ray queries",
                                       feature="ray_query")
     if getattr(scene, "tlas", None) is None:
         scene.build_acceleration_structures()
-    o = np.ascontiguousarray(origins, dtype=np.float32).reshape(-1, 3)
-    d = np.ascontiguousarray(directions, dtype=np.float32).reshape(-1, 3)
-    if o.shape != d.shape:
-        raise ConfigError(f"{len(o)} origins but {len(d)} directions", option="trace_rays")
     n = len(o)
     out = {"hit": np.zeros(n, bool), "t": np.zeros(n, np.float32), "instance": np.full(n, -1, np.int32),
            "primitive": np.full(n, -1, np.int32), "record": np.full(n, -1, np.int32)}
@@ -74,7 +86,7 @@ def trace_rays(scene: Scene, origins: Any, directions: Any, *, t_max: float | An
     rays[:, 0, :3] = o
     rays[:, 0, 3] = t_min
     rays[:, 1, :3] = d
-    rays[:, 1, 3] = np.broadcast_to(np.asarray(t_max, dtype=np.float32), (n,))
+    rays[:, 1, 3] = t_max_arr
     tmap = scene.tlas_map
     aabb_table = np.zeros(max(len(tmap.instance), 1), dtype=np.uint64)
     aabb_table[:len(tmap.instance)] = tmap.aabb_address
@@ -125,6 +137,24 @@ def trace_rays(scene: Scene, origins: Any, directions: Any, *, t_max: float | An
     out["primitive"] = np.where(hit, prim + base, -1).astype(np.int32)
     out["record"] = np.where(hit, record, -1).astype(np.int32)
     return out
+
+
+def _rays_array(values: Any, name: str) -> np.ndarray:
+    """``values`` as a contiguous float32 ``(N, 3)`` array; a single ``(3,)`` ray is accepted.
+
+    :raises ConfigError: not numbers, or not ``(N, 3)`` (an ``(N, 2)`` or ``(N, 4)`` array is never reinterpreted).
+    """
+    try:
+        arr = np.asarray(values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} must be an (N, 3) array of numbers ({exc})", option=name) from None
+    if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
+        raise ConfigError(f"{name} must be an (N, 3) array of numbers, got dtype {arr.dtype}", option=name)
+    if arr.shape == (3,):
+        arr = arr.reshape(1, 3)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ConfigError(f"{name} must have shape (N, 3), got {arr.shape}", option=name)
+    return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def readback_barrier_compute(cmd: Any) -> None:

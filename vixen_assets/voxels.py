@@ -15,6 +15,7 @@ import numpy as np
 
 from .cachers import LoadContext
 from .cachers.voxel import GpuVoxelScene, VoxelSceneCacher
+from .arguments import path_argument
 from .errors import FormatError
 from .scene import Instance, Scene
 
@@ -88,7 +89,7 @@ def load_vox(path: str | os.PathLike[str], device: Device, *, aabb_mode: str = "
     :raises FormatError: the file is missing or malformed (naming the file and chunk).
     """
     device.check_open()
-    p = os.fspath(path)
+    p = path_argument(path, "path")
     if aabb_mode not in ("voxel", "brick"):
         raise FormatError(f"aabb_mode must be 'voxel' or 'brick', got {aabb_mode!r}", path=p)
     if not os.path.exists(p):

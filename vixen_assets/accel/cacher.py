@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..cachers.base import TypedCacher
-from ..errors import FormatError, UnsupportedFeatureError
+from ..errors import FormatError, SkippedPrimWarning, UnsupportedFeatureError
 from ..memory.group import AllocationGroup
 from .build import AccelStats, build_blases, geometries_for_mesh
 from .structures import AccelerationStructure
@@ -41,12 +41,22 @@ class AccelerationStructureCacher(TypedCacher[Any, AccelerationStructure]):
         """
         return f"blas:{source.key}:{int(self.compact)}"
 
+    def check_sources(self, sources: Sequence[Any]) -> list[Exception | None]:
+        """A :class:`SkippedPrimWarning` for each mesh without triangles (nothing to build a BLAS of), else ``None``.
+
+        :param sources: ``GpuMesh`` entries.
+        """
+        return [None if geometries_for_mesh(m) else SkippedPrimWarning(
+            "mesh has no triangles: no BLAS built, its instances are left out of the TLAS",
+            prim_path=m.prim_path or None, path=None if m.prim_path else m.key, field="faceVertexCounts")
+            for m in sources]
+
     def build(self, sources: Sequence[Any], group: AllocationGroup) -> list[AccelerationStructure]:
         """Build BLASes for the meshes in batches.
 
         :param sources: ``GpuMesh`` entries.
         :param group: the allocation group of this build.
-        :raises FormatError: a mesh has no triangles.
+        :raises FormatError: a mesh has no triangles (:meth:`check_sources` says which to leave out first).
         """
         items = [(m.prim_path or m.key[:12], geometries_for_mesh(m)) for m in sources]
         empty = [m for m, (_n, g) in zip(sources, items) if not g]

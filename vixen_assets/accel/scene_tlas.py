@@ -90,7 +90,14 @@ def tlas_records(scene: TracedScene, *, compact: bool = True) -> list[TlasRecord
     if mesh_entries:
         cacher = accel_cacher(scene.device)
         cacher.compact = compact
-        meshes = list(mesh_entries.values())
+        meshes = []
+        for m, problem in zip(mesh_entries.values(), cacher.check_sources(list(mesh_entries.values()))):
+            if problem is None:
+                meshes.append(m)
+            else:  # a mesh without triangles: its instances are left out (a warning, never a failed scene)
+                warnings = getattr(scene, "warnings", None)
+                if warnings is not None:
+                    warnings.append(str(problem))
         keys = [cacher.key_for(m) for m in meshes]
         for m, k, b in zip(meshes, keys, cacher.get_many(meshes, keys)):
             scene.hold(cacher, k)
@@ -102,6 +109,8 @@ def tlas_records(scene: TracedScene, *, compact: bool = True) -> list[TlasRecord
         if id(m) in by_mesh:
             subs = [s.first_index // 3 for s in getattr(m, "submeshes", []) if s.index_count >= 3] or [0]
             records.append(TlasRecord(i, by_mesh[id(m)], 0, eye, subs))
+        elif hasattr(m, "index_buffer"):
+            continue  # a mesh without triangles (see above)
         elif isinstance(m, GpuVoxelScene):
             for blas, aabb_address, local in voxel_tlas_items(scene, m):
                 records.append(TlasRecord(i, blas, aabb_address, np.asarray(local, np.float32), [0]))

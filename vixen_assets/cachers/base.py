@@ -207,8 +207,8 @@ class TypedCacher(Generic[S, E]):
         try:
             heap = budget.reserve(nbytes, category=self.name)
         except BudgetExceededError as exc:
-            raise BudgetExceededError(exc.requested, exc.used, exc.limit, who=f"{self.name} {what}",
-                                      heap=exc.heap) from None
+            raise BudgetExceededError(exc.requested, exc.used, exc.limit, who=self.name, heap=exc.heap,
+                                      what=what) from None
         try:
             yield
         finally:

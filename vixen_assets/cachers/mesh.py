@@ -18,11 +18,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import FormatError, SkippedPrimWarning
 from ..geometry.mesh_source import MeshSource, validate_sources
 from ..geometry.packing import Submesh
 from ..geometry.prepare import prepare_meshes
-from ..geometry.sizing import mesh_gpu_bytes
+from ..geometry.sizing import mesh_gpu_bytes, triangle_count
 from ..geometry.usd_mesh import read_mesh_source
 from ..hookspecs import hookimpl
 from ..memory.buffers import Buffer
@@ -85,20 +85,37 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
         return read_mesh_source(prim, context.time, primvars=primvars, validate=False)  # see check_sources
 
     def check_sources(self, sources: Sequence[MeshSource]) -> list[Exception | None]:
-        """One vectorized check over the whole batch; only when it fails, mesh by mesh to find the bad ones."""
+        """One vectorized check over the whole batch (only when it fails, mesh by mesh to find the bad ones); then,
+        per mesh, a :class:`SkippedPrimWarning` for a mesh without faces and a :class:`FormatError` naming the field
+        for non-finite points or normals."""
+        out: list[Exception | None] = [None] * len(sources)
         try:
             validate_sources(sources, attributes=self.attributes)
-            return [None] * len(sources)
         except FormatError:
-            pass
-        out: list[Exception | None] = []
-        for src in sources:
-            try:
-                validate_sources([src], attributes=self.attributes)
-                out.append(None)
-            except FormatError as exc:
-                out.append(exc)
+            for i, src in enumerate(sources):
+                try:
+                    validate_sources([src], attributes=self.attributes)
+                except FormatError as exc:
+                    out[i] = exc
+        for i, src in enumerate(sources):
+            if out[i] is None:
+                out[i] = self._check_content(src)
         return out
+
+    def _check_content(self, src: MeshSource) -> Exception | None:
+        if triangle_count(src.face_vertex_counts) == 0:
+            return SkippedPrimWarning(f"mesh has no faces ({src.face_count} faces, {src.point_count} points): "
+                                      "skipped", path=src.layer_path or None, prim_path=src.prim_path or None,
+                                      field="faceVertexCounts")
+        checks = [("points", src.points)]
+        if src.normals is not None and "normal" in self.attributes:
+            checks.append(("normals", src.normals))
+        for fld, values in checks:
+            finite = np.isfinite(values)
+            if not finite.all():
+                bad = int(np.count_nonzero(~finite.all(axis=-1))) if finite.ndim > 1 else int((~finite).sum())
+                return src.error(f"{bad} of {len(values)} values are not finite (NaN or infinity)", field=fld)
+        return None
 
     def key_for(self, source: MeshSource) -> str:
         """Content hash of the arrays and the requested attributes."""

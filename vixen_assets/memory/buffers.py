@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..arguments import int_argument
 from ..errors import ConfigError, DeviceClosedError, UnsupportedFeatureError, VixenError
 from ..vk import LogicalDevice
 from ..vk import resources as vkr
@@ -47,15 +48,32 @@ _ARENA_BASE = (TRANSFER | BufferUsage.UNIFORM | BufferUsage.STORAGE | BufferUsag
 _parsed: dict[str, int] = {}
 
 
+KNOWN_USAGE_BITS = 0
+for _bit in USAGE_NAMES.values():
+    KNOWN_USAGE_BITS |= int(_bit)
+
+
 def parse_usage(usage: int | str | Iterable[str]) -> int:
-    """Return ``VkBufferUsageFlags`` from an int, ``"vertex|index"`` or a list of names (see ``USAGE_NAMES``)."""
-    if isinstance(usage, int):
+    """Return ``VkBufferUsageFlags`` from an int, ``"vertex|index"`` or a list of names (see ``USAGE_NAMES``).
+
+    :param usage: flags (only the bits of :data:`USAGE_NAMES`), or names.
+    :raises ConfigError: an unknown name or bit, a negative or non-integer value.
+    """
+    if type(usage) is int:
+        if usage < 0 or usage & ~KNOWN_USAGE_BITS:
+            raise ConfigError(f"buffer usage {usage:#x} has bits outside the known usages ({KNOWN_USAGE_BITS:#x}: "
+                              f"{', '.join(USAGE_NAMES)})", option="usage")
         return usage
     if isinstance(usage, str) and usage in _parsed:
         return _parsed[usage]
+    if isinstance(usage, (bool, int, float, bytes)) or not isinstance(usage, (str, Iterable)):
+        raise ConfigError(f"buffer usage must be an int of usage bits or usage names, got {type(usage).__name__} "
+                          f"{usage!r}", option="usage")
     names = usage.replace(",", "|").split("|") if isinstance(usage, str) else list(usage)
     flags = 0
     for n in names:
+        if not isinstance(n, str):
+            raise ConfigError(f"buffer usage names must be strings, got {type(n).__name__} {n!r}", option="usage")
         key = n.strip().lower()
         if not key:
             continue
@@ -65,6 +83,33 @@ def parse_usage(usage: int | str | Iterable[str]) -> int:
     if isinstance(usage, str):
         _parsed[usage] = flags
     return flags
+
+
+def check_buffer_arguments(size: object, alignment: object, name: object, category: object) -> tuple[int, int]:
+    """Check ``create_buffer``'s arguments before anything is reserved or created.
+
+    :param size: bytes, an integer > 0 (Python or numpy; not a ``bool`` or ``float``).
+    :param alignment: 0 (none) or a power of two.
+    :param name: a ``str``.
+    :param category: a ``str``.
+    :returns: ``(size, alignment)`` as Python ints.
+    :raises ConfigError: naming the argument, what was given and what is accepted.
+    """
+    if not isinstance(name, str):
+        raise ConfigError(f"buffer name must be a str, got {type(name).__name__} {name!r}", option="name")
+    if not isinstance(category, str) or not category:
+        raise ConfigError(f"buffer {name!r}: category must be a non-empty str, got {category!r}", option="category")
+    try:
+        n = int_argument(size, "size")
+        a = int_argument(alignment, "alignment")
+    except ConfigError as exc:
+        raise ConfigError(f"buffer {name!r}: {exc.option} {exc.args[0].split(': ', 1)[-1]}", option=exc.option) \
+            from None
+    if n <= 0:
+        raise ConfigError(f"buffer {name!r}: size must be > 0, got {n}", option="size")
+    if a < 0 or a & (a - 1):
+        raise ConfigError(f"buffer {name!r}: alignment must be 0 or a power of two, got {a}", option="alignment")
+    return n, a
 
 
 def _fmt_size(n: int) -> str:
@@ -302,16 +347,18 @@ class BufferFactory:
     def create(self, size: int, usage: int | str | Iterable[str], *, strategy: str = "device_local", name: str = "",
                category: str = "default", alignment: int = 0, dedicated: bool = False) -> Buffer:
         """Create a buffer of ``size`` bytes (see ``Device.create_buffer``)."""
-        if 0 < size <= ARENA_MAX and not dedicated and (not alignment or alignment <= self.arena_alignment):
+        if (type(size) is int and 0 < size <= ARENA_MAX and not dedicated and type(name) is str
+                and type(category) is str and category
+                and (not alignment or (type(alignment) is int and 0 < alignment <= self.arena_alignment
+                                       and not alignment & (alignment - 1)))):
             # hot path: a small buffer of a strategy already used for an arena buffer (so it passed the checks below)
             type_index = self._arena_types.get(strategy)
             if type_index is not None:
                 flags = (usage if type(usage) is int else parse_usage(usage)) | TRANSFER
                 if flags & ~self.arena_usage == 0:
                     return self._create_in_arena(size, flags, strategy, name, category, type_index)
-        if size <= 0:
-            raise ConfigError(f"buffer {name!r}: size must be > 0, got {size}")
-        if strategy not in STRATEGIES:
+        size, alignment = check_buffer_arguments(size, alignment, name, category)
+        if not isinstance(strategy, str) or strategy not in STRATEGIES:
             raise ConfigError(f"buffer {name!r}: unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
         flags = parse_usage(usage) | TRANSFER
         if flags & BUFFER_USAGE_SHADER_DEVICE_ADDRESS and not self._dev.buffer_device_address:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..arguments import int_argument
 from ..errors import ConfigError
 from ..memory.buffers import Buffer
 from ..vk import resources as vkr
@@ -28,8 +29,10 @@ class Readback:
 
     def read(self, buffer: Buffer, size: int | None = None, offset: int = 0) -> np.ndarray:
         """Return a new uint8 array with ``size`` bytes of ``buffer`` from ``offset`` (after pending uploads)."""
-        if size is None:
-            size = buffer.size - offset
+        if not isinstance(buffer, Buffer):
+            raise ConfigError(f"read_buffer needs a Buffer, got {type(buffer).__name__}", option="buffer")
+        offset = int_argument(offset, "offset")
+        size = buffer.size - offset if size is None else int_argument(size, "size")
         if offset < 0 or size < 0 or offset + size > buffer.size:
             raise ConfigError(f"read of buffer {buffer.name!r}: {size} bytes at offset {offset} exceed its {buffer.size} bytes")
         up = self._up
@@ -61,6 +64,9 @@ class Readback:
         from ..vk.images import cmd_copy_image_to_buffer, cmd_image_barrier
         from .image_regions import level_copies, mip_extent
 
+        if not all(hasattr(image, a) for a in ("vk_format", "levels", "array_layers", "faces", "handle")):
+            raise ConfigError(f"read_image needs an Image or a texture, got {type(image).__name__}", option="texture")
+        level, layer, face = (int_argument(v, n) for v, n in ((level, "level"), (layer, "layer"), (face, "face")))
         if not (0 <= level < image.levels and 0 <= layer < image.array_layers and 0 <= face < image.faces):
             raise ConfigError(f"image {image.name!r}: no level {level} / layer {layer} / face {face}")
         up = self._up

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..arguments import int_argument
 from ..errors import ConfigError, DeviceClosedError, VixenError
 from ..memory.buffers import Buffer, BufferFactory
 from ..memory.lifetime import Lifetime
@@ -69,7 +70,11 @@ def as_bytes(data: Any) -> np.ndarray:
             data = np.ascontiguousarray(data)
         out: np.ndarray = data.reshape(-1).view(np.uint8)
         return out
-    return np.frombuffer(data, dtype=np.uint8)
+    try:
+        return np.frombuffer(data, dtype=np.uint8)
+    except (TypeError, ValueError, BufferError) as exc:
+        raise ConfigError(f"must be bytes-like or a numpy array, got {type(data).__name__} ({exc})",
+                          option="data") from None
 
 
 class Ticket:
@@ -190,6 +195,10 @@ class BatchedUploader:
         else:
             src = as_bytes(data)
         n = src.shape[0]
+        if type(dst_offset) is not int:
+            dst_offset = int_argument(dst_offset, "offset")
+        if type(dst) is not Buffer and not isinstance(dst, Buffer):
+            raise ConfigError(f"the destination must be a Buffer, got {type(dst).__name__}", option="buffer")
         if dst_offset < 0 or dst_offset + n > dst.size:
             raise ConfigError(f"upload to buffer {dst.name!r}: {n} bytes at offset {dst_offset} exceed its {dst.size} bytes")
         if dst._state is DESTROYED:

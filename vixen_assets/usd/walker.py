@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 from pxr import Gf, Tf, Usd, UsdGeom, UsdShade
 
+from ..arguments import callable_argument, names_argument, path_argument
 from ..cachers import LoadContext, cacher_for
 from ..cachers.registry import Registration
 from ..errors import FormatError, VixenError
 from ..plugins import cacher_registry, default_plugin_manager, notify_progress, notify_stage_loaded, resolve_asset_path
 from .materials import load_material_textures
+from .usd_errors import usd_reason
 from ..scene import Instance, Scene
 
 if TYPE_CHECKING:
@@ -80,13 +82,15 @@ def _mul(a: Any, b: Any) -> Any:
 def _open(path_or_stage: Any) -> tuple[Any, str]:
     if isinstance(path_or_stage, Usd.Stage):
         return path_or_stage, path_or_stage.GetRootLayer().identifier
-    path = os.fspath(path_or_stage)
+    path = path_argument(path_or_stage, "path_or_stage")
     if not os.path.exists(path):
         raise FormatError("file not found", path=path)
+    if os.path.isdir(path):
+        raise FormatError("is a directory, not a USD file", path=path)
     try:
         stage = Usd.Stage.Open(path, Usd.Stage.LoadAll)
     except Tf.ErrorException as exc:
-        raise FormatError(f"cannot open stage: {str(exc).strip().splitlines()[-1]}", path=path) from exc
+        raise FormatError(f"cannot open stage: {usd_reason(exc, path)}", path=path) from None
     if stage is None:
         raise FormatError("cannot open stage", path=path)
     return stage, path
@@ -335,6 +339,10 @@ def load_stage(path_or_stage: Any, device: Device, *, time: Any = None, purposes
     :raises FormatError: the stage cannot be opened (naming the file), or a bad prim with ``strict=True``.
     """
     device.check_open()
+    purposes = names_argument(purposes, "purposes")
+    callable_argument(progress, "progress")
+    if not isinstance(path_or_stage, Usd.Stage):
+        path_or_stage = path_argument(path_or_stage, "path_or_stage")
     pm = plugin_manager if plugin_manager is not None else default_plugin_manager()
     t0 = _time.perf_counter()
 
@@ -454,7 +462,7 @@ def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, pur
         if any(e is not None for e in errors):
             for p, e in zip(paths, errors):
                 if e is not None:
-                    if strict:
+                    if strict and not isinstance(e, Warning):  # a Warning: a legal prim skipped (no faces)
                         raise e
                     scene.warnings.append(str(e))
                     del sources[p]
