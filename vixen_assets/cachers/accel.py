@@ -40,6 +40,8 @@ class AccelerationStructure(TrackedResource):
     def __init__(self, device: Any, name: str, kind: int, buffer: Any, size: int) -> None:
         """Create the structure over ``size`` bytes of ``buffer`` (build it afterwards)."""
         self.kind = kind
+        #: True for a BLAS of boxes (AABB geometry): a ray-tracing pipeline needs a procedural hit group for it
+        self.procedural = False
         self.buffer = buffer
         self.size = size
         self.handle = vka.create_as(device.logical, buffer.handle, buffer.offset, size, kind)
@@ -155,6 +157,7 @@ def build_blases(device: Any, items: Sequence[tuple[str, list[vka.Geometry]]], g
                 buf = group.create_buffer(sizes[j][0], AS_STORAGE_USAGE, name=f"blas:{items[j][0]}", category="accel",
                                           alignment=256)
                 a = AccelerationStructure(device, items[j][0], vka.BLAS, buf, sizes[j][0])
+                a.procedural = any(g.kind == vka.GEOMETRY_AABBS for g in items[j][1])
                 group.adopt(a)
                 built.append(a)
             query = vka.create_compacted_size_query(dev, len(batch)) if compact else None
@@ -207,6 +210,7 @@ def _compact(device: Any, group: AllocationGroup, built: list[AccelerationStruct
             continue
         buf = group.create_buffer(csize, AS_STORAGE_USAGE, name=f"blas:{a.name}", category="accel", alignment=256)
         c = AccelerationStructure(device, a.name, vka.BLAS, buf, csize)
+        c.procedural = a.procedural
         group.adopt(c)
         pairs.append((i, a, c))
         extra += c.buffer.nbytes
@@ -279,13 +283,15 @@ class Tlas:
         self.count = n
         self.custom_index = np.arange(n, dtype=np.uint32) if custom_index is None else np.asarray(custom_index, np.uint32)
         self._addresses = np.array([b.device_address for b in blas], dtype=np.uint64)
+        #: hit group per record for ray-tracing pipelines: 0 triangles, 1 boxes (``trace_rays(backend="pipeline")``)
+        self.sbt_offset = np.array([1 if getattr(b, "procedural", False) else 0 for b in blas], dtype=np.uint32)
         self.structure: AccelerationStructure | None = None
         self.instance_buffer: Any = None
         self._scratch: Any = None
         self._info: vka.BuildInfo | None = None
         with AllocationGroup(device) as group:
             records = vka.instance_records(np.asarray(transforms, np.float32).reshape(n, 4, 4), self._addresses,
-                                           self.custom_index)
+                                           self.custom_index, sbt_offset=self.sbt_offset)
             self.instance_buffer = group.create_buffer(max(records.nbytes, 64), INPUT_USAGE, name=f"{name}-instances",
                                                        category="accel", alignment=16, strategy="auto")
             if n:
@@ -332,14 +338,15 @@ class Tlas:
     def refit(self, transforms: np.ndarray) -> None:
         """Write new instance transforms and update the TLAS in place (same instances, same BLASes)."""
         t = np.asarray(transforms, np.float32).reshape(self.count, 4, 4)
-        records = vka.instance_records(t, self._addresses, self.custom_index)
+        records = vka.instance_records(t, self._addresses, self.custom_index, sbt_offset=self.sbt_offset)
         self.device.upload(self.instance_buffer, records)
         self._build(vka.MODE_UPDATE)
 
     def rebuild(self, transforms: np.ndarray) -> None:
         """Write new transforms and rebuild the TLAS from scratch (the reference for refit)."""
         t = np.asarray(transforms, np.float32).reshape(self.count, 4, 4)
-        self.device.upload(self.instance_buffer, vka.instance_records(t, self._addresses, self.custom_index))
+        self.device.upload(self.instance_buffer, vka.instance_records(t, self._addresses, self.custom_index,
+                                                                       sbt_offset=self.sbt_offset))
         self._build(vka.MODE_BUILD)
 
     def destroy(self) -> None:

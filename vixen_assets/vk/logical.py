@@ -64,14 +64,16 @@ class LogicalDevice:
         want = [ext for ext in OPTIONAL_EXTENSIONS.values() if ext in exts]
         if not info.features.get("acceleration_structure") or "VK_KHR_deferred_host_operations" not in want:
             want = [e for e in want if e not in ("VK_KHR_acceleration_structure", "VK_KHR_ray_query")]
-        elif not info.features.get("ray_query"):
-            want = [e for e in want if e != "VK_KHR_ray_query"]
-            # acceleration-structure commands are only valid with rayQuery or rayTracingPipeline enabled
-            # (VUID-vkGetAccelerationStructureBuildSizesKHR-rayTracingPipeline-03617, ...): without ray queries
-            # (NVIDIA's driver here) enable ray-tracing pipelines; with neither, acceleration structures are off
+        else:
+            if not info.features.get("ray_query"):
+                want = [e for e in want if e != "VK_KHR_ray_query"]
+            # ray-tracing pipelines are enabled wherever they exist (trace_rays' "pipeline" backend; the only way to
+            # trace on NVIDIA's driver, which has no ray queries). Acceleration-structure commands are only valid
+            # with rayQuery or rayTracingPipeline enabled (VUID-vkGetAccelerationStructureBuildSizesKHR-
+            # rayTracingPipeline-03617, ...): with neither, acceleration structures are off
             if info.features.get("ray_tracing_pipeline"):
                 want.append(RAY_TRACING_PIPELINE_EXTENSION)
-            else:
+            elif not info.features.get("ray_query"):
                 want = [e for e in want if e != "VK_KHR_acceleration_structure"]
         self.extensions = frozenset(want)
         self.features = {k: bool(v) for k, v in info.features.items()}
