@@ -51,8 +51,10 @@ GROUPS = (
     ShaderGroup(GROUP_TRIANGLES_HIT, closest_hit=2),                        # hit record 0: triangle BLASes
     ShaderGroup(GROUP_PROCEDURAL_HIT, closest_hit=2, intersection=3),       # hit record 1: box BLASes
 )
-#: rays per launch row (the launch is ``LAUNCH_WIDTH`` x rows; far below every device's launch-width limit)
+#: rays per launch row and rows per launch (a launch is ``LAUNCH_WIDTH`` x rows, far below every device's launch
+#: limits; more rays take several launches)
 LAUNCH_WIDTH = 1 << 14
+LAUNCH_ROWS = 1 << 14
 _TRANSFER_DST = 0x2
 _SHADER_WRITE = 0x40
 _TRANSFER_READ = 0x800
@@ -104,11 +106,13 @@ class PipelineTracer:
         """Record the launches for ``count`` rays and a barrier making the hits visible to transfers and the host."""
         assert self.pipeline is not None
         dev = self.device.logical
-        per_launch = min(self.properties["max_ray_dispatch_invocation_count"], LAUNCH_WIDTH * 0x4000)
+        per_launch = min(self.properties["max_ray_dispatch_invocation_count"], LAUNCH_WIDTH * LAUNCH_ROWS)
+        row = min(LAUNCH_WIDTH, per_launch)
+        per_launch -= per_launch % row  # whole rows: width x height never exceeds the invocation limit
         first = 0
         while first < count:
             n = min(count - first, per_launch)
-            width = min(n, LAUNCH_WIDTH)
+            width = min(n, row)
             self.pipeline.cmd_bind(cmd, np.array([first + n, first], np.uint32).tobytes())
             cmd_trace_rays(dev, cmd, self.layout, self.table_address, width, -(-n // width))
             first += n
