@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .faults import FaultInjector
+from .pinning import keep_new_libraries_loaded
 from .physical import OPTIONAL_EXTENSIONS, RAY_TRACING_PIPELINE_EXTENSION, DeviceInfo, FeatureChain
 from .shim import NULL, check, cstrings, device_proc, ffi, lib, vk
 
@@ -141,7 +142,8 @@ class LogicalDevice:
             },
         )
         p_dev = ffi.new("VkDevice*")
-        check(lib.vkCreateDevice(physical, dinfo, NULL, p_dev), "vkCreateDevice")
+        with keep_new_libraries_loaded():  # what the driver loads for a device stays too (see vk/pinning.py)
+            check(lib.vkCreateDevice(physical, dinfo, NULL, p_dev), "vkCreateDevice")
         self.handle = p_dev[0]
         self._procs: dict[str, Any] = {}
 
