@@ -8,10 +8,10 @@ cd "$(dirname "$0")/.."
 out=${OUT:-out}
 mkdir -p "$out"
 log=$out/nvidia-tests.log
+echo "== $(date -u +%FT%TZ) $(uname -srm)" > "$log"
 # shellcheck source=scripts/nvidia-env.sh
-source scripts/nvidia-env.sh || exit 1
+source scripts/nvidia-env.sh >> "$log" 2>&1 || { cat "$log"; exit 1; }
 {
-  echo "== $(date -u +%FT%TZ) $(uname -srm)"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || true
   echo "GLIBC_TUNABLES=${GLIBC_TUNABLES:-<unset>} VIXEN_SHARED_ASSETS=${VIXEN_SHARED_ASSETS:-<unset>}"
   python3 - <<'PY'
@@ -22,7 +22,7 @@ for d in va.list_devices():
           f"ray_query={f.get('ray_query')} ray_tracing_pipeline={f.get('ray_tracing_pipeline')} "
           f"acceleration_structure={f.get('acceleration_structure')}")
 PY
-} 2>&1 | tee "$log"
+} 2>&1 | tee -a "$log"
 VIXEN_VALIDATION=1 python3 -m pytest tests plugins -p no:cacheprovider -q -rfE \
   --junitxml="$out/nvidia-junit.xml" "$@" 2>&1 | tee -a "$log"
 rc=${PIPESTATUS[0]}
