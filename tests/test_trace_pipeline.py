@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from vixen_assets import trace_pipeline
-from vixen_assets.errors import ConfigError, UnsupportedFeatureError
+from vixen_assets.errors import ConfigError, OutOfDeviceMemoryError, UnsupportedFeatureError
 from vixen_assets.testing import finish_test_device, open_test_device
 from vixen_assets.trace import choose_backend, trace_backends, trace_rays
 from vixen_assets.trace_pipeline import PipelineTracer
@@ -169,3 +169,31 @@ def test_many_launches_match_one(device: Any, monkeypatch: pytest.MonkeyPatch) -
         for k in ("hit", "instance", "primitive", "record"):
             np.testing.assert_array_equal(one[k], other[k], err_msg=k)
         np.testing.assert_allclose(one["t"], other["t"], rtol=1e-6)
+
+
+def test_failed_pipeline_creation_leaves_nothing_behind(device: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pipeline creation failing after the table's buffer exists (as a driver out of memory would make it) raises
+    that error, frees the table, caches nothing, gives the budget back; the next trace then works."""
+    need_both(device)
+
+    def fail(*_args: Any, **_kw: Any) -> None:
+        raise OutOfDeviceMemoryError("VK_ERROR_OUT_OF_HOST_MEMORY", "vkCreateRayTracingPipelinesKHR", "injected")
+
+    with load_stage(SMALL, device) as scene:
+        scene.build_acceleration_structures()
+        o, d = _rays(scene, 300, 7)
+        want = trace_rays(scene, o, d, backend="ray_query")
+        device.lifetime.drain()
+        live = {id(r) for r in device.live_resources()}
+        used = device.budget.used
+        monkeypatch.setattr(trace_pipeline, "RayTracingPipeline", fail)
+        with pytest.raises(OutOfDeviceMemoryError, match="vkCreateRayTracingPipelinesKHR"):
+            trace_rays(scene, o, d, backend="pipeline")
+        device.lifetime.drain()
+        assert "_trace_rt_pipeline" not in device.cachers
+        assert {id(r) for r in device.live_resources()} == live
+        assert device.budget.used == used
+        monkeypatch.undo()
+        got = trace_rays(scene, o, d, backend="pipeline")
+    for k in ("hit", "instance", "primitive", "record"):
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
