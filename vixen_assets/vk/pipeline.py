@@ -149,6 +149,7 @@ class ComputePipeline(DescriptorPipeline):
     def __init__(self, dev: LogicalDevice, spirv: bytes, bindings: Sequence[int], *, push_constant_bytes: int = 0,
                  entry: str = "main") -> None:
         """Create it; ``bindings[i]`` is the descriptor type of binding ``i``."""
+        self.module: Any = None
         super().__init__(dev, bindings, stages=STAGE_COMPUTE, push_constant_bytes=push_constant_bytes)
         try:
             self.module = self.create_module(spirv)
@@ -170,3 +171,9 @@ class ComputePipeline(DescriptorPipeline):
         """Bind and dispatch ``groups`` x 1 x 1 workgroups."""
         self.cmd_bind(cmd, push_constants)
         lib.vkCmdDispatch(cmd, groups, 1, 1)
+
+    def destroy(self) -> None:
+        """Destroy everything; safe to call twice."""
+        super().destroy()
+        if not self.modules:
+            self.module = None
