@@ -1,9 +1,9 @@
 """Drivers stay loaded for the life of the process (``vixen_assets.vk.pinning``): the static-TLS fix.
 
 NVIDIA's driver cannot be unloaded and reloaded ~56 times in one process (its initial-exec TLS exhausts glibc's
-static TLS surplus). lavapipe itself is linked ``-z nodelete``, but the loader on this machine also maps Mesa's other
-ICDs (intel, radeon, virtio) and the layers, and unloads those when the last instance goes: that is what these tests
-watch. A fresh interpreter runs each scenario so that the first load happens inside the test.
+static TLS surplus). glibc never unloads lavapipe (it binds ``STB_GNU_UNIQUE`` symbols through LLVM), but the loader
+on this machine also maps Mesa's other ICDs (intel, radeon) and the layers, and unloads those when the last instance
+goes: that is what these tests watch. A fresh interpreter runs each scenario so that the first load happens inside the test.
 """
 
 from __future__ import annotations

@@ -1,19 +1,22 @@
 """Keep the Vulkan drivers (and what they load) mapped for the life of the process.
 
-The Vulkan loader ``dlopen``\\ s every driver (ICD) and layer when an instance is created (and for the pre-instance
-queries) and ``dlclose``\\ s them when the last instance is destroyed. NVIDIA's driver needs ``libnvidia-tls.so``,
+The Vulkan loader ``dlopen``\ s every driver (ICD) and layer when an instance is created (and for the pre-instance
+queries) and ``dlclose``\ s them when the last instance is destroyed. NVIDIA's driver needs ``libnvidia-tls.so``,
 whose thread-local storage uses the initial-exec model: glibc carves it out of the fixed static TLS surplus at every
-load and never gives that space back at unload. A long-lived process that opens and closes devices (the test suite,
-a server) reloads the driver each time and, from about the 56th device on, fails with "libnvidia-tls.so…: cannot
-allocate memory in static TLS block" and "Found no drivers!" (seen on an H200, driver 580; see
-``docs/nvidia.md``). ``GLIBC_TUNABLES=glibc.rtld.optional_static_tls=…`` only postpones it.
+load and reclaims it at unload only when it is the last block handed out (rarely, once other libraries came and
+went). A long-lived process that opens and closes devices (the test suite, a server) reloads the driver each time
+and, from about the 56th device on, fails with "libnvidia-tls.so…: cannot allocate memory in static TLS block" and
+"Found no drivers!" (seen on an H200, driver 580; see ``docs/nvidia.md``).
+``GLIBC_TUNABLES=glibc.rtld.optional_static_tls=…`` only postpones it.
 
 The fix here: around instance and device creation, list the shared libraries that appeared while the loader worked
 (``dl_iterate_phdr``) and re-open each with ``RTLD_NOLOAD | RTLD_NODELETE``, which marks the already-loaded library
 as never to be unloaded without loading anything. The driver, its dependencies (``libnvidia-glcore``,
 ``libnvidia-tls``) and the layers then stay mapped; later loads by the loader are reference-count bumps, so the
-static TLS is spent once per process. No Vulkan object is created (nothing a validation layer could report), and
-Mesa's drivers, which are linked with ``-z nodelete`` already, behave the same with or without it.
+static TLS is spent once per process. No Vulkan object is created (nothing a validation layer could report).
+Drivers that glibc already never unloads (lavapipe here: objects binding ``STB_GNU_UNIQUE`` symbols, as C++ code
+such as LLVM has, are kept) behave the same with or without it; Mesa's intel and radeon drivers and the layers are
+unloaded without it (``tests/test_pinning.py`` watches that).
 
 ``VIXEN_KEEP_DRIVERS_LOADED=0`` turns it off (to reproduce the problem, or where a driver must really be unloaded).
 """
