@@ -1,7 +1,7 @@
 """Drivers stay loaded for the life of the process (``vixen_assets.vk.pinning``): the static-TLS fix.
 
 NVIDIA's driver cannot be unloaded and reloaded ~56 times in one process (its initial-exec TLS exhausts glibc's
-static TLS surplus). glibc never unloads lavapipe (it binds ``STB_GNU_UNIQUE`` symbols through LLVM), but the loader
+static TLS surplus). glibc never unloads lavapipe (it defines ``STB_GNU_UNIQUE`` symbols), but the loader
 on this machine also maps Mesa's other ICDs (intel, radeon) and the layers, and unloads those when the last instance
 goes: that is what these tests watch. A fresh interpreter runs each scenario so that the first load happens inside the test.
 """

@@ -14,8 +14,8 @@ The fix here: around instance and device creation, list the shared libraries tha
 as never to be unloaded without loading anything. The driver, its dependencies (``libnvidia-glcore``,
 ``libnvidia-tls``) and the layers then stay mapped; later loads by the loader are reference-count bumps, so the
 static TLS is spent once per process. No Vulkan object is created (nothing a validation layer could report).
-Drivers that glibc already never unloads (lavapipe here: objects binding ``STB_GNU_UNIQUE`` symbols, as C++ code
-such as LLVM has, are kept) behave the same with or without it; Mesa's intel and radeon drivers and the layers are
+Drivers that glibc already never unloads (lavapipe here: it defines ``STB_GNU_UNIQUE`` symbols, and glibc keeps
+such objects mapped) behave the same with or without it; Mesa's intel and radeon drivers and the layers are
 unloaded without it (``tests/test_pinning.py`` watches that).
 
 ``VIXEN_KEEP_DRIVERS_LOADED=0`` turns it off (to reproduce the problem, or where a driver must really be unloaded).
