@@ -1,7 +1,7 @@
 """Keep the Vulkan drivers (and what they load) mapped for the life of the process.
 
-The Vulkan loader ``dlopen``\ s every driver (ICD) and layer when an instance is created (and for the pre-instance
-queries) and ``dlclose``\ s them when the last instance is destroyed. NVIDIA's driver needs ``libnvidia-tls.so``,
+The Vulkan loader opens (``dlopen``) every driver (ICD) and layer when an instance is created (and for the
+pre-instance queries) and closes (``dlclose``) them when the last instance is destroyed. NVIDIA's driver needs ``libnvidia-tls.so``,
 whose thread-local storage uses the initial-exec model: glibc carves it out of the fixed static TLS surplus at every
 load and reclaims it at unload only when it is the last block handed out (rarely, once other libraries came and
 went). A long-lived process that opens and closes devices (the test suite, a server) reloads the driver each time
