@@ -116,8 +116,9 @@ class PipelineTracer:
             self.pipeline.cmd_bind(cmd, np.array([first + n, first], np.uint32).tobytes())
             cmd_trace_rays(dev, cmd, self.layout, self.table_address, width, -(-n // width))
             first += n
-        vkr.cmd_memory_barrier(cmd, src_stage=PIPELINE_STAGE_RAY_TRACING_SHADER, dst_stage=_STAGE_TRANSFER | _STAGE_HOST,
-                               src_access=_SHADER_WRITE, dst_access=_TRANSFER_READ | _HOST_READ)
+        vkr.cmd_memory_barrier(cmd, src_stage=PIPELINE_STAGE_RAY_TRACING_SHADER,
+                               dst_stage=_STAGE_TRANSFER | _STAGE_HOST, src_access=_SHADER_WRITE,
+                               dst_access=_TRANSFER_READ | _HOST_READ)
 
     def mark_used(self, value: int) -> None:
         """The table is read by the submission signalling timeline ``value``."""

@@ -1,12 +1,12 @@
 """Keep the Vulkan drivers (and what they load) mapped for the life of the process.
 
-The Vulkan loader opens (``dlopen``) every driver (ICD) and layer when an instance is created (and for the
-pre-instance queries) and closes (``dlclose``) them when the last instance is destroyed. NVIDIA's driver needs ``libnvidia-tls.so``,
-whose thread-local storage uses the initial-exec model: glibc carves it out of the fixed static TLS surplus at every
-load and reclaims it at unload only when it is the last block handed out (rarely, once other libraries came and
-went). A long-lived process that opens and closes devices (the test suite, a server) reloads the driver each time
-and, from about the 56th device on, fails with "libnvidia-tls.so…: cannot allocate memory in static TLS block" and
-"Found no drivers!" (seen on an H200, driver 580; see ``docs/nvidia.md``).
+The Vulkan loader opens (``dlopen``) every driver (ICD) and layer when an instance is created (and for the queries
+made before one) and closes (``dlclose``) them when the last instance is destroyed. NVIDIA's driver needs
+``libnvidia-tls.so``, whose thread-local storage uses the initial-exec model: glibc carves it out of the fixed
+static TLS surplus at every load and reclaims it at unload only when it is the last block handed out (rarely, once
+other libraries came and went). A long-lived process that opens and closes devices (the test suite, a server)
+reloads the driver each time and, from about the 56th device on, fails with "libnvidia-tls.so…: cannot allocate
+memory in static TLS block" and "Found no drivers!" (seen on an H200, driver 580; see ``docs/nvidia.md``).
 ``GLIBC_TUNABLES=glibc.rtld.optional_static_tls=…`` only postpones it.
 
 The fix here: around instance and device creation, list the shared libraries that appeared while the loader worked
