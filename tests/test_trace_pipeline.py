@@ -6,6 +6,7 @@ comparison there runs on both backends); this file checks what is particular to 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,18 @@ PROPS = {
 }
 
 
-def need_both(device: Any) -> None:
-    """These tests compare the backends: they need both (lavapipe, CI's driver, has both)."""
+def need_pipeline(device: Any) -> bool:
+    """Skip (fail under CI, whose lavapipe has both backends) without ray-tracing pipelines; return whether the
+    device also has ray queries to compare with (NVIDIA's driver has not)."""
     have = trace_backends(device)
-    if have != ["ray_query", "pipeline"]:
-        pytest.fail(f"{device.name}: trace backends {have}; expected both ray_query and pipeline")
+    if "pipeline" not in have:
+        msg = f"{device.name}: no ray-tracing pipelines (trace backends: {have})"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    if os.environ.get("CI") and "ray_query" not in have:
+        pytest.fail(f"{device.name}: no ray queries under CI (trace backends: {have})")
+    return "ray_query" in have
 
 
 def _rays(scene: Any, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,14 +91,14 @@ def test_sbt_layout_alignments(kind: str, miss: int, hit: int) -> None:
 def test_backend_choice(device: Any) -> None:
     """``auto`` prefers ray queries; without them (as on NVIDIA's driver) it takes the pipeline, and asking for the
     missing backend is an ``UnsupportedFeatureError`` naming it; an unknown name is a ``ConfigError``."""
-    need_both(device)
-    assert choose_backend(device) == "ray_query"
+    has_rq = need_pipeline(device)
+    assert choose_backend(device) == ("ray_query" if has_rq else "pipeline")
     assert choose_backend(device, "pipeline") == "pipeline"
     with pytest.raises(ConfigError, match="backend"):
         choose_backend(device, "optix")
     feats = device.logical.features
     try:
-        feats["ray_query"] = False  # what the logical device reports where the extension is absent
+        feats["ray_query"] = False  # what the logical device reports where the extension is absent (a no-op there)
         assert trace_backends(device) == ["pipeline"]
         assert choose_backend(device) == "pipeline"
         with pytest.raises(UnsupportedFeatureError, match="VK_KHR_ray_query") as err:
@@ -107,17 +115,18 @@ def test_backend_choice(device: Any) -> None:
         with pytest.raises(UnsupportedFeatureError, match="neither"):
             choose_backend(device)
     finally:
-        feats["ray_query"] = feats["ray_tracing_pipeline"] = True
-    with load_stage(SMALL, device) as scene:
-        again = trace_rays(scene, o, d, backend="ray_query")
-    for k in ("hit", "instance", "primitive", "record"):
-        np.testing.assert_array_equal(auto[k], again[k])
+        feats["ray_query"], feats["ray_tracing_pipeline"] = has_rq, True
+    if has_rq:
+        with load_stage(SMALL, device) as scene:
+            again = trace_rays(scene, o, d, backend="ray_query")
+        for k in ("hit", "instance", "primitive", "record"):
+            np.testing.assert_array_equal(auto[k], again[k])
 
 
 def test_pipeline_and_table_per_device(device: Any) -> None:
     """One pipeline and one table per device, made on first use: the table is a budgeted buffer of category
     ``trace`` whose address used for tracing is a multiple of ``shaderGroupBaseAlignment``."""
-    need_both(device)
+    need_pipeline(device)
     props = ray_tracing_properties(device.logical)
     with load_stage(SMALL, device) as scene:
         o, d = _rays(scene, 256, 4)
@@ -140,12 +149,14 @@ def test_close_destroys_pipeline_and_table() -> None:
     for _ in range(3):
         dev = open_test_device()
         try:
-            need_both(dev)
+            has_rq = need_pipeline(dev)
             with load_stage(SMALL, dev) as scene:
                 o, d = _rays(scene, 128, 5)
                 a = trace_rays(scene, o, d, backend="pipeline")
-                b = trace_rays(scene, o, d, backend="ray_query")
-                np.testing.assert_array_equal(a["primitive"], b["primitive"])
+                assert a["hit"].any()
+                if has_rq:
+                    b = trace_rays(scene, o, d, backend="ray_query")
+                    np.testing.assert_array_equal(a["primitive"], b["primitive"])
             tracer = dev.cachers["_trace_rt_pipeline"]
         finally:
             finish_test_device(dev)  # fails on leaks and validation messages
@@ -155,7 +166,7 @@ def test_close_destroys_pipeline_and_table() -> None:
 def test_many_launches_match_one(device: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rays spread over several launches of several rows (last row and last launch partial) give the same answers
     as one launch and as ray queries."""
-    need_both(device)
+    has_rq = need_pipeline(device)
     with load_stage(SMALL, device) as scene:
         o, d = _rays(scene, 1010, 6)
         one = trace_rays(scene, o, d, backend="pipeline")
@@ -163,7 +174,7 @@ def test_many_launches_match_one(device: Any, monkeypatch: pytest.MonkeyPatch) -
         # 240 rays per launch: 1010 = 4 x 240 + 50, the last launch 48 x 2 with 46 idle invocations
         monkeypatch.setattr(trace_pipeline, "LAUNCH_ROWS", 5)
         many = trace_rays(scene, o, d, backend="pipeline")
-        rq = trace_rays(scene, o, d, backend="ray_query")
+        rq = trace_rays(scene, o, d, backend="ray_query") if has_rq else many
     assert one["hit"].sum() > 100
     for other in (many, rq):
         for k in ("hit", "instance", "primitive", "record"):
@@ -174,7 +185,7 @@ def test_many_launches_match_one(device: Any, monkeypatch: pytest.MonkeyPatch) -
 def test_failed_pipeline_creation_leaves_nothing_behind(device: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Pipeline creation failing after the table's buffer exists (as a driver out of memory would make it) raises
     that error, frees the table, caches nothing, gives the budget back; the next trace then works."""
-    need_both(device)
+    has_rq = need_pipeline(device)
 
     def fail(*_args: Any, **_kw: Any) -> None:
         raise OutOfDeviceMemoryError("VK_ERROR_OUT_OF_HOST_MEMORY", "vkCreateRayTracingPipelinesKHR", "injected")
@@ -182,7 +193,7 @@ def test_failed_pipeline_creation_leaves_nothing_behind(device: Any, monkeypatch
     with load_stage(SMALL, device) as scene:
         scene.build_acceleration_structures()
         o, d = _rays(scene, 300, 7)
-        want = trace_rays(scene, o, d, backend="ray_query")
+        want = trace_rays(scene, o, d, backend="ray_query") if has_rq else None
         device.lifetime.drain()
         live = {id(r) for r in device.live_resources()}
         used = device.budget.used
@@ -195,5 +206,7 @@ def test_failed_pipeline_creation_leaves_nothing_behind(device: Any, monkeypatch
         assert device.budget.used == used
         monkeypatch.undo()
         got = trace_rays(scene, o, d, backend="pipeline")
-    for k in ("hit", "instance", "primitive", "record"):
-        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    assert got["hit"].any()
+    if want is not None:
+        for k in ("hit", "instance", "primitive", "record"):
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
