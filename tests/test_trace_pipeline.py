@@ -16,7 +16,7 @@ import pytest
 from vixen_assets import trace_pipeline
 from vixen_assets.errors import ConfigError, OutOfDeviceMemoryError, UnsupportedFeatureError
 from vixen_assets.testing import finish_test_device, open_test_device
-from vixen_assets.trace import choose_backend, trace_backends, trace_rays
+from vixen_assets.trace import TracePipeline, choose_backend, trace_backends, trace_rays
 from vixen_assets.trace_pipeline import PipelineTracer
 from vixen_assets.usd.walker import load_stage
 from vixen_assets.vk.raytracing import SbtLayout, ray_tracing_properties
@@ -96,7 +96,7 @@ def test_backend_choice(device: Any) -> None:
     assert choose_backend(device, "pipeline") == "pipeline"
     with pytest.raises(ConfigError, match="backend"):
         choose_backend(device, "optix")
-    feats = device.logical.features
+    feats = device.context.logical.features
     try:
         feats["ray_query"] = False  # what the logical device reports where the extension is absent (a no-op there)
         assert trace_backends(device) == ["pipeline"]
@@ -110,7 +110,7 @@ def test_backend_choice(device: Any) -> None:
             assert auto["hit"].sum() > 50
             with pytest.raises(UnsupportedFeatureError):
                 trace_rays(scene, o, d, backend="ray_query")
-            assert "_trace_pipeline" not in device.cachers  # the compute pipeline was never made
+            assert device.stashed(TracePipeline) is None  # the compute pipeline was never made
         feats["ray_tracing_pipeline"] = False
         with pytest.raises(UnsupportedFeatureError, match="neither"):
             choose_backend(device)
@@ -127,12 +127,12 @@ def test_pipeline_and_table_per_device(device: Any) -> None:
     """One pipeline and one table per device, made on first use: the table is a budgeted buffer of category
     ``trace`` whose address used for tracing is a multiple of ``shaderGroupBaseAlignment``."""
     need_pipeline(device)
-    props = ray_tracing_properties(device.logical)
+    props = ray_tracing_properties(device.context.logical)
     with load_stage(SMALL, device) as scene:
         o, d = _rays(scene, 256, 4)
         before = device.budget.stats()["categories"].get("trace", {}).get("bytes", 0)
         trace_rays(scene, o, d, backend="pipeline")
-        tracer = device.cachers["_trace_rt_pipeline"]
+        tracer = device.stashed(PipelineTracer)
         assert isinstance(tracer, PipelineTracer)
         assert tracer.table_address % props["shader_group_base_alignment"] == 0
         assert tracer.sbt.device_address <= tracer.table_address
@@ -140,7 +140,7 @@ def test_pipeline_and_table_per_device(device: Any) -> None:
         assert device.budget.stats()["categories"]["trace"]["bytes"] >= before + tracer.layout.size
         assert tracer.sbt in device.live_resources()
         trace_rays(scene, o, d, backend="pipeline")
-        assert device.cachers["_trace_rt_pipeline"] is tracer
+        assert device.stashed(PipelineTracer) is tracer
 
 
 def test_close_destroys_pipeline_and_table() -> None:
@@ -157,7 +157,8 @@ def test_close_destroys_pipeline_and_table() -> None:
                 if has_rq:
                     b = trace_rays(scene, o, d, backend="ray_query")
                     np.testing.assert_array_equal(a["primitive"], b["primitive"])
-            tracer = dev.cachers["_trace_rt_pipeline"]
+            tracer = dev.stashed(PipelineTracer)
+            assert tracer is not None
         finally:
             finish_test_device(dev)  # fails on leaks and validation messages
         assert tracer.pipeline is None and tracer.sbt is None
@@ -194,14 +195,14 @@ def test_failed_pipeline_creation_leaves_nothing_behind(device: Any, monkeypatch
         scene.build_acceleration_structures()
         o, d = _rays(scene, 300, 7)
         want = trace_rays(scene, o, d, backend="ray_query") if has_rq else None
-        device.lifetime.drain()
+        device.context.lifetime.drain()
         live = {id(r) for r in device.live_resources()}
         used = device.budget.used
         monkeypatch.setattr(trace_pipeline, "RayTracingPipeline", fail)
         with pytest.raises(OutOfDeviceMemoryError, match="vkCreateRayTracingPipelinesKHR"):
             trace_rays(scene, o, d, backend="pipeline")
-        device.lifetime.drain()
-        assert "_trace_rt_pipeline" not in device.cachers
+        device.context.lifetime.drain()
+        assert device.stashed(PipelineTracer) is None
         assert {id(r) for r in device.live_resources()} == live
         assert device.budget.used == used
         monkeypatch.undo()

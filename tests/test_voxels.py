@@ -31,6 +31,8 @@ ALL_FILES = (
 )
 MULTI = "ogt_test_multiple_model_scene.vox"
 BACKENDS = ["ray_query", "pipeline"]  # trace_rays backends: the DDA comparisons run on each
+BRICK = 8
+BUFFER_NAMES = ("meta", "models", "instances", "palette", "materials", "bricks", "brick_data", "aabbs")
 
 
 def need_backend(device: Any, backend: str) -> None:
@@ -40,8 +42,6 @@ def need_backend(device: Any, backend: str) -> None:
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
-BRICK = 8
-BUFFER_NAMES = ("meta", "models", "instances", "palette", "materials", "bricks", "brick_data", "aabbs")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

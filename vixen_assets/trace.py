@@ -9,26 +9,24 @@ check that what is on the GPU is the scene they meant.
 from __future__ import annotations
 
 from importlib import resources as ilr
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ConfigError, UnsupportedFeatureError, VixenError
+from .errors import ConfigError, UnsupportedFeatureError
 from .trace_pipeline import PipelineTracer
+from .vk import resources as vkr
 from .vk.commands import begin, end, submit
+from .vk.enums import Access, PipelineStage
 from .vk.pipeline import DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER, ComputePipeline
-
-SHADER = "trace_rays"
-WORKGROUP = 64
-STAGE_COMPUTE = 0x800
-STAGE_TRANSFER = 0x1000
-BACKENDS = ("auto", "ray_query", "pipeline")
 
 if TYPE_CHECKING:
     from .device import Device
+    from .scene import Scene
 
-T = TypeVar("T")
+SHADER = "trace_rays"
+WORKGROUP = 64
+BACKENDS = ("auto", "ray_query", "pipeline")
 
 
 def shader_spirv(name: str = SHADER) -> bytes:
@@ -36,24 +34,19 @@ def shader_spirv(name: str = SHADER) -> bytes:
     return (ilr.files("vixen_assets") / "shaders" / f"{name}.spv").read_bytes()
 
 
-def _per_device(device: Device, key: str, make: Callable[[], T]) -> T:
-    """The device's ``key`` object, made on first use and destroyed at close (the one place trace state is kept)."""
-    obj = device.cachers.get(key)
-    if obj is None:
-        obj = make()
-        device.cachers[key] = obj
-        device.on_close(obj.destroy)
-    return obj
+class TracePipeline(ComputePipeline):
+    """The ray-query compute pipeline of :func:`trace_rays` (one per device, in ``Device.stash``)."""
 
 
 def _pipeline(device: Device) -> ComputePipeline:
-    return _per_device(device, "_trace_pipeline", lambda: ComputePipeline(
-        device.logical, shader_spirv(), [DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER, DESC_STORAGE_BUFFER,
-                                         DESC_STORAGE_BUFFER], push_constant_bytes=4))
+    return device.stash(TracePipeline, lambda: TracePipeline(
+        device.context.logical, shader_spirv(),
+        [DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER, DESC_STORAGE_BUFFER, DESC_STORAGE_BUFFER],
+        push_constant_bytes=4))
 
 
 def _rt_pipeline(device: Device) -> PipelineTracer:
-    return _per_device(device, "_trace_rt_pipeline", lambda: PipelineTracer(device))
+    return device.stash(PipelineTracer, lambda: PipelineTracer(device))
 
 
 def trace_backends(device: Device) -> list[str]:
@@ -91,7 +84,7 @@ def choose_backend(device: Device, backend: str = "auto") -> str:
     return backend
 
 
-def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any = np.inf, t_min: float = 0.0,
+def trace_rays(scene: Scene, origins: Any, directions: Any, *, t_max: float | Any = np.inf, t_min: float = 0.0,
                backend: str = "auto") -> dict[str, np.ndarray]:
     """Trace rays against ``scene.tlas`` (built on demand); return ``hit``, ``t``, ``instance``, ``primitive``.
 
@@ -116,7 +109,7 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
     o = np.ascontiguousarray(origins, dtype=np.float32).reshape(-1, 3)
     d = np.ascontiguousarray(directions, dtype=np.float32).reshape(-1, 3)
     if o.shape != d.shape:
-        raise VixenError(f"trace_rays: {len(o)} origins but {len(d)} directions")
+        raise ConfigError(f"{len(o)} origins but {len(d)} directions", option="trace_rays")
     n = len(o)
     out = {"hit": np.zeros(n, bool), "t": np.zeros(n, np.float32), "instance": np.full(n, -1, np.int32),
            "primitive": np.full(n, -1, np.int32), "record": np.full(n, -1, np.int32)}
@@ -141,9 +134,10 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
         tlas = scene.tlas
         pipe.write([tlas.handle, (ray_buf.handle, ray_buf.offset, ray_buf.size),
                     (hit_buf.handle, hit_buf.offset, hit_buf.size), (tab_buf.handle, tab_buf.offset, tab_buf.size)])
-        lt = device.lifetime
-        dev = device.logical
-        cmd = device.command_pool.allocate()
+        ctx = device.context
+        lt = ctx.lifetime
+        dev = ctx.logical
+        cmd = ctx.command_pool.allocate()
         try:
             begin(cmd)
             if isinstance(pipe, PipelineTracer):
@@ -162,7 +156,7 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
                 pipe.mark_used(value)
             lt.wait(value)
         finally:
-            device.command_pool.free(cmd)
+            ctx.command_pool.free(cmd)
         raw = device.read_buffer(hit_buf).view(np.float32).reshape(n, 4)
     finally:
         for b in (ray_buf, hit_buf, tab_buf):
@@ -185,10 +179,9 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
 
 def readback_barrier_compute(cmd: Any) -> None:
     """Make compute-shader writes visible to a following transfer or host read."""
-    from .vk import resources as vkr
-
-    vkr.cmd_memory_barrier(cmd, src_stage=STAGE_COMPUTE, dst_stage=STAGE_TRANSFER | 0x4000, src_access=0x40,
-                           dst_access=0x800 | 0x2000)
+    vkr.cmd_memory_barrier(cmd, src_stage=PipelineStage.COMPUTE_SHADER,
+                           dst_stage=PipelineStage.TRANSFER | PipelineStage.HOST, src_access=Access.SHADER_WRITE,
+                           dst_access=Access.TRANSFER_READ | Access.HOST_READ)
 
 
 __all__ = ["trace_rays", "trace_backends", "choose_backend", "shader_spirv", "readback_barrier_compute"]

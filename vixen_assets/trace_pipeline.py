@@ -5,11 +5,11 @@ and write the same buffers as the ray-query compute shader: the ray-generation s
 index, the miss and closest-hit shaders fill the payload the ray-generation shader stores, and procedural (AABB)
 geometry such as voxels is confirmed by the intersection shader with the ray-query shader's slab test. Shader groups:
 raygen, miss, a triangle hit group and a procedural hit group; the TLAS gives box instances SBT record offset 1
-(:attr:`~vixen_assets.cachers.accel.Tlas.sbt_offset`) so each instance runs the hit group of its geometry type.
+(:attr:`~vixen_assets.accel.structures.Tlas.sbt_offset`) so each instance runs the hit group of its geometry type.
 
 The shader binding table lives in a budgeted buffer from the device's allocator (category ``trace``) whose device
-address is rounded up to ``shaderGroupBaseAlignment``; the pipeline and the table are made once per device and
-destroyed at :meth:`~vixen_assets.Device.close`.
+address is rounded up to ``shaderGroupBaseAlignment``; the pipeline and the table are made once per device, kept in
+``Device.stash`` and destroyed at :meth:`~vixen_assets.Device.close`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .vk import resources as vkr
+from .vk.enums import Access, BufferUsage, PipelineStage
 from .vk.pipeline import DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER
 from .vk.raytracing import (
     BUFFER_USAGE_SHADER_BINDING_TABLE,
@@ -37,7 +38,6 @@ from .vk.raytracing import (
     cmd_trace_rays,
     ray_tracing_properties,
 )
-from .vk.shim import BUFFER_USAGE_SHADER_DEVICE_ADDRESS
 
 if TYPE_CHECKING:
     from .device import Device
@@ -55,12 +55,6 @@ GROUPS = (
 #: limits; more rays take several launches)
 LAUNCH_WIDTH = 1 << 14
 LAUNCH_ROWS = 1 << 14
-_TRANSFER_DST = 0x2
-_SHADER_WRITE = 0x40
-_TRANSFER_READ = 0x800
-_HOST_READ = 0x2000
-_STAGE_TRANSFER = 0x1000
-_STAGE_HOST = 0x4000
 
 
 def stage_spirv(stage: str, name: str = SHADER) -> bytes:
@@ -74,14 +68,14 @@ class PipelineTracer:
     def __init__(self, device: Device) -> None:
         """Create the pipeline, read its group handles and upload the table (budget checked before Vulkan)."""
         self.device = device
-        dev = device.logical
+        dev = device.context.logical
         self.properties = ray_tracing_properties(dev)
         self.layout = SbtLayout.build(self.properties, miss=1, hit=2)
         align = self.layout.base_alignment
         # the table's own buffer: room to round its device address up to the base alignment (the allocator
         # aligns the memory offset, which is what the address follows; the padding makes it certain)
         self.sbt = device.create_buffer(self.layout.size + align, BUFFER_USAGE_SHADER_BINDING_TABLE
-                                        | BUFFER_USAGE_SHADER_DEVICE_ADDRESS | _TRANSFER_DST, strategy="auto",
+                                        | BufferUsage.SHADER_DEVICE_ADDRESS | BufferUsage.TRANSFER_DST, strategy="auto",
                                         name="trace-sbt", category="trace", alignment=align)
         self.pipeline: RayTracingPipeline | None = None
         try:
@@ -105,7 +99,7 @@ class PipelineTracer:
     def cmd_trace(self, cmd: Any, count: int) -> None:
         """Record the launches for ``count`` rays and a barrier making the hits visible to transfers and the host."""
         assert self.pipeline is not None
-        dev = self.device.logical
+        dev = self.device.context.logical
         per_launch = min(self.properties["max_ray_dispatch_invocation_count"], LAUNCH_WIDTH * LAUNCH_ROWS)
         row = min(LAUNCH_WIDTH, per_launch)
         per_launch -= per_launch % row  # whole rows: width x height never exceeds the invocation limit
@@ -117,8 +111,8 @@ class PipelineTracer:
             cmd_trace_rays(dev, cmd, self.layout, self.table_address, width, -(-n // width))
             first += n
         vkr.cmd_memory_barrier(cmd, src_stage=PIPELINE_STAGE_RAY_TRACING_SHADER,
-                               dst_stage=_STAGE_TRANSFER | _STAGE_HOST, src_access=_SHADER_WRITE,
-                               dst_access=_TRANSFER_READ | _HOST_READ)
+                               dst_stage=PipelineStage.TRANSFER | PipelineStage.HOST, src_access=Access.SHADER_WRITE,
+                               dst_access=Access.TRANSFER_READ | Access.HOST_READ)
 
     def mark_used(self, value: int) -> None:
         """The table is read by the submission signalling timeline ``value``."""

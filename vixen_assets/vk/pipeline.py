@@ -9,11 +9,13 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .logical import LogicalDevice
+from .enums import ShaderStage
 from .shim import NULL, check, ffi, lib, vk
 
 DESC_STORAGE_BUFFER = 7
 DESC_ACCELERATION_STRUCTURE = 1000150000
-STAGE_COMPUTE = 0x20
+#: ``VK_SHADER_STAGE_COMPUTE_BIT`` (a shader stage; the pipeline stage is ``PipelineStage.COMPUTE_SHADER``)
+SHADER_STAGE_COMPUTE = ShaderStage.COMPUTE
 BIND_POINT_COMPUTE = 1
 
 
@@ -150,12 +152,12 @@ class ComputePipeline(DescriptorPipeline):
                  entry: str = "main") -> None:
         """Create it; ``bindings[i]`` is the descriptor type of binding ``i``."""
         self.module: Any = None
-        super().__init__(dev, bindings, stages=STAGE_COMPUTE, push_constant_bytes=push_constant_bytes)
+        super().__init__(dev, bindings, stages=SHADER_STAGE_COMPUTE, push_constant_bytes=push_constant_bytes)
         try:
             self.module = self.create_module(spirv)
             name = ffi.new("char[]", entry.encode())
             stage = ffi.new("VkPipelineShaderStageCreateInfo*", {
-                "sType": vk.VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, "stage": STAGE_COMPUTE,
+                "sType": vk.VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, "stage": SHADER_STAGE_COMPUTE,
                 "module": self.module, "pName": name})
             cinfo = ffi.new("VkComputePipelineCreateInfo*", {
                 "sType": vk.VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO, "stage": stage[0], "layout": self.layout})

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ConfigError, UnsupportedFeatureError
+from .enums import SHADER_UNUSED, BufferUsage, PipelineStage, RayTracingShaderGroupType, ShaderStage
 from .logical import LogicalDevice
 from .pipeline import DescriptorPipeline
 from .shim import (
@@ -32,21 +34,20 @@ from .shim import (
     vk,
 )
 
-STAGE_RAYGEN = 0x100
-STAGE_ANY_HIT = 0x200
-STAGE_CLOSEST_HIT = 0x400
-STAGE_MISS = 0x800
-STAGE_INTERSECTION = 0x1000
+STAGE_RAYGEN = ShaderStage.RAYGEN
+STAGE_ANY_HIT = ShaderStage.ANY_HIT
+STAGE_CLOSEST_HIT = ShaderStage.CLOSEST_HIT
+STAGE_MISS = ShaderStage.MISS
+STAGE_INTERSECTION = ShaderStage.INTERSECTION
 STAGE_ALL_RAY_TRACING = STAGE_RAYGEN | STAGE_ANY_HIT | STAGE_CLOSEST_HIT | STAGE_MISS | STAGE_INTERSECTION
 
-GROUP_GENERAL = 0
-GROUP_TRIANGLES_HIT = 1
-GROUP_PROCEDURAL_HIT = 2
-SHADER_UNUSED = 0xFFFFFFFF
+GROUP_GENERAL = RayTracingShaderGroupType.GENERAL
+GROUP_TRIANGLES_HIT = RayTracingShaderGroupType.TRIANGLES_HIT_GROUP
+GROUP_PROCEDURAL_HIT = RayTracingShaderGroupType.PROCEDURAL_HIT_GROUP
 
 BIND_POINT_RAY_TRACING = PIPELINE_BIND_POINT_RAY_TRACING
-PIPELINE_STAGE_RAY_TRACING_SHADER = 0x00200000
-BUFFER_USAGE_SHADER_BINDING_TABLE = 0x00000400
+PIPELINE_STAGE_RAY_TRACING_SHADER = PipelineStage.RAY_TRACING_SHADER
+BUFFER_USAGE_SHADER_BINDING_TABLE = BufferUsage.SHADER_BINDING_TABLE
 
 
 def _align(x: int, a: int) -> int:
@@ -118,13 +119,16 @@ class SbtLayout:
     def build(cls, props: dict[str, int], *, raygen: int = 1, miss: int = 1, hit: int = 1) -> SbtLayout:
         """Lay out ``raygen`` (must be 1), ``miss`` and ``hit`` groups, in that group order, from the properties."""
         if raygen != 1:
-            raise ValueError("a shader binding table has exactly one ray-generation record per trace")
+            raise ConfigError(f"{raygen} ray-generation records; a shader binding table has exactly one per trace",
+                              option="raygen")
         h = props["shader_group_handle_size"]
         ha = max(1, props["shader_group_handle_alignment"])
         ba = max(1, props["shader_group_base_alignment"])
         stride = _align(h, ha)
         if stride > props.get("max_shader_group_stride", stride):
-            raise ValueError(f"shader group record stride {stride} exceeds maxShaderGroupStride")
+            raise UnsupportedFeatureError(f"shader group record stride {stride} exceeds the device's "
+                                          f"maxShaderGroupStride {props['max_shader_group_stride']}",
+                                          feature="maxShaderGroupStride")
         rg = SbtRegion(0, stride, stride, 0, 1)
         ms = SbtRegion(_align(rg.offset + rg.size, ba), stride, stride * miss, 1, miss)
         ht = SbtRegion(_align(ms.offset + ms.size, ba), stride, stride * hit, 1 + miss, hit)
@@ -144,7 +148,8 @@ class SbtLayout:
         """The table's bytes from the pipeline's group handles (``group_count`` x ``handle_size`` bytes)."""
         h = self.handle_size
         if len(handles) < self.group_count * h:
-            raise ValueError(f"{len(handles)} bytes of handles for {self.group_count} groups of {h} bytes")
+            raise ConfigError(f"{len(handles)} bytes of handles for {self.group_count} groups of {h} bytes",
+                              option="handles")
         out = bytearray(self.size)
         for region in (self.raygen, self.miss, self.hit):
             for k in range(region.count):
@@ -207,7 +212,7 @@ class RayTracingPipeline(DescriptorPipeline):
         fn = self._dev.fn("vkGetRayTracingShaderGroupHandlesKHR")
         check(fn(self._dev.handle, self.pipeline, 0, self.group_count, size, data),
               "vkGetRayTracingShaderGroupHandlesKHR")
-        return ffi.buffer(data, size)[:]
+        return bytes(ffi.buffer(data, size))
 
 
 def cmd_trace_rays(dev: LogicalDevice, cmd: Any, layout: SbtLayout, table_address: int, width: int,
@@ -215,8 +220,8 @@ def cmd_trace_rays(dev: LogicalDevice, cmd: Any, layout: SbtLayout, table_addres
     """Record ``vkCmdTraceRaysKHR`` with the regions of ``layout`` in a table at ``table_address`` (a multiple of
     ``layout.base_alignment``); the bound pipeline and descriptor set are the caller's."""
     if table_address % layout.base_alignment:
-        raise ValueError(f"shader binding table address {table_address:#x} is not a multiple of "
-                         f"shaderGroupBaseAlignment {layout.base_alignment}")
+        raise ConfigError(f"shader binding table address {table_address:#x} is not a multiple of "
+                          f"shaderGroupBaseAlignment {layout.base_alignment}", option="table_address")
     regions = ffi.new("VkStridedDeviceAddressRegionKHR[4]")
     for i, region in enumerate((layout.raygen, layout.miss, layout.hit)):
         regions[i].deviceAddress = table_address + region.offset
