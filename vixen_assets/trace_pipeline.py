@@ -58,7 +58,11 @@ LAUNCH_ROWS = 1 << 14
 
 
 def stage_spirv(stage: str, name: str = SHADER) -> bytes:
-    """The shipped SPIR-V of one ray-tracing stage (``rgen``, ``rmiss``, ``rchit``, ``rint``) of a shader."""
+    """The shipped SPIR-V of one ray-tracing stage of a shader.
+
+    :param stage: the file suffix: ``rgen``, ``rmiss``, ``rchit`` or ``rint``.
+    :param name: the shader's name under ``vixen_assets/shaders``.
+    """
     return (ilr.files("vixen_assets") / "shaders" / f"{name}.{stage}.spv").read_bytes()
 
 
@@ -92,12 +96,19 @@ class PipelineTracer:
             raise
 
     def write(self, resources: list[Any]) -> None:
-        """Point the descriptor set at the TLAS and the ray, hit and AABB-table buffers (as the compute shader's)."""
+        """Point the descriptor set at the TLAS and the ray, hit and AABB-table buffers (as the compute shader's).
+
+        :param resources: the TLAS handle, then ``(buffer_handle, offset, size)`` of the ray, hit and AABB buffers.
+        """
         assert self.pipeline is not None
         self.pipeline.write(resources)
 
     def cmd_trace(self, cmd: Any, count: int) -> None:
-        """Record the launches for ``count`` rays and a barrier making the hits visible to transfers and the host."""
+        """Record the launches for ``count`` rays and a barrier making the hits visible to transfers and the host.
+
+        :param cmd: a command buffer in the recording state.
+        :param count: rays in the ray buffer.
+        """
         assert self.pipeline is not None
         dev = self.device.context.logical
         per_launch = min(self.properties["max_ray_dispatch_invocation_count"], LAUNCH_WIDTH * LAUNCH_ROWS)
@@ -115,7 +126,10 @@ class PipelineTracer:
                                dst_access=Access.TRANSFER_READ | Access.HOST_READ)
 
     def mark_used(self, value: int) -> None:
-        """The table is read by the submission signalling timeline ``value``."""
+        """The table is read by the submission signalling timeline ``value``.
+
+        :param value: the lifetime timeline value of that submission.
+        """
         self.sbt.last_use = value
 
     def destroy(self) -> None:

@@ -79,7 +79,10 @@ def loaded_libraries() -> set[str]:
 
 
 def pin(paths: set[str] | list[str]) -> list[str]:
-    """Mark already-loaded libraries never to be unloaded; return the ones newly pinned (unloaded ones are skipped)."""
+    """Mark already-loaded libraries never to be unloaded; return the ones newly pinned (unloaded ones are skipped).
+
+    :param paths: absolute paths of mapped shared libraries (:func:`loaded_libraries`).
+    """
     done = []
     with _lock:
         for path in sorted(paths):

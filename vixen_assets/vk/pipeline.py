@@ -79,7 +79,10 @@ class DescriptorPipeline:
             raise
 
     def create_module(self, spirv: bytes) -> Any:
-        """Create a ``VkShaderModule`` from SPIR-V bytes; it is destroyed with the pipeline."""
+        """Create a ``VkShaderModule`` from SPIR-V bytes; it is destroyed with the pipeline.
+
+        :param spirv: the SPIR-V words as bytes.
+        """
         code = ffi.new("uint32_t[]", len(spirv) // 4)
         ffi.memmove(code, spirv, len(spirv))
         minfo = ffi.new("VkShaderModuleCreateInfo*", {"sType": vk.VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
@@ -116,7 +119,11 @@ class DescriptorPipeline:
         lib.vkUpdateDescriptorSets(self._dev.handle, n, writes, 0, NULL)
 
     def cmd_bind(self, cmd: Any, push_constants: bytes = b"") -> None:
-        """Bind the pipeline and its descriptor set; push ``push_constants`` (to every stage of the layout)."""
+        """Bind the pipeline and its descriptor set; push ``push_constants`` (to every stage of the layout).
+
+        :param cmd: a command buffer in the recording state.
+        :param push_constants: the push-constant bytes (none: nothing pushed).
+        """
         lib.vkCmdBindPipeline(cmd, self.bind_point, self.pipeline)
         sets = ffi.new("VkDescriptorSet[]", [self.set])
         lib.vkCmdBindDescriptorSets(cmd, self.bind_point, self.layout, 0, 1, sets, 0, NULL)

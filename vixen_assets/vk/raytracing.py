@@ -55,7 +55,10 @@ def _align(x: int, a: int) -> int:
 
 
 def ray_tracing_properties(dev: LogicalDevice) -> dict[str, int]:
-    """``VkPhysicalDeviceRayTracingPipelinePropertiesKHR`` of the device as a dict of snake_case names."""
+    """``VkPhysicalDeviceRayTracingPipelinePropertiesKHR`` of the device as a dict of snake_case names.
+
+    :param dev: the logical device (its physical device is queried).
+    """
     rtp = ffi.new("VkPhysicalDeviceRayTracingPipelinePropertiesKHR*",
                   {"sType": vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_RAY_TRACING_PIPELINE_PROPERTIES_KHR})
     props2 = ffi.new("VkPhysicalDeviceProperties2*", {"sType": vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
@@ -117,7 +120,15 @@ class SbtLayout:
 
     @classmethod
     def build(cls, props: dict[str, int], *, raygen: int = 1, miss: int = 1, hit: int = 1) -> SbtLayout:
-        """Lay out ``raygen`` (must be 1), ``miss`` and ``hit`` groups, in that group order, from the properties."""
+        """Lay out ``raygen`` (must be 1), ``miss`` and ``hit`` groups, in that group order, from the properties.
+
+        :param props: :func:`ray_tracing_properties` (or the same keys).
+        :param raygen: ray-generation records (exactly 1).
+        :param miss: miss records.
+        :param hit: hit-group records.
+        :raises ConfigError: ``raygen`` is not 1.
+        :raises UnsupportedFeatureError: a record would exceed ``maxShaderGroupStride``.
+        """
         if raygen != 1:
             raise ConfigError(f"{raygen} ray-generation records; a shader binding table has exactly one per trace",
                               option="raygen")
@@ -145,7 +156,11 @@ class SbtLayout:
         return self.raygen.count + self.miss.count + self.hit.count
 
     def pack(self, handles: bytes) -> bytes:
-        """The table's bytes from the pipeline's group handles (``group_count`` x ``handle_size`` bytes)."""
+        """The table's bytes from the pipeline's group handles.
+
+        :param handles: ``group_count`` x ``handle_size`` bytes, in group order.
+        :raises ConfigError: too few bytes.
+        """
         h = self.handle_size
         if len(handles) < self.group_count * h:
             raise ConfigError(f"{len(handles)} bytes of handles for {self.group_count} groups of {h} bytes",
@@ -217,8 +232,18 @@ class RayTracingPipeline(DescriptorPipeline):
 
 def cmd_trace_rays(dev: LogicalDevice, cmd: Any, layout: SbtLayout, table_address: int, width: int,
                    height: int = 1, depth: int = 1) -> None:
-    """Record ``vkCmdTraceRaysKHR`` with the regions of ``layout`` in a table at ``table_address`` (a multiple of
-    ``layout.base_alignment``); the bound pipeline and descriptor set are the caller's."""
+    """Record ``vkCmdTraceRaysKHR`` with the regions of ``layout`` in a table at ``table_address``; the bound
+    pipeline and descriptor set are the caller's.
+
+    :param dev: the logical device.
+    :param cmd: a command buffer in the recording state.
+    :param layout: where the table's regions are.
+    :param table_address: device address of the table (a multiple of ``layout.base_alignment``).
+    :param width: launch width.
+    :param height: launch height.
+    :param depth: launch depth.
+    :raises ConfigError: ``table_address`` is not aligned.
+    """
     if table_address % layout.base_alignment:
         raise ConfigError(f"shader binding table address {table_address:#x} is not a multiple of "
                           f"shaderGroupBaseAlignment {layout.base_alignment}", option="table_address")
