@@ -49,8 +49,11 @@ _parsed: dict[str, int] = {}
 
 
 KNOWN_USAGE_BITS = 0
-for _bit in USAGE_NAMES.values():
-    KNOWN_USAGE_BITS |= int(_bit)
+"""Every ``VkBufferUsageFlagBits`` value the package knows (``vk.enums.BufferUsage``): an int usage with any other
+bit is refused before it reaches the driver."""
+for _name, _bit in vars(BufferUsage).items():
+    if not _name.startswith("_") and isinstance(_bit, int):
+        KNOWN_USAGE_BITS |= _bit
 
 
 def parse_usage(usage: int | str | Iterable[str]) -> int:
@@ -61,8 +64,8 @@ def parse_usage(usage: int | str | Iterable[str]) -> int:
     """
     if type(usage) is int:
         if usage < 0 or usage & ~KNOWN_USAGE_BITS:
-            raise ConfigError(f"buffer usage {usage:#x} has bits outside the known usages ({KNOWN_USAGE_BITS:#x}: "
-                              f"{', '.join(USAGE_NAMES)})", option="usage")
+            raise ConfigError(f"buffer usage {usage:#x} has bits outside the known VkBufferUsageFlagBits "
+                              f"({KNOWN_USAGE_BITS:#x}; names: {', '.join(USAGE_NAMES)})", option="usage")
         return usage
     if isinstance(usage, str) and usage in _parsed:
         return _parsed[usage]
