@@ -695,10 +695,15 @@ def test_eviction_with_default_thresholds(tmp_path, how):
     dev = open_test_device(budget=budget)
     try:
         assert dev.budget.warning_threshold < dev.budget.limit
+        evicted = 0
         for path in scenes * 2:
             with load_stage(path, dev, warm=False) as scene:
                 assert scene.stats.instances == 12
+                if scene.stats.cache_hits == 0:  # everything built: what was uploaded is every mesh, evictions apart
+                    assert scene.stats.bytes_uploaded == sum(m.nbytes for m in scene.meshes) > 0
+                evicted += scene.stats.bytes_evicted
         stats = dev.cachers["mesh"].stats
+        assert evicted == stats.evicted_bytes
         assert stats.evictions > 0 and stats.evicted_bytes > 0
         assert dev.budget.stats()["rejections"] == 0
         assert dev.budget.peak <= dev.budget.limit

@@ -48,6 +48,9 @@ class SceneStats:
     instances: int = 0
     triangles: int = 0
     bytes_uploaded: int = 0
+    """Bytes of the entries this load built (and uploaded)."""
+    bytes_evicted: int = 0
+    """Bytes of cached entries the load evicted to make room (counted apart from the uploads)."""
     cache_hits: int = 0
     cache_misses: int = 0
     warm: bool = False

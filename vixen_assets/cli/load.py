@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
                 ("instances", f"{summary['instances']:,}"),
                 ("triangles", f"{summary['triangle_count']:,}"),
                 ("uploaded", f"{summary['bytes_uploaded'] / 1e6:.2f} MB"),
+                ("evicted to make room", f"{summary.get('bytes_evicted', 0) / 1e6:.2f} MB"),
                 ("time", f"{secs * 1e3:.1f} ms"),
                 ("throughput", f"{summary['gb_per_s']:.3g} GB/s"),
                 ("peak budget use", f"{fmt_bytes(summary['peak_budget_bytes'])} of {fmt_bytes(device.budget.limit)}"),

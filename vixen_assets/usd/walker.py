@@ -451,6 +451,9 @@ def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, pur
     entries: dict[str, Any] = {}
     entry_keys = scene.entry_keys  # id(entry) -> (cacher, key)
     bytes_before = sum(c.stats.bytes for c, _ in by_cacher.values())
+    # evictions during the build shrink the cachers' bytes: count them apart, never against what was uploaded
+    evicted_before = sum(c.stats.evicted_bytes for c, _ in by_cacher.values())
+    all_evicted_before = sum(c.stats.evicted_bytes for c in list(device.cachers.values()))
     misses_before = sum(c.stats.misses for c, _ in by_cacher.values())
     hits_before = sum(c.stats.hits for c, _ in by_cacher.values())
     for name, (cacher, _) in by_cacher.items():
@@ -514,7 +517,9 @@ def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, pur
     st.unique_meshes = len(scene.meshes)
     st.instances = len(scene.instances)
     st.triangles = scene.triangle_count
-    st.bytes_uploaded = sum(c.stats.bytes for c, _ in by_cacher.values()) - bytes_before
+    evicted = sum(c.stats.evicted_bytes for c, _ in by_cacher.values()) - evicted_before
+    st.bytes_uploaded = sum(c.stats.bytes for c, _ in by_cacher.values()) - bytes_before + evicted
+    st.bytes_evicted = sum(c.stats.evicted_bytes for c in list(device.cachers.values())) - all_evicted_before
     st.cache_misses = sum(c.stats.misses for c, _ in by_cacher.values()) - misses_before
     st.cache_hits = sum(c.stats.hits for c, _ in by_cacher.values()) - hits_before
     st.seconds.update(walk=t_walk - t, read=t_read - t_walk, build=t_build - t_read, upload=t_upload - t_build)
