@@ -35,10 +35,96 @@ def test_list_devices_reports_llvmpipe_heaps_queues_features() -> None:
         assert lvp.transfer_family is None
 
 
-def test_open_close_twice_and_use_after_close(device) -> None:
-    assert not device.closed
-    assert device.info.name
-    assert device.context.logical.queue.family == 0 or device.context.logical.queue.family >= 0
+def test_open_close_twice_and_use_after_close(tmp_path) -> None:
+    """Open, use, close, close again (a no-op), then every use of the device or its objects raises
+    ``DeviceClosedError`` (a ``VixenError``), never a crash or a Vulkan call on destroyed handles."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from vixen_assets.testing import assert_no_validation_problems
+
+    (tmp_path / "tri.usda").write_text('#usda 1.0\ndef Mesh "T" {\n int[] faceVertexCounts = [3]\n'
+                                       ' int[] faceVertexIndices = [0, 1, 2]\n'
+                                       ' point3f[] points = [(0,0,0), (1,0,0), (0,1,0)]\n}\n')
+    PILImage.new("RGBA", (4, 4)).save(tmp_path / "t.png")
+    for round_ in range(2):  # a second device opens fine after the first closed
+        dev = va.open_device(validation=True)
+        assert not dev.closed and dev.info.name
+        buf = dev.create_buffer(64, "storage", name="kept")
+        dev.upload(buf, np.arange(64, dtype=np.uint8))
+        assert dev.read_buffer(buf).tolist() == list(range(64))
+        scene = va.load_stage(tmp_path / "tri.usda", dev)
+        tex = va.load_texture(tmp_path / "t.png", dev)
+        buf.destroy()
+        scene.release()
+        tex.release()
+        dev.close()
+        assert dev.closed
+        dev.close()  # twice: a no-op
+        assert dev.closed and dev.close_report() == []
+        assert_no_validation_problems(dev)
+        uses = [
+            lambda: dev.check_open(),
+            lambda: dev.create_buffer(64, "storage"),
+            lambda: dev.create_image(4, 4, vk_format=37),
+            lambda: dev.upload(buf, b"1234"),
+            lambda: dev.read_buffer(buf),
+            lambda: dev.flush(),
+            lambda: dev.allocation_group(),
+            lambda: va.load_stage(tmp_path / "tri.usda", dev),
+            lambda: va.load_texture(tmp_path / "t.png", dev),
+            lambda: buf.handle,
+            lambda: buf.mapped,
+            lambda: scene.build_acceleration_structures(),
+        ]
+        for i, use in enumerate(uses):
+            with pytest.raises(DeviceClosedError):
+                use()
+        buf.destroy()  # destroying after close stays safe
+        scene.release()
+
+
+@pytest.mark.parametrize("loader", ["texture", "stage", "upload"])
+def test_device_lost_at_submit(tmp_path, loader) -> None:
+    """``VK_ERROR_DEVICE_LOST`` at ``vkQueueSubmit`` (injected): the call raises ``DeviceLostError`` naming the call,
+    no cache entry or budget charge is left behind, and the device closes without leaks or validation messages."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from vixen_assets.errors import DeviceLostError
+    from vixen_assets.testing import finish_test_device
+    from vixen_assets.vk import FaultInjector
+
+    (tmp_path / "tri.usda").write_text('#usda 1.0\ndef Mesh "T" {\n int[] faceVertexCounts = [3]\n'
+                                       ' int[] faceVertexIndices = [0, 1, 2]\n'
+                                       ' point3f[] points = [(0,0,0), (1,0,0), (0,1,0)]\n}\n')
+    PILImage.new("RGBA", (64, 64)).save(tmp_path / "t.png")
+    dev = va.open_device(validation=True, budget=va.BudgetOptions(staging_quota=4 << 20))
+    try:
+        dev.uploader.direct_writes = False  # lavapipe maps everything: make the upload a real submission
+        used = dev.budget.used
+        faults = dev.context.logical.faults = FaultInjector(device_lost_at_submit=1)
+        with pytest.raises(DeviceLostError) as info:
+            if loader == "texture":
+                va.load_texture(tmp_path / "t.png", dev)
+            elif loader == "stage":
+                va.load_stage(tmp_path / "tri.usda", dev)
+            else:
+                buf = dev.create_buffer(1 << 20, "storage", name="lost-upload")
+                try:
+                    dev.upload(buf, np.ones(1 << 20, np.uint8))
+                finally:
+                    buf.destroy()
+        assert faults.injected >= 1 and "vkQueueSubmit" in str(info.value)
+        assert isinstance(info.value, VixenError)
+        assert all(len(c) == 0 for c in dev.cachers.values())
+        dev.context.logical.faults = None
+        dev.wait_idle()
+        assert dev.budget.stats()["categories"].get("texture", {"bytes": 0})["bytes"] == 0
+        assert dev.budget.stats()["categories"].get("mesh", {"bytes": 0})["bytes"] == 0
+        assert dev.budget.used <= used + (4 << 20)  # at most the staging pool's buffers
+    finally:
+        finish_test_device(dev)
 
 
 def test_open_device_context_manager_closes_on_exception() -> None:

@@ -39,10 +39,14 @@ def load_texture(path: str | os.PathLike[str], device: Device, *, compress: str 
         raise FormatError("is a directory, not a texture file", path=p)
     cacher = texture_cacher(device)
     src = cacher.read_file(p, LoadContext(options={"compress": compress, "srgb": srgb}, layer_path=p))
-    tex = cacher.hand_out(src)
+    key = cacher.key_for(src)
+    fresh = key not in cacher
+    tex = cacher.hand_out(src, key)
     try:
         device.uploader.flush().wait()
     except BaseException:
         tex.release()
+        if fresh:  # its upload never happened (e.g. device lost at submit): never hand it out again
+            cacher.discard(key)
         raise
     return tex

@@ -160,7 +160,11 @@ def trace_rays(scene: Scene, origins: Any, directions: Any, *, t_max: float | An
             end(cmd)
             with lt.submit_lock:
                 value = lt.next_value()
-                submit(dev, dev.queue, [cmd], signals=[(lt.timeline, value)])
+                try:
+                    submit(dev, dev.queue, [cmd], signals=[(lt.timeline, value)])
+                except BaseException:
+                    lt.abandon(value)
+                    raise
             for b in (ray_buf, hit_buf, tab_buf):
                 b.last_use = value
             tlas.structure.last_use = value

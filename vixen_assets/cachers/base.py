@@ -342,6 +342,22 @@ class TypedCacher(Generic[S, E]):
             log.info("cacher %r evicted %d entries (%d bytes)", self.name, count, freed)
         return count
 
+    def discard(self, key: str) -> bool:
+        """Destroy the entry ``key`` now if nobody holds it (an entry whose upload failed must not be handed out
+        again); return whether it was destroyed.
+
+        :param key: the entry's key.
+        """
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.refs:
+                return False
+            del self._entries[key]
+            self.destroy_entry(entry.value)
+            self.stats.entries -= 1
+            self.stats.bytes -= entry.nbytes
+            return True
+
     def _on_budget_warning(self, event: Any) -> None:
         """Budget crossed its warning threshold: evict LRU unreferenced entries until below it (if we can now)."""
         if not self._lock.acquire(blocking=False):

@@ -12,6 +12,7 @@ import threading
 from collections import deque
 from typing import Any
 
+from ..errors import VixenError
 from ..vk import LogicalDevice
 from ..vk.sync import TimelineSemaphore
 
@@ -36,6 +37,21 @@ class Lifetime:
         with self._lock:
             self._submitted += 1
             return self._submitted
+
+    def abandon(self, value: int) -> None:
+        """The submission that was to signal ``value`` failed before reaching the queue (``vkQueueSubmit`` raised):
+        signal ``value`` from the host once the submissions before it are done, so that waiting on it (``drain`` at
+        ``Device.close()``, a retired resource) returns instead of hanging. Call it with :attr:`submit_lock` held,
+        before any later value is taken.
+
+        :param value: the value :meth:`next_value` returned for the failed submission.
+        """
+        try:
+            self.wait(value - 1)
+            if self.timeline.value < value:
+                self.timeline.signal(value)
+        except VixenError:  # the device is really lost: waits fail with DeviceLostError from now on anyway
+            pass
 
     @property
     def submitted(self) -> int:

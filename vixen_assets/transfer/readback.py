@@ -120,7 +120,11 @@ class Readback:
             end(cmd)
             with lt.submit_lock:
                 value = lt.next_value()
-                submit(self._dev, self._dev.queue, [cmd], signals=[(lt.timeline, value)])
+                try:
+                    submit(self._dev, self._dev.queue, [cmd], signals=[(lt.timeline, value)])
+                except BaseException:
+                    lt.abandon(value)
+                    raise
             lt.wait(value)
 
     def destroy(self) -> None:

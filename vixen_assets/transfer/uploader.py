@@ -522,23 +522,32 @@ class BatchedUploader:
         lt = self.lifetime
         with lt.submit_lock:
             value = lt.next_value()
-            if self.separate_queue:
-                assert self.transfer_timeline is not None
-                self._transfer_value += 1
-                tv = self._transfer_value
-                submit(self.dev, self.upload_queue, [cmd], signals=[(self.transfer_timeline, tv)])
-                self.stats.submits += 1
-                if len(cmds) > 1:
-                    submit(self.dev, self.main_queue, [cmds[1][1]], waits=[(self.transfer_timeline, tv, STAGE_ALL_COMMANDS)],
-                           signals=[(lt.timeline, value)])
-                else:  # same family on a second queue: order the main queue after the transfer queue
-                    submit(self.dev, self.main_queue, [], waits=[(self.transfer_timeline, tv, STAGE_ALL_COMMANDS)],
-                           signals=[(lt.timeline, value)])
-                self.stats.submits += 1
-            else:
-                submit(self.dev, self.upload_queue, [cmd], signals=[(lt.timeline, value)])
-                self.stats.submits += 1
+            try:
+                self._submit_locked(cmd, cmds, value)
+            except BaseException:
+                lt.abandon(value)  # a failed vkQueueSubmit (device lost): waits on ``value`` must not hang
+                raise
         return value
+
+    def _submit_locked(self, cmd: Any, cmds: list[tuple[str, Any]], value: int) -> None:
+        """The ``vkQueueSubmit`` calls of one batch, signalling ``value`` (``submit_lock`` held)."""
+        lt = self.lifetime
+        if self.separate_queue:
+            assert self.transfer_timeline is not None
+            self._transfer_value += 1
+            tv = self._transfer_value
+            submit(self.dev, self.upload_queue, [cmd], signals=[(self.transfer_timeline, tv)])
+            self.stats.submits += 1
+            if len(cmds) > 1:
+                submit(self.dev, self.main_queue, [cmds[1][1]], waits=[(self.transfer_timeline, tv, STAGE_ALL_COMMANDS)],
+                       signals=[(lt.timeline, value)])
+            else:  # same family on a second queue: order the main queue after the transfer queue
+                submit(self.dev, self.main_queue, [], waits=[(self.transfer_timeline, tv, STAGE_ALL_COMMANDS)],
+                       signals=[(lt.timeline, value)])
+            self.stats.submits += 1
+        else:
+            submit(self.dev, self.upload_queue, [cmd], signals=[(lt.timeline, value)])
+            self.stats.submits += 1
 
     # -- completion -----------------------------------------------------------------------------------------------
     def collect(self) -> int:

@@ -449,6 +449,7 @@ def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, pur
 
     # build every cacher's missing entries in one batch each
     entries: dict[str, Any] = {}
+    built: list[tuple[Any, str]] = []  # (cacher, key) of the entries this load creates
     entry_keys = scene.entry_keys  # id(entry) -> (cacher, key)
     bytes_before = sum(c.stats.bytes for c, _ in by_cacher.values())
     # evictions during the build shrink the cachers' bytes: count them apart, never against what was uploaded
@@ -474,6 +475,7 @@ def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, pur
             if not paths:
                 continue
         keys = [cacher.key_for(s) for s in srcs]
+        built.extend((cacher, k) for k in keys if k not in cacher)
         values = cacher.get_many(srcs, keys)
         for p, k, v in zip(paths, keys, values):
             scene.hold(cacher, k)
@@ -481,8 +483,14 @@ def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, pur
             entry_keys[id(v)] = (name, k)
         report("build", len(paths), len(paths))
     t_build = _time.perf_counter()
-    ticket = device.uploader.flush()
-    ticket.wait()
+    try:
+        device.uploader.flush().wait()
+    except BaseException:
+        # the uploads of this load never happened (e.g. device lost at submit): drop what it built from the caches
+        scene.release()
+        for cacher, key in built:
+            cacher.discard(key)
+        raise
     report("upload", 1, 1)
     t_upload = _time.perf_counter()
 
