@@ -26,6 +26,7 @@ from vixen_assets.geometry.packing import PreparedMesh
 from vixen_assets.geometry.prepare import prepare_meshes
 from vixen_assets.geometry.triangulate import triangulate_polygon
 from vixen_assets.geometry.usd_mesh import read_mesh_source
+from vixen_assets.testing import missing_asset
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL_SCENE = REPO / "samples" / "scenes" / "small_scene.usda"
@@ -914,7 +915,7 @@ def test_read_mesh_source_small_scene():
 def test_read_primvar_interpolation_sample():
     path = shared_usd_dir() / "usd-wg-docs" / "PrimvarInterpolation" / "primvar_interpolation.usda"
     if not path.exists():
-        pytest.skip(f"shared USD assets not found at {path.parent}")
+        missing_asset(f"shared USD assets not found at {path.parent}")
     stage = Usd.Stage.Open(str(path))
     attrs = ("position", "normal", "displayColor")
     for prim in stage.Traverse():
@@ -981,7 +982,7 @@ def all_shared_meshes():
 def test_every_mesh_in_shared_usd_assets_matches_reference():
     root, files = all_shared_meshes()
     if not files:
-        pytest.skip(f"shared USD assets not found at {root} (set VIXEN_SHARED_ASSETS); see its SOURCES.md")
+        missing_asset(f"shared USD assets not found at {root} (set VIXEN_SHARED_ASSETS); see its SOURCES.md")
     assert (root / "SOURCES.md").exists()
     checked = 0
     with_normals = 0

@@ -23,6 +23,7 @@ from vixen_assets.errors import FormatError, UnsupportedFormatError
 from vixen_assets.formats import ktx2
 from vixen_assets.formats.ktx2 import IDENTIFIER, decode_to_rgba8, has_basis_transcoder, read_ktx2
 from vixen_assets.formats.vkformat import format_info, level_size
+from vixen_assets.testing import asset_skip_mark, missing_asset
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMES = {"none": 0, "BasisLZ": 1, "zstd": 2, "zlib": 3}
@@ -38,17 +39,17 @@ def shared_ktx2_dir() -> Path | None:
 ASSETS = shared_ktx2_dir()
 SKIP_REASON = "shared KTX2 assets not found (set VIXEN_SHARED_ASSETS or check out ../shared/assets/ktx2)"
 FILES = sorted(ASSETS.glob("*.ktx2")) if ASSETS else []
-FILE_PARAMS = [pytest.param(f, id=f.name) for f in FILES] or [pytest.param(None, marks=pytest.mark.skip(SKIP_REASON))]
+FILE_PARAMS = [pytest.param(f, id=f.name) for f in FILES] or [pytest.param(None, marks=asset_skip_mark(SKIP_REASON))]
 assets = pytest.mark.assets
 
 
 def asset(name: str) -> Path:
     """One shared file by name, skipping the test when the shared assets are absent."""
     if ASSETS is None:
-        pytest.skip(SKIP_REASON)
+        missing_asset(SKIP_REASON)
     path = ASSETS / name
     if not path.exists():
-        pytest.skip(f"{name} is not in {ASSETS}")
+        missing_asset(f"{name} is not in {ASSETS}")
     return path
 
 
@@ -555,7 +556,7 @@ def _fuzz(originals: list[bytes]) -> Callable[..., None]:
 
 def _run_fuzz(examples: int) -> None:
     if ASSETS is None:
-        pytest.skip(SKIP_REASON)
+        missing_asset(SKIP_REASON)
     originals = [p.read_bytes() for p in FILES if p.stat().st_size <= 1 << 20]
     check = settings(max_examples=examples, deadline=None, derandomize=examples <= 200, database=None,
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])(_fuzz(originals))

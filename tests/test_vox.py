@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from vixen_assets.errors import FormatError, UnsupportedFormatError
 from vixen_assets.formats.vox import DEFAULT_PALETTE, VoxFile, decode_rotation, read_vox
+from vixen_assets.testing import asset_skip_mark, missing_asset
 
 
 def _asset_dir() -> Path:
@@ -27,7 +28,7 @@ def _asset_dir() -> Path:
 
 ASSETS = _asset_dir()
 VOX_FILES = sorted(p.name for p in ASSETS.glob("*.vox")) if ASSETS.is_dir() else []
-needs_assets = pytest.mark.skipif(not VOX_FILES, reason=f"shared .vox assets not found at {ASSETS}")
+needs_assets = asset_skip_mark(f"shared .vox assets not found at {ASSETS}") if not VOX_FILES else pytest.mark.usefixtures()
 asset_params = pytest.mark.parametrize("name", VOX_FILES or ["<no assets>"])
 
 
@@ -197,7 +198,7 @@ def test_transforms_are_signed_permutations(name: str) -> None:
 def test_multiple_model_scene_layout() -> None:
     """ogt's scene: 104 instances of 41 models, spread out, rotated, no two voxels in one world cell."""
     if "ogt_test_multiple_model_scene.vox" not in VOX_FILES:
-        pytest.skip("ogt_test_multiple_model_scene.vox absent")
+        missing_asset("ogt_test_multiple_model_scene.vox absent")
     _, vox = _load("ogt_test_multiple_model_scene.vox")
     assert len(vox.models) == 41 and len(vox.instances) == 104
     assert {i.model_index for i in vox.instances} == set(range(41))
@@ -594,6 +595,6 @@ def test_fuzz_mutations_long(data: bytes) -> None:
 def test_sources_md_parser_is_sane() -> None:
     """The SOURCES.md table parser finds the documented columns (skips without assets)."""
     if not (ASSETS / "SOURCES.md").is_file():
-        pytest.skip(f"SOURCES.md not found at {ASSETS}")
+        missing_asset(f"SOURCES.md not found at {ASSETS}")
     rows = _sources()
     assert rows and all(re.fullmatch(r"\d+", r["voxels"]) for r in rows.values())

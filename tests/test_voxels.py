@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from vixen_assets.errors import BudgetExceededError, FormatError
-from vixen_assets.testing import finish_test_device, open_test_device
+from vixen_assets.testing import finish_test_device, missing_asset, open_test_device
 from vixen_assets.trace import trace_backends, trace_rays
 from vixen_assets.voxels import load_vox
 
@@ -66,14 +66,14 @@ class RawVox:
 def _vox_dir(root: Path) -> Path:
     d = root / "vox"
     if not d.is_dir():
-        pytest.skip(f"{d} is absent")
+        missing_asset(f"{d} is absent")
     return d
 
 
 def _file(root: Path, name: str) -> Path:
     p = _vox_dir(root) / name
     if not p.is_file():
-        pytest.skip(f"{p} is absent")
+        missing_asset(f"{p} is absent")
     return p
 
 

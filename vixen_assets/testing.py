@@ -74,13 +74,53 @@ def assets_dir() -> Path | None:
     return p if p.is_dir() else None
 
 
+MISSING_ASSET = "missing asset: "
+"""The prefix of every skip for a third-party asset that is absent (:func:`missing_asset`, :func:`asset_skip_mark`):
+under ``CI`` such a skip is reported as a failure, whichever way the test skipped."""
+
+
+def in_ci() -> bool:
+    """True under continuous integration (``CI`` set to anything but empty, ``0`` or ``false``)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing_asset(message: str) -> None:
+    """Skip the running test because a third-party asset is absent; fail it instead under CI.
+
+    :param message: what is missing and where it was looked for.
+    """
+    if in_ci():
+        pytest.fail(MISSING_ASSET + message, pytrace=False)
+    pytest.skip(MISSING_ASSET + message)
+
+
+def asset_skip_mark(message: str) -> pytest.MarkDecorator:
+    """A ``skip`` mark for a test or parameter whose asset is absent (a failure under CI, see :data:`MISSING_ASSET`).
+
+    :param message: what is missing and where it was looked for.
+    """
+    return pytest.mark.skip(reason=MISSING_ASSET + message)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under CI, turn every skip for a missing asset (a reason starting with :data:`MISSING_ASSET`) into a failure,
+    so that absent assets never pass silently."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and in_ci() and not hasattr(report, "wasxfail"):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+        if MISSING_ASSET in reason:
+            report.outcome = "failed"
+            report.longrepr = f"CI=true: {reason.replace('Skipped: ', '')}"
+
+
 @pytest.fixture
 def vixen_assets_dir() -> Path:
     """The third-party assets folder; skips (or fails under CI) when it is absent."""
     p = assets_dir()
     if p is None:
-        msg = "third-party assets not found: set VIXEN_SHARED_ASSETS or place them at ../shared/assets"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing_asset("third-party assets not found: set VIXEN_SHARED_ASSETS or place them at ../shared/assets")
+    assert p is not None
     return p
