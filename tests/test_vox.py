@@ -28,7 +28,7 @@ def _asset_dir() -> Path:
 
 ASSETS = _asset_dir()
 VOX_FILES = sorted(p.name for p in ASSETS.glob("*.vox")) if ASSETS.is_dir() else []
-needs_assets = asset_skip_mark(f"shared .vox assets not found at {ASSETS}") if not VOX_FILES else pytest.mark.usefixtures()
+needs_assets = asset_skip_mark(f"shared .vox assets not found at {ASSETS}") if not VOX_FILES else pytest.mark.skipif(False, reason="")
 asset_params = pytest.mark.parametrize("name", VOX_FILES or ["<no assets>"])
 
 
