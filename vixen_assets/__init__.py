@@ -8,6 +8,7 @@ from .textures import load_texture
 from .trace import trace_rays
 from .vk import DeviceInfo
 from .voxels import VoxelScene, load_vox
+from .vt import VirtualTexture, open_virtual_texture
 
 __version__ = "0.1.0"
 
@@ -16,6 +17,7 @@ __all__ = [
     "DeviceInfo",
     "Instance",
     "Scene",
+    "VirtualTexture",
     "VoxelScene",
     "VixenError",
     "__version__",
@@ -25,5 +27,6 @@ __all__ = [
     "load_texture",
     "load_vox",
     "open_device",
+    "open_virtual_texture",
     "trace_rays",
 ]

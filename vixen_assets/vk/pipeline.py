@@ -1,4 +1,5 @@
-"""A compute pipeline with one descriptor set of storage buffers and acceleration structures, and push constants."""
+"""A compute pipeline with one descriptor set (storage buffers, acceleration structures, sampled images) and push
+constants."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from .shim import NULL, check, ffi, lib, vk
 
 DESC_STORAGE_BUFFER = 7
 DESC_ACCELERATION_STRUCTURE = 1000150000
+DESC_COMBINED_IMAGE_SAMPLER = 1
 STAGE_COMPUTE = 0x20
 BIND_POINT_COMPUTE = 1
 
@@ -83,7 +85,8 @@ class ComputePipeline:
             raise
 
     def write(self, resources: Sequence[Any]) -> None:
-        """Point each binding at its resource: ``(buffer_handle, offset, size)`` or an acceleration structure."""
+        """Point each binding at its resource: ``(buffer_handle, offset, size)``, an acceleration structure, or
+        ``(image_view, sampler, image_layout)`` for a combined image sampler."""
         n = len(resources)
         writes = ffi.new("VkWriteDescriptorSet[]", n)
         keep: list[Any] = []
@@ -101,6 +104,11 @@ class ComputePipeline:
                     "accelerationStructureCount": 1, "pAccelerationStructures": handles})
                 keep += [handles, asw]
                 w.pNext = asw
+            elif self.bindings[i] == DESC_COMBINED_IMAGE_SAMPLER:
+                view, sampler, layout = res
+                ii = ffi.new("VkDescriptorImageInfo*", {"sampler": sampler, "imageView": view, "imageLayout": layout})
+                keep.append(ii)
+                w.pImageInfo = ii
             else:
                 handle, offset, size = res
                 bi = ffi.new("VkDescriptorBufferInfo*", {"buffer": handle, "offset": offset, "range": size})
