@@ -108,13 +108,14 @@ class _LevelCutter:
             self._cut(self.prev, self.cur, band)
         self.prev, self.cur = self.cur, band
         nxt = self.b.cutters[self.level + 1] if self.level + 1 < len(self.b.cutters) else None
-        if nxt is not None:
+        if nxt is not None:  # each band halves on its own; two halves make the next level's band
+            half = downsample(band)
             if self.half is None:
-                self.half = band
+                self.half = half
             else:
-                pair = np.concatenate([self.half, band], axis=0)
+                pair = np.concatenate([self.half, half], axis=0)
                 self.half = None
-                nxt.push(downsample(pair))
+                nxt.push(pair)
 
     def finish(self) -> None:
         if self.cur is not None:

@@ -375,6 +375,13 @@ class VirtualTexture:
         head[0] = 0
         self._requests.update(dict(zip(ids.tolist(), counts.tolist())))
 
+    def pending_requests(self) -> dict[int, int]:
+        """The tile requests the next update will see (``{tile number: samples}``), feedback included (waits for
+        a feedback pass in flight)."""
+        self._check()
+        self._collect_feedback()
+        return dict(self._requests)
+
     # -- update ----------------------------------------------------------------------------------------------------
     def update(self, *, max_tiles: int = 32, max_ms: float | None = None) -> UpdateStats:
         """Load the missing requested tiles (at most ``max_tiles`` and ``max_uploads_per_update``; with ``max_ms``,

@@ -19,6 +19,7 @@ import os
 import struct
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ class Layout:
         """Tiles per side of ``level``."""
         return max(1, (self.size >> level) // self.tile)
 
-    @property
+    @cached_property
     def level_base(self) -> list[int]:
         """The tile number of each level's first tile, plus the total at the end."""
         out = [0]
@@ -90,6 +91,9 @@ class Layout:
 
     def tile_id(self, level: int, tx: int, ty: int) -> int:
         """The number of tile ``(tx, ty)`` of ``level``."""
+        n = self.tiles_per_side(level)
+        if not (0 <= level < self.levels and 0 <= tx < n and 0 <= ty < n):
+            raise IndexError(f"no tile ({tx}, {ty}) in level {level} ({n} x {n} tiles, {self.levels} levels)")
         return self.level_base[level] + ty * self.tiles_per_side(level) + tx
 
     def tile_coords(self, tile_id: int) -> tuple[int, int, int]:
@@ -249,15 +253,15 @@ class TileFile:
         return out
 
     def read_pixels(self, tile_id: int) -> np.ndarray:
-        """An RGBA8 tile as ``(page, page, 4)`` (BC7 tiles decoded with etcpak)."""
+        """An RGBA8 tile as ``(page, page, 4)`` (BC7 tiles decoded with texture2ddecoder)."""
         lay = self.layout
         raw = self.read_tile(tile_id)
         if lay.fmt == "rgba8":
             return raw.reshape(lay.page, lay.page, 4)
-        import etcpak
+        import texture2ddecoder
 
-        return np.frombuffer(etcpak.decompress_bc7(raw.tobytes(), lay.page, lay.page),
-                             dtype=np.uint8).reshape(lay.page, lay.page, 4)
+        bgra = np.frombuffer(texture2ddecoder.decode_bc7(raw.tobytes(), lay.page, lay.page), dtype=np.uint8)
+        return bgra.reshape(lay.page, lay.page, 4)[:, :, [2, 1, 0, 3]]
 
     def close(self) -> None:
         """Close the file; safe to call twice."""
