@@ -4,7 +4,8 @@ thrash counting. Pure host logic; :class:`~vixen_assets.vt.runtime.VirtualTextur
 Level bias (after Unreal Engine's streaming virtual texturing): when the tiles requested in one update exceed 95% of
 the unpinned cache, the bias rises by ``0.05 + 0.2 * (demand / 0.95 - 1)`` (at most 1 per update, capped at 4), so
 requests move to coarser levels instead of evicting each other in a loop; it falls by 0.2 once the largest demand
-of the last 15 updates would still fit under 80% at the lower bias. A thrash event is a tile requested again within
+of the last 15 updates would still fit under 80% one whole level finer (four times the tiles: lowering the bias by
+any amount can move a sample one level down, so a smaller margin oscillates). A thrash event is a tile requested again within
 15 updates of its eviction.
 """
 
@@ -112,7 +113,7 @@ class Residency:
         self._demand.append(demand)
         if demand > UPPER:
             self.bias = min(MAX_BIAS, self.bias + min(1.0, RATE * (demand / UPPER - 1.0) + 0.05))
-        elif self.bias > 0 and max(self._demand) * 4 ** RATE < LOWER and len(self._demand) == WINDOW:
+        elif self.bias > 0 and max(self._demand) * 4 < LOWER and len(self._demand) == WINDOW:
             self.bias = max(0.0, self.bias - RATE)
 
     def failed(self, tile: int) -> None:
