@@ -1,17 +1,19 @@
 """Which tiles live in the cache: slots, LRU order, pinned tiles, request priorities, the residency level bias and
 thrash counting. Pure host logic; :class:`~vixen_assets.vt.runtime.VirtualTexture` drives it.
 
-Level bias (after Unreal Engine's streaming virtual texturing): when the tiles requested in one update exceed 95% of
-the unpinned cache, the bias rises by ``0.05 + 0.2 * (demand / 0.95 - 1)`` (at most 1 per update, capped at 4), so
-requests move to coarser levels instead of evicting each other in a loop; it falls by 0.2 once the largest demand
-of the last 15 updates would still fit under 80% one whole level finer (four times the tiles: lowering the bias by
-any amount can move a sample one level down, so a smaller margin oscillates). A thrash event is a tile requested again within
+Level bias (after Unreal Engine's streaming virtual texturing, which raises it when more than 95% of the pool was
+used over the last 15 frames): the demand is the number of distinct unpinned tiles requested over the last 15
+updates, as a fraction of the unpinned cache. Above 95%, the bias rises by ``0.05 + 0.2 * (demand / 0.95 - 1)`` (at
+most 1, capped at 4), at most once every 5 updates so the window can show the effect of the last rise, and requests
+move to coarser levels instead of evicting each other in a loop. It falls by 0.2 once the demand, four times over
+(one whole level finer), would still fit under 80%, and the bias has held for 15 updates (lowering it by any amount
+can move a sample one level down, so a smaller margin oscillates). A thrash event is a tile requested again within
 15 updates of its eviction.
 """
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from .tilefile import Layout
@@ -21,6 +23,7 @@ UPPER = 0.95
 LOWER = 0.80
 RATE = 0.2
 MAX_BIAS = 4.0
+COOLDOWN = 5
 
 
 @dataclass
@@ -53,7 +56,9 @@ class Residency:
         self.bad: set[int] = set()
         self.bias = 0.0
         self.now = 0
-        self._demand: deque[float] = deque(maxlen=WINDOW)
+        self._last_request: dict[int, int] = {}  # unpinned tile -> the last update that requested it
+        self._last_change = -WINDOW
+        self.demand = 0.0
 
     @property
     def unpinned_slots(self) -> int:
@@ -97,8 +102,16 @@ class Residency:
             loads.append((t, slot))
             self.resident[t] = slot
             self.lru[t] = now
-        streamed = sum(1 for t in requests if t not in self.bad) - sum(1 for t in requests if t in self.pinned_set)
-        self._adjust_bias(streamed / max(1, self.unpinned_slots))
+        pinned = self.pinned_set
+        last = self._last_request
+        for t in requests:
+            if t not in pinned and t not in self.bad:
+                last[t] = now
+        if len(last) > 2 * self.unpinned_slots or now % WINDOW == 0:
+            for t in [t for t, u in last.items() if now - u >= WINDOW]:
+                del last[t]
+        active = sum(1 for u in last.values() if now - u < WINDOW)
+        self._adjust_bias(active / max(1, self.unpinned_slots))
         return Plan(loads, evictions, len(requests), hits, thrash, len(missing) - len(loads))
 
     @property
@@ -110,11 +123,14 @@ class Residency:
         return s
 
     def _adjust_bias(self, demand: float) -> None:
-        self._demand.append(demand)
-        if demand > UPPER:
+        self.demand = demand
+        since = self.now - self._last_change
+        if demand > UPPER and since >= COOLDOWN and self.bias < MAX_BIAS:
             self.bias = min(MAX_BIAS, self.bias + min(1.0, RATE * (demand / UPPER - 1.0) + 0.05))
-        elif self.bias > 0 and max(self._demand) * 4 < LOWER and len(self._demand) == WINDOW:
-            self.bias = max(0.0, self.bias - RATE)
+            self._last_change = self.now
+        elif self.bias > 0 and demand * 4 < LOWER and since >= WINDOW:
+            self.bias = max(0.0, round(self.bias - RATE, 6))
+            self._last_change = self.now
 
     def failed(self, tile: int) -> None:
         """A tile could not be read: free its slot and never ask for it again (lookups resolve to its ancestor)."""

@@ -61,6 +61,7 @@ class UpdateStats:
     level_bias: float = 0.0
     ms: float = 0.0
     errors: list[str] = field(default_factory=list)
+    tiles: list[int] = field(default_factory=list)  # the tile numbers uploaded
 
     @property
     def hit_rate(self) -> float:
@@ -407,6 +408,7 @@ class VirtualTexture:
             lv, tx, ty = lay.tile_coords(t)
             self.table.evict(lv, tx, ty)
         uploaded, nbytes, errors = self._load(plan.loads)
+        bad = self.residency.bad
         ms = (time.perf_counter() - t0) * 1e3
         if uploaded:
             per = ms / uploaded
@@ -414,7 +416,7 @@ class VirtualTexture:
         self._times.append(ms)
         out = UpdateStats(requested=plan.requested, hits=plan.hits, uploaded=uploaded, evicted=len(plan.evictions),
                           deferred=plan.deferred, bytes_read=nbytes, thrash=plan.thrash, level_bias=res.bias, ms=ms,
-                          errors=[str(e) for e in errors])
+                          errors=[str(e) for e in errors], tiles=[t for t, _ in plan.loads if t not in bad])
         st = self._stats
         st.requested += plan.requested
         st.hits += plan.hits
@@ -494,6 +496,13 @@ class VirtualTexture:
             else:
                 total += obj.nbytes
         return total
+
+    def wait(self) -> None:
+        """Block until every upload and pass submitted so far finished on the GPU (``update`` does not wait: its
+        copies are ordered before later samples on the same queue)."""
+        self._check()
+        assert self._gpu is not None
+        self._gpu.wait(max(self._last_value, self._feedback_value, *self._gpu.values))
 
     def resident_level(self, level: int, tx: int, ty: int) -> int:
         """The level of the finest resident tile covering tile ``(level, tx, ty)`` (host copy of the page table)."""
