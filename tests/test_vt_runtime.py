@@ -1,5 +1,6 @@
-"""``open_virtual_texture`` on lavapipe with validation: sampling through the page table against the CPU reference,
-residency, convergence, oversubscription, corrupt tiles, zero allocations while streaming, leaks."""
+"""``open_virtual_texture`` on lavapipe with validation, on both backends (page table, sparse residency): sampling
+against the CPU reference, residency, convergence, oversubscription, corrupt tiles, zero allocations while
+streaming, leaks."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from vixen_assets import open_virtual_texture
-from vixen_assets.errors import ConfigError, DeviceClosedError, FormatError
+from vixen_assets.errors import ConfigError, DeviceClosedError, FormatError, UnsupportedFeatureError
 from vixen_assets.vt import TileFile, build
 from vixen_assets.vt.reference import mip_chain, reference_sample
 from vixen_assets.vt.residency import WINDOW
@@ -31,11 +32,17 @@ def tex1024(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[np.nda
 
 
 @pytest.fixture(scope="module")
-def tex64(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[np.ndarray]]:
-    """1024^2 in 64-texel tiles: 256 level-0 tiles, for a cache far smaller than a level."""
-    a = _texture(1024, 12)
-    path = build(a, tmp_path_factory.mktemp("vt") / "t64.vtex", tile=64, border=2, threads=2)
+def tex2048(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[np.ndarray]]:
+    """2048^2: 256 level-0 tiles, for a cache far smaller than a level."""
+    a = _texture(2048, 12)
+    path = build(a, tmp_path_factory.mktemp("vt") / "t2048.vtex", tile=128, border=4, threads=2)
     return path, mip_chain(a, 5)
+
+
+@pytest.fixture(params=["pagetable", "sparse"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Both backends run the same tests."""
+    return request.param
 
 
 def _window(u0: float, v0: float, span: float, n: int = 48) -> tuple[np.ndarray, np.ndarray]:
@@ -48,11 +55,11 @@ def _live(device: Any) -> set[int]:
     return {id(o) for o in device.live_resources()}
 
 
-def test_pinned_level_first_then_requested_tiles_switch_to_level_0(device: Any, tex1024) -> None:
+def test_pinned_level_first_then_requested_tiles_switch_to_level_0(device: Any, tex1024, backend: str) -> None:
     path, mips = tex1024
     rng = np.random.default_rng(1)
     u, v = rng.random(4096, dtype=np.float32), rng.random(4096, dtype=np.float32)
-    with open_virtual_texture(path, device, budget_mb=8) as vt:
+    with open_virtual_texture(path, device, budget_mb=8, backend=backend) as vt:
         assert vt.pinned_levels == 2
         rgba, levels = vt.sample(u, v, 0, return_levels=True)
         assert (levels == 2).all()  # only the pinned levels 2 and 3 are resident
@@ -73,13 +80,13 @@ def test_pinned_level_first_then_requested_tiles_switch_to_level_0(device: Any, 
         assert (lv3 == 3).all()
 
 
-def test_bilinear_matches_the_reference_across_tile_edges(device: Any, tex1024) -> None:
+def test_bilinear_matches_the_reference_across_tile_edges(device: Any, tex1024, backend: str) -> None:
     path, mips = tex1024
     rng = np.random.default_rng(2)
     edges = np.array([127.5, 128.0, 128.25, 255.9, 256.1, 383.5, 0.2, 1023.8], np.float32) / 1024
     u = np.concatenate([rng.random(3000, dtype=np.float32), np.repeat(edges, 8)])
     v = np.concatenate([rng.random(3000, dtype=np.float32), np.tile(edges, 8)])
-    with open_virtual_texture(path, device, budget_mb=8) as vt:
+    with open_virtual_texture(path, device, budget_mb=8, backend=backend) as vt:
         for _ in range(10):  # 64 level-0 tiles at 8 per update
             vt.request(u, v, 0)
             vt.update(max_tiles=64)
@@ -93,14 +100,14 @@ def test_bilinear_matches_the_reference_across_tile_edges(device: Any, tex1024) 
         assert diff.max() <= BILINEAR_TOLERANCE
 
 
-def test_camera_jump_converges_and_the_budget_holds(device: Any, tex64) -> None:
-    path, mips = tex64
-    budget = 3
-    with open_virtual_texture(path, device, budget_mb=budget, max_uploads_per_update=8) as vt:
+def test_camera_jump_converges_and_the_budget_holds(device: Any, tex2048, backend: str) -> None:
+    path, mips = tex2048
+    budget = 8
+    with open_virtual_texture(path, device, budget_mb=budget, max_uploads_per_update=8, backend=backend) as vt:
         assert vt.nbytes <= budget << 20
         for u0, v0 in [(0.0, 0.0), (0.6, 0.55)]:  # the jump: no tile shared
             u, v = _window(u0, v0, 0.25)
-            need = -(-len(np.unique(vt.tile_ids(u, v, 0))) // 8)  # 16 then 25 tiles, 8 per update
+            need = -(-len(np.unique(vt.tile_ids(u, v, 0))) // 8)  # 25 then 16 tiles, 8 per update
             for frame in range(1, 10):
                 vt.request(u, v, 0)
                 st = vt.update(max_tiles=8)
@@ -115,11 +122,11 @@ def test_camera_jump_converges_and_the_budget_holds(device: Any, tex64) -> None:
         assert vt_peak + sum(s.nbytes for s in vt.ring.segments) <= budget << 20
 
 
-def test_oversubscription_raises_the_level_bias_without_thrashing(device: Any, tex64) -> None:
-    path, mips = tex64
+def test_oversubscription_raises_the_level_bias_without_thrashing(device: Any, tex2048, backend: str) -> None:
+    path, mips = tex2048
     u, v = _window(0.0, 0.0, 1.0, n=128)  # the whole texture at level 0: 256 tiles
-    with open_virtual_texture(path, device, budget_mb=2, max_uploads_per_update=16,
-                              sample_capacity=1 << 14, feedback_capacity=1 << 12) as vt:
+    with open_virtual_texture(path, device, budget_mb=6, max_uploads_per_update=16,
+                              sample_capacity=1 << 14, feedback_capacity=1 << 12, backend=backend) as vt:
         assert vt.slots - vt.stats.pinned < 100
         thrash = []
         for _ in range(45):
@@ -134,11 +141,11 @@ def test_oversubscription_raises_the_level_bias_without_thrashing(device: Any, t
         np.testing.assert_array_equal(rgba, reference_sample(mips, u, v, levels))
 
 
-def test_streaming_makes_no_allocations(device: Any, tex64) -> None:
-    path, _mips = tex64
+def test_streaming_makes_no_allocations(device: Any, tex2048, backend: str) -> None:
+    path, _mips = tex2048
     rng = np.random.default_rng(3)
-    with open_virtual_texture(path, device, budget_mb=2, max_uploads_per_update=16,
-                              feedback_capacity=1 << 12) as vt:
+    with open_virtual_texture(path, device, budget_mb=6, max_uploads_per_update=16,
+                              feedback_capacity=1 << 12, backend=backend) as vt:
         before = _live(device)
         with device.phase("vt-stream") as counts:
             for frame in range(12):
@@ -154,10 +161,10 @@ def test_streaming_makes_no_allocations(device: Any, tex64) -> None:
         assert _live(device) == before  # no image, buffer or view object created either
 
 
-def test_release_frees_everything_and_is_idempotent(device: Any, tex1024) -> None:
+def test_release_frees_everything_and_is_idempotent(device: Any, tex1024, backend: str) -> None:
     path, _ = tex1024
     before = _live(device)
-    vt = open_virtual_texture(path, device, budget_mb=8)
+    vt = open_virtual_texture(path, device, budget_mb=8, backend=backend)
     assert len(_live(device)) > len(before)
     vt.request(0.5, 0.5, 0)
     vt.update()
@@ -168,8 +175,8 @@ def test_release_frees_everything_and_is_idempotent(device: Any, tex1024) -> Non
         vt.sample(0.5, 0.5, 0)
 
 
-def test_corrupt_tile_names_the_tile_and_streaming_goes_on(device: Any, tex64, tmp_path: Path) -> None:
-    src, mips = tex64
+def test_corrupt_tile_names_the_tile_and_streaming_goes_on(device: Any, tex2048, tmp_path: Path, backend: str) -> None:
+    src, mips = tex2048
     path = tmp_path / "bad.vtex"
     raw = bytearray(src.read_bytes())
     with TileFile(src) as tf:
@@ -177,7 +184,7 @@ def test_corrupt_tile_names_the_tile_and_streaming_goes_on(device: Any, tex64, t
         raw[int(tf.index[victim]["offset"]) + 9] ^= 0x40
     path.write_bytes(bytes(raw))
     u, v = _window(0.0, 0.0, 3 / 16, n=24)  # level-0 tiles (0..2, 0..2)
-    with open_virtual_texture(path, device, budget_mb=3, max_uploads_per_update=16) as vt:
+    with open_virtual_texture(path, device, budget_mb=8, max_uploads_per_update=16, backend=backend) as vt:
         vt.request(u, v, 0)
         with pytest.raises(FormatError, match=r"bad\.vtex.*level 0 tile \(1, 0\)"):
             vt.update()
@@ -192,32 +199,32 @@ def test_corrupt_tile_names_the_tile_and_streaming_goes_on(device: Any, tex64, t
         assert (levels[bad] > 0).all() and (levels[~bad] == 0).all()
 
 
-def test_failed_opens_leave_nothing(device: Any, tex1024, tmp_path: Path) -> None:
+def test_failed_opens_leave_nothing(device: Any, tex1024, tmp_path: Path, backend: str) -> None:
     src, _ = tex1024
     before = _live(device)
     with pytest.raises(ConfigError, match="budget_mb"):
-        open_virtual_texture(src, device, budget_mb=0.5)
+        open_virtual_texture(src, device, budget_mb=0.5, backend=backend)
     raw = bytearray(src.read_bytes())
     with TileFile(src) as tf:
         top = tf.layout.tile_count - 1
         raw[int(tf.index[top]["offset"]) + 5] ^= 1
     (tmp_path / "badtop.vtex").write_bytes(bytes(raw))
     with pytest.raises(FormatError, match=r"level 3 tile \(0, 0\)"):
-        open_virtual_texture(tmp_path / "badtop.vtex", device, budget_mb=8)
+        open_virtual_texture(tmp_path / "badtop.vtex", device, budget_mb=8, backend=backend)
     (tmp_path / "short.vtex").write_bytes(src.read_bytes()[:100])
     with pytest.raises(FormatError, match="index"):
-        open_virtual_texture(tmp_path / "short.vtex", device, budget_mb=8)
+        open_virtual_texture(tmp_path / "short.vtex", device, budget_mb=8, backend=backend)
     assert _live(device) == before
 
 
-def test_feedback_pass_equals_the_cpu_requests(device: Any, tex64) -> None:
-    path, _ = tex64
+def test_feedback_pass_equals_the_cpu_requests(device: Any, tex2048, backend: str) -> None:
+    path, _ = tex2048
     rng = np.random.default_rng(4)
     n = 20000
     samples = np.stack([rng.random(n), rng.random(n), rng.random(n) * 6 - 0.5], axis=1).astype(np.float32)
     samples[:10, :2] = [[0.0, 1.0], [1.0, 0.0], [0.999999, 0.5], [1.0, 1.0], [-0.1, 1.2], [0.5, 0.5],
                         [0.25, 0.75], [0.5, 0.0], [0.0, 0.5], [0.75, 0.25]]
-    with open_virtual_texture(path, device, budget_mb=3, feedback_capacity=1 << 13) as vt:
+    with open_virtual_texture(path, device, budget_mb=8, feedback_capacity=1 << 13, backend=backend) as vt:
         ids = vt.tile_ids(samples[:, 0], samples[:, 1], samples[:, 2])
         want = Counter(ids.tolist())
         vt.feedback(samples)  # three dispatches of at most 8192 samples
@@ -265,3 +272,15 @@ def test_bc7_sampling_matches_the_decoded_tiles(device: Any, tmp_path: Path) -> 
         assert (levels == 0).all()
         assert np.abs(rgba.astype(int) - reference_sample(decoded, u, v, 0).astype(int)).max() <= 1
         assert np.abs(rgba.astype(int) - reference_sample([a], u, v, 0).astype(int)).max() <= 24
+        with pytest.raises(UnsupportedFeatureError, match="rgba8"):
+            open_virtual_texture(path, device, budget_mb=8, backend="sparse")
+
+
+def test_sparse_backend_limits_are_clear_errors(device: Any, tmp_path: Path) -> None:
+    before = _live(device)
+    small = build(_texture(256, 3), tmp_path / "t64.vtex", tile=64, border=4)
+    with pytest.raises(UnsupportedFeatureError, match="sparse page shape"):
+        open_virtual_texture(small, device, budget_mb=8, backend="sparse")
+    with pytest.raises(ConfigError, match="backend"):
+        open_virtual_texture(small, device, budget_mb=8, backend="tiles")
+    assert _live(device) == before

@@ -42,8 +42,9 @@ def spirv(name: str) -> bytes:
 class VtGpu:
     """Pipelines, sampler, atlas view and a small ring of command buffers for one virtual texture."""
 
-    def __init__(self, device: Device, atlas: Any, vk_format: int, *, command_buffers: int = 3) -> None:
-        """Create everything (destroyed by :meth:`destroy`, also when this constructor fails)."""
+    def __init__(self, device: Device, atlas: Any | None, vk_format: int, *, command_buffers: int = 3) -> None:
+        """Create everything (destroyed by :meth:`destroy`, also when this constructor fails); without an
+        ``atlas`` (the sparse backend) there is no page-table sampling pipeline."""
         ctx = context(device)
         self.ctx = ctx
         self.dev = ctx.logical
@@ -52,13 +53,14 @@ class VtGpu:
         self.view = self.sampler = None
         self.pool: CommandPool | None = None
         try:
-            self.sample_pipe = ComputePipeline(self.dev, spirv("vt_sample"),
-                                               [DESC_COMBINED_IMAGE_SAMPLER, DESC_STORAGE_BUFFER, DESC_STORAGE_BUFFER,
-                                                DESC_STORAGE_BUFFER], push_constant_bytes=28)
             self.feedback_pipe = ComputePipeline(self.dev, spirv("vt_feedback"),
                                                  [DESC_STORAGE_BUFFER] * 3, push_constant_bytes=24)
-            self.view = create_image_view(self.dev, atlas.handle, vk_format)
-            self.sampler = create_nearest_sampler(self.dev)
+            if atlas is not None:
+                self.sample_pipe = ComputePipeline(self.dev, spirv("vt_sample"),
+                                                   [DESC_COMBINED_IMAGE_SAMPLER, DESC_STORAGE_BUFFER,
+                                                    DESC_STORAGE_BUFFER, DESC_STORAGE_BUFFER], push_constant_bytes=28)
+                self.view = create_image_view(self.dev, atlas.handle, vk_format)
+                self.sampler = create_nearest_sampler(self.dev)
             self.pool = CommandPool(self.dev, self.dev.queue.family)
             self.cmds = [self.pool.allocate() for _ in range(command_buffers)]
         except BaseException:
@@ -66,6 +68,11 @@ class VtGpu:
             raise
         self.values = [0] * command_buffers
         self._next = 0
+
+    @property
+    def latest(self) -> int:
+        """The timeline value of the last submission through these command buffers."""
+        return max(self.values)
 
     def record(self) -> tuple[int, Any]:
         """A command buffer whose last submission finished, reset and begun: ``(index, cmd)``."""
@@ -76,14 +83,16 @@ class VtGpu:
         begin(cmd)
         return i, cmd
 
-    def submit(self, index: int) -> int:
-        """End and submit command buffer ``index`` on the main queue; return its timeline value."""
+    def submit(self, index: int, *, after: int = 0) -> int:
+        """End and submit command buffer ``index`` on the main queue (once the timeline reached ``after``, when
+        given: e.g. a sparse binding); return its timeline value."""
         cmd = self.cmds[index]
         end(cmd)
         lt = self.ctx.lifetime
+        waits = [(lt.timeline, after, STAGE_ALL)] if after else []
         with lt.submit_lock:
             value = lt.next_value()
-            submit(self.dev, self.dev.queue, [cmd], signals=[(lt.timeline, value)])
+            submit(self.dev, self.dev.queue, [cmd], waits=waits, signals=[(lt.timeline, value)])
         self.values[index] = value
         return value
 

@@ -35,6 +35,7 @@ from .gpu import (ACCESS_HOST_READ, ACCESS_SHADER_READ, ACCESS_SHADER_WRITE, ACC
                   WORKGROUP, VtGpu, context)
 from .pagetable import PageTable
 from .residency import Residency
+from .sparse import SparseCache, check_sparse
 from .tilefile import TileFile
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ FEATURE_SAMPLED = 0x1
 FEATURE_TRANSFER_DST = 0x4000
 FILTERS = {"nearest": 0, "bilinear": 1}
 PINNED_FRACTION = 8  # the pinned coarse levels take at most 1/8 of the cache
+BACKENDS = ("pagetable", "sparse")
 
 
 @dataclass
@@ -108,9 +110,13 @@ class VirtualTexture:
 
     def __init__(self, path: str | os.PathLike[str], device: Device, *, budget_mb: float = 256,
                  max_uploads_per_update: int | None = None, sample_capacity: int = 1 << 14,
-                 feedback_capacity: int = 1 << 15, threads: int | None = None) -> None:
+                 feedback_capacity: int = 1 << 15, threads: int | None = None, backend: str = "pagetable") -> None:
         """Open the file, size and allocate everything, upload the pinned levels; nothing is left on failure."""
         device.check_open()
+        if backend not in BACKENDS:
+            raise ConfigError(f"{backend!r} is not one of {', '.join(BACKENDS)}", option="backend")
+        self.backend = backend
+        self.sparse: SparseCache | None = None
         self.device = device
         self.path = str(path)
         self.file = TileFile(path)
@@ -136,10 +142,14 @@ class VirtualTexture:
         need = FEATURE_SAMPLED | FEATURE_TRANSFER_DST
         if optimal & need != need:
             raise UnsupportedFeatureError(f"{dev.name} cannot sample and copy into {lay.fmt} images ({self.path})")
+        sparse = self.backend == "sparse"
+        if sparse:
+            check_sparse(dev, lay, vk_format)
         if budget_mb <= 0:
             raise ConfigError(f"must be positive, got {budget_mb}", option="budget_mb")
         budget = int(budget_mb * (1 << 20))
         page_bytes = lay.raw_bytes
+        self.slot_bytes = lay.tile * lay.tile * 4 if sparse else page_bytes  # sparse pages hold no border
         if max_uploads is None:  # 64, or fewer when a small budget cannot spare the staging
             max_uploads = max(8, min(64, budget // (page_bytes * 32)))
         self.max_uploads = int(max_uploads)
@@ -151,11 +161,14 @@ class VirtualTexture:
         self.feedback_capacity = feedback_capacity
         fixed = (pt_bytes * 3 + 4 + sample_capacity * 24 + feedback_capacity * 16 + 2 * seg)
         cache_bytes = (budget - fixed) * 0.98  # the driver may pad the atlas a little
-        slots = int(cache_bytes // page_bytes)
-        max_side = int(dev.info.limits.get("max_image_dimension_2d", 16384)) // lay.page
-        cols = max(1, min(max_side, math.isqrt(max(slots, 1))))
-        rows = min(max_side, slots // cols) if slots > 0 else 0
-        slots = cols * rows
+        slots = int((cache_bytes - (0x10000 if sparse else 0)) // self.slot_bytes)
+        if sparse:
+            cols, rows = 0, 0
+        else:
+            max_side = int(dev.info.limits.get("max_image_dimension_2d", 16384)) // lay.page
+            cols = max(1, min(max_side, math.isqrt(max(slots, 1))))
+            rows = min(max_side, slots // cols) if slots > 0 else 0
+            slots = cols * rows
         pinned_levels, pinned_tiles = 0, 0
         base = lay.level_base
         for lv in range(lay.levels - 1, -1, -1):
@@ -165,7 +178,7 @@ class VirtualTexture:
             pinned_levels += 1
             pinned_tiles += n
         if slots < pinned_tiles + 4:
-            raise ConfigError(f"{budget_mb} MB leaves room for {slots} tiles of {page_bytes} bytes after "
+            raise ConfigError(f"{budget_mb} MB leaves room for {slots} tiles of {self.slot_bytes} bytes after "
                               f"{fixed} bytes of tables and staging; {self.path} needs at least {pinned_tiles + 4}",
                               option="budget_mb")
         self.cols, self.rows, self.slots = cols, rows, slots
@@ -177,10 +190,17 @@ class VirtualTexture:
             self._owned.append(obj)
             return obj
 
-        self.atlas = own(dev.create_image(cols * lay.page, rows * lay.page, vk_format=vk_format, name=f"vt-cache:{name}",
-                                          category="vt"))
         mk = dev.create_buffer
-        self.pt_buf = own(mk(pt_bytes, "storage|transfer_dst", name=f"vt-pagetable:{name}", category="vt"))
+        self.atlas: Any = None
+        self.pt_buf: Any = None
+        if sparse:
+            pool = own(mk(slots * self.slot_bytes + 0x10000, "storage", name=f"vt-sparse-pages:{name}", category="vt",
+                          dedicated=True))
+            self.sparse = SparseCache(dev, lay, vk_format, pool, slots)
+        else:
+            self.atlas = own(dev.create_image(cols * lay.page, rows * lay.page, vk_format=vk_format,
+                                              name=f"vt-cache:{name}", category="vt"))
+            self.pt_buf = own(mk(pt_bytes, "storage|transfer_dst", name=f"vt-pagetable:{name}", category="vt"))
         self.counters = own(mk(pt_bytes, "storage", strategy="host_visible", name=f"vt-feedback-counts:{name}",
                                category="vt"))
         self.requests_buf = own(mk(pt_bytes + 4, "storage", strategy="host_visible", name=f"vt-feedback:{name}",
@@ -194,11 +214,17 @@ class VirtualTexture:
         self.ring = own(dev.staging_ring(segment_size=seg, segments=2))
         self.counters.mapped[:] = 0
         self.requests_buf.mapped[:4] = 0
-        self._gpu = VtGpu(dev, self.atlas, vk_format)
+        self._gpu = VtGpu(dev, self.atlas, vk_format)  # no atlas with the sparse backend
         g = self._gpu
-        assert g.sample_pipe is not None and g.feedback_pipe is not None
-        g.sample_pipe.write([(g.view, g.sampler, LAYOUT_SHADER_READ), self._range(self.pt_buf),
-                             self._range(self.sample_in), self._range(self.sample_out)])
+        assert g.feedback_pipe is not None
+        if self.sparse is not None:
+            assert self.sparse.pipe is not None
+            self.sparse.pipe.write([(self.sparse.view, self.sparse.sampler, LAYOUT_SHADER_READ),
+                                    self._range(self.sample_in), self._range(self.sample_out)])
+        else:
+            assert g.sample_pipe is not None
+            g.sample_pipe.write([(g.view, g.sampler, LAYOUT_SHADER_READ), self._range(self.pt_buf),
+                                 self._range(self.sample_in), self._range(self.sample_out)])
         g.feedback_pipe.write([self._range(self.feedback_in), self._range(self.counters),
                                self._range(self.requests_buf)])
         self._pool = ThreadPoolExecutor(max_workers=threads or max(2, min(8, os.cpu_count() or 2)),
@@ -235,14 +261,24 @@ class VirtualTexture:
         self.file.read_tile(tile, view)
         return int(self.file.index[tile]["length"])
 
-    def _load(self, loads: list[tuple[int, int]]) -> tuple[int, int, list[FormatError]]:
+    def _read_interior(self, tile: int, view: np.ndarray) -> int:
+        """Read a tile and copy its interior (no border) into ``view``: a sparse page."""
+        lay = self.layout
+        b, t = lay.border, lay.tile
+        page = self.file.read_tile(tile).reshape(lay.page, lay.page, 4)
+        np.copyto(view.reshape(t, t, 4), page[b:b + t, b:b + t])
+        return int(self.file.index[tile]["length"])
+
+    def _load(self, loads: list[tuple[int, int]], evictions: list[int] = ()) -> tuple[int, int, list[FormatError]]:
         """Read ``(tile, slot)`` pairs into staging in parallel, then submit their copies and the page-table rows
-        that changed in one command buffer. Returns ``(uploaded, compressed bytes read, errors)``."""
+        that changed in one command buffer (sparse: after binding the pages, and unbinding the ``evictions``').
+        Returns ``(uploaded, compressed bytes read, errors)``."""
         lay = self.layout
         page = lay.page
-        slices = [self.ring.alloc(lay.raw_bytes) for _ in loads]
+        slices = [self.ring.alloc(self.slot_bytes) for _ in loads]
         assert self._pool is not None
-        futures = [self._pool.submit(self._read, t, s.view) for (t, _slot), s in zip(loads, slices)]
+        read = self._read_interior if self.sparse is not None else self._read
+        futures = [self._pool.submit(read, t, s.view) for (t, _slot), s in zip(loads, slices)]
         errors: list[FormatError] = []
         ok: list[tuple[int, int, Any]] = []
         nbytes = 0
@@ -258,29 +294,43 @@ class VirtualTexture:
             self.table.make_resident(lv, tx, ty, slot)
         pt_slices = []
         for a, b in self.table.take_dirty():
+            if self.pt_buf is None:
+                continue  # sparse: the host copy only answers resident_level()
             s = self.ring.alloc((b - a) * 4)
             s.view[:] = self.table.entries[a:b].view(np.uint8)
             pt_slices.append((a, s))
-        if not ok and not pt_slices:
-            return 0, nbytes, errors
         g = self._gpu
         assert g is not None
+        bound = 0
+        if self.sparse is not None and (ok or evictions):
+            bound = self.sparse.bind([(t, slot) for t, slot, _s in ok], list(evictions),
+                                     after=max(g.latest, self._last_value))
+            self._last_value = bound
+        if not ok and not pt_slices:
+            return 0, nbytes, errors
         idx, cmd = g.record()
         g.barrier(cmd, STAGE_COMPUTE, STAGE_TRANSFER, 0, 0)  # earlier samples finished reading what is rewritten
+        image = self.sparse.image if self.sparse is not None else self.atlas
         if ok:
-            old = self.atlas.layout
-            cmd_image_barrier(cmd, self.atlas, old_layout=old, new_layout=LAYOUT_TRANSFER_DST,
+            old = image.layout
+            cmd_image_barrier(cmd, image, old_layout=old, new_layout=LAYOUT_TRANSFER_DST,
                               src_stage=STAGE_COMPUTE if old else 0x1, dst_stage=STAGE_TRANSFER,
                               src_access=0, dst_access=ACCESS_TRANSFER_WRITE)
             by_segment: dict[int, tuple[Any, list[ImageCopy]]] = {}
-            for _t, slot, s in ok:
-                x, y = (slot % self.cols) * page, (slot // self.cols) * page
+            for t, slot, s in ok:
                 entry = by_segment.setdefault(id(s.buffer), (s.buffer, []))
-                entry[1].append(ImageCopy(buffer_offset=s.offset, size=lay.raw_bytes, level=0, base_layer=0,
-                                          layer_count=1, width=page, height=page, x=x, y=y))
+                if self.sparse is not None:  # the tile's place in the full image
+                    lv, tx, ty = lay.tile_coords(t)
+                    entry[1].append(ImageCopy(buffer_offset=s.offset, size=self.slot_bytes, level=lv, base_layer=0,
+                                              layer_count=1, width=lay.tile, height=lay.tile, x=tx * lay.tile,
+                                              y=ty * lay.tile))
+                else:  # the slot's page in the atlas
+                    x, y = (slot % self.cols) * page, (slot // self.cols) * page
+                    entry[1].append(ImageCopy(buffer_offset=s.offset, size=lay.raw_bytes, level=0, base_layer=0,
+                                              layer_count=1, width=page, height=page, x=x, y=y))
             for seg, copies in by_segment.values():
-                cmd_copy_buffer_to_image(cmd, seg.handle, seg.offset, self.atlas, copies)
-            cmd_image_barrier(cmd, self.atlas, old_layout=LAYOUT_TRANSFER_DST, new_layout=LAYOUT_SHADER_READ,
+                cmd_copy_buffer_to_image(cmd, seg.handle, seg.offset, image, copies)
+            cmd_image_barrier(cmd, image, old_layout=LAYOUT_TRANSFER_DST, new_layout=LAYOUT_SHADER_READ,
                               src_stage=STAGE_TRANSFER, dst_stage=STAGE_COMPUTE, src_access=ACCESS_TRANSFER_WRITE,
                               dst_access=ACCESS_SHADER_READ)
         for a, s in pt_slices:
@@ -288,10 +338,13 @@ class VirtualTexture:
             regions[0] = (s.buffer.offset + s.offset, self.pt_buf.offset + a * 4, s.size)
             vkr.cmd_copy_buffer(cmd, s.buffer.handle, self.pt_buf.handle, regions)
         g.barrier(cmd, STAGE_TRANSFER, STAGE_COMPUTE, ACCESS_TRANSFER_WRITE, ACCESS_SHADER_READ)
-        value = g.submit(idx)
+        value = g.submit(idx, after=bound)
         self.ring.submit(value)
-        self.atlas.layout = LAYOUT_SHADER_READ
-        self.atlas.last_use = self.pt_buf.last_use = value
+        if ok:
+            image.layout = LAYOUT_SHADER_READ
+        for res in (self.atlas, self.pt_buf):
+            if res is not None:
+                res.last_use = value
         self._last_value = value
         return len(ok), nbytes, errors
 
@@ -407,7 +460,7 @@ class VirtualTexture:
         for t in plan.evictions:
             lv, tx, ty = lay.tile_coords(t)
             self.table.evict(lv, tx, ty)
-        uploaded, nbytes, errors = self._load(plan.loads)
+        uploaded, nbytes, errors = self._load(plan.loads, plan.evictions)
         bad = self.residency.bad
         ms = (time.perf_counter() - t0) * 1e3
         if uploaded:
@@ -447,7 +500,9 @@ class VirtualTexture:
         if filter not in FILTERS:
             raise ConfigError(f"{filter!r} is not one of {sorted(FILTERS)}", option="filter")
         g = self._gpu
-        assert g is not None and g.sample_pipe is not None
+        assert g is not None
+        pipe = self.sparse.pipe if self.sparse is not None else g.sample_pipe
+        assert pipe is not None
         s = _as_samples(u, v, lod)
         n = len(s)
         rgba = np.empty((n, 4), np.uint8)
@@ -460,12 +515,16 @@ class VirtualTexture:
             m = len(part)
             view_in[:m] = part
             idx, cmd = g.record()
-            pc = np.array([m, lay.levels, lay.size, lay.tile, lay.border, self.cols, FILTERS[filter]],
-                          np.uint32).tobytes()
-            g.sample_pipe.cmd_dispatch(cmd, (m + WORKGROUP - 1) // WORKGROUP, pc)
+            if self.sparse is not None:
+                pc = np.array([m, lay.levels, lay.size, FILTERS[filter]], np.uint32).tobytes()
+            else:
+                pc = np.array([m, lay.levels, lay.size, lay.tile, lay.border, self.cols, FILTERS[filter]],
+                              np.uint32).tobytes()
+            pipe.cmd_dispatch(cmd, (m + WORKGROUP - 1) // WORKGROUP, pc)
             g.barrier(cmd, STAGE_COMPUTE, STAGE_HOST, ACCESS_SHADER_WRITE, ACCESS_HOST_READ)
             value = g.submit(idx)
-            self.atlas.last_use = value
+            if self.atlas is not None:
+                self.atlas.last_use = value
             g.wait(value)
             out = view_out[:m]
             rgba[start:start + m] = out[:, 0:1].view(np.uint8).reshape(m, 4)
@@ -521,6 +580,8 @@ class VirtualTexture:
                 self._pool.shutdown(wait=True)
             if self._gpu is not None:
                 self._gpu.destroy()
+            if self.sparse is not None:
+                self.sparse.destroy()  # before the pool buffer whose memory backs its pages
             for obj in reversed(self._owned):
                 obj.destroy()
             self._owned = []
@@ -540,7 +601,8 @@ class VirtualTexture:
 
 def open_virtual_texture(path: str | os.PathLike[str], device: Device, *, budget_mb: float = 256,
                          max_uploads_per_update: int | None = None, sample_capacity: int = 1 << 14,
-                         feedback_capacity: int = 1 << 15, threads: int | None = None) -> VirtualTexture:
+                         feedback_capacity: int = 1 << 15, threads: int | None = None,
+                         backend: str = "pagetable") -> VirtualTexture:
     """Open a ``.vtex`` file for streaming on ``device`` (a context manager; :meth:`VirtualTexture.release`).
 
     :param path: the tile file (see :func:`vixen_assets.vt.build`).
@@ -551,12 +613,17 @@ def open_virtual_texture(path: str | os.PathLike[str], device: Device, *, budget
     :param sample_capacity: samples per :meth:`VirtualTexture.sample` dispatch (larger calls are split).
     :param feedback_capacity: samples per feedback dispatch (larger arrays are split).
     :param threads: tile-reading threads.
+    :param backend: ``"pagetable"`` (an atlas of bordered pages and a page table; any size) or ``"sparse"`` (a
+        sparse-resident image of the whole texture, pages bound with ``vkQueueBindSparse``; RGBA8, tiles of the
+        sparse page shape, textures up to ``maxImageDimension2D``).
     :raises FormatError: for a bad file or a corrupt pinned tile.
+    :raises UnsupportedFeatureError: when the device or the file does not suit the sparse backend.
     :raises ConfigError: when the budget cannot hold the pinned levels and a few streamed tiles.
     :raises BudgetExceededError: when the device budget cannot take ``budget_mb``.
     """
     return VirtualTexture(path, device, budget_mb=budget_mb, max_uploads_per_update=max_uploads_per_update,
-                          sample_capacity=sample_capacity, feedback_capacity=feedback_capacity, threads=threads)
+                          sample_capacity=sample_capacity, feedback_capacity=feedback_capacity, threads=threads,
+                          backend=backend)
 
 
 __all__ = ["VirtualTexture", "UpdateStats", "VtStats", "open_virtual_texture"]
