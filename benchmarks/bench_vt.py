@@ -10,6 +10,7 @@ For each size (default 16384^2 and 65536^2, procedural level 0; ``--quick``: 204
   feedback at 1/16 of 1920x1080 on the GPU, one update per frame): tiles/s over the update time beside the **floor**
   of reading + checking + decompressing + copying the very same tiles, update batch by update batch, on a thread pool
   of the same size with no GPU; update p50/p99; hit rate; level bias; thrash;
+- both backends (page table; sparse residency where the device and the size allow it);
 - **256-tile updates**: updates that each load 256 new level-0 tiles (``max_uploads_per_update=256``): p50/p99 ms
   beside the floor of the same reads with no GPU (the goal is p99 < 16 ms on an H100-class GPU).
 
@@ -39,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vixen_assets.device import open_device  # noqa: E402
+from vixen_assets.errors import UnsupportedFeatureError  # noqa: E402
 from vixen_assets.vt import TileFile, build, open_virtual_texture  # noqa: E402
 from vixen_assets.vt.paths import PATHS, camera_path  # noqa: E402
 from vixen_assets.vt.procedural import procedural_source  # noqa: E402
@@ -90,10 +92,11 @@ def floor_read(tf: TileFile, batches: list[list[int]], threads: int, repeat: int
     return best
 
 
-def run_paths(dev: Any, path: Path, size: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+def run_paths(dev: Any, path: Path, size: int, args: argparse.Namespace, backend: str) -> list[dict[str, Any]]:
     rows = []
     for kind in PATHS:
-        with open_virtual_texture(path, dev, budget_mb=args.budget_mb, max_uploads_per_update=args.max_tiles) as vt:
+        with open_virtual_texture(path, dev, budget_mb=args.budget_mb, max_uploads_per_update=args.max_tiles,
+                                  backend=backend) as vt:
             threads = vt._pool._max_workers if vt._pool is not None else 2  # the reader pool's size
             batches: list[list[int]] = []
             times = []
@@ -108,7 +111,7 @@ def run_paths(dev: Any, path: Path, size: int, args: argparse.Namespace) -> list
             upd = sum(times) / 1e3
             with TileFile(path) as tf:
                 floor = floor_read(tf, batches, threads)
-            rows.append({"path": kind, "frames": args.frames, "tiles": tiles, "slots": s.slots,
+            rows.append({"backend": backend, "path": kind, "frames": args.frames, "tiles": tiles, "slots": s.slots,
                          "tiles_per_s": tiles / upd if upd else 0.0,
                          "floor_tiles_per_s": tiles / floor if floor else 0.0,
                          "update_p50_ms": float(np.percentile(times, 50)),
@@ -117,16 +120,16 @@ def run_paths(dev: Any, path: Path, size: int, args: argparse.Namespace) -> list
                          "memory_bytes": vt.nbytes})
             r = rows[-1]
             r["fraction_of_floor"] = r["tiles_per_s"] / r["floor_tiles_per_s"] if r["floor_tiles_per_s"] else 0.0
-            print(f"  {kind:7s} {tiles:6d} tiles  {r['tiles_per_s']:9.0f} tiles/s (floor {r['floor_tiles_per_s']:9.0f},"
+            print(f"  {backend:9s} {kind:7s} {tiles:6d} tiles  {r['tiles_per_s']:9.0f} tiles/s (floor {r['floor_tiles_per_s']:9.0f},"
                   f" {r['fraction_of_floor']:.0%})  p50 {r['update_p50_ms']:6.2f} p99 {r['update_p99_ms']:6.2f} ms  "
                   f"hit {r['hit_rate']:.1%}  bias {r['level_bias']:.2f}  thrash {r['thrash']}", flush=True)
     return rows
 
 
-def run_big_updates(dev: Any, path: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_big_updates(dev: Any, path: Path, args: argparse.Namespace, backend: str) -> dict[str, Any]:
     """Updates of ``n`` fresh level-0 tiles each."""
     n = args.big_update
-    with open_virtual_texture(path, dev, budget_mb=args.budget_mb, max_uploads_per_update=n) as vt:
+    with open_virtual_texture(path, dev, budget_mb=args.budget_mb, max_uploads_per_update=n, backend=backend) as vt:
         lay = vt.layout
         side = lay.tiles_per_side(0)
         order = np.random.default_rng(0).permutation(side * side)
@@ -147,12 +150,12 @@ def run_big_updates(dev: Any, path: Path, args: argparse.Namespace) -> dict[str,
             threads = vt._pool._max_workers if vt._pool is not None else 2
             floor = floor_read(tf, batches, threads)
     if not times:
-        return {"tiles_per_update": n, "updates": 0}
-    r = {"tiles_per_update": n, "updates": len(times), "p50_ms": float(np.percentile(times, 50)),
+        return {"backend": backend, "tiles_per_update": n, "updates": 0}
+    r = {"backend": backend, "tiles_per_update": n, "updates": len(times), "p50_ms": float(np.percentile(times, 50)),
          "p99_ms": float(np.percentile(times, 99)), "resident_p50_ms": float(np.percentile(resident, 50)),
          "resident_p99_ms": float(np.percentile(resident, 99)), "floor_ms_per_update": floor * 1e3 / len(batches),
          "goal_p99_ms": 16.0}
-    print(f"  {n}-tile updates ({len(times)}): update() p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms; request to "
+    print(f"  {backend:9s} {n}-tile updates ({len(times)}): update() p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms; request to "
           f"resident on the GPU p50 {r['resident_p50_ms']:.2f} p99 {r['resident_p99_ms']:.2f} ms (floor "
           f"{r['floor_ms_per_update']:.2f} ms per batch; goal p99 < 16 ms on an H100-class GPU)", flush=True)
     return r
@@ -200,9 +203,18 @@ def main(argv: list[str] | None = None) -> int:
                       f"{b['start_rss_bytes'] / 2**20:.0f} MiB; "
                       f"one whole level 0: {b['level0_bytes'] / 2**20:.0f} MiB), file {b['file_bytes'] / 2**20:.0f}"
                       f" MiB", flush=True)
-                rows = run_paths(dev, path, size, args)
-                big = run_big_updates(dev, path, args)
-                results.append({"size": size, "build": b, "paths": rows, "big_updates": big, "backend": "pagetable"})
+                rows: list[dict[str, Any]] = []
+                big: list[dict[str, Any]] = []
+                skipped: dict[str, str] = {}
+                for backend in ("pagetable", "sparse"):
+                    try:
+                        rows += run_paths(dev, path, size, args, backend)
+                        big.append(run_big_updates(dev, path, args, backend))
+                    except UnsupportedFeatureError as exc:
+                        skipped[backend] = str(exc)
+                        print(f"  {backend:9s} not available: {exc}", flush=True)
+                results.append({"size": size, "build": b, "paths": rows, "big_updates": big,
+                                "backends_not_available": skipped})
                 if args.keep is None:
                     path.unlink()
     finally:
@@ -212,8 +224,7 @@ def main(argv: list[str] | None = None) -> int:
            "config": {"sizes": sizes, "tile": args.tile, "budget_mb": args.budget_mb, "frames": args.frames,
                       "max_tiles": args.max_tiles, "cpus": os.cpu_count(), "python": platform.python_version(),
                       "platform": platform.platform()},
-           "results": results, "seconds": time.perf_counter() - wall0,
-           "not_measured": "backend='sparse' is not implemented"}
+           "results": results, "seconds": time.perf_counter() - wall0}
     path = args.json or (Path(__file__).resolve().parent / "results" /
                          f"vt-{slug(info.name)}{'-quick' if q else ''}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
