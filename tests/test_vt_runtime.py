@@ -284,3 +284,17 @@ def test_sparse_backend_limits_are_clear_errors(device: Any, tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="backend"):
         open_virtual_texture(small, device, budget_mb=8, backend="tiles")
     assert _live(device) == before
+
+
+def test_max_ms_limits_an_update_and_bad_samples_stay_defined(device: Any, tex2048) -> None:
+    path, mips = tex2048
+    with open_virtual_texture(path, device, budget_mb=8, max_uploads_per_update=16) as vt:
+        vt.request(*_window(0.0, 0.0, 0.2), 0)
+        assert vt.update(max_tiles=8).uploaded == 8  # measures the per-tile cost
+        vt.request(*_window(0.5, 0.5, 0.2), 0)
+        assert vt.update(max_tiles=16, max_ms=1e-6).uploaded == 1  # at least one tile, whatever the budget
+        u = np.array([np.nan, np.inf, -np.inf, 0.5], np.float32)
+        rgba, levels = vt.sample(u, u, np.array([np.nan, np.inf, -np.inf, 0.0], np.float32), return_levels=True)
+        assert levels.max() < 5 and rgba.shape == (4, 4)
+        vt.feedback(np.stack([u, u, u], axis=1))
+        assert all(0 <= t < 341 for t in vt.pending_requests())

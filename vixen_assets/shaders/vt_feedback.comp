@@ -37,7 +37,7 @@ void main() {
     vec4 q = samples[i];
     float u = clamp(q.x, 0.0, 1.0);
     float v = clamp(q.y, 0.0, 1.0);
-    uint level = uint(clamp(floor(q.z + pc.bias), 0.0, float(pc.levels - 1u)));
+    uint level = min(uint(clamp(floor(q.z + pc.bias), 0.0, float(pc.levels - 1u))), pc.levels - 1u);  // NaN-safe
     uint sl = pc.size >> level;
     uint tx = min(uint(u * float(sl)), sl - 1u) / pc.tile;
     uint ty = min(uint(v * float(sl)), sl - 1u) / pc.tile;

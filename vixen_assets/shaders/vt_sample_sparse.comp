@@ -31,7 +31,7 @@ void main() {
     vec4 q = samples[i];
     float u = clamp(q.x, 0.0, 1.0);
     float v = clamp(q.y, 0.0, 1.0);
-    int level = int(clamp(floor(q.z), 0.0, float(pc.levels - 1u)));
+    int level = int(min(uint(clamp(floor(q.z), 0.0, float(pc.levels - 1u))), pc.levels - 1u));  // NaN-safe
     vec4 c = vec4(0.0);
     int r = level;
     for (; r < int(pc.levels); ++r) {

@@ -101,7 +101,7 @@ def _as_samples(u: Any, v: Any, lod: Any) -> np.ndarray:
     u, v, lod = np.broadcast_arrays(np.asarray(u, np.float32), np.asarray(v, np.float32), np.asarray(lod, np.float32))
     out = np.zeros((u.size, 4), np.float32)
     out[:, 0], out[:, 1], out[:, 2] = u.ravel(), v.ravel(), lod.ravel()
-    return out
+    return np.nan_to_num(out, copy=False, nan=0.0, posinf=1e6, neginf=-1e6)  # NaN/inf: defined lookups
 
 
 class VirtualTexture:
@@ -392,6 +392,7 @@ class VirtualTexture:
         arr = np.asarray(samples, dtype=np.float32)
         if arr.ndim != 2 or arr.shape[1] not in (3, 4):
             raise ConfigError(f"expected (N, 3) or (N, 4) samples, got {arr.shape}", option="samples")
+        arr = np.nan_to_num(arr, nan=0.0, posinf=1e6, neginf=-1e6)
         view = self.feedback_in.mapped.view(np.float32).reshape(-1, 4)
         for start in range(0, len(arr), self.feedback_capacity):
             if self._feedback_value:
@@ -586,6 +587,15 @@ class VirtualTexture:
                 obj.destroy()
             self._owned = []
             self.file.close()
+
+    def destroy(self) -> None:
+        """The same as :meth:`release` (the house name for freeing a GPU object)."""
+        self.release()
+
+    @property
+    def name(self) -> str:
+        """The file's name."""
+        return os.path.basename(self.path)
 
     def __enter__(self) -> VirtualTexture:
         return self
