@@ -130,3 +130,16 @@ def test_callable_needs_a_size_and_must_return_its_band(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="returned"):
         build(lambda x, y, w, h: np.zeros((h, w, 3), np.uint8), tmp_path / "x.vtex", size=256)
     assert not (tmp_path / "x.vtex").exists()
+
+
+def test_ktx2_source(tmp_path: Path) -> None:
+    from test_ktx2 import build_ktx2  # the KTX2 layout helper of the reader's tests
+
+    a = _texture(256, 6)
+    (tmp_path / "src.ktx2").write_bytes(build_ktx2([a.tobytes()], vk_format=37, width=256, height=256))
+    out = build(tmp_path / "src.ktx2", tmp_path / "k.vtex", tile=128, border=4)
+    with TileFile(out) as tf:
+        np.testing.assert_array_equal(tf.read_pixels(tf.layout.tile_id(0, 1, 1))[4:-4, 4:-4], a[128:, 128:])
+        np.testing.assert_array_equal(tf.read_pixels(tf.layout.tile_id(1, 0, 0))[4:-4, 4:-4], downsample(a))
+    with pytest.raises(FormatError, match="not found"):
+        build(tmp_path / "missing.png", tmp_path / "m.vtex")
