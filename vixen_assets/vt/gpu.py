@@ -50,11 +50,14 @@ class VtGpu:
         self.dev = ctx.logical
         self.sample_pipe: ComputePipeline | None = None
         self.feedback_pipe: ComputePipeline | None = None
+        self.collect_pipe: ComputePipeline | None = None
         self.view = self.sampler = None
         self.pool: CommandPool | None = None
         try:
             self.feedback_pipe = ComputePipeline(self.dev, spirv("vt_feedback"),
                                                  [DESC_STORAGE_BUFFER] * 3, push_constant_bytes=24)
+            self.collect_pipe = ComputePipeline(self.dev, spirv("vt_feedback_collect"),
+                                                [DESC_STORAGE_BUFFER] * 3, push_constant_bytes=4)
             if atlas is not None:
                 self.sample_pipe = ComputePipeline(self.dev, spirv("vt_sample"),
                                                    [DESC_COMBINED_IMAGE_SAMPLER, DESC_STORAGE_BUFFER,
@@ -112,10 +115,10 @@ class VtGpu:
 
     def destroy(self) -> None:
         """Destroy pipelines, view, sampler and command pool; safe to call twice."""
-        for pipe in (self.sample_pipe, self.feedback_pipe):
+        for pipe in (self.sample_pipe, self.feedback_pipe, self.collect_pipe):
             if pipe is not None:
                 pipe.destroy()
-        self.sample_pipe = self.feedback_pipe = None
+        self.sample_pipe = self.feedback_pipe = self.collect_pipe = None
         destroy_image_view(self.dev, self.view)
         destroy_sampler(self.dev, self.sampler)
         self.view = self.sampler = None

@@ -1,8 +1,9 @@
 """``open_virtual_texture(path, device)``: sample a huge ``.vtex`` texture through a fixed-size tile cache.
 
 At open, everything is allocated once through the budget manager (category ``"vt"``): the tile cache (one atlas
-image of ``tile + 2 * border`` pages, sized from ``budget_mb``), the page table (one 32-bit entry per tile per level),
-the feedback and sample buffers, and a two-segment staging ring. After that, streaming makes no ``vkAllocateMemory``,
+image of ``tile + 2 * border`` pages, sized from ``budget_mb``; or, with ``backend="sparse"``, a sparse image and its
+page pool), the page table (one 32-bit entry per tile per level), the feedback and sample buffers, and a two-segment
+staging ring. After that, streaming makes no ``vkAllocateMemory``,
 ``vkCreateBuffer`` or ``vkCreateImage`` call.
 
 Per frame: :meth:`VirtualTexture.request` (CPU) or :meth:`VirtualTexture.feedback` (a compute pass over (u, v, lod)
@@ -121,6 +122,7 @@ class VirtualTexture:
         self.path = str(path)
         self.file = TileFile(path)
         self._owned: list[Any] = []
+        self._last_value = 0
         self._gpu: VtGpu | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
@@ -159,7 +161,7 @@ class VirtualTexture:
         seg = (self.max_uploads * page_bytes + pt_bytes + 4096 + 0xFFFF) & ~0xFFFF
         self.sample_capacity = sample_capacity
         self.feedback_capacity = feedback_capacity
-        fixed = (pt_bytes * 3 + 4 + sample_capacity * 24 + feedback_capacity * 16 + 2 * seg)
+        fixed = (pt_bytes * 5 + 12 + sample_capacity * 24 + feedback_capacity * 16 + 2 * seg)
         cache_bytes = (budget - fixed) * 0.98  # the driver may pad the atlas a little
         slots = int((cache_bytes - (0x10000 if sparse else 0)) // self.slot_bytes)
         if sparse:
@@ -201,10 +203,12 @@ class VirtualTexture:
             self.atlas = own(dev.create_image(cols * lay.page, rows * lay.page, vk_format=vk_format,
                                               name=f"vt-cache:{name}", category="vt"))
             self.pt_buf = own(mk(pt_bytes, "storage|transfer_dst", name=f"vt-pagetable:{name}", category="vt"))
-        self.counters = own(mk(pt_bytes, "storage", strategy="host_visible", name=f"vt-feedback-counts:{name}",
-                               category="vt"))
-        self.requests_buf = own(mk(pt_bytes + 4, "storage", strategy="host_visible", name=f"vt-feedback:{name}",
-                                   category="vt"))
+        # feedback: counters and the request list stay on the device (atomics); the collect pass writes the
+        # deduplicated (tile, count) pairs into a small host-visible list
+        self.counters = own(mk(pt_bytes, "storage|transfer_dst", name=f"vt-feedback-counts:{name}", category="vt"))
+        self.requests_buf = own(mk(pt_bytes + 4, "storage|transfer_dst", name=f"vt-feedback:{name}", category="vt"))
+        self.collected = own(mk(pt_bytes * 2 + 8, "storage", strategy="host_visible",
+                                name=f"vt-feedback-readback:{name}", category="vt"))
         self.sample_in = own(mk(sample_capacity * 16, "storage", strategy="host_visible", name=f"vt-samples:{name}",
                                 category="vt"))
         self.sample_out = own(mk(sample_capacity * 8, "storage", strategy="host_visible", name=f"vt-results:{name}",
@@ -212,8 +216,6 @@ class VirtualTexture:
         self.feedback_in = own(mk(feedback_capacity * 16, "storage", strategy="host_visible",
                                   name=f"vt-feedback-samples:{name}", category="vt"))
         self.ring = own(dev.staging_ring(segment_size=seg, segments=2))
-        self.counters.mapped[:] = 0
-        self.requests_buf.mapped[:4] = 0
         self._gpu = VtGpu(dev, self.atlas, vk_format)  # no atlas with the sparse backend
         g = self._gpu
         assert g.feedback_pipe is not None
@@ -227,13 +229,19 @@ class VirtualTexture:
                                  self._range(self.sample_in), self._range(self.sample_out)])
         g.feedback_pipe.write([self._range(self.feedback_in), self._range(self.counters),
                                self._range(self.requests_buf)])
+        assert g.collect_pipe is not None
+        g.collect_pipe.write([self._range(self.counters), self._range(self.requests_buf), self._range(self.collected)])
+        idx, cmd = g.record()  # counters and the request count start at zero
+        for buf in (self.counters, self.requests_buf):
+            vkr.cmd_fill_buffer(cmd, buf.handle, buf.offset, buf.size & ~3, 0)
+        g.barrier(cmd, STAGE_TRANSFER, STAGE_COMPUTE, ACCESS_TRANSFER_WRITE, ACCESS_SHADER_READ | ACCESS_SHADER_WRITE)
+        self._last_value = g.submit(idx)
         self._pool = ThreadPoolExecutor(max_workers=threads or max(2, min(8, os.cpu_count() or 2)),
                                         thread_name_prefix="vixen-vt-read")
         self.table = PageTable(lay)
         self.residency = Residency(lay, slots, pinned_levels)
         self._requests: Counter[int] = Counter()
         self._feedback_value = 0
-        self._last_value = 0
         self._times: deque[float] = deque(maxlen=4096)
         self._stats = VtStats(slots=slots, pinned=len(self.residency.pinned))
         self._tile_ms = 0.0
@@ -395,8 +403,7 @@ class VirtualTexture:
         arr = np.nan_to_num(arr, nan=0.0, posinf=1e6, neginf=-1e6)
         view = self.feedback_in.mapped.view(np.float32).reshape(-1, 4)
         for start in range(0, len(arr), self.feedback_capacity):
-            if self._feedback_value:
-                g.wait(self._feedback_value)  # the previous chunk still reads the sample buffer
+            self._collect_feedback()  # the previous chunk: its samples buffer is reused, its list read
             part = arr[start:start + self.feedback_capacity]
             view[:len(part), :part.shape[1]] = part
             if part.shape[1] == 3:
@@ -412,7 +419,14 @@ class VirtualTexture:
         pc = np.array([n, head[0], head[1], head[2], head[3]], np.uint32).tobytes() + np.float32(
             self.residency.bias).tobytes()
         g.feedback_pipe.cmd_dispatch(cmd, (n + WORKGROUP - 1) // WORKGROUP, pc)
-        g.barrier(cmd, STAGE_COMPUTE, STAGE_HOST, ACCESS_SHADER_WRITE, ACCESS_HOST_READ)
+        g.barrier(cmd, STAGE_COMPUTE, STAGE_COMPUTE, ACCESS_SHADER_WRITE, ACCESS_SHADER_READ | ACCESS_SHADER_WRITE)
+        assert g.collect_pipe is not None
+        tiles = self.layout.tile_count
+        g.collect_pipe.cmd_dispatch(cmd, (tiles + WORKGROUP - 1) // WORKGROUP, np.uint32(tiles).tobytes())
+        g.barrier(cmd, STAGE_COMPUTE, STAGE_TRANSFER, ACCESS_SHADER_WRITE, ACCESS_TRANSFER_WRITE)
+        vkr.cmd_fill_buffer(cmd, self.requests_buf.handle, self.requests_buf.offset, 4, 0)  # the next pass starts empty
+        g.barrier(cmd, STAGE_COMPUTE | STAGE_TRANSFER, STAGE_HOST | STAGE_COMPUTE,
+                  ACCESS_SHADER_WRITE | ACCESS_TRANSFER_WRITE, ACCESS_HOST_READ | ACCESS_SHADER_READ | ACCESS_SHADER_WRITE)
         self._feedback_value = g.submit(idx)
 
     def _collect_feedback(self) -> None:
@@ -421,14 +435,10 @@ class VirtualTexture:
         assert self._gpu is not None
         self._gpu.wait(self._feedback_value)
         self._feedback_value = 0
-        head = self.requests_buf.mapped[:4].view(np.uint32)
-        n = min(int(head[0]), self.layout.tile_count)
-        ids = self.requests_buf.mapped[4:4 + 4 * n].view(np.uint32).astype(np.int64)
-        counters = self.counters.mapped.view(np.uint32)
-        counts = counters[ids].copy()
-        counters[ids] = 0
-        head[0] = 0
-        self._requests.update(dict(zip(ids.tolist(), counts.tolist())))
+        raw = self.collected.mapped
+        n = min(int(raw[:4].view(np.uint32)[0]), self.layout.tile_count)
+        pairs = raw[8:8 + 8 * n].view(np.uint32).reshape(n, 2)
+        self._requests.update(dict(zip(pairs[:, 0].tolist(), pairs[:, 1].tolist())))
 
     def pending_requests(self) -> dict[int, int]:
         """The tile requests the next update will see (``{tile number: samples}``), feedback included (waits for
