@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vixen_assets import open_virtual_texture
-from vixen_assets.errors import ConfigError, DeviceClosedError, FormatError, UnsupportedFeatureError
+from vixen_assets.errors import BudgetExceededError, ConfigError, DeviceClosedError, FormatError, UnsupportedFeatureError
 from vixen_assets.vt import TileFile, build
 from vixen_assets.vt.reference import mip_chain, reference_sample
 from vixen_assets.vt.residency import WINDOW
@@ -204,6 +204,8 @@ def test_failed_opens_leave_nothing(device: Any, tex1024, tmp_path: Path, backen
     before = _live(device)
     with pytest.raises(ConfigError, match="budget_mb"):
         open_virtual_texture(src, device, budget_mb=0.5, backend=backend)
+    with pytest.raises(BudgetExceededError, match="t1024.vtex"):
+        open_virtual_texture(src, device, budget_mb=device.budget.limit / 2**20 + 1, backend=backend)
     raw = bytearray(src.read_bytes())
     with TileFile(src) as tf:
         top = tf.layout.tile_count - 1

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError, DeviceClosedError, FormatError, UnsupportedFeatureError
+from ..errors import BudgetExceededError, ConfigError, DeviceClosedError, FormatError, UnsupportedFeatureError
 from ..vk import resources as vkr
 from ..vk.images import ImageCopy, cmd_copy_buffer_to_image, cmd_image_barrier
 from ..vk.physical import format_properties
@@ -183,6 +183,9 @@ class VirtualTexture:
             raise ConfigError(f"{budget_mb} MB leaves room for {slots} tiles of {self.slot_bytes} bytes after "
                               f"{fixed} bytes of tables and staging; {self.path} needs at least {pinned_tiles + 4}",
                               option="budget_mb")
+        avail = dev.budget.available()
+        if budget > avail:  # before any Vulkan call
+            raise BudgetExceededError(budget, dev.budget.used, dev.budget.limit, who=f"virtual texture {self.path}")
         self.cols, self.rows, self.slots = cols, rows, slots
         self.pinned_levels = pinned_levels
         self.budget_bytes = budget
