@@ -31,8 +31,9 @@ def camera_path(kind: str, frames: int, size: int, *, screen: tuple[int, int] = 
                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield ``frames`` frames of ``(u, v, lod)`` sample arrays (``screen / 16`` samples each).
 
-    :param kind: ``"spiral"`` (a close view circling out from the centre), ``"zoom"`` (from the whole texture down
-        to texel scale and back) or ``"random"`` (a close view jumping somewhere new every 10 frames).
+    :param kind: ``"spiral"`` (a close view circling out from the centre, a turn every 150 frames), ``"zoom"`` (from
+        the whole texture down to texel scale and back every 200 frames) or ``"random"`` (a close view jumping
+        somewhere new every 10 frames).
     :param frames: number of frames.
     :param size: texels per side of the texture (sets the level of detail).
     :param screen: the simulated render size.
@@ -44,20 +45,18 @@ def camera_path(kind: str, frames: int, size: int, *, screen: tuple[int, int] = 
     close = min(1.0, 1.5 * screen[0] / size)  # about 1.5 texels per pixel
     rng = np.random.default_rng(seed)
     cx = cy = 0.5
-    for f in range(frames):
-        t = f / max(1, frames - 1)
-        if kind == "spiral":
-            r = 0.4 * t
-            a = 12 * math.pi * t
+    for f in range(frames):  # speeds per frame, whatever the number of frames
+        if kind == "spiral":  # a turn every 150 frames, out to a radius of 0.4 over 600 frames
+            r = 0.4 * min(1.0, f / 600)
+            a = 2 * math.pi * f / 150
             yield _frame(0.5 + r * math.cos(a), 0.5 + r * math.sin(a), close, size, screen, grid)
-        elif kind == "zoom":
-            k = 1 - abs(2 * t - 1)  # 0 -> 1 -> 0
+        elif kind == "zoom":  # whole texture -> close -> whole texture every 200 frames
+            k = 1 - abs(2 * ((f % 200) / 200) - 1)
             span = math.exp(math.log(close) * k)
             yield _frame(0.37, 0.61, span, size, screen, grid)
-        else:
+        else:  # a close view drifting, jumping somewhere new every 10 frames
             if f % 10 == 0:
                 cx, cy = rng.uniform(0.1, 0.9, 2)
             yield _frame(cx + 0.002 * (f % 10), cy, close, size, screen, grid)
-
 
 __all__ = ["camera_path", "PATHS"]

@@ -432,10 +432,13 @@ class VirtualTexture:
                   ACCESS_SHADER_WRITE | ACCESS_TRANSFER_WRITE, ACCESS_HOST_READ | ACCESS_SHADER_READ | ACCESS_SHADER_WRITE)
         self._feedback_value = g.submit(idx)
 
-    def _collect_feedback(self) -> None:
+    def _collect_feedback(self, wait: bool = True) -> None:
+        """Merge the finished feedback pass's requests (waiting for it, or, without ``wait``, only if it is done)."""
         if not self._feedback_value:
             return
         assert self._gpu is not None
+        if not wait and not self._gpu.done(self._feedback_value):
+            return
         self._gpu.wait(self._feedback_value)
         self._feedback_value = 0
         raw = self.collected.mapped
@@ -451,19 +454,21 @@ class VirtualTexture:
         return dict(self._requests)
 
     # -- update ----------------------------------------------------------------------------------------------------
-    def update(self, *, max_tiles: int = 32, max_ms: float | None = None) -> UpdateStats:
+    def update(self, *, max_tiles: int = 32, max_ms: float | None = None, wait_feedback: bool = False) -> UpdateStats:
         """Load the missing requested tiles (at most ``max_tiles`` and ``max_uploads_per_update``; with ``max_ms``,
         as many as the running per-tile cost says fit), evicting least recently requested unpinned tiles, and
         submit their copies with the page-table writes in one batch.
 
         :param max_tiles: most tiles to load in this update.
         :param max_ms: time budget; the tile count is cut to what the measured per-tile cost allows (at least one).
+        :param wait_feedback: wait for a feedback pass still running on the GPU; by default its requests are taken
+            by the next update (or the next :meth:`feedback`), as engines read feedback a frame or two late.
         :returns: what was done; tiles that failed their checks are listed in ``errors`` and never asked for again.
         :raises FormatError: after the rest of the batch was submitted, when a tile was corrupt (the first error).
         """
         self._check()
         t0 = time.perf_counter()
-        self._collect_feedback()
+        self._collect_feedback(wait=wait_feedback)
         requests, self._requests = self._requests, Counter()
         cap = max(0, min(max_tiles, self.max_uploads))
         if max_ms is not None and self._tile_ms > 0:
