@@ -123,6 +123,7 @@ class VirtualTexture:
         self.file = TileFile(path)
         self._owned: list[Any] = []
         self._last_value = 0
+        self._feedback_value = 0
         self._gpu: VtGpu | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
@@ -158,7 +159,8 @@ class VirtualTexture:
         if self.max_uploads < 1:
             raise ConfigError(f"must be at least 1, got {max_uploads}", option="max_uploads_per_update")
         pt_bytes = lay.tile_count * 4
-        seg = (self.max_uploads * page_bytes + pt_bytes + 4096 + 0xFFFF) & ~0xFFFF
+        slack = 16 * (self.max_uploads + 1) * (lay.levels + 2)  # slice alignment, page-table row ranges
+        seg = (self.max_uploads * page_bytes + pt_bytes + slack + 0xFFFF) & ~0xFFFF
         self.sample_capacity = sample_capacity
         self.feedback_capacity = feedback_capacity
         fixed = (pt_bytes * 5 + 12 + sample_capacity * 24 + feedback_capacity * 16 + 2 * seg)
@@ -244,7 +246,6 @@ class VirtualTexture:
         self.table = PageTable(lay)
         self.residency = Residency(lay, slots, pinned_levels)
         self._requests: Counter[int] = Counter()
-        self._feedback_value = 0
         self._times: deque[float] = deque(maxlen=4096)
         self._stats = VtStats(slots=slots, pinned=len(self.residency.pinned))
         self._tile_ms = 0.0
