@@ -341,3 +341,37 @@ def test_random_views_stay_consistent(device: Any, tex2048, backend: str) -> Non
 @pytest.mark.slow
 def test_random_views_stay_consistent_soak(device: Any, tex2048, backend: str) -> None:
     _soak(device, tex2048, backend, frames=400, seed=8)
+
+
+def test_allocation_failures_at_open_leave_nothing(tex1024, backend: str) -> None:
+    from vixen_assets.errors import VixenError
+    from vixen_assets.testing import finish_test_device, open_test_device
+    from vixen_assets.vk.faults import FaultInjector
+
+    path, mips = tex1024
+    device = open_test_device(block_size=1 << 20)  # small blocks: the texture's resources need new allocations
+    try:
+        logical = getattr(device, "context", device).logical
+        before = _live(device)
+        failed = 0
+        for n in range(1, 16):
+            faults = FaultInjector(fail_allocation_at=n)
+            logical.faults = faults
+            try:
+                with open_virtual_texture(path, device, budget_mb=8, backend=backend):
+                    pass
+            except VixenError:
+                assert faults.injected == 1
+                failed += 1
+            finally:
+                logical.faults = None
+            assert _live(device) == before
+            if not faults.injected:
+                break
+        assert failed >= 3
+        with open_virtual_texture(path, device, budget_mb=8, backend=backend) as vt:  # the device is still usable
+            u = np.linspace(0, 1, 100, dtype=np.float32)
+            rgba, levels = vt.sample(u, u, 0, return_levels=True)
+            np.testing.assert_array_equal(rgba, reference_sample(mips, u, u, levels))
+    finally:
+        finish_test_device(device)
