@@ -136,12 +136,12 @@ def test_voxel_scene_lists_its_entry(device: Any) -> None:
 
 
 def test_no_vulkan_hex_above_the_transfer_layer() -> None:
-    """cachers/, accel/, usd/, cli/ and the loaders name their Vulkan values (``vk/enums.py``); the only hex left is
+    """cachers/, accel/, usd/, cli/, vt/ and the loaders name their Vulkan values (``vk/enums.py``); the only hex left is
     data (hash constants, palettes), none of it near a stage, access, layout or usage."""
     pkg = Path(vixen_assets.__file__).parent
     hexnum = re.compile(r"\b0x[0-9A-Fa-f]+\b")
     vulkan_word = re.compile(r"stage|access|layout|usage|barrier|VK_", re.I)
-    files = [p for d in ("cachers", "accel", "usd", "cli") for p in (pkg / d).glob("*.py")]
+    files = [p for d in ("cachers", "accel", "usd", "cli", "vt") for p in (pkg / d).glob("*.py")]
     files += [pkg / f for f in ("scene.py", "trace.py", "voxels.py", "textures.py")]
     offenders = [f"{p.name}:{i}: {line.strip()}" for p in files
                  for i, line in enumerate(p.read_text().splitlines(), 1)

@@ -1,4 +1,4 @@
-"""``vixen-assets vt build|info|stream``: JSON summaries, the tables, and clear errors with exit code 1."""
+"""``vixen-assets vt build|info|stream``: JSON summaries, the tables, and clear errors with their exit codes."""
 
 from __future__ import annotations
 
@@ -42,12 +42,13 @@ def test_stream_prints_the_figures(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "hit rate" in text and "update p50 / p99" in text and "level bias" in text
 
 
-def test_errors_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """1 for bad files and sources, 2 for usage errors (the CLI's convention)."""
     bad = tmp_path / "bad.vtex"
     bad.write_bytes(b"nope" * 100)
     assert main(["vt", "info", str(bad)]) == 1
     assert "not a .vtex file" in capsys.readouterr().err
     assert main(["vt", "build", "procedural:1000", "-o", str(tmp_path / "x.vtex")]) == 1
     assert "power of two" in capsys.readouterr().err
-    assert main(["vt", "build", "procedural:big", "-o", str(tmp_path / "x.vtex")]) == 1
+    assert main(["vt", "build", "procedural:big", "-o", str(tmp_path / "x.vtex")]) == 2
     assert "procedural:SIZE" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..vk import resources as vkr
 from ..vk.commands import CommandPool, begin, end, submit
+from ..vk.enums import Access, ImageLayout, PipelineStage
 from ..vk.pipeline import DESC_COMBINED_IMAGE_SAMPLER, DESC_STORAGE_BUFFER, ComputePipeline
 from ..vk.views import create_image_view, create_nearest_sampler, destroy_image_view, destroy_sampler
 
@@ -15,17 +16,18 @@ if TYPE_CHECKING:
     from ..device import Device
 
 WORKGROUP = 64
-STAGE_TRANSFER = 0x1000
-STAGE_COMPUTE = 0x800
-STAGE_HOST = 0x4000
-STAGE_ALL = 0x10000
-ACCESS_SHADER_READ = 0x20
-ACCESS_SHADER_WRITE = 0x40
-ACCESS_TRANSFER_WRITE = 0x1000
-ACCESS_HOST_READ = 0x2000
-ACCESS_HOST_WRITE = 0x4000
-LAYOUT_SHADER_READ = 5
-LAYOUT_TRANSFER_DST = 7
+STAGE_TOP = PipelineStage.TOP_OF_PIPE
+STAGE_TRANSFER = PipelineStage.TRANSFER
+STAGE_COMPUTE = PipelineStage.COMPUTE_SHADER
+STAGE_HOST = PipelineStage.HOST
+STAGE_ALL = PipelineStage.ALL_COMMANDS
+ACCESS_SHADER_READ = Access.SHADER_READ
+ACCESS_SHADER_WRITE = Access.SHADER_WRITE
+ACCESS_TRANSFER_WRITE = Access.TRANSFER_WRITE
+ACCESS_HOST_READ = Access.HOST_READ
+ACCESS_HOST_WRITE = Access.HOST_WRITE
+LAYOUT_SHADER_READ = ImageLayout.SHADER_READ_ONLY
+LAYOUT_TRANSFER_DST = ImageLayout.TRANSFER_DST
 
 
 def context(device: Device) -> Any:

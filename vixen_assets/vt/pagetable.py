@@ -13,6 +13,7 @@ import numpy as np
 from .tilefile import Layout
 
 SLOT_MASK = 0xFFFFFF
+UNSET = 0xFFFFFFFF  # an entry no resident tile covers yet (only before the pinned levels load)
 LEVEL_SHIFT = 24
 
 
@@ -25,9 +26,9 @@ class PageTable:
     """Host mirror of the GPU page table with dirty-range tracking."""
 
     def __init__(self, layout: Layout) -> None:
-        """All entries start unset (``0xFFFFFFFF``); the top level is made resident before any lookup."""
+        """All entries start unset (:data:`UNSET`); the top level is made resident before any lookup."""
         self.layout = layout
-        self.entries = np.full(layout.tile_count, 0xFFFFFFFF, dtype=np.uint32)
+        self.entries = np.full(layout.tile_count, UNSET, dtype=np.uint32)
         base = layout.level_base
         self.views = [self.entries[base[lv]:base[lv + 1]].reshape(layout.tiles_per_side(lv), -1)
                       for lv in range(layout.levels)]

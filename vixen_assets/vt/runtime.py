@@ -30,9 +30,10 @@ import numpy as np
 from ..errors import BudgetExceededError, ConfigError, DeviceClosedError, FormatError, UnsupportedFeatureError
 from ..vk import resources as vkr
 from ..vk.images import ImageCopy, cmd_copy_buffer_to_image, cmd_image_barrier
+from ..vk.enums import FormatFeature
 from ..vk.physical import format_properties
 from .gpu import (ACCESS_HOST_READ, ACCESS_SHADER_READ, ACCESS_SHADER_WRITE, ACCESS_TRANSFER_WRITE,
-                  LAYOUT_SHADER_READ, LAYOUT_TRANSFER_DST, STAGE_ALL, STAGE_COMPUTE, STAGE_HOST, STAGE_TRANSFER,
+                  LAYOUT_SHADER_READ, LAYOUT_TRANSFER_DST, STAGE_COMPUTE, STAGE_HOST, STAGE_TOP, STAGE_TRANSFER,
                   WORKGROUP, VtGpu, context)
 from .pagetable import PageTable
 from .residency import Residency
@@ -43,8 +44,9 @@ if TYPE_CHECKING:
     from ..device import Device
 
 VK_FORMATS = {"rgba8": 37, "bc7": 145}  # R8G8B8A8_UNORM, BC7_UNORM_BLOCK
-FEATURE_SAMPLED = 0x1
-FEATURE_TRANSFER_DST = 0x4000
+FEATURE_SAMPLED = FormatFeature.SAMPLED_IMAGE
+FEATURE_TRANSFER_DST = FormatFeature.TRANSFER_DST
+SPARSE_SLACK = 1 << 16  # the pool's first page is aligned inside it
 FILTERS = {"nearest": 0, "bilinear": 1}
 PINNED_FRACTION = 8  # the pinned coarse levels take at most 1/8 of the cache
 BACKENDS = ("pagetable", "sparse")
@@ -165,7 +167,7 @@ class VirtualTexture:
         self.feedback_capacity = feedback_capacity
         fixed = (pt_bytes * 5 + 12 + sample_capacity * 24 + feedback_capacity * 16 + 2 * seg)
         cache_bytes = (budget - fixed) * 0.98  # the driver may pad the atlas a little
-        slots = int((cache_bytes - (0x10000 if sparse else 0)) // self.slot_bytes)
+        slots = int((cache_bytes - (SPARSE_SLACK if sparse else 0)) // self.slot_bytes)
         if sparse:
             cols, rows = 0, 0
         else:
@@ -201,7 +203,7 @@ class VirtualTexture:
         self.atlas: Any = None
         self.pt_buf: Any = None
         if sparse:
-            pool = own(mk(slots * self.slot_bytes + 0x10000, "storage", name=f"vt-sparse-pages:{name}", category="vt",
+            pool = own(mk(slots * self.slot_bytes + SPARSE_SLACK, "storage", name=f"vt-sparse-pages:{name}", category="vt",
                           dedicated=True))
             self.sparse = SparseCache(dev, lay, vk_format, pool, slots)
         else:
@@ -326,7 +328,7 @@ class VirtualTexture:
         if ok:
             old = image.layout
             cmd_image_barrier(cmd, image, old_layout=old, new_layout=LAYOUT_TRANSFER_DST,
-                              src_stage=STAGE_COMPUTE if old else 0x1, dst_stage=STAGE_TRANSFER,
+                              src_stage=STAGE_COMPUTE if old else STAGE_TOP, dst_stage=STAGE_TRANSFER,
                               src_access=0, dst_access=ACCESS_TRANSFER_WRITE)
             by_segment: dict[int, tuple[Any, list[ImageCopy]]] = {}
             for t, slot, s in ok:

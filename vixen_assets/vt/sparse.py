@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UnsupportedFeatureError
+from ..vk.enums import ImageUsage
 from ..vk.images import ASPECT_COLOR
 from ..vk.pipeline import DESC_COMBINED_IMAGE_SAMPLER, DESC_STORAGE_BUFFER, ComputePipeline
 from ..vk.sparse import (ImageBind, create_sparse_image, destroy_sparse_image, queue_bind_sparse,
@@ -24,7 +25,7 @@ from .tilefile import Layout
 if TYPE_CHECKING:
     from ..device import Device
 
-USAGE_SAMPLED_TRANSFER = 0x4 | 0x2 | 0x1
+USAGE_SAMPLED_TRANSFER = ImageUsage.SAMPLED | ImageUsage.TRANSFER_DST | ImageUsage.TRANSFER_SRC
 
 
 @dataclass
