@@ -351,7 +351,7 @@ def test_allocation_failures_at_open_leave_nothing(tex1024, backend: str) -> Non
     path, mips = tex1024
     device = open_test_device(block_size=1 << 20)  # small blocks: the texture's resources need new allocations
     try:
-        logical = getattr(device, "context", device).logical
+        logical = device.context.logical
         before = _live(device)
         failed = 0
         for n in range(1, 16):

@@ -14,6 +14,7 @@ from ..vk.views import create_image_view, create_nearest_sampler, destroy_image_
 
 if TYPE_CHECKING:
     from ..device import Device
+    from ..memory.context import GpuContext
 
 WORKGROUP = 64
 STAGE_TOP = PipelineStage.TOP_OF_PIPE
@@ -30,10 +31,9 @@ LAYOUT_SHADER_READ = ImageLayout.SHADER_READ_ONLY
 LAYOUT_TRANSFER_DST = ImageLayout.TRANSFER_DST
 
 
-def context(device: Device) -> Any:
-    """The device's Vulkan context (``logical``, ``physical``, ``lifetime``): ``device.context`` where the device has
-    one, else the device itself."""
-    return getattr(device, "context", device)
+def context(device: Device) -> GpuContext:
+    """The device's Vulkan context (``logical``, ``physical``, ``lifetime``): what the GPU side is built on."""
+    return device.context
 
 
 def spirv(name: str) -> bytes:
