@@ -243,7 +243,7 @@ class VirtualTexture:
             vkr.cmd_fill_buffer(cmd, buf.handle, buf.offset, buf.size & ~3, 0)
         g.barrier(cmd, STAGE_TRANSFER, STAGE_COMPUTE, ACCESS_TRANSFER_WRITE, ACCESS_SHADER_READ | ACCESS_SHADER_WRITE)
         self._last_value = g.submit(idx)
-        self._pool = ThreadPoolExecutor(max_workers=threads or max(2, min(8, os.cpu_count() or 2)),
+        self._pool = ThreadPoolExecutor(max_workers=threads or max(2, min(16, os.cpu_count() or 2)),
                                         thread_name_prefix="vixen-vt-read")
         self.table = PageTable(lay)
         self.residency = Residency(lay, slots, pinned_levels)

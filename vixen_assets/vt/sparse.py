@@ -51,6 +51,10 @@ def check_sparse(device: Device, layout: Layout, vk_format: int) -> None:
     if layout.size > max_dim:
         raise UnsupportedFeatureError(f"backend='sparse': a {layout.size}^2 image exceeds {device.name}'s "
                                       f"maxImageDimension2D of {max_dim}; use the page-table backend")
+    family = context(device).logical.queue.family
+    if "sparse" not in device.info.queue_families[family].capabilities:
+        raise UnsupportedFeatureError(f"backend='sparse': {device.name}'s queue family {family} cannot bind sparse "
+                                      "memory")
     gran = sparse_format_granularity(context(device).physical, vk_format, USAGE_SAMPLED_TRANSFER)
     if gran != (layout.tile, layout.tile):
         raise UnsupportedFeatureError(f"backend='sparse' needs tiles of the sparse page shape {gran}, the file has "
