@@ -125,7 +125,7 @@ def run_paths(dev: Any, path: Path, size: int, args: argparse.Namespace, backend
             frac = r["tiles_per_s"] / r["floor_tiles_per_s"] if r["floor_tiles_per_s"] else 0.0
             # the stream does the floor's work and more: above 100% the floor run was disturbed (a shared machine)
             r["fraction_of_floor"] = frac if frac <= 1.0 else None
-            shown = f"{frac:.0%}" if frac <= 1.0 else "floor disturbed, re-run
+            shown = f"{frac:.0%}" if frac <= 1.0 else "floor disturbed, re-run"
             print(f"  {backend:9s} {kind:7s} {tiles:6d} tiles  {r['tiles_per_s']:7.0f} tiles/s (floor "
                   f"{r['floor_tiles_per_s']:6.0f}, {shown}; until resident on the GPU "
                   f"{r['resident_tiles_per_s']:6.0f})  p50 {r['update_p50_ms']:6.2f} p99 {r['update_p99_ms']:6.2f} ms  "
