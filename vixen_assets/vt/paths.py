@@ -1,5 +1,5 @@
-"""Simulated camera paths: per frame, a grid of (u, v, lod) samples like a G-buffer at 1/16 of the screen
-(UE's feedback resolution), for ``vixen-assets vt stream`` and the benchmark.
+"""Simulated camera paths: per frame, a grid of (u, v, lod) samples like a G-buffer at 1/16 of the screen's pixels
+(UE's feedback resolution: one sample per 4 x 4 pixels), for ``vixen-assets vt stream`` and the benchmark.
 
 The view is a window of ``span`` (in uv) on the texture; its level of detail is ``log2(span * size / screen)`` plus a
 tilt that makes the top of the screen up to one level coarser, as a ground plane seen at an angle.
@@ -29,7 +29,7 @@ def _frame(cx: float, cy: float, span: float, size: int, screen: tuple[int, int]
 
 def camera_path(kind: str, frames: int, size: int, *, screen: tuple[int, int] = (1920, 1080), seed: int = 0,
                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield ``frames`` frames of ``(u, v, lod)`` sample arrays (``screen / 16`` samples each).
+    """Yield ``frames`` frames of ``(u, v, lod)`` sample arrays (one per 4 x 4 pixels of ``screen``).
 
     :param kind: ``"spiral"`` (a close view circling out from the centre, a turn every 150 frames), ``"zoom"`` (from
         the whole texture down to texel scale and back every 200 frames) or ``"random"`` (a close view jumping
@@ -41,7 +41,7 @@ def camera_path(kind: str, frames: int, size: int, *, screen: tuple[int, int] = 
     """
     if kind not in PATHS:
         raise ValueError(f"unknown camera path {kind!r}; choose one of {', '.join(PATHS)}")
-    grid = (max(1, screen[0] // 16), max(1, screen[1] // 16))
+    grid = (max(1, screen[0] // 4), max(1, screen[1] // 4))
     close = min(1.0, 1.5 * screen[0] / size)  # about 1.5 texels per pixel
     rng = np.random.default_rng(seed)
     cx = cy = 0.5

@@ -49,6 +49,7 @@ FEATURE_TRANSFER_DST = FormatFeature.TRANSFER_DST
 SPARSE_SLACK = 1 << 16  # the pool's first page is aligned inside it
 FILTERS = {"nearest": 0, "bilinear": 1}
 PINNED_FRACTION = 8  # the pinned coarse levels take at most 1/8 of the cache
+FEEDBACK_SAMPLES = 1920 * 1080 // 16  # UE: one feedback texel per 4x4 pixels
 BACKENDS = ("pagetable", "sparse")
 
 
@@ -113,7 +114,7 @@ class VirtualTexture:
 
     def __init__(self, path: str | os.PathLike[str], device: Device, *, budget_mb: float = 256,
                  max_uploads_per_update: int | None = None, sample_capacity: int = 1 << 14,
-                 feedback_capacity: int = 1 << 15, threads: int | None = None, backend: str = "pagetable") -> None:
+                 feedback_capacity: int | None = None, threads: int | None = None, backend: str = "pagetable") -> None:
         """Open the file, size and allocate everything, upload the pinned levels; nothing is left on failure."""
         device.check_open()
         if backend not in BACKENDS:
@@ -136,7 +137,7 @@ class VirtualTexture:
             raise
 
     # -- open ------------------------------------------------------------------------------------------------------
-    def _open(self, budget_mb: float, max_uploads: int | None, sample_capacity: int, feedback_capacity: int,
+    def _open(self, budget_mb: float, max_uploads: int | None, sample_capacity: int, feedback_capacity: int | None,
               threads: int | None) -> None:
         lay = self.file.layout
         self.layout = lay
@@ -164,6 +165,10 @@ class VirtualTexture:
         slack = 16 * (self.max_uploads + 1) * (lay.levels + 2)  # slice alignment, page-table row ranges
         seg = (self.max_uploads * page_bytes + pt_bytes + slack + 0xFFFF) & ~0xFFFF
         self.sample_capacity = sample_capacity
+        if feedback_capacity is None:  # a 1080p frame's feedback (1/16 of its pixels) where the budget allows
+            feedback_capacity = min(FEEDBACK_SAMPLES, max(1 << 12, budget // 1024))
+        if feedback_capacity < 1 or sample_capacity < 1:
+            raise ConfigError("sample and feedback capacities must be at least 1", option="feedback_capacity")
         self.feedback_capacity = feedback_capacity
         fixed = (pt_bytes * 5 + 12 + sample_capacity * 24 + feedback_capacity * 16 + 2 * seg)
         cache_bytes = (budget - fixed) * 0.98  # the driver may pad the atlas a little
@@ -632,7 +637,7 @@ class VirtualTexture:
 
 def open_virtual_texture(path: str | os.PathLike[str], device: Device, *, budget_mb: float = 256,
                          max_uploads_per_update: int | None = None, sample_capacity: int = 1 << 14,
-                         feedback_capacity: int = 1 << 15, threads: int | None = None,
+                         feedback_capacity: int | None = None, threads: int | None = None,
                          backend: str = "pagetable") -> VirtualTexture:
     """Open a ``.vtex`` file for streaming on ``device`` (a context manager; :meth:`VirtualTexture.release`).
 
@@ -642,7 +647,8 @@ def open_virtual_texture(path: str | os.PathLike[str], device: Device, *, budget
     :param max_uploads_per_update: most tiles one update can load (sizes the staging ring; default 64, fewer for
         budgets under 32 x 64 pages).
     :param sample_capacity: samples per :meth:`VirtualTexture.sample` dispatch (larger calls are split).
-    :param feedback_capacity: samples per feedback dispatch (larger arrays are split).
+    :param feedback_capacity: samples per feedback dispatch (larger arrays are split); default a 1080p frame's
+        (129,600, one per 4 x 4 pixels as in UE), fewer for budgets under 128 MB.
     :param threads: tile-reading threads.
     :param backend: ``"pagetable"`` (an atlas of bordered pages and a page table; any size) or ``"sparse"`` (a
         sparse-resident image of the whole texture, pages bound with ``vkQueueBindSparse``; RGBA8, tiles of the
