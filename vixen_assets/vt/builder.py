@@ -30,7 +30,10 @@ ProgressFn = Callable[[int, int], object]
 
 
 def downsample(band: np.ndarray) -> np.ndarray:
-    """Halve ``(2h, 2w, 4)`` uint8 texels: ``(a + b + c + d + 2) // 4`` per channel."""
+    """Halve ``(2h, 2w, 4)`` uint8 texels: ``(a + b + c + d + 2) // 4`` per channel.
+
+    :param band: texels with an even number of rows and columns.
+    """
     s = band.astype(np.uint16)
     out = s[0::2, 0::2] + s[0::2, 1::2]
     out += s[1::2, 0::2]

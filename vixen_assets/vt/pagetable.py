@@ -18,7 +18,11 @@ LEVEL_SHIFT = 24
 
 
 def pack_entry(level: int, slot: int) -> int:
-    """One page-table entry."""
+    """One page-table entry.
+
+    :param level: the resident tile's level.
+    :param slot: its cache slot.
+    """
     return (level << LEVEL_SHIFT) | slot
 
 
@@ -44,7 +48,13 @@ class PageTable:
         self._dirty.append((base + rows.start * n, base + rows.stop * n))
 
     def make_resident(self, level: int, tx: int, ty: int, slot: int) -> None:
-        """Point tile ``(level, tx, ty)`` and every finer entry that resolved coarser than ``level`` at ``slot``."""
+        """Point tile ``(level, tx, ty)`` and every finer entry that resolved coarser than ``level`` at ``slot``.
+
+        :param level: the tile's level.
+        :param tx: its column.
+        :param ty: its row.
+        :param slot: the cache slot now holding it.
+        """
         new = np.uint32(pack_entry(level, slot))
         for k in range(level, -1, -1):
             rs, cs = self._region(level, tx, ty, k)
@@ -59,7 +69,12 @@ class PageTable:
             self._mark(k, rs)
 
     def evict(self, level: int, tx: int, ty: int) -> None:
-        """Point the entries that resolved to tile ``(level, tx, ty)`` at its nearest resident ancestor."""
+        """Point the entries that resolved to tile ``(level, tx, ty)`` at its nearest resident ancestor.
+
+        :param level: the evicted tile's level (not the top one).
+        :param tx: its column.
+        :param ty: its row.
+        """
         if level + 1 >= self.layout.levels:
             raise ValueError("the top level is pinned and cannot be evicted")
         old = self.views[level][ty, tx]
@@ -74,7 +89,12 @@ class PageTable:
             self._mark(k, rs)
 
     def resolve(self, level: int, tx: int, ty: int) -> tuple[int, int]:
-        """``(resident_level, slot)`` of the entry of tile ``(level, tx, ty)``."""
+        """``(resident_level, slot)`` of the entry of tile ``(level, tx, ty)``.
+
+        :param level: the tile's level.
+        :param tx: its column.
+        :param ty: its row.
+        """
         e = int(self.views[level][ty, tx])
         return e >> LEVEL_SHIFT, e & SLOT_MASK
 

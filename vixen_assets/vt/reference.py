@@ -16,7 +16,11 @@ from .builder import downsample
 
 
 def mip_chain(level0: np.ndarray, levels: int) -> list[np.ndarray]:
-    """Level 0 and the ``levels - 1`` levels below it, each ``(a + b + c + d + 2) // 4`` of its parents."""
+    """Level 0 and the ``levels - 1`` levels below it, each ``(a + b + c + d + 2) // 4`` of its parents.
+
+    :param level0: ``(S, S, 4)`` uint8 texels.
+    :param levels: how many levels to return.
+    """
     out = [np.asarray(level0, dtype=np.uint8)]
     for _ in range(levels - 1):
         out.append(downsample(out[-1]))

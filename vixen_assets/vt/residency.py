@@ -67,7 +67,11 @@ class Residency:
 
     def plan(self, requests: Counter[int], max_tiles: int) -> Plan:
         """Decide one update: touch requested resident tiles, pick up to ``max_tiles`` missing ones (coarse first,
-        then most requested), find slots (free, else least recently requested), adjust the level bias."""
+        then most requested), find slots (free, else least recently requested), adjust the level bias.
+
+        :param requests: tile number -> how many samples asked for it.
+        :param max_tiles: most tiles to load.
+        """
         self.now += 1
         now = self.now
         hits = 0
@@ -133,7 +137,10 @@ class Residency:
             self._last_change = self.now
 
     def failed(self, tile: int) -> None:
-        """A tile could not be read: free its slot and never ask for it again (lookups resolve to its ancestor)."""
+        """A tile could not be read: free its slot and never ask for it again (lookups resolve to its ancestor).
+
+        :param tile: the tile number.
+        """
         slot = self.resident.pop(tile, None)
         self.lru.pop(tile, None)
         if slot is not None:

@@ -369,7 +369,13 @@ class VirtualTexture:
 
     # -- requests --------------------------------------------------------------------------------------------------
     def tile_ids(self, u: Any, v: Any, lod: Any, *, bias: float = 0.0) -> np.ndarray:
-        """The tile number each ``(u, v, lod)`` sample falls in, at level ``clamp(floor(lod + bias))`` (int64)."""
+        """The tile number each ``(u, v, lod)`` sample falls in, at level ``clamp(floor(lod + bias))`` (int64).
+
+        :param u: horizontal coordinates in [0, 1] (numpy, broadcast with ``v`` and ``lod``).
+        :param v: vertical coordinates in [0, 1].
+        :param lod: levels of detail.
+        :param bias: added to ``lod`` (the residency level bias, for requests).
+        """
         s = _as_samples(u, v, lod)
         lay = self.layout
         level = np.clip(np.floor(s[:, 2] + np.float32(bias)), 0, lay.levels - 1).astype(np.int64)
@@ -381,8 +387,14 @@ class VirtualTexture:
         return self._base[level] + (y // lay.tile) * self._tps[level] + x // lay.tile
 
     def request(self, u: Any, v: Any, lod: Any) -> int:
-        """Ask for the tiles under the samples ``(u, v, lod)`` (numpy arrays, broadcast) for the next update; the
-        residency level bias is added to ``lod``. Returns how many distinct tiles were asked for."""
+        """Ask for the tiles under the samples ``(u, v, lod)`` for the next update (the CPU path of feedback); the
+        residency level bias is added to ``lod``.
+
+        :param u: horizontal coordinates in [0, 1] (numpy, broadcast with ``v`` and ``lod``).
+        :param v: vertical coordinates in [0, 1].
+        :param lod: levels of detail.
+        :returns: how many distinct tiles were asked for.
+        """
         self._check()
         ids, counts = np.unique(self.tile_ids(u, v, lod, bias=self.residency.bias), return_counts=True)
         self._requests.update(dict(zip(ids.tolist(), counts.tolist())))
@@ -391,7 +403,10 @@ class VirtualTexture:
     def feedback(self, samples: Any) -> None:
         """Run the feedback compute pass over ``samples``: an ``(N, 3)``/``(N, 4)`` float array of ``(u, v, lod)``, or
         a device buffer of ``vec4`` samples (storage usage). The deduplicated tile requests (with how often each was
-        hit) are read back by the next :meth:`update`, so the pass overlaps the caller's other work."""
+        hit) are read back by the next :meth:`update`, so the pass overlaps the caller's other work.
+
+        :param samples: ``(N, 3)``/``(N, 4)`` floats, or a :class:`~vixen_assets.memory.buffers.Buffer` of ``vec4``.
+        """
         self._check()
         g = self._gpu
         assert g is not None and g.feedback_pipe is not None
@@ -591,7 +606,12 @@ class VirtualTexture:
         self._gpu.wait(max(self._last_value, self._feedback_value, *self._gpu.values))
 
     def resident_level(self, level: int, tx: int, ty: int) -> int:
-        """The level of the finest resident tile covering tile ``(level, tx, ty)`` (host copy of the page table)."""
+        """The level of the finest resident tile covering tile ``(level, tx, ty)`` (host copy of the page table).
+
+        :param level: the tile's level.
+        :param tx: its column in that level.
+        :param ty: its row.
+        """
         return self.table.resolve(level, tx, ty)[0]
 
     def release(self) -> None:

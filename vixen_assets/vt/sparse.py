@@ -40,7 +40,12 @@ class SparseImage:
 
 
 def check_sparse(device: Device, layout: Layout, vk_format: int) -> None:
-    """Raise :class:`UnsupportedFeatureError` unless the device and the file suit the sparse backend."""
+    """Raise :class:`UnsupportedFeatureError` unless the device and the file suit the sparse backend.
+
+    :param device: the device.
+    :param layout: the file's geometry.
+    :param vk_format: the image format.
+    """
     feats = device.features
     for feat in ("sparse_binding", "sparse_residency_image2d", "shader_resource_residency"):
         if not feats.get(feat):
@@ -107,7 +112,12 @@ class SparseCache:
 
     def bind(self, loads: list[tuple[int, int]], evictions: list[int], after: int) -> int:
         """Unbind the evicted tiles' pages and bind the loaded ones to their slots once the timeline reached
-        ``after`` (the last submission that used them); return the timeline value the binding signals."""
+        ``after`` (the last submission that used them); return the timeline value the binding signals.
+
+        :param loads: ``(tile, slot)`` pairs to bind.
+        :param evictions: tiles whose pages to unbind.
+        :param after: a timeline value the binding waits for (0: none).
+        """
         binds = [self._bind(t, None) for t in evictions] + [self._bind(t, s) for t, s in loads]
         lt = self.ctx.lifetime
         with lt.submit_lock:

@@ -40,7 +40,10 @@ MIN_TILE, MAX_TILE = 16, 1024
 
 
 def is_pow2(n: int) -> bool:
-    """True for 1, 2, 4, ..."""
+    """True for 1, 2, 4, ...
+
+    :param n: the number.
+    """
     return n > 0 and n & (n - 1) == 0
 
 
@@ -64,11 +67,17 @@ class Layout:
         return (self.size // self.tile).bit_length()
 
     def level_size(self, level: int) -> int:
-        """Texels per side of ``level``."""
+        """Texels per side of ``level``.
+
+        :param level: a level, 0 the finest.
+        """
         return self.size >> level
 
     def tiles_per_side(self, level: int) -> int:
-        """Tiles per side of ``level``."""
+        """Tiles per side of ``level``.
+
+        :param level: a level, 0 the finest.
+        """
         return max(1, (self.size >> level) // self.tile)
 
     @cached_property
@@ -90,14 +99,23 @@ class Layout:
         return self.page * self.page * (4 if self.fmt == "rgba8" else 1)
 
     def tile_id(self, level: int, tx: int, ty: int) -> int:
-        """The number of tile ``(tx, ty)`` of ``level``."""
+        """The number of tile ``(tx, ty)`` of ``level``.
+
+        :param level: the level.
+        :param tx: the column.
+        :param ty: the row.
+        :raises IndexError: for a tile outside the level.
+        """
         n = self.tiles_per_side(level)
         if not (0 <= level < self.levels and 0 <= tx < n and 0 <= ty < n):
             raise IndexError(f"no tile ({tx}, {ty}) in level {level} ({n} x {n} tiles, {self.levels} levels)")
         return self.level_base[level] + ty * self.tiles_per_side(level) + tx
 
     def tile_coords(self, tile_id: int) -> tuple[int, int, int]:
-        """``(level, tx, ty)`` of a tile number."""
+        """``(level, tx, ty)`` of a tile number.
+
+        :param tile_id: the tile number.
+        """
         base = self.level_base
         for lv in range(self.levels):
             if tile_id < base[lv + 1]:
@@ -108,7 +126,15 @@ class Layout:
 
 
 def check_layout(size: int, tile: int, border: int, fmt: str, *, path: str | None = None) -> Layout:
-    """Validate the geometry (square power of two 256..65536, tile power of two, border fits) and return it."""
+    """Validate the geometry (square power of two 256..65536, tile power of two, border fits) and return it.
+
+    :param size: texels per side of level 0.
+    :param tile: texels per side of a tile.
+    :param border: texels of border around each tile.
+    :param fmt: ``"rgba8"`` or ``"bc7"``.
+    :param path: the file named in errors.
+    :raises FormatError: naming the field that is out of range.
+    """
     if fmt not in FORMATS:
         raise FormatError(f"format {fmt!r} is not one of {sorted(FORMATS)}", path=path, field="fmt")
     if not (is_pow2(size) and MIN_SIZE <= size <= MAX_SIZE):
@@ -125,7 +151,11 @@ def check_layout(size: int, tile: int, border: int, fmt: str, *, path: str | Non
 
 
 def pack_header(layout: Layout, index: np.ndarray) -> bytes:
-    """The 64-byte header for ``layout`` and its index."""
+    """The 64-byte header for ``layout`` and its index.
+
+    :param layout: the texture's geometry.
+    :param index: the finished index (its checksum goes into the header).
+    """
     body = HEADER.pack(MAGIC, VERSION, layout.size, layout.tile, layout.border, FORMATS[layout.fmt], layout.levels,
                        layout.tile_count, HEADER_BYTES, index.nbytes, xxhash.xxh3_64_intdigest(index.tobytes()), 0)
     return body[:-8] + struct.pack("<Q", xxhash.xxh3_64_intdigest(body[:-8]))
@@ -189,7 +219,10 @@ class TileFile:
         self.compressed_bytes = int(self.index["length"].sum())
 
     def where(self, tile_id: int) -> str:
-        """``level L tile (x, y)`` for messages."""
+        """``level L tile (x, y)`` for messages.
+
+        :param tile_id: the tile number.
+        """
         lv, tx, ty = self.layout.tile_coords(tile_id)
         return f"level {lv} tile ({tx}, {ty})"
 
@@ -253,7 +286,11 @@ class TileFile:
         return out
 
     def read_pixels(self, tile_id: int) -> np.ndarray:
-        """An RGBA8 tile as ``(page, page, 4)`` (BC7 tiles decoded with texture2ddecoder)."""
+        """An RGBA8 tile as ``(page, page, 4)`` (BC7 tiles decoded with texture2ddecoder).
+
+        :param tile_id: the tile number.
+        :raises FormatError: naming the file, level and tile.
+        """
         lay = self.layout
         raw = self.read_tile(tile_id)
         if lay.fmt == "rgba8":
