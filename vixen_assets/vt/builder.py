@@ -216,7 +216,8 @@ def build(source: Source, out: str | os.PathLike[str], *, tile: int = 128, borde
     """Build a ``.vtex`` tile file from ``source``.
 
     :param source: a KTX2/PNG/JPEG path, an ``(H, W, 4)`` uint8 array, or a callable ``source(x0, y0, w, h) ->
-        (h, w, 4) uint8`` giving level 0 (called in bands of ``tile`` rows: textures larger than memory).
+        (h, w, 4) uint8`` giving level 0 (called in bands of ``tile`` rows, top to bottom, one call at a time from a
+        helper thread that reads a band ahead: textures larger than memory).
     :param out: the file to write (replaced; removed again if the build fails).
     :param tile: texels per side of a tile (power of two, 16..1024).
     :param border: texels copied from the neighbours around each tile (clamped at the texture's edges); 1 or more
@@ -238,14 +239,20 @@ def build(source: Source, out: str | os.PathLike[str], *, tile: int = 128, borde
             raise UnsupportedFormatError(f"fmt='bc7' needs the 'etcpak' package (the compress extra): {exc}") from exc
     path = Path(out)
     b = _Build(layout, path, zstd_level, threads or max(1, os.cpu_count() or 1), progress)
-    try:
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vixen-vt-source")
+    try:  # the next band is read (or generated) while this one is cut, halved and compressed
+        ahead = reader.submit(rows, 0, tile)
         for y0 in range(0, n, tile):
-            band = np.ascontiguousarray(rows(y0, tile))
+            band = np.ascontiguousarray(ahead.result())
+            if y0 + tile < n:
+                ahead = reader.submit(rows, y0 + tile, tile)
             b.cutters[0].push(band)
         b.finish()
     except BaseException:
         b.abort()
         raise
+    finally:
+        reader.shutdown(wait=True)
     return path
 
 
