@@ -375,3 +375,45 @@ def test_allocation_failures_at_open_leave_nothing(tex1024, backend: str) -> Non
             np.testing.assert_array_equal(rgba, reference_sample(mips, u, u, levels))
     finally:
         finish_test_device(device)
+
+
+def _repeated_tile_file(path: Path, size: int, page: np.ndarray) -> Path:
+    """A ``size``^2 .vtex whose every index entry points at one stored tile: the full-size index and page table of a
+    huge texture without its gigabytes."""
+    import xxhash
+    import zstandard
+
+    from vixen_assets.vt.tilefile import HEADER_BYTES, INDEX_DTYPE, Layout, pack_header
+
+    lay = Layout(size, 128, 4, "rgba8")
+    blob = zstandard.ZstdCompressor(level=1).compress(page.tobytes())
+    index = np.zeros(lay.tile_count, INDEX_DTYPE)
+    index["offset"] = HEADER_BYTES + index.nbytes
+    index["length"] = len(blob)
+    index["raw"] = lay.raw_bytes
+    index["checksum"] = xxhash.xxh3_64_intdigest(blob)
+    path.write_bytes(pack_header(lay, index) + index.tobytes() + blob)
+    return path
+
+
+def test_64k_streams_in_256_mb(device: Any, tmp_path: Path) -> None:
+    """65536^2 (349,525 tiles over 10 levels) opens in 256 MB, pins its coarse levels and streams a camera path."""
+    from vixen_assets.vt.paths import camera_path
+
+    page = _texture(136, 9)
+    path = _repeated_tile_file(tmp_path / "64k.vtex", 65536, page)
+    with open_virtual_texture(path, device, budget_mb=256) as vt:
+        assert vt.layout.levels == 10 and vt.layout.tile_count == 349525
+        assert vt.nbytes <= 256 << 20 and vt.slots > 2000 and vt.pinned_levels >= 4
+        for u, v, lod in camera_path("spiral", 8, 65536):
+            vt.feedback(np.stack([u, v, lod], axis=1))
+            st = vt.update(max_tiles=32)
+        assert vt.stats.uploaded > 0 and st.errors == []
+        rgba, levels = vt.sample(u, v, lod, return_levels=True)
+        side = 65536 >> levels.astype(np.int64)
+        x = np.minimum((u * side.astype(np.float32)).astype(np.int64), side - 1) % 128
+        y = np.minimum((v * side.astype(np.float32)).astype(np.int64), side - 1) % 128
+        np.testing.assert_array_equal(rgba, page[y + 4, x + 4])  # every tile is the same page
+        assert levels.min() < vt.layout.levels - vt.pinned_levels  # streamed tiles are in use
+    with pytest.raises(UnsupportedFeatureError, match="maxImageDimension2D"):
+        open_virtual_texture(path, device, budget_mb=256, backend="sparse")
