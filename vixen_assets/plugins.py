@@ -223,3 +223,24 @@ def resolve_asset_path(pm: pluggy.PluginManager, asset_path: str, anchor: str) -
         return pm.hook.vixen_resolve_asset_path(asset_path=asset_path, anchor=anchor)
     except Exception as exc:
         raise PluginError(f"{type(exc).__name__}: {exc}", hook="vixen_resolve_asset_path(asset_path, anchor)") from exc
+
+
+def load_scene_file(pm: pluggy.PluginManager, path: str, device: Any, options: dict[str, Any]) -> Any:
+    """Call ``vixen_load_scene_file``: the first plugin's ``Scene`` for a non-USD file, or ``None``.
+
+    :param pm: the plugin manager.
+    :param path: the file.
+    :param device: the :class:`~vixen_assets.Device`.
+    :param options: ``load_stage``'s options (see the hook's documentation).
+    :returns: the scene, or ``None`` when no plugin handles the file.
+    :raises VixenError: what the plugin raised (``FormatError`` naming the file, ...); any other exception becomes a
+        ``PluginError`` naming the hook.
+    """
+    from .errors import VixenError
+
+    try:
+        return pm.hook.vixen_load_scene_file(path=path, device=device, options=options)
+    except VixenError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{type(exc).__name__}: {exc}", hook="vixen_load_scene_file(path, device, options)") from exc

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from pxr import Gf, Tf, Usd, UsdGeom, UsdShade
+from pxr import Gf, Sdf, Tf, Usd, UsdGeom, UsdShade
 
 from ..cachers import LoadContext, cacher_for
 from ..cachers.registry import Registration
 from ..errors import FormatError, VixenError
-from ..plugins import cacher_registry, default_plugin_manager, notify_progress, notify_stage_loaded, resolve_asset_path
+from ..plugins import (cacher_registry, default_plugin_manager, load_scene_file, notify_progress, notify_stage_loaded,
+                       resolve_asset_path)
 from .frame import check_meters_per_unit, check_up_axis, convert_scene_frame, layer_meters_per_unit, unit_scale_of_arcs
 from .materials import load_material_textures
 from .scene import Instance, Scene
@@ -353,7 +354,8 @@ def load_stage(path_or_stage: Any, device: Any, *, time: Any = None, purposes: S
                up_axis: str | None = None, meters_per_unit: float | None = None) -> Scene:
     """Load a USD stage onto ``device``; return the :class:`Scene` (release it, or use ``with``).
 
-    :param path_or_stage: a file path (``.usd``, ``.usda``, ``.usdc``, ``.usdz``) or an open ``Usd.Stage``.
+    :param path_or_stage: a file path (``.usd``, ``.usda``, ``.usdc``, ``.usdz``) or an open ``Usd.Stage``; a file
+        of another suffix (``.blend``, ...) is handed to the plugins' ``vixen_load_scene_file`` hook.
     :param device: the :class:`~vixen_assets.Device`.
     :param time: time code to sample; ``None``: the stage's start time code if it authors a range, else default.
     :param purposes: prim purposes to load.
@@ -381,6 +383,21 @@ def load_stage(path_or_stage: Any, device: Any, *, time: Any = None, purposes: S
         if progress is not None:
             progress(phase, done, total)
         notify_progress(pm, phase, done, total)
+
+    if not isinstance(path_or_stage, Usd.Stage) and _is_foreign_file(os.fspath(path_or_stage)):
+        options = {"progress": progress, "strict": strict, "textures": textures, "time": time, "plugin_manager": pm}
+        scene = load_scene_file(pm, os.fspath(path_or_stage), device, options)
+        if scene is not None:
+            try:
+                convert_scene_frame(scene, up_axis, meters_per_unit)
+                if acceleration_structures:
+                    scene.build_acceleration_structures()
+            except BaseException:
+                scene.release()
+                raise
+            scene.stats.seconds["total"] = _time.perf_counter() - t0
+            notify_stage_loaded(pm, scene)
+            return scene
 
     plan_key = None
     if warm and not isinstance(path_or_stage, Usd.Stage):
@@ -414,6 +431,14 @@ def load_stage(path_or_stage: Any, device: Any, *, time: Any = None, purposes: S
             plans[plan_key] = _make_plan(scene, layers)
     notify_stage_loaded(pm, scene)
     return scene
+
+
+def _is_foreign_file(path: str) -> bool:
+    """True for an existing file whose suffix no USD file format reads (plugins may load it as a scene)."""
+    ext = os.path.splitext(path)[1].lstrip(".").lower()
+    if not os.path.isfile(path):
+        return False
+    return not ext or Sdf.FileFormat.FindByExtension(ext) is None
 
 
 def _error_site(cerr: Any, root_layer: str) -> tuple[str, str]:
