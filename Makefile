@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export XDG_RUNTIME_DIR ?= /tmp/vixen-xdg-$(shell id -u)
 
-.PHONY: setup demo test test-slow bench shaders clean
+.PHONY: setup demo test test-slow bench shaders clean blender-extension
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,10 @@ test: setup
 
 test-slow: setup
 	VIXEN_VALIDATION=1 $(PY) -m pytest tests plugins -q -m slow
+
+# The Blender extension zip (plugins/vixen-assets-blender), built and validated with Blender's extension tool.
+blender-extension: setup
+	$(PY) -m vixen_assets_blender.build_extension -o dist
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -177,22 +177,33 @@ def _load(path: Any, device: Device, *, via: str, scene: Any, evaluated: bool, p
     return out
 
 
+def export_usd(usd_path: str, bscene: Any) -> None:
+    """Export ``bscene`` with Blender's USD exporter as ``via="usd"`` does: what the viewport shows (evaluated,
+    subdivision tessellated), triangulated, meshes and materials only, linked duplicates as USD instances.
+
+    :param usd_path: the ``.usdc`` to write (textures go to a ``textures`` folder beside it).
+    :param bscene: the ``bpy.types.Scene``.
+    """
+    import bpy
+
+    with bpy.context.temp_override(scene=bscene):
+        bpy.ops.wm.usd_export(
+            filepath=usd_path, evaluation_mode="VIEWPORT", export_subdivision="TESSELLATE",
+            triangulate_meshes=True, selected_objects_only=False, export_animation=False,
+            export_materials=True, export_textures_mode="NEW", export_uvmaps=True, export_normals=True,
+            export_armatures=False, export_shapekeys=False, export_hair=False, export_curves=False,
+            export_points=False, export_volumes=False, export_lights=False, export_cameras=False,
+            use_instancing=True, convert_orientation=False)
+
+
 def _load_via_usd(label: str, device: Device, bscene: Any, progress: ProgressFn | None, textures: bool,
                   strict: bool, plugin_manager: Any) -> Scene:
-    import bpy
     from vixen_assets.usd import load_stage
 
     with tempfile.TemporaryDirectory(prefix="vixen-blend-") as tmp:
         usd_path = os.path.join(tmp, "scene.usdc")
         t = _time.perf_counter()
-        with bpy.context.temp_override(scene=bscene):
-            bpy.ops.wm.usd_export(
-                filepath=usd_path, evaluation_mode="VIEWPORT", export_subdivision="TESSELLATE",
-                triangulate_meshes=True, selected_objects_only=False, export_animation=False,
-                export_materials=True, export_textures_mode="NEW", export_uvmaps=True, export_normals=True,
-                export_armatures=False, export_shapekeys=False, export_hair=False, export_curves=False,
-                export_points=False, export_volumes=False, export_lights=False, export_cameras=False,
-                use_instancing=True, convert_orientation=False)
+        export_usd(usd_path, bscene)
         t_export = _time.perf_counter() - t
         if progress is not None:
             progress("export", 1, 1)
@@ -335,4 +346,4 @@ def _fill(out: Scene, device: Device, graph: Any, label: str, evaluated: bool, p
     st.seconds.update(read=t_read - t0, build=t_build - t_read, upload=t_upload - t_build)
 
 
-__all__ = ["check_blend_file", "load_blend", "open_blend"]
+__all__ = ["check_blend_file", "export_usd", "load_blend", "open_blend"]
