@@ -35,6 +35,11 @@ from .scene import Instance, Scene
 
 ProgressFn = Callable[[str, int, int], None]
 
+#: Which prims of a point instancer's prototype subtree are walked: active, loaded and not abstract; unlike the
+#: default traversal, prims under an ``over`` count (prototypes are often kept beneath one, as Blender's exporter
+#: and the PointInstancer documentation do, so that they are not drawn except through the instancer).
+PROTOTYPE_PREDICATE = Usd.PrimIsActive & Usd.PrimIsLoaded & ~Usd.PrimIsAbstract
+
 #: An ``asset`` attribute naming a file that a suffix-registered cacher loads (e.g. ``asset vixen:file = @a.vox@``).
 FILE_ATTRIBUTE = "vixen:file"
 
@@ -180,9 +185,9 @@ class _Walker:
             up = self._unit_matrix(parent, relative_to)
         return rel * Gf.Matrix4d().SetScale(f) * local * up
 
-    def walk(self, root: Any, relative_to: Any = None) -> list[_Item]:
+    def walk(self, root: Any, relative_to: Any = None, predicate: Any = None) -> list[_Item]:
         items: list[_Item] = []
-        it = iter(Usd.PrimRange(root))
+        it = iter(Usd.PrimRange(root) if predicate is None else Usd.PrimRange(root, predicate))
         for prim in it:
             self.visited += 1
             if self._pruned(prim):
@@ -308,8 +313,10 @@ class _Walker:
         return items
 
     def _walk_proto_subtree(self, proto_root: Any) -> list[_Item]:
-        # prototype items carry matrices relative to the prototype root; the instance transform includes the root's
-        items = self.walk(proto_root, relative_to=proto_root)
+        # prototype items carry matrices relative to the prototype root; the instance transform includes the root's.
+        # Prototypes are often kept beneath an ``over`` so that a plain traversal does not draw them (the
+        # PointInstancer documentation recommends it): they need not be *defined* to be instanced.
+        items = self.walk(proto_root, relative_to=proto_root, predicate=PROTOTYPE_PREDICATE)
         root = str(proto_root.GetPath())
         for it in items:
             it.label = it.label[len(root):] if it.label.startswith(root) else it.label

@@ -130,6 +130,9 @@ def build_showcase(path: Path) -> dict[str, Any]:
         emp.rotation_euler = (0, 0, 0.5 * k)
         scene.collection.objects.link(emp)
 
+    # geometry-nodes instances: three copies of the prop's mesh on the points of a line
+    _geometry_nodes_instancer(bpy.data.objects["Prop"], (-10.0, -10.0, 0.0))
+
     # an empty mesh (a warning, not an error) and hidden objects (skipped)
     _object("EmptyMesh", _mesh("nothing", [(0, 0, 0), (1, 0, 0)], []), (0, 0, 9))
     hidden = _object("Hidden", _mesh("hidden_cube", CUBE_V, CUBE_F), (20, 20, 20))
@@ -138,6 +141,28 @@ def build_showcase(path: Path) -> dict[str, Any]:
     hidden_vp.hide_viewport = True
     bpy.ops.wm.save_as_mainfile(filepath=str(path))
     return facts
+
+
+def _geometry_nodes_instancer(prop: Any, location: tuple[float, float, float]) -> Any:
+    """An object whose geometry-nodes modifier puts ``prop`` on the 3 points of a mesh line (as instances)."""
+    import bpy
+
+    tree = bpy.data.node_groups.new("scatter", "GeometryNodeTree")
+    tree.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    line = tree.nodes.new("GeometryNodeMeshLine")
+    line.inputs["Count"].default_value = 3
+    line.inputs["Offset"].default_value = (0.0, 2.0, 0.0)
+    info = tree.nodes.new("GeometryNodeObjectInfo")
+    info.inputs["Object"].default_value = prop
+    info.inputs["As Instance"].default_value = True  # what the USD exporter needs to write a point instancer
+    scatter = tree.nodes.new("GeometryNodeInstanceOnPoints")
+    out = tree.nodes.new("NodeGroupOutput")
+    tree.links.new(line.outputs["Mesh"], scatter.inputs["Points"])
+    tree.links.new(info.outputs["Geometry"], scatter.inputs["Instance"])
+    tree.links.new(scatter.outputs["Instances"], out.inputs["Geometry"])
+    obj = _object("Scatter", _mesh("scatter_base", [(0, 0, 0)], []), location)
+    obj.modifiers.new("scatter", "NODES").node_group = tree
+    return obj
 
 
 @dataclass

@@ -101,10 +101,15 @@ def test_arrays_path_matches_bpy(device: Any, showcase: tuple[Path, dict[str, An
         # linked duplicates share one GPU mesh; the modified objects each have their own
         links = [i.mesh for i in scene.instances if i.prim_path.startswith("/Link")]
         assert len(links) == 3 and len({id(m) for m in links}) == 1
-        props = [i for i in scene.instances if i.prim_path.split("/")[-1].startswith("Prop[")]
+        props = [i for i in scene.instances if i.prim_path.startswith("/PropPlacer")]
         assert len(props) == 2 and props[0].mesh is props[1].mesh
         assert {i.prim_path.split("/")[1] for i in props} == {"PropPlacer0", "PropPlacer1"}
         assert scene.stats.unique_meshes == len(scene.meshes) == len({id(i.mesh) for i in scene.instances})
+        # geometry-nodes instances: three placements of the prop's mesh, one row apart along y
+        scattered = [i for i in scene.instances if i.prim_path.startswith("/Scatter/")]
+        assert len(scattered) == 3 and all(i.mesh is props[0].mesh for i in scattered)
+        ys = sorted(float(i.transform[1, 3]) for i in scattered)
+        assert np.allclose(np.diff(ys), 2.0)
 
 
 def test_material_slots_are_submeshes_and_the_packed_image_is_on_the_gpu(
@@ -155,6 +160,21 @@ def test_load_stage_and_cli_accept_blend(device: Any, pm: Any, showcase: tuple[P
         # Z-up to Y-up: (x, y, z) -> (x, z, -y)
         assert np.allclose(scene.bounds[0], [lo[0], lo[2], -hi[1]], atol=1e-4)
         assert np.allclose(scene.bounds[1], [hi[0], hi[2], -lo[1]], atol=1e-4)
+
+
+def test_cli_loads_a_blend(showcase: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from vixen_assets.cli.main import main
+
+    path, _facts = showcase
+    assert main(["load", str(path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    vixen_assets_blender.loader.open_blend(str(path))
+    want = expected(bpy.context.evaluated_depsgraph_get())
+    assert summary["triangle_count"] == sum(p.triangles for p in want)
+    assert summary["instances"] == len(want) and summary["up_axis"] == "Z"
+    assert any("EmptyMesh" in w for w in summary["warning_messages"])
 
 
 def test_evaluated_false_reads_meshes_as_authored(device: Any, showcase: tuple[Path, dict[str, Any]]) -> None:

@@ -156,7 +156,12 @@ def _load(path: Any, device: Device, *, via: str, scene: Any, evaluated: bool, p
         raise UnsupportedFeatureError("via='usd' exports what Blender shows: evaluated=False needs via='arrays'")
     device.check_open()
     t0 = _time.perf_counter()
-    import bpy
+    try:
+        import bpy
+    except ImportError as exc:
+        raise UnsupportedFeatureError(
+            f"{path or '.blend'}: loading Blender files needs the bpy module (pip install bpy; wheels exist for "
+            f"CPython 3.11 and 3.13+): {exc}") from exc
 
     if path is not None:
         path = os.fspath(path)
@@ -196,6 +201,55 @@ def export_usd(usd_path: str, bscene: Any) -> None:
             use_instancing=True, convert_orientation=False)
 
 
+def exporter_prototype_overs(usd_path: str) -> list[str]:
+    """Prims Blender's USD exporter writes as templates of a point instancer's prototypes and does not mean to draw.
+
+    For geometry-nodes instances the exporter writes ``over "<object>" (instanceable, references=</root/prototypes/
+    ...>)`` beside the PointInstancer, and prototypes that reference it; its ``doc`` says the ``over`` keeps it from
+    being drawn, but an ``over`` on top of a referenced ``def`` is defined, so USD draws it once more at the
+    instancer's origin. These are the internal reference targets of prims beneath a PointInstancer whose own spec in
+    the file is such an ``over`` beside the instancer (the exporter sometimes reuses a real placement elsewhere as
+    the template instead: that one stays, it is meant to be drawn).
+
+    :param usd_path: the exported layer.
+    :returns: their prim paths.
+    """
+    from pxr import Sdf
+
+    layer = Sdf.Layer.FindOrOpen(usd_path)
+    if layer is None:
+        return []
+    instancers: list[Any] = []
+
+    def visit(path: Any) -> None:
+        if path.IsPrimPath():
+            spec = layer.GetPrimAtPath(path)
+            if spec is not None and spec.typeName == "PointInstancer":
+                instancers.append(path)
+
+    layer.Traverse(Sdf.Path.absoluteRootPath, visit)
+    stray: set[str] = set()
+    for inst_path in instancers:
+        def targets(path: Any) -> None:
+            if not path.IsPrimPath():
+                return
+            spec = layer.GetPrimAtPath(path)
+            if spec is None:
+                return
+            for ref in spec.referenceList.GetAddedOrExplicitItems():
+                if ref.assetPath or ref.primPath.isEmpty:
+                    continue
+                target = layer.GetPrimAtPath(ref.primPath)
+                # only a template the exporter added beside the instancer: it may also pick a real placement
+                # elsewhere (a collection instance of the same object) as the template, and that one is drawn
+                if (target is not None and target.specifier == Sdf.SpecifierOver
+                        and ref.primPath.GetParentPath() == inst_path.GetParentPath()):
+                    stray.add(str(ref.primPath))
+
+        layer.Traverse(inst_path, targets)
+    return sorted(stray)
+
+
 def _load_via_usd(label: str, device: Device, bscene: Any, progress: ProgressFn | None, textures: bool,
                   strict: bool, plugin_manager: Any) -> Scene:
     from vixen_assets.usd import load_stage
@@ -209,6 +263,17 @@ def _load_via_usd(label: str, device: Device, bscene: Any, progress: ProgressFn 
             progress("export", 1, 1)
         out = load_stage(usd_path, device, progress=progress, strict=strict, textures=textures, warm=False,
                          plugin_manager=plugin_manager)
+        stray = exporter_prototype_overs(usd_path)
+    if stray:
+        # the exporter's copies of point-instancer prototypes are meant as templates, not drawn (see below)
+        keep = [i for i in out.instances if not any(i.prim_path == p or i.prim_path.startswith(p + "/") for p in stray)]
+        out.instances = keep
+        placed = {id(i.mesh) for i in keep}
+        out.meshes = [m for m in out.meshes if id(m) in placed]
+        out.stats.instances = len(keep)
+        out.stats.meshes = sum(1 for i in keep if i.kind == "mesh")
+        out.stats.unique_meshes = len(out.meshes)
+        out.stats.triangles = out.triangle_count
     out.path = label
     out.stats.seconds["export"] = t_export
     # as via="arrays": a mesh without faces draws nothing and is not placed (a warning names it)
@@ -258,6 +323,8 @@ def _fill(out: Scene, device: Device, graph: Any, label: str, evaluated: bool, p
     materials_used: dict[str, Any] = {}  # material path -> bpy material
     per_parent: dict[str, int] = {}
     skipped_types: set[tuple[str, str]] = set()
+    empty: list[tuple[str, str]] = []     # (object, mesh) of meshes without faces
+    parents: set[str] = set()             # objects that place instances (collections, geometry nodes)
     visited = 0
     for inst in graph.object_instances:
         visited += 1
@@ -284,7 +351,7 @@ def _fill(out: Scene, device: Device, graph: Any, label: str, evaluated: bool, p
         if key not in sources:
             arrays = read_mesh(mesh)
             if not len(arrays.face_sizes):
-                warn(obj.name, f"mesh {mesh.name!r} has no faces: nothing to load")
+                empty.append((obj.name, mesh.name))  # reported at the end unless the object is an instancer
                 sources[key] = None
             else:
                 sources[key] = arrays.to_source(f"/{obj.name}", label, slots)
@@ -294,6 +361,7 @@ def _fill(out: Scene, device: Device, graph: Any, label: str, evaluated: bool, p
             continue
         if inst.is_instance:
             parent = inst.parent.name if inst.parent is not None else "instances"
+            parents.add(parent)
             n = per_parent[parent] = per_parent.get(parent, -1) + 1
             name = f"/{parent}/{obj.name}[{n}]"
         else:
@@ -301,6 +369,10 @@ def _fill(out: Scene, device: Device, graph: Any, label: str, evaluated: bool, p
         first = next((s for s in slots if s is not None), None)
         placements.append((key, np.array(inst.matrix_world, dtype=np.float32), name, first))
     out.stats.prims_visited = visited
+    for obj_name, mesh_name in empty:
+        # an instancer's own geometry is often empty (geometry nodes that output only instances): not worth a word
+        if obj_name not in parents:
+            warn(obj_name, f"mesh {mesh_name!r} has no faces: nothing to load")
     keys = [k for k, s in sources.items() if s is not None]
     srcs = [sources[k] for k in keys]
     report("read", len(srcs), len(srcs))
@@ -346,4 +418,4 @@ def _fill(out: Scene, device: Device, graph: Any, label: str, evaluated: bool, p
     st.seconds.update(read=t_read - t0, build=t_build - t_read, upload=t_upload - t_build)
 
 
-__all__ = ["check_blend_file", "export_usd", "load_blend", "open_blend"]
+__all__ = ["check_blend_file", "export_usd", "exporter_prototype_overs", "load_blend", "open_blend"]
