@@ -235,3 +235,44 @@ def test_bad_arguments(device: Any, showcase: tuple[Path, dict[str, Any]]) -> No
 def test_strict_raises_on_the_empty_mesh(device: Any, showcase: tuple[Path, dict[str, Any]]) -> None:
     with pytest.raises(FormatError, match="EmptyMesh"):
         vixen_assets_blender.load_blend(showcase[0], device, strict=True)
+
+
+def test_file_image_and_scene_units(device: Any, tmp_path: Path) -> None:
+    """An image texture read from a file (not packed), and a scene whose unit is a centimetre: both paths agree
+    once converted to meters, and ``meters_per_unit`` follows ``unit_settings.scale_length``."""
+    from PIL import Image
+
+    from blend_scenes import CUBE_F, CUBE_V, _mesh, _object
+    from vixen_assets.usd.frame import convert_scene_frame
+
+    png = tmp_path / "stripes.png"
+    pixels = np.zeros((4, 6, 4), np.uint8)
+    pixels[..., 0] = np.arange(6) * 40
+    pixels[..., 1] = (np.arange(4) * 60)[:, None]
+    pixels[..., 3] = 255
+    Image.fromarray(pixels, "RGBA").save(png)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.context.scene.unit_settings.scale_length = 0.01
+    mat = bpy.data.materials.new("striped")
+    tex = mat.node_tree.nodes.new("ShaderNodeTexImage")
+    tex.image = bpy.data.images.load(str(png))
+    mat.node_tree.links.new(tex.outputs["Color"], mat.node_tree.nodes["Principled BSDF"].inputs["Base Color"])
+    me = _mesh("box", CUBE_V, CUBE_F)
+    me.materials.append(mat)
+    obj = _object("Box", me, (100.0, 0.0, 0.0))
+    obj.scale = (50.0, 50.0, 50.0)
+    path = tmp_path / "units.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    with vixen_assets_blender.load_blend(path, device) as arrays:
+        assert arrays.meters_per_unit == pytest.approx(0.01)
+        [t] = arrays.textures
+        assert t.width == 6 and t.height == 4
+        assert np.array_equal(device.read_image(t), pixels)
+        convert_scene_frame(arrays, None, 1.0)
+        a_lo, a_hi = arrays.bounds
+    assert np.allclose(a_lo, [0.5, -0.5, -0.5], atol=1e-5) and np.allclose(a_hi, [1.5, 0.5, 0.5], atol=1e-5)
+    with vixen_assets_blender.load_blend(path, device, via="usd") as usd:
+        [t] = usd.textures  # the exporter's copy of the file, through the USD path's material loading
+        assert np.array_equal(device.read_image(t), pixels)
+        convert_scene_frame(usd, None, 1.0)
+        assert np.allclose(usd.bounds[0], a_lo, atol=1e-4) and np.allclose(usd.bounds[1], a_hi, atol=1e-4)

@@ -276,6 +276,10 @@ def _load_via_usd(label: str, device: Device, bscene: Any, progress: ProgressFn 
         out.stats.triangles = out.triangle_count
     out.path = label
     out.stats.seconds["export"] = t_export
+    # the exporter (convert_scene_units="METERS", the default) writes Blender units as they are and calls them
+    # meters, whatever the scene's unit scale: state the unit as via="arrays" does (1 unit = scale_length m)
+    if out.up_axis == "Z" and out.meters_per_unit == 1.0:
+        out.meters_per_unit = float(bscene.unit_settings.scale_length) or 1.0
     # as via="arrays": a mesh without faces draws nothing and is not placed (a warning names it)
     empty = [i for i in out.instances if i.kind == "mesh" and getattr(i.mesh, "triangle_count", 1) == 0]
     for inst in empty:
