@@ -276,3 +276,25 @@ def test_file_image_and_scene_units(device: Any, tmp_path: Path) -> None:
         assert np.array_equal(device.read_image(t), pixels)
         convert_scene_frame(usd, None, 1.0)
         assert np.allclose(usd.bounds[0], a_lo, atol=1e-4) and np.allclose(usd.bounds[1], a_hi, atol=1e-4)
+
+
+def test_missing_image_file_is_a_warning(device: Any, tmp_path: Path) -> None:
+    from blend_scenes import CUBE_F, CUBE_V, _mesh, _object
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    mat = bpy.data.materials.new("lost")
+    img = bpy.data.images.new("lost_image", 4, 4)
+    img.source = "FILE"
+    img.filepath = str(tmp_path / "gone.png")
+    mat.node_tree.nodes.new("ShaderNodeTexImage").image = img
+    me = _mesh("box", CUBE_V, CUBE_F)
+    me.materials.append(mat)
+    _object("Box", me)
+    path = tmp_path / "lost.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    with vixen_assets_blender.load_blend(path, device) as scene:
+        assert scene.triangle_count == 12 and scene.textures == []
+        [warning] = scene.warnings
+        assert "lost_image" in warning and "gone.png" in warning
+    with pytest.raises(FormatError, match="gone.png"):
+        vixen_assets_blender.load_blend(path, device, strict=True)
