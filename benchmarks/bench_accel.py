@@ -46,7 +46,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vixen_assets.cachers.accel import AccelStats, Tlas, _geometries_for_mesh, accel_cacher, build_blases  # noqa: E402
+from vixen_assets.accel import AccelStats, Tlas, accel_cacher, build_blases  # noqa: E402
+from vixen_assets.accel import geometries_for_mesh as _geometries_for_mesh  # noqa: E402
 from vixen_assets.cachers.mesh import MESH_USAGE  # noqa: E402
 from vixen_assets.device import open_device  # noqa: E402
 from vixen_assets.memory.group import AllocationGroup  # noqa: E402
@@ -183,7 +184,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             gbps=len(whole) / best / 1e9, mtris_per_s=tris / best / 1e6)
 
         def per_mesh() -> AllocationGroup:
-            g = AllocationGroup(device)
+            g = device.allocation_group()
             for vb, ib in blobs:
                 device.uploader.enqueue(g.create_buffer(len(vb), MESH_USAGE, category="bench"), vb)
                 device.uploader.enqueue(g.create_buffer(len(ib), MESH_USAGE, category="bench"), ib)
@@ -201,14 +202,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         def build(compact: bool) -> tuple[AllocationGroup, list[Any], AccelStats]:
             stats = AccelStats()
-            group = AllocationGroup(device)
+            group = device.allocation_group()
             out = build_blases(device, items, group, compact=compact, stats=stats)
             return group, out, stats
 
         def drop(res: tuple[AllocationGroup, list[Any], AccelStats]) -> None:
             for b in res[1]:
                 b.destroy()
-            device.lifetime.drain()
+            device.context.lifetime.drain()
 
         best, med, res = timed(lambda: build(False), args.repeat, after=drop)
         plain_bytes = sum(b.nbytes for b in res[1])
@@ -258,7 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             tlas.destroy()
         for b in blases:
             b.destroy()
-        device.lifetime.drain()
+        device.context.lifetime.drain()
 
         # ---- ray queries through the scene's own TLAS
         t0 = time.perf_counter()

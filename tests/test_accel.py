@@ -25,19 +25,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vixen_assets.cachers.accel import (
-    AccelStats,
-    Tlas,
-    _geometries_for_mesh,
-    accel_cacher,
-    build_aabb_blas,
-    build_blases,
-)
+from vixen_assets.accel import AccelStats, Tlas, accel_cacher, build_aabb_blas, build_blases
+from vixen_assets.accel import geometries_for_mesh as _geometries_for_mesh
 from vixen_assets.errors import BudgetExceededError, OutOfDeviceMemoryError, VixenError
 from vixen_assets.memory.group import AllocationGroup
 from vixen_assets.testing import finish_test_device, open_test_device
 from vixen_assets.trace import trace_rays
-from vixen_assets.usd.scene import Instance, TlasMap
+from vixen_assets.accel import TlasMap
+from vixen_assets.scene import Instance
 from vixen_assets.usd.walker import load_stage
 from vixen_assets.vk import accel as vka
 from vixen_assets.vk.faults import FaultInjector
@@ -623,16 +618,16 @@ def test_scratch_budget_splits_batches(device: Any, generated: dict[str, Path]) 
         meshes = list({id(i.mesh): i.mesh for i in scene.instances}.values())
         items = [(m.prim_path, _geometries_for_mesh(m)) for m in meshes]
         flags = vka.BUILD_PREFER_FAST_TRACE | vka.BUILD_ALLOW_COMPACTION
-        need = [vka.BuildInfo(vka.BLAS, g, flags=flags).sizes(device.logical)[1] for _n, g in items]
+        need = [vka.BuildInfo(vka.BLAS, g, flags=flags).sizes(device.context.logical)[1] for _n, g in items]
         live = {id(o) for o in device.live_resources()}
         used = device.budget.used
         with pytest.raises(VixenError, match="scratch"):
-            with AllocationGroup(device) as group:
+            with device.allocation_group() as group:
                 build_blases(device, items, group, scratch_budget=min(need) - 1)
         assert {id(o) for o in device.live_resources()} == live and device.budget.used == used
         stats = AccelStats()
         budget = max(need) + 256
-        with AllocationGroup(device) as group:
+        with device.allocation_group() as group:
             blases = build_blases(device, items, group, stats=stats, scratch_budget=budget)
         try:
             assert stats.batches >= 2 and stats.blas_built == len(meshes)
@@ -674,7 +669,7 @@ def test_allocation_failure_mid_batch_leaks_nothing(generated: dict[str, Path], 
             keys = [cacher.key_for(m) for m in meshes]
 
             def assert_clean(stage: str, live: set[int], used: int, entries: int) -> None:
-                device.lifetime.collect()
+                device.context.lifetime.collect()
                 now = _live_ids(device)
                 assert now == live, f"{stage}: {len(now - live)} objects leaked, {len(live - now)} destroyed"
                 assert device.budget.used == used, f"{stage}: budget {device.budget.used} != {used}"
@@ -692,7 +687,7 @@ def test_allocation_failure_mid_batch_leaks_nothing(generated: dict[str, Path], 
                 live, used, entries = _live_ids(device), device.budget.used, len(cacher)
                 for n in range(1, 200):
                     faults = FaultInjector(fail_allocation_at=n)
-                    device.logical.faults = faults
+                    device.context.logical.faults = faults
                     try:
                         if stage == "blas":
                             blases = cacher.get_many(meshes, keys)
@@ -704,7 +699,7 @@ def test_allocation_failure_mid_batch_leaks_nothing(generated: dict[str, Path], 
                         assert_clean(f"{stage} allocation {n}", live, used, entries)
                         continue
                     finally:
-                        device.logical.faults = None
+                        device.context.logical.faults = None
                     assert faults.injected == 0, f"{stage}: the injected failure at allocation {n} was swallowed"
                     break
                 else:
@@ -740,7 +735,7 @@ def test_budget_too_small_for_blas(device: Any, generated: dict[str, Path]) -> N
                 scene.build_acceleration_structures()
         finally:
             device.budget.update_heap_budgets(original)
-        device.lifetime.collect()
+        device.context.lifetime.collect()
         assert _live_ids(device) == live and device.budget.used == used and len(cacher) == entries
         assert scene.tlas is None
         if traced:

@@ -436,7 +436,7 @@ class Tri:
         from vixen_assets.cachers.mesh import MeshCacher
         from vixen_assets.errors import FormatError
         from vixen_assets.geometry.mesh_source import MeshSource
-        from vixen_assets.usd.scene import Instance, Scene
+        from vixen_assets.scene import Instance, Scene
 
         self.seen.append((path, options))
         if not path.endswith(".tri"):

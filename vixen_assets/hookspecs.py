@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from .cachers.registry import CacherRegistry
     from .device import Device
-    from .usd.scene import Scene
+    from .scene import Scene
 
 PROJECT_NAME = "vixen_assets"
 
@@ -51,7 +51,7 @@ def vixen_register_cachers(registry: CacherRegistry) -> None:
 def vixen_stage_loaded(scene: Scene) -> None:
     """Called once a stage is loaded and every asset is on the GPU.
 
-    :param scene: the loaded :class:`~vixen_assets.usd.scene.Scene` (meshes, instances, warnings, stats).
+    :param scene: the loaded :class:`~vixen_assets.scene.Scene` (meshes, instances, warnings, stats).
     :returns: nothing.
 
     .. versionadded:: 0.1
@@ -108,7 +108,7 @@ def vixen_resolve_asset_path(asset_path: str, anchor: str) -> str | None:
 
 @hookspec(firstresult=True)
 def vixen_load_scene_file(path: str, device: Device, options: dict[str, Any]) -> Scene | None:
-    """Load a whole file that is not a USD layer (a ``.blend``, ...) as a :class:`~vixen_assets.usd.scene.Scene`.
+    """Load a whole file that is not a USD layer (a ``.blend``, ...) as a :class:`~vixen_assets.scene.Scene`.
 
     :param path: the file's path, as given to ``load_stage`` (it exists; its suffix is not a USD file format's).
     :param device: the :class:`~vixen_assets.Device` to load onto.

@@ -7,18 +7,22 @@ per ray and reports the closest hit. Users call it to check that what is on the 
 from __future__ import annotations
 
 from importlib import resources as ilr
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import VixenError
+from .errors import ConfigError, UnsupportedFeatureError
+from .vk import resources as vkr
 from .vk.commands import begin, end, submit
+from .vk.enums import Access, PipelineStage
 from .vk.pipeline import DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER, ComputePipeline
+
+if TYPE_CHECKING:
+    from .device import Device
+    from .scene import Scene
 
 SHADER = "trace_rays"
 WORKGROUP = 64
-STAGE_COMPUTE = 0x800
-STAGE_TRANSFER = 0x1000
 
 
 def shader_spirv(name: str = SHADER) -> bytes:
@@ -26,18 +30,18 @@ def shader_spirv(name: str = SHADER) -> bytes:
     return (ilr.files("vixen_assets") / "shaders" / f"{name}.spv").read_bytes()
 
 
-def _pipeline(device: Any) -> ComputePipeline:
-    pipe = device.cachers.get("_trace_pipeline")
-    if pipe is None:
-        pipe = ComputePipeline(device.logical, shader_spirv(),
-                               [DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER, DESC_STORAGE_BUFFER,
-                                DESC_STORAGE_BUFFER], push_constant_bytes=4)
-        device.cachers["_trace_pipeline"] = pipe
-        device.on_close(pipe.destroy)
-    return pipe
+class TracePipeline(ComputePipeline):
+    """The ray-query compute pipeline of :func:`trace_rays` (one per device, in ``Device.stash``)."""
 
 
-def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any = np.inf, t_min: float = 0.0) -> dict[str, np.ndarray]:
+def _pipeline(device: Device) -> ComputePipeline:
+    return device.stash(TracePipeline, lambda: TracePipeline(
+        device.context.logical, shader_spirv(),
+        [DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER, DESC_STORAGE_BUFFER, DESC_STORAGE_BUFFER],
+        push_constant_bytes=4))
+
+
+def trace_rays(scene: Scene, origins: Any, directions: Any, *, t_max: float | Any = np.inf, t_min: float = 0.0) -> dict[str, np.ndarray]:
     """Trace rays against ``scene.tlas`` (built on demand); return ``hit``, ``t``, ``instance``, ``primitive``.
 
     :param scene: a loaded scene (``load_stage``) or anything with ``device``, ``instances`` and ``tlas``.
@@ -53,13 +57,14 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
     device = scene.device
     device.check_open()
     if not device.features.get("ray_query"):
-        raise VixenError(f"{device.name} does not support VK_KHR_ray_query")
+        raise UnsupportedFeatureError(f"{device.name} does not support VK_KHR_ray_query: trace_rays needs ray queries",
+                                      feature="ray_query")
     if getattr(scene, "tlas", None) is None:
         scene.build_acceleration_structures()
     o = np.ascontiguousarray(origins, dtype=np.float32).reshape(-1, 3)
     d = np.ascontiguousarray(directions, dtype=np.float32).reshape(-1, 3)
     if o.shape != d.shape:
-        raise VixenError(f"trace_rays: {len(o)} origins but {len(d)} directions")
+        raise ConfigError(f"{len(o)} origins but {len(d)} directions", option="trace_rays")
     n = len(o)
     out = {"hit": np.zeros(n, bool), "t": np.zeros(n, np.float32), "instance": np.full(n, -1, np.int32),
            "primitive": np.full(n, -1, np.int32), "record": np.full(n, -1, np.int32)}
@@ -84,9 +89,10 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
         tlas = scene.tlas
         pipe.write([tlas.handle, (ray_buf.handle, ray_buf.offset, ray_buf.size),
                     (hit_buf.handle, hit_buf.offset, hit_buf.size), (tab_buf.handle, tab_buf.offset, tab_buf.size)])
-        lt = device.lifetime
-        dev = device.logical
-        cmd = device.command_pool.allocate()
+        ctx = device.context
+        lt = ctx.lifetime
+        dev = ctx.logical
+        cmd = ctx.command_pool.allocate()
         try:
             begin(cmd)
             pipe.cmd_dispatch(cmd, (n + WORKGROUP - 1) // WORKGROUP, np.uint32(n).tobytes())
@@ -100,7 +106,7 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
             tlas.structure.last_use = value
             lt.wait(value)
         finally:
-            device.command_pool.free(cmd)
+            ctx.command_pool.free(cmd)
         raw = device.read_buffer(hit_buf).view(np.float32).reshape(n, 4)
     finally:
         for b in (ray_buf, hit_buf, tab_buf):
@@ -123,10 +129,9 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
 
 def readback_barrier_compute(cmd: Any) -> None:
     """Make compute-shader writes visible to a following transfer or host read."""
-    from .vk import resources as vkr
-
-    vkr.cmd_memory_barrier(cmd, src_stage=STAGE_COMPUTE, dst_stage=STAGE_TRANSFER | 0x4000, src_access=0x40,
-                           dst_access=0x800 | 0x2000)
+    vkr.cmd_memory_barrier(cmd, src_stage=PipelineStage.COMPUTE_SHADER,
+                           dst_stage=PipelineStage.TRANSFER | PipelineStage.HOST, src_access=Access.SHADER_WRITE,
+                           dst_access=Access.TRANSFER_READ | Access.HOST_READ)
 
 
 __all__ = ["trace_rays", "shader_spirv", "readback_barrier_compute"]

@@ -80,7 +80,7 @@ def convert_scene_frame(scene: Any, up_axis: str | None, meters_per_unit: float 
     ``None`` keeps the scene's own axis or unit. Sets ``scene.up_axis`` and ``scene.meters_per_unit`` to the frame
     the data is now in. Call it before building acceleration structures (a built TLAS is refit).
 
-    :param scene: a loaded :class:`~vixen_assets.usd.scene.Scene` whose ``up_axis``/``meters_per_unit`` describe
+    :param scene: a loaded :class:`~vixen_assets.scene.Scene` whose ``up_axis``/``meters_per_unit`` describe
         its current frame.
     :param up_axis: ``None``, ``"Y"`` or ``"Z"``.
     :param meters_per_unit: ``None`` or the target unit length in meters.

@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import UnsupportedFeatureError
 from .faults import FaultInjector
 from .physical import OPTIONAL_EXTENSIONS, RAY_TRACING_PIPELINE_EXTENSION, DeviceInfo, FeatureChain
 from .shim import NULL, check, cstrings, device_proc, ffi, lib, vk
@@ -42,7 +43,7 @@ def _pick_main_family(info: DeviceInfo) -> int:
         if fam.flags & 0x2 and best is None:
             best = fam.index
     if best is None:
-        raise RuntimeError(f"{info.name}: no compute-capable queue family")
+        raise UnsupportedFeatureError(f"{info.name}: no compute-capable queue family", feature="compute queue")
     return best
 
 
@@ -173,7 +174,8 @@ class LogicalDevice:
         if f is None:
             f = device_proc(self.handle, name)
             if f is None:
-                raise RuntimeError(f"{self.info.name}: {name} is not available (extension not enabled)")
+                raise UnsupportedFeatureError(f"{self.info.name}: {name} is not available (extension not enabled)",
+                                              feature=name)
             self._procs[name] = f
         return f
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .logical import LogicalDevice
+from .enums import ShaderStage
 from .shim import NULL, check, ffi, lib, vk
 
 DESC_STORAGE_BUFFER = 7
 DESC_ACCELERATION_STRUCTURE = 1000150000
-STAGE_COMPUTE = 0x20
+#: ``VK_SHADER_STAGE_COMPUTE_BIT`` (a shader stage; the pipeline stage is ``PipelineStage.COMPUTE_SHADER``)
+SHADER_STAGE_COMPUTE = ShaderStage.COMPUTE
 BIND_POINT_COMPUTE = 1
 
 
@@ -35,14 +37,15 @@ class ComputePipeline:
                 blist[i].binding = i
                 blist[i].descriptorType = t
                 blist[i].descriptorCount = 1
-                blist[i].stageFlags = STAGE_COMPUTE
+                blist[i].stageFlags = SHADER_STAGE_COMPUTE
             linfo = ffi.new("VkDescriptorSetLayoutCreateInfo*", {
                 "sType": vk.VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO, "bindingCount": len(bindings),
                 "pBindings": blist})
             p_sl = ffi.new("VkDescriptorSetLayout*")
             check(lib.vkCreateDescriptorSetLayout(dev.handle, linfo, NULL, p_sl), "vkCreateDescriptorSetLayout")
             self.set_layout = p_sl[0]
-            pc = ffi.new("VkPushConstantRange*", {"stageFlags": STAGE_COMPUTE, "offset": 0, "size": push_constant_bytes})
+            pc = ffi.new("VkPushConstantRange*", {"stageFlags": SHADER_STAGE_COMPUTE, "offset": 0,
+                                                "size": push_constant_bytes})
             plinfo = ffi.new("VkPipelineLayoutCreateInfo*", {
                 "sType": vk.VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO, "setLayoutCount": 1, "pSetLayouts": p_sl,
                 "pushConstantRangeCount": 1 if push_constant_bytes else 0, "pPushConstantRanges": pc if push_constant_bytes else NULL})
@@ -51,7 +54,7 @@ class ComputePipeline:
             self.layout = p_pl[0]
             name = ffi.new("char[]", entry.encode())
             stage = ffi.new("VkPipelineShaderStageCreateInfo*", {
-                "sType": vk.VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, "stage": STAGE_COMPUTE,
+                "sType": vk.VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, "stage": SHADER_STAGE_COMPUTE,
                 "module": self.module, "pName": name})
             cinfo = ffi.new("VkComputePipelineCreateInfo*", {
                 "sType": vk.VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO, "stage": stage[0], "layout": self.layout})
@@ -115,7 +118,7 @@ class ComputePipeline:
         lib.vkCmdBindDescriptorSets(cmd, BIND_POINT_COMPUTE, self.layout, 0, 1, sets, 0, NULL)
         if push_constants:
             buf = ffi.new("char[]", push_constants)
-            lib.vkCmdPushConstants(cmd, self.layout, STAGE_COMPUTE, 0, len(push_constants), buf)
+            lib.vkCmdPushConstants(cmd, self.layout, SHADER_STAGE_COMPUTE, 0, len(push_constants), buf)
         lib.vkCmdDispatch(cmd, groups, 1, 1)
 
     def destroy(self) -> None:

@@ -1,6 +1,6 @@
 """vixen-assets-blender: Blender ``.blend`` files onto the GPU, directly or through Blender's USD exporter.
 
-- :func:`load_blend` loads a ``.blend`` file (or bpy's open session) as a :class:`~vixen_assets.usd.scene.Scene`;
+- :func:`load_blend` loads a ``.blend`` file (or bpy's open session) as a :class:`~vixen_assets.scene.Scene`;
 - :func:`mesh_arrays` gives one mesh object's arrays as numpy, without a device;
 - as a vixen-assets plugin (entry point ``blender``) it answers the ``vixen_load_scene_file`` hook for ``.blend``
   files, so ``load_stage("scene.blend", device)`` and ``vixen-assets load scene.blend`` work;
@@ -23,7 +23,7 @@ from .loader import check_blend_file, load_blend
 
 if TYPE_CHECKING:
     from vixen_assets.device import Device
-    from vixen_assets.usd.scene import Scene
+    from vixen_assets.scene import Scene
 
 #: The file suffixes this plugin loads.
 SUFFIXES = (".blend",)

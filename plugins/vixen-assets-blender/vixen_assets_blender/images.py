@@ -20,7 +20,7 @@ from vixen_assets.errors import FormatError, UnsupportedFormatError
 
 if TYPE_CHECKING:
     from vixen_assets.device import Device
-    from vixen_assets.usd.scene import Scene
+    from vixen_assets.scene import Scene
 
 #: Blender colour spaces that hold data, not colour: loaded as UNORM (no sRGB decode).
 DATA_COLOR_SPACES = ("Non-Color", "Raw", "Linear", "Generic Data")

@@ -1,11 +1,11 @@
-"""``load_blend``: a ``.blend`` file (or the open Blender session) onto the GPU as a :class:`~vixen_assets.usd.scene.Scene`.
+"""``load_blend``: a ``.blend`` file (or the open Blender session) onto the GPU as a :class:`~vixen_assets.scene.Scene`.
 
 Two paths give the same scene:
 
 - ``via="arrays"`` (default) walks the evaluated depsgraph (``Depsgraph.object_instances``: objects, collection
   instances, geometry-nodes instances; hidden objects are not in it). Each unique evaluated mesh datablock (with the
   materials of its slots) is read once with ``foreach_get`` (:mod:`vixen_assets_blender.arrays`) and becomes one GPU
-  mesh through the core's mesh cacher; every placement becomes an :class:`~vixen_assets.usd.scene.Instance` with its
+  mesh through the core's mesh cacher; every placement becomes an :class:`~vixen_assets.scene.Instance` with its
   world matrix. Material slots become submeshes; image textures of the materials go through the texture cacher
   (packed images too).
 - ``via="usd"`` exports the scene with Blender's own USD exporter to a temporary ``.usdc`` (viewport evaluation,
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 from vixen_assets.cachers.mesh import MeshCacher
 from vixen_assets.errors import ConfigError, FormatError, UnsupportedFeatureError
-from vixen_assets.usd.scene import Instance, Scene
+from vixen_assets.scene import Instance, Scene
 
 from .arrays import read_mesh
 from .images import load_material_images
@@ -120,7 +120,7 @@ def _material_path(mat: Any) -> str | None:
 def load_blend(path: str | os.PathLike[str] | None, device: Device, *, via: str = "arrays", scene: Any = None,
                evaluated: bool = True, progress: ProgressFn | None = None, textures: bool = True,
                strict: bool = False, plugin_manager: Any = None) -> Scene:
-    """Load a ``.blend`` file onto ``device``; return the :class:`~vixen_assets.usd.scene.Scene` (release it, or use
+    """Load a ``.blend`` file onto ``device``; return the :class:`~vixen_assets.scene.Scene` (release it, or use
     ``with``).
 
     :param path: the ``.blend`` file; ``None`` loads bpy's current session (the file open in Blender, saved or not).
@@ -177,7 +177,7 @@ def _load(path: Any, device: Device, *, via: str, scene: Any, evaluated: bool, p
         out = _load_via_arrays(label, device, bscene, evaluated, progress, textures, strict)
     out.stats.seconds["open"] = t_open - t0
     out.stats.seconds["total"] = _time.perf_counter() - t0
-    out.extra["blender"] = {"via": via, "scene": bscene.name, "version": bpy.app.version_string,
+    out.plugin_data["blender"] = {"via": via, "scene": bscene.name, "version": bpy.app.version_string,
                             "evaluated": evaluated}
     return out
 

@@ -47,13 +47,10 @@ class Session:
         key = (index, round(budget_mb, 3))
         if self.device is not None and self.device_key == key and not getattr(self.device, "closed", False):
             return self.device
-        self.close()
-        fraction = 0.9
-        if budget_mb > 0:
-            from vixen_assets.cli.load import budget_fraction_for
+        from vixen_assets.cli.load import budget_options
 
-            fraction = budget_fraction_for(index, budget_mb)
-        self.device = open_device(index, budget_fraction=fraction)
+        self.close()
+        self.device = open_device(index, budget=budget_options(budget_mb if budget_mb > 0 else None))
         self.device_key = key
         return self.device
 
