@@ -27,9 +27,10 @@ typecheck: setup
 test-slow: setup
 	VIXEN_VALIDATION=1 $(PY) -m pytest tests plugins -q -m slow
 
-# The Blender extension zip (plugins/vixen-assets-blender), built and validated with Blender's extension tool.
+# The Blender extension zip (plugins/vixen-assets-blender), built and validated with Blender's extension tool
+# (from the bpy wheel in .venv-blender, which scripts/setup.sh makes: bpy pins numpy < 2).
 blender-extension: setup
-	$(PY) -m vixen_assets_blender.build_extension -o dist
+	.venv-blender/bin/python -m vixen_assets_blender.build_extension -o dist
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -14,11 +14,14 @@ coordinates of a referenced (or payloaded) layer into those of the layer that re
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..scene import Scene
 
 #: USD's fallbacks when a stage authors no ``upAxis`` / ``metersPerUnit``.
 DEFAULT_UP_AXIS = "Y"
@@ -74,7 +77,7 @@ def frame_matrix(from_up: str, from_mpu: float, to_up: str, to_mpu: float) -> np
     return m
 
 
-def convert_scene_frame(scene: Any, up_axis: str | None, meters_per_unit: float | None) -> None:
+def convert_scene_frame(scene: Scene, up_axis: str | None, meters_per_unit: float | None) -> None:
     """Convert ``scene`` (its instance transforms, hence bounds and a later TLAS) into the requested frame.
 
     ``None`` keeps the scene's own axis or unit. Sets ``scene.up_axis`` and ``scene.meters_per_unit`` to the frame
