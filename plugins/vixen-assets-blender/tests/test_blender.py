@@ -298,3 +298,27 @@ def test_missing_image_file_is_a_warning(device: Any, tmp_path: Path) -> None:
         assert "lost_image" in warning and "gone.png" in warning
     with pytest.raises(FormatError, match="gone.png"):
         vixen_assets_blender.load_blend(path, device, strict=True)
+
+
+def test_validation_rules_find_what_the_loader_warns_about(showcase: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    from vixen_assets_blender import rules
+
+    found = rules.findings(str(showcase[0]))
+    assert ("blend.empty-mesh", "warning", "/EmptyMesh") in [f[:3] for f in found]
+    assert not [f for f in found if f[1] == "error"]
+    assert not [f for f in found if f[2] == "/Scatter"]  # an instancer's own empty mesh is not a finding
+    bad = tmp_path / "cut.blend"
+    bad.write_bytes(showcase[0].read_bytes()[:-9])
+    assert [f[0] for f in rules.findings(str(bad))] == ["blend.file"]
+
+    class Ctx:  # what the batch validation hands a check: the file, a cache shared by the rules of one asset
+        path = str(showcase[0])
+        cache: dict[str, Any] = {}
+
+    issues = list(rules.CHECKS["blend.empty-mesh"](Ctx()))
+    assert issues == [("blend.empty-mesh", "warning", str(showcase[0]), "/EmptyMesh",
+                       "the evaluated mesh has no faces: nothing to draw")]
+    registered: list[tuple[str, dict[str, Any]]] = []
+    rules.vixen_register_validators(lambda code, **kw: registered.append((code, kw)))
+    assert {c for c, _ in registered} == set(rules.RULES)
+    assert all(kw["suffixes"] == (".blend",) and kw["check"] is rules.CHECKS[c] for c, kw in registered)

@@ -46,3 +46,23 @@ def test_without_bpy_a_blend_is_a_clear_error(device: object, tmp_path: object) 
     with pytest.raises(UnsupportedFeatureError, match="needs the bpy module") as info:
         vixen_assets.load_stage(path, device, plugin_manager=pm)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.skipif(HAS_BPY, reason="bpy is importable here")
+def test_rules_without_bpy_check_the_structure(tmp_path: object) -> None:
+    from pathlib import Path
+
+    import vixen_assets.plugins
+    from vixen_assets_blender import rules
+
+    path = Path(str(tmp_path)) / "scene.blend"
+    path.write_bytes(b"BLENDER-v300" + bytes(64) + b"ENDB" + bytes(20))
+    [(code, severity, _pointer, message)] = rules.findings(str(path))
+    assert (code, severity) == ("blend.bpy-missing", "info") and "bpy" in message
+    path.write_bytes(b"not a blend at all")
+    [(code, severity, _pointer, message)] = rules.findings(str(path))
+    assert (code, severity) == ("blend.file", "error") and "not a .blend file" in message
+    # the rules' hook is optional: a vixen-assets without batch validation still loads the plugin
+    pm = vixen_assets.plugins.get_plugin_manager()
+    assert pm.get_plugin("blender") is not None
+    assert not [f for f in pm.vixen_failures if f.name == "blender"]

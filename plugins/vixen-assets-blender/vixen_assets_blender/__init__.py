@@ -3,7 +3,8 @@
 - :func:`load_blend` loads a ``.blend`` file (or bpy's open session) as a :class:`~vixen_assets.scene.Scene`;
 - :func:`mesh_arrays` gives one mesh object's arrays as numpy, without a device;
 - as a vixen-assets plugin (entry point ``blender``) it answers the ``vixen_load_scene_file`` hook for ``.blend``
-  files, so ``load_stage("scene.blend", device)`` and ``vixen-assets load scene.blend`` work;
+  files, so ``load_stage("scene.blend", device)`` and ``vixen-assets load scene.blend`` work, and registers the
+  ``blend.*`` validation rules (:mod:`vixen_assets_blender.rules`) for ``vixen-assets validate``;
 - ``vixen_assets_blender.extension`` is the Blender extension (a 3D-view sidebar panel), built into a zip by
   ``make blender-extension``.
 
@@ -20,6 +21,7 @@ from vixen_assets import hookimpl
 
 from .arrays import MeshArrays, mesh_arrays, read_mesh
 from .loader import check_blend_file, load_blend
+from .rules import vixen_register_validators
 
 if TYPE_CHECKING:
     from vixen_assets.device import Device
@@ -48,4 +50,4 @@ def vixen_load_scene_file(path: str, device: Device, options: dict[str, Any]) ->
 
 
 __all__ = ["SUFFIXES", "MeshArrays", "check_blend_file", "load_blend", "mesh_arrays", "read_mesh",
-           "vixen_load_scene_file"]
+           "vixen_load_scene_file", "vixen_register_validators"]
