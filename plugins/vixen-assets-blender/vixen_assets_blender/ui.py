@@ -41,7 +41,11 @@ class Session:
     devices: list[tuple[str, str, str]] = field(default_factory=list)
 
     def open(self, index: int, budget_mb: float) -> Any:
-        """The device for these settings (reopened when they changed)."""
+        """The device for these settings (reopened when they changed).
+
+        :param index: the device index.
+        :param budget_mb: the budget in MiB (``0``: the default, 90% of the device's memory).
+        """
         from vixen_assets.device import open_device
 
         key = (index, round(budget_mb, 3))
@@ -124,7 +128,10 @@ class VIXEN_OT_load_to_gpu(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context: Any) -> set[str]:
-        """Load; fill the settings' result fields; report."""
+        """Load; fill the settings' result fields; report.
+
+        :param context: Blender's context (its scene is loaded).
+        """
         from vixen_assets.errors import VixenError
 
         settings = context.scene.vixen_assets
@@ -160,7 +167,10 @@ class VIXEN_OT_release(bpy.types.Operator):
     bl_label = "Release GPU scene"
 
     def execute(self, context: Any) -> set[str]:
-        """Release the scene and close the device."""
+        """Release the scene and close the device.
+
+        :param context: Blender's context.
+        """
         SESSION.close()
         context.scene.vixen_assets.status = "released"
         return {"FINISHED"}
@@ -198,7 +208,10 @@ class VIXEN_OT_validate(bpy.types.Operator):
     bl_label = "Validate"
 
     def execute(self, context: Any) -> set[str]:
-        """Export to a temporary .usdc, validate it, list the issues."""
+        """Export to a temporary .usdc, validate it, list the issues.
+
+        :param context: Blender's context (its scene is validated).
+        """
         import vixen_assets
 
         settings = context.scene.vixen_assets
@@ -239,7 +252,10 @@ class VIXEN_OT_select_issue(bpy.types.Operator):
     index: bpy.props.IntProperty()  # type: ignore[valid-type]
 
     def execute(self, context: Any) -> set[str]:
-        """Select (only) the issue's object and make it active."""
+        """Select (only) the issue's object and make it active.
+
+        :param context: Blender's context.
+        """
         settings = context.scene.vixen_assets
         if not 0 <= self.index < len(settings.issues):
             return {"CANCELLED"}
@@ -266,7 +282,10 @@ class VIXEN_PT_panel(bpy.types.Panel):
     bl_category = "Vixen"
 
     def draw(self, context: Any) -> None:
-        """Settings, the two buttons, the last results and the issues."""
+        """Settings, the two buttons, the last results and the issues.
+
+        :param context: Blender's context.
+        """
         s = context.scene.vixen_assets
         col = self.layout.column()
         col.prop(s, "device")
