@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vixen_assets.cachers")
 
+PREFLIGHT_CATEGORY = "preflight"
+"""The budget category of :meth:`TypedCacher.preflight` charges (apart from the entries' own categories)."""
+
 S = TypeVar("S")
 E = TypeVar("E")
 
@@ -185,8 +188,9 @@ class TypedCacher(Generic[S, E]):
     def preflight(self, nbytes: int, what: str) -> Iterator[None]:
         """Charge ``nbytes`` (the GPU bytes an asset's header or counts imply) to the budget *before* inflating,
         decoding or preparing it, and give the charge back when the block ends (the GPU objects then charge their
-        exact sizes). The charge can cross the warning threshold and so evict unreferenced entries first; a charge
-        that does not fit evicts unreferenced entries of every cacher on the device before it is refused.
+        exact sizes; the charge is in the budget category :data:`PREFLIGHT_CATEGORY`). The charge can cross the
+        warning threshold and so evict unreferenced entries first; a charge that does not fit evicts unreferenced
+        entries of every cacher on the device before it is refused.
 
         :param nbytes: the bytes the asset will need on the GPU.
         :param what: the file or prim, for the error message.
@@ -205,14 +209,14 @@ class TypedCacher(Generic[S, E]):
                 if short <= 0:
                     break
         try:
-            heap = budget.reserve(nbytes, category=self.name)
+            heap = budget.reserve(nbytes, category=PREFLIGHT_CATEGORY)
         except BudgetExceededError as exc:
             raise BudgetExceededError(exc.requested, exc.used, exc.limit, who=self.name, heap=exc.heap,
                                       what=what) from None
         try:
             yield
         finally:
-            budget.release(int(nbytes), heap=heap, category=self.name)
+            budget.release(nbytes, heap=heap, category=PREFLIGHT_CATEGORY)
 
     def get_many(self, sources: Sequence[S], keys: Sequence[str] | None = None) -> list[E]:
         """Return one entry per source, acquiring a reference on each; builds the missing ones in one batch."""

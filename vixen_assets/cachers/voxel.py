@@ -104,6 +104,16 @@ class VoxelSource:
         """Solid voxels over all models."""
         return sum(m.voxel_count for m in self.models)
 
+    def gpu_bytes(self) -> int:
+        """GPU bytes the scene will take at least, from the voxel counts alone (before any brick is built): an AABB
+        (24 bytes) per voxel (``"voxel"`` mode) or per brick, and a brick (8x8x8 bytes plus a 32-byte record) per
+        512 voxels at least, plus the palette, materials and one record per model and placement."""
+        total = 256 * 4 + 256 * 16 + 64 * (len(self.models) + len(self.placements))
+        for m in self.models:
+            bricks = -(-m.voxel_count // BRICK ** 3)
+            total += bricks * (BRICK ** 3 + 32) + 24 * (m.voxel_count if self.aabb_mode == "voxel" else bricks)
+        return total
+
     def content_hash(self) -> str:
         """Hash of every array and the AABB mode (computed once per source)."""
         cached = self.__dict__.get("_hash")
@@ -312,7 +322,8 @@ class VoxelSceneCacher(TypedCacher[VoxelSource, GpuVoxelScene]):
         up = self.device.uploader
         usage_plain = "storage"
         for src in sources:
-            arrays, models, bounds = _scene_arrays(src)
+            with self.preflight(src.gpu_bytes(), src.path or "voxels"):  # the budget before building the bricks
+                arrays, models, bounds = _scene_arrays(src)
             specs: dict[str, tuple[int, Any]] = {k: (max(a.nbytes, 16), usage_plain) for k, a in arrays.items()}
             specs["aabbs"] = (max(arrays["aabbs"].nbytes, 24), "storage|device_address|accel_input")
             label = src.path.rsplit("/", 1)[-1] if src.path else "voxels"
