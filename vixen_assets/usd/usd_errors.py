@@ -21,8 +21,14 @@ def usd_reason(exc: BaseException, path: str = "") -> str:
     :param exc: the exception USD raised (``Tf.ErrorException`` or any other).
     :param path: the file, dropped from the start of the reason (the caller's error names it already).
     """
-    text = str(exc)
-    messages = [m.strip() for m in _RECORD.findall(text)] or [ln.strip() for ln in text.splitlines() if ln.strip()]
+    messages: list[str] = []
+    for part in getattr(exc, "args", None) or (exc,):
+        try:
+            text = str(part)
+        except UnicodeDecodeError:  # USD quotes the bad bytes of a file that is not UTF-8 text
+            text = "Error in '' at line 0 in file  : 'the file holds bytes that are not valid UTF-8 text'"
+        messages += [m.strip() for m in _RECORD.findall(text)] or [ln.strip() for ln in text.splitlines()
+                                                                    if ln.strip()]
     specific = [m for m in messages if not _GENERIC.match(m)]
     reason = (specific or messages or ["unknown error"])[0]
     reason = _NAMESPACE.sub("", reason).strip().splitlines()[0].strip()

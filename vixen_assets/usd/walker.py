@@ -201,37 +201,45 @@ class _Walker:
         it = iter(Usd.PrimRange(root) if predicate is None else Usd.PrimRange(root, predicate))
         for prim in it:
             self.visited += 1
-            if self._pruned(prim):
+            try:
+                self._visit(prim, it, relative_to, items)
+            except Tf.ErrorException as exc:  # USD refuses the prim (a bad xformOp, ...): a bad prim, not a crash
                 it.PruneChildren()
-                continue
-            if prim.IsInstance():
-                proto = prim.GetPrototype()
-                m = self._matrix(prim, relative_to)
-                inst_mat = _bound_material(prim)
-                path = str(prim.GetPath())
-                cut = len(str(proto.GetPath()))
-                for pi in self._prototype(proto):
-                    items.append(pi.placed(_mul(pi.matrix, m), path + pi.label[cut:], pi.material or inst_mat))
-                it.PruneChildren()
-                continue
-            tname = prim.GetTypeName()
-            if tname == "PointInstancer":
-                items.extend(self._point_instancer(prim, relative_to))
-                it.PruneChildren()
-                continue
-            reg = self.types.get(tname)
-            if not tname and prim.IsPseudoRoot():
-                continue
-            if reg is None and self.attributes:
-                reg = next((r for a, r in self.attributes.items() if prim.HasAttribute(a)), None)
-            if reg is not None:
-                ppath = str(prim.GetPath())
-                items.append(_Item(reg, prim, self._matrix(prim, relative_to), ppath, None, prim_path=ppath))
-            elif self.suffixes and prim.HasAttribute(FILE_ATTRIBUTE):
-                item = self._file_item(prim, relative_to)
-                if item is not None:
-                    items.append(item)
+                self.warn(str(prim.GetPath()), None, f"USD cannot read the prim: {usd_reason(exc)}")
         return items
+
+    def _visit(self, prim: Any, it: Any, relative_to: Any, items: list[_Item]) -> None:
+        """Add the items of one prim (pruning what it covers itself)."""
+        if self._pruned(prim):
+            it.PruneChildren()
+            return
+        if prim.IsInstance():
+            proto = prim.GetPrototype()
+            m = self._matrix(prim, relative_to)
+            inst_mat = _bound_material(prim)
+            path = str(prim.GetPath())
+            cut = len(str(proto.GetPath()))
+            for pi in self._prototype(proto):
+                items.append(pi.placed(_mul(pi.matrix, m), path + pi.label[cut:], pi.material or inst_mat))
+            it.PruneChildren()
+            return
+        tname = prim.GetTypeName()
+        if tname == "PointInstancer":
+            items.extend(self._point_instancer(prim, relative_to))
+            it.PruneChildren()
+            return
+        reg = self.types.get(tname)
+        if not tname and prim.IsPseudoRoot():
+            return
+        if reg is None and self.attributes:
+            reg = next((r for a, r in self.attributes.items() if prim.HasAttribute(a)), None)
+        if reg is not None:
+            ppath = str(prim.GetPath())
+            items.append(_Item(reg, prim, self._matrix(prim, relative_to), ppath, None, prim_path=ppath))
+        elif self.suffixes and prim.HasAttribute(FILE_ATTRIBUTE):
+            item = self._file_item(prim, relative_to)
+            if item is not None:
+                items.append(item)
 
     def _file_item(self, prim: Any, relative_to: Any) -> _Item | None:
         """A prim whose ``asset vixen:file`` names a file a cacher handles by suffix (``.vox``, ...)."""
