@@ -299,6 +299,20 @@ def _reset_peak() -> None:
         fh.write("5")
 
 
+def _selftest(what: str) -> None:
+    """Misbehave on purpose (``VIXEN_FUZZ_SELFTEST=crash:3,hang:5,hog:7,raise:9``) so tests can see the parent
+    record each kind of failure."""
+    if what == "crash":
+        os._exit(77)
+    if what == "hang":
+        time.sleep(3600)
+    if what == "hog":
+        hog = bytearray(768 << 20)
+        hog[::4096] = b"x" * len(hog[::4096])
+    if what == "raise":
+        raise KeyError("selftest")
+
+
 def worker(fmt: str, seed: int, start: int, count: int, validation: bool, budget_mb: float, tmp: str,
            assets: Path | None) -> int:
     """Load inputs ``start .. start + count - 1``, one JSON line each (``{"i", "outcome", "ms", "rss"}``)."""
@@ -310,6 +324,8 @@ def worker(fmt: str, seed: int, start: int, count: int, validation: bool, budget
     dev = va.open_device(validation=validation, budget=va.BudgetOptions.from_mib(budget_mb, staging_timeout_s=5.0))
     out = sys.stdout
     seen = len(dev.validation_problems())
+    selftest = {int(k): v for v, k in (item.split(":") for item in
+                                       os.environ.get("VIXEN_FUZZ_SELFTEST", "").split(",") if item)}
     try:
         for i in range(start, start + count):
             data = make_input(fmt, seed, i, seeds)
@@ -321,6 +337,8 @@ def worker(fmt: str, seed: int, start: int, count: int, validation: bool, budget
             rss0 = _status("VmRSS")
             t0 = time.perf_counter()
             try:
+                if i in selftest:  # the harness's own test: make this input crash, hang, hog memory or raise
+                    _selftest(selftest[i])
                 if fmt == "ktx2":
                     va.load_texture(path, dev).release()
                 elif fmt == "vox":
@@ -454,9 +472,10 @@ def run(fmt: str, *, count: int, seed: int = 0, workers: int = 1, time_limit: fl
             info = procs[slot]
             p = info["proc"]
             cur = info["current"]
-            timed_out = cur is not None and time.monotonic() - info["since"] > time_limit
-            if timed_out:
+            if cur is not None and time.monotonic() - info["since"] > time_limit and "killed" not in info:
+                info["killed"] = cur
                 p.kill()
+            timed_out = info.get("killed") is not None
             rc = p.poll()
             if rc is None:
                 continue
@@ -470,7 +489,12 @@ def run(fmt: str, *, count: int, seed: int = 0, workers: int = 1, time_limit: fl
                 elif "begin" in msg:
                     cur = msg["begin"]
             err = p.stderr.read()
+            p.stdout.close()
+            p.stderr.close()
+            p.wait()
             del procs[slot]
+            if timed_out:
+                cur = info["killed"]
             if cur is not None:
                 why = "TIMEOUT" if timed_out else f"CRASH rc={rc}"
                 record(cur, f"{why}: {err.strip().splitlines()[-1][:200] if err.strip() else ''}")

@@ -259,8 +259,8 @@ def _scene_arrays(src: VoxelSource) -> tuple[dict[str, np.ndarray], list[ModelIn
     mats = np.zeros((256, 4), np.float32)
     for idx, props in src.materials.items():
         if 0 <= idx < 256:
-            mats[idx] = [_MATERIAL_KINDS.get(props.get("_type", "_diffuse"), 0), float(props.get("_rough", 0) or 0),
-                         float(props.get("_metal", 0) or 0), float(props.get("_emit", 0) or 0)]
+            mats[idx] = [_MATERIAL_KINDS.get(props.get("_type", "_diffuse"), 0),
+                         *(_material_number(src, idx, props, key) for key in ("_rough", "_metal", "_emit"))]
     arrays = {
         "meta": meta, "models": model_arr, "instances": inst, "palette": np.ascontiguousarray(src.palette, np.uint8),
         "materials": mats,
@@ -271,6 +271,20 @@ def _scene_arrays(src: VoxelSource) -> tuple[dict[str, np.ndarray], list[ModelIn
     bounds = (lo_w.astype(np.float32), hi_w.astype(np.float32)) if np.isfinite(lo_w).all() else (
         np.zeros(3, np.float32), np.zeros(3, np.float32))
     return arrays, models, bounds
+
+
+def _material_number(src: VoxelSource, idx: int, props: dict[str, str], key: str) -> float:
+    """A number of a ``MATL`` chunk's dictionary (0 when absent); a FormatError naming file and field otherwise."""
+    value = props.get(key, 0) or 0
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise FormatError(f"{key} is {value!r}, not a number", path=src.path or None,
+                          field=f"MATL[{idx}].{key}") from None
+    if not np.isfinite(number):
+        raise FormatError(f"{key} is {value!r}, not a finite number", path=src.path or None,
+                          field=f"MATL[{idx}].{key}")
+    return number
 
 
 class VoxelSceneCacher(TypedCacher[VoxelSource, GpuVoxelScene]):
