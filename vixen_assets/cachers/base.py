@@ -286,15 +286,23 @@ class TypedCacher(Generic[S, E]):
 
     def _build_missing(self, missing: dict[str, S]) -> None:
         keys = list(missing)
-        with self.device.allocation_group() as group:
+        for attempt in (0, 1):
             try:
-                values = self.build([missing[k] for k in keys], group)
+                with self.device.allocation_group() as group:
+                    values = self.build([missing[k] for k in keys], group)
+                break
+            except BudgetExceededError:
+                # refused (e.g. a new memory block would not fit while cached entries hold partly empty ones):
+                # the build rolled back; evict every unreferenced entry on the device and try once more
+                if attempt or not self._make_room():
+                    self.stats.failed_builds += 1
+                    raise
             except BaseException:
                 self.stats.failed_builds += 1
                 raise
-            if len(values) != len(keys):
-                raise PluginError(f"cacher {self.name!r}: build returned {len(values)} entries for {len(keys)} sources",
-                                  plugin=type(self).__module__)
+        if len(values) != len(keys):
+            raise PluginError(f"cacher {self.name!r}: build returned {len(values)} entries for {len(keys)} sources",
+                              plugin=type(self).__module__)
         for key, value in zip(keys, values):
             nbytes = int(self.entry_nbytes(value))
             self._entries[key] = _Entry(key, value, nbytes, next(self._ticks))
@@ -303,6 +311,16 @@ class TypedCacher(Generic[S, E]):
             self.stats.bytes += nbytes
             if self.plugin_manager is not None:
                 notify_asset_cached(self.plugin_manager, self.name, key, nbytes)
+
+    def _make_room(self) -> bool:
+        """Evict the unreferenced entries of every cacher on the device, wait until their memory is free and free
+        the empty memory blocks; True when anything was evicted or freed."""
+        evicted = sum(cacher.evict() for cacher in list(self.device.cachers.values()))
+        ctx = self.device.context
+        self.device.uploader.drain()  # the evicted entries' last uploads, then their deferred destruction
+        ctx.lifetime.drain()
+        trimmed = ctx.suballocator.trim()  # empty blocks kept for reuse may be what stands in the way
+        return evicted > 0 or trimmed > 0
 
     def release(self, key: str) -> None:
         """Drop one reference to the entry ``key`` (it stays cached, evictable, once unreferenced)."""
