@@ -5,7 +5,11 @@
   buffers; pieces above 512 KiB skip the packing and take whole pool buffers, split at the largest tier (4 MiB).
 - Staging fills of large pieces run on a small thread pool (``numpy.copyto`` releases the GIL), so host copies do
   not cap the DMA engine. Once a batch holds ``AUTO_FLUSH_BYTES`` it is sealed and submitted as soon as its fills
-  are done, while enqueueing goes on into the next batch: host fills overlap the copies of earlier batches.
+  are done, while enqueueing goes on into the next batch: host fills overlap the copies of earlier batches. With
+  many fill threads (discrete GPUs' hosts) each staging chunk is filled in slices so that one wave of the threads
+  fills about one batch: batches complete in order, the first copy starts after one batch's fill (not after a
+  chunk per thread), and the fill thread that completes a sealed batch submits it at once (it does not wait for
+  the enqueueing thread to come back).
 - When the destination is host-visible (unified memory, e.g. lavapipe; resizable BAR) and ``direct_writes`` is on,
   the bytes go straight into the mapped destination: no staging copy, no GPU work (with 4 or more fill threads,
   pieces of 2 MiB and more are written by several threads at once).
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
+from time import thread_time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +51,7 @@ LARGE_COPY = 512 << 10      # pieces above this skip linear packing (Hydra Storm
 PARALLEL_FILL = 1 << 20     # pieces above this are filled on the thread pool
 FILL_SPLIT = 1 << 20        # direct writes are split over the fill threads in slices of at least this
 AUTO_FLUSH_BYTES = 16 << 20  # staged bytes that seal a batch for submission (starts the DMA engine early)
+TIMED_COPY = 64 << 10       # host copies of at least this are timed (thread CPU) into ``UploadStats.copy_cpu_s``
 
 # short names of the vk/enums.py values the barriers below use
 STAGE_TRANSFER = PipelineStage.TRANSFER
@@ -60,6 +66,13 @@ ACCESS_HOST_READ = Access.HOST_READ
 
 _U8 = np.dtype(np.uint8)
 _ndarray = np.ndarray
+
+
+def _timed_copy(dst: np.ndarray, src: np.ndarray) -> float:
+    """``numpy.copyto(dst, src)`` (releases the GIL); return the calling thread's CPU seconds it took."""
+    t0 = thread_time()
+    np.copyto(dst, src)
+    return thread_time() - t0
 
 
 def as_bytes(data: Any) -> np.ndarray:
@@ -136,6 +149,9 @@ class UploadStats:
     ownership_transfers: int = 0
     ownership_barriers: int = 0
     image_copies: int = 0
+    #: thread CPU seconds spent in the host copies of buffer uploads' bytes (staging fills and direct writes of at
+    #: least ``TIMED_COPY`` bytes, on whichever thread ran them): what an overhead measure subtracts
+    copy_cpu_s: float = 0.0
 
 
 class BatchedUploader:
@@ -178,6 +194,7 @@ class BatchedUploader:
         # pieces up to this are packed into shared pool buffers (never more than the largest tier holds)
         self._small_max = min(LARGE_COPY, self.pool.max_chunk)
         self.stats = UploadStats()
+        self._error: BaseException | None = None
         self._closed = False
 
     # -- enqueue --------------------------------------------------------------------------------------------------
@@ -207,6 +224,8 @@ class BatchedUploader:
                 start = alloc.offset + dst_offset
                 if n >= 2 * FILL_SPLIT and self._split_direct:
                     self._fill_parallel(mapped[start:start + n], src)
+                elif n >= TIMED_COPY:
+                    stats.copy_cpu_s += _timed_copy(mapped[start:start + n], src)
                 else:
                     mapped[start:start + n] = src
                 stats.direct_writes += 1
@@ -228,14 +247,15 @@ class BatchedUploader:
         n = src.shape[0]
         parts = min(self._workers + 1, n // FILL_SPLIT)
         if parts <= 1:
-            view[:] = src
+            self.stats.copy_cpu_s += _timed_copy(view, src)
             return
         step = -(-n // parts)
         last = (parts - 1) * step
-        futs = [self._threads.submit(np.copyto, view[i:i + step], src[i:i + step]) for i in range(0, last, step)]
-        view[last:] = src[last:]
+        futs = [self._threads.submit(_timed_copy, view[i:i + step], src[i:i + step]) for i in range(0, last, step)]
+        cpu = _timed_copy(view[last:], src[last:])
         for f in futs:
-            f.result()
+            cpu += f.result()
+        self.stats.copy_cpu_s += cpu
 
     def _record(self, src_buf: Buffer, src_off: int, dst: Buffer, dst_off: int, n: int) -> list[int]:
         batch = self._batch
@@ -270,7 +290,10 @@ class BatchedUploader:
         if (last is not None and batch.last_dst is dst._handle and last[1] + last[2] == dst_abs
                 and buf is not None and last[0] + last[2] == buf._offset + cursor and cursor + n <= buf.size):
             # this piece continues the previous one in the destination: pack it back to back, extend the region
-            batch.cursor_view[cursor:cursor + n] = src
+            if n >= TIMED_COPY:
+                self.stats.copy_cpu_s += _timed_copy(batch.cursor_view[cursor:cursor + n], src)
+            else:
+                batch.cursor_view[cursor:cursor + n] = src
             batch.cursor = cursor + n
             last[2] += n
             batch.nbytes += n
@@ -286,15 +309,27 @@ class BatchedUploader:
             batch.cursor_buf = buf
             batch.cursor_view = buf.mapped
             start = 0
-        batch.cursor_view[start:start + n] = src
+        if n >= TIMED_COPY:
+            self.stats.copy_cpu_s += _timed_copy(batch.cursor_view[start:start + n], src)
+        else:
+            batch.cursor_view[start:start + n] = src
         batch.cursor = start + n
         batch.last = self._record(buf, start, dst, dst_offset, n)
         batch.last_dst = dst._handle
         self.stats.staged_bytes += n
 
+    def _fill_slice(self) -> int:
+        """Bytes per fill task: a wave of the fill threads fills about one auto-flush batch (so batches complete
+        in order and the first copy starts early), at least ``FILL_SPLIT``; a whole chunk with few threads."""
+        step = (AUTO_FLUSH_BYTES // self._workers) & ~0xFFFF
+        return max(FILL_SPLIT, step)
+
     def _stage_large(self, dst: Buffer, src: np.ndarray, dst_offset: int) -> None:
         n = src.size
         pos = 0
+        step = self._fill_slice()
+        submit = self._threads.submit
+        done = self._fill_done
         while pos < n:
             chunk = min(n - pos, self.pool.max_chunk)
             buf = self.pool.checkout(chunk)
@@ -302,7 +337,13 @@ class BatchedUploader:
             batch.staging.append(buf)
             part = src[pos:pos + chunk]
             if chunk >= PARALLEL_FILL:
-                batch.fills.append(self._threads.submit(np.copyto, buf.host_bytes[:chunk], part))
+                view = buf.host_bytes[:chunk]
+                for i in range(0, chunk, step):
+                    fut = submit(_timed_copy, view[i:i + step], part[i:i + step])
+                    batch.fills.append(fut)
+                    fut.add_done_callback(done)
+            elif chunk >= TIMED_COPY:
+                self.stats.copy_cpu_s += _timed_copy(buf.host_bytes[:chunk], part)
             else:
                 buf.host_bytes[:chunk] = part
             self._record(buf, 0, dst, dst_offset + pos, chunk)
@@ -366,6 +407,9 @@ class BatchedUploader:
         an auto-flush sealed and whose staging fills were still running.
         """
         with self._lock:
+            if self._error is not None:  # a submission made by a fill thread failed
+                err, self._error = self._error, None
+                raise err
             batch = self._batch
             self._batch = _Batch()
             self.collect()
@@ -393,11 +437,25 @@ class BatchedUploader:
         while self._sealed and all(f.done() for f in self._sealed[0].fills):
             self._submit_batch(self._sealed.popleft())
 
+    def _fill_done(self, _fut: Future[Any]) -> None:
+        """A fill finished (on a fill thread): submit the sealed batches it completed, unless another thread holds
+        the uploader (that thread submits them: every enqueue and flush calls :meth:`_submit_ready`)."""
+        if not self._sealed or self._closed or not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._submit_ready()
+        except BaseException as e:  # noqa: BLE001 - raised again by the next flush, never lost on a fill thread
+            self._error = e
+        finally:
+            self._lock.release()
+
     def _submit_batch(self, batch: _Batch, prev: Ticket | None = None) -> Ticket:
         """Record and submit one batch once its fills are done; the ticket also counts ``prev``'s batches."""
         with self._lock:
+            cpu = 0.0
             for f in batch.fills:
-                f.result()
+                cpu += f.result()
+            self.stats.copy_cpu_s += cpu
             self.stats.flushes += 1
             cmd = self._cmd("upload")
             begin(cmd)
