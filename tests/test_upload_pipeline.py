@@ -85,3 +85,42 @@ def test_pipelined_pieces_and_interleaved_flushes_read_back_exact(device: Any, m
     finally:
         for b in bufs:
             b.destroy()
+
+
+def test_direct_writes_on_the_fill_threads_are_waited_for(device: Any) -> None:
+    """Large direct writes run on the fill threads (forced on here, as on a many-core host) and ``enqueue`` returns
+    at once; a read, a flush, a staged copy or a retire of the destination waits for them."""
+    up = device.uploader
+    split, workers = up._split_direct, up._workers
+    up._split_direct, up._workers = True, 16
+    try:
+        pieces = [random_bytes(n, seed=n) for n in (4 * MiB, 2 * MiB + 3, 9 * MiB + 77)]
+        bufs = [device.create_buffer(p.size + 64, STORAGE, name=f"direct{i}") for i, p in enumerate(pieces)]
+        try:
+            if not bufs[0].host_visible:
+                pytest.skip("device-local memory is not host-visible here: no direct writes")
+            cpu = up.stats.copy_cpu_s
+            for b, p in zip(bufs, pieces):
+                up.enqueue(b, p, 64)
+            assert up.has_pending and up.pending_for(bufs[1])
+            # a read waits for the writes into it
+            assert np.array_equal(device.read_buffer(bufs[1], pieces[1].size, 64), pieces[1])
+            assert not up.has_pending and up.stats.copy_cpu_s > cpu
+            # a staged copy enqueued after a direct write lands after it
+            up.enqueue(bufs[0], pieces[2][:4 * MiB], 64)
+            up.direct_writes = False
+            up.enqueue(bufs[0], pieces[0][:1024], 64)
+            up.direct_writes = True
+            up.flush().wait()
+            got = device.read_buffer(bufs[0], 4 * MiB, 64)
+            assert np.array_equal(got[:1024], pieces[0][:1024]) and np.array_equal(got[1024:], pieces[2][1024:4 * MiB])
+            # destroying a destination with writes still running waits for them (then the memory is freed)
+            up.enqueue(bufs[2], pieces[2], 64)
+            bufs[2].destroy()
+            assert not up.pending_for(bufs[2])
+        finally:
+            for b in bufs:
+                b.destroy()
+    finally:
+        up._split_direct, up._workers = split, workers
+        up.direct_writes = True

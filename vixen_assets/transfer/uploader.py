@@ -11,8 +11,11 @@
   chunk per thread), and the fill thread that completes a sealed batch submits it at once (it does not wait for
   the enqueueing thread to come back).
 - When the destination is host-visible (unified memory, e.g. lavapipe; resizable BAR) and ``direct_writes`` is on,
-  the bytes go straight into the mapped destination: no staging copy, no GPU work (with 4 or more fill threads,
-  pieces of 2 MiB and more are written by several threads at once).
+  the bytes go straight into the mapped destination: no staging copy, no GPU work. With 4 or more fill threads,
+  pieces of 2 MiB and more are written by several fill threads at once and ``enqueue`` returns without waiting for
+  them (the next piece's ``create_buffer`` and enqueue overlap the writes; at most ``DIRECT_INFLIGHT`` bytes are
+  outstanding); ``flush()`` (and any read, retire or staged submission) waits for them. As for staged pieces, the
+  source must not change until ``flush()``.
 - ``flush()`` makes one ``vkQueueSubmit`` per batch on the upload queue (the dedicated transfer queue when the device
   has one) and returns a :class:`Ticket` (``wait()`` / ``done``) covering everything enqueued before it. With a
   separate transfer queue, the destinations are released by the transfer family and acquired by the main family
@@ -52,6 +55,7 @@ PARALLEL_FILL = 1 << 20     # pieces above this are filled on the thread pool
 FILL_SPLIT = 1 << 20        # direct writes are split over the fill threads in slices of at least this
 AUTO_FLUSH_BYTES = 16 << 20  # staged bytes that seal a batch for submission (starts the DMA engine early)
 TIMED_COPY = 64 << 10       # host copies of at least this are timed (thread CPU) into ``UploadStats.copy_cpu_s``
+DIRECT_INFLIGHT = 256 << 20  # bytes of direct writes that may run on the fill threads while enqueueing goes on
 
 # short names of the vk/enums.py values the barriers below use
 STAGE_TRANSFER = PipelineStage.TRANSFER
@@ -195,6 +199,10 @@ class BatchedUploader:
         self._small_max = min(LARGE_COPY, self.pool.max_chunk)
         self.stats = UploadStats()
         self._error: BaseException | None = None
+        # direct writes running on the fill threads: (future, bytes), their destinations, their bytes
+        self._direct: deque[tuple[Future[float], int]] = deque()
+        self._direct_dsts: dict[int, Buffer] = {}
+        self._direct_bytes = 0
         self._closed = False
 
     # -- enqueue --------------------------------------------------------------------------------------------------
@@ -223,7 +231,7 @@ class BatchedUploader:
                     self.lifetime.wait(dst.last_use)  # never write under the GPU's feet
                 start = alloc.offset + dst_offset
                 if n >= 2 * FILL_SPLIT and self._split_direct:
-                    self._fill_parallel(mapped[start:start + n], src)
+                    self._write_direct_async(dst, mapped[start:start + n], src)
                 elif n >= TIMED_COPY:
                     stats.copy_cpu_s += _timed_copy(mapped[start:start + n], src)
                 else:
@@ -241,21 +249,34 @@ class BatchedUploader:
             if self._sealed:
                 self._submit_ready()
 
-    def _fill_parallel(self, view: np.ndarray, src: np.ndarray) -> None:
-        """Copy ``src`` into ``view`` in slices of at least ``FILL_SPLIT`` bytes, one per fill thread, the calling
-        thread copying the last one (``numpy.copyto`` releases the GIL); inline when one slice would do."""
+    def _write_direct_async(self, dst: Buffer, view: np.ndarray, src: np.ndarray) -> None:
+        """Write ``src`` into the mapped ``view`` on the fill threads, in slices that spread one piece over all of
+        them (at least ``FILL_SPLIT`` bytes each); :meth:`flush` waits for them."""
         n = src.shape[0]
-        parts = min(self._workers + 1, n // FILL_SPLIT)
-        if parts <= 1:
-            self.stats.copy_cpu_s += _timed_copy(view, src)
+        step = max(FILL_SPLIT, (-(-n // self._workers) + 0xFFFF) & ~0xFFFF)
+        with self._lock:
+            submit = self._threads.submit
+            for i in range(0, n, step):
+                self._direct.append((submit(_timed_copy, view[i:i + step], src[i:i + step]), min(step, n - i)))
+            self._direct_dsts[id(dst)] = dst
+            self._direct_bytes += n
+            while self._direct_bytes > DIRECT_INFLIGHT:  # bound the work (and source arrays) held in flight
+                fut, nbytes = self._direct.popleft()
+                self.stats.copy_cpu_s += fut.result()
+                self._direct_bytes -= nbytes
+
+    def _wait_direct(self) -> None:
+        """Wait for the direct writes still running on the fill threads (call with the lock held)."""
+        if not self._direct:
             return
-        step = -(-n // parts)
-        last = (parts - 1) * step
-        futs = [self._threads.submit(_timed_copy, view[i:i + step], src[i:i + step]) for i in range(0, last, step)]
-        cpu = _timed_copy(view[last:], src[last:])
-        for f in futs:
-            cpu += f.result()
-        self.stats.copy_cpu_s += cpu
+        try:
+            while self._direct:
+                fut, nbytes = self._direct.popleft()
+                self._direct_bytes -= nbytes
+                self.stats.copy_cpu_s += fut.result()
+        finally:
+            if not self._direct:
+                self._direct_dsts.clear()
 
     def _record(self, src_buf: Buffer, src_off: int, dst: Buffer, dst_off: int, n: int) -> list[int]:
         batch = self._batch
@@ -410,6 +431,7 @@ class BatchedUploader:
             if self._error is not None:  # a submission made by a fill thread failed
                 err, self._error = self._error, None
                 raise err
+            self._wait_direct()
             batch = self._batch
             self._batch = _Batch()
             self.collect()
@@ -452,6 +474,7 @@ class BatchedUploader:
     def _submit_batch(self, batch: _Batch, prev: Ticket | None = None) -> Ticket:
         """Record and submit one batch once its fills are done; the ticket also counts ``prev``'s batches."""
         with self._lock:
+            self._wait_direct()  # a staged copy never lands before a direct write enqueued earlier
             cpu = 0.0
             for f in batch.fills:
                 cpu += f.result()
@@ -609,6 +632,8 @@ class BatchedUploader:
         """True when copies into ``resource`` (a buffer or an image) are recorded and not yet submitted."""
         key = id(resource)
         with self._lock:
+            if key in self._direct_dsts:
+                return True
             for batch in (self._batch, *self._sealed):
                 if key in batch.dsts or any(img is resource for _b, img, _c, _l in batch.images):
                     return True
@@ -617,13 +642,13 @@ class BatchedUploader:
     @property
     def has_pending(self) -> bool:
         """True when anything (buffer or image copies) is enqueued and not yet submitted."""
-        return bool(self._sealed) or not self._batch.empty()
+        return bool(self._sealed) or not self._batch.empty() or bool(self._direct)
 
     def flush_if_pending(self, resource: object) -> None:
         """Submit the pending batches when they copy into ``resource`` (a buffer or an image); the pending-flush
         callback the device registers on its ``GpuContext`` (called before ``resource`` retires)."""
         batch = self._batch
-        if id(resource) in batch.dsts or batch.images or self._sealed:  # cheap test first: destroy is a hot path
+        if id(resource) in batch.dsts or batch.images or self._sealed or self._direct_dsts:  # cheap test first
             with self._lock:
                 if self.pending_for(resource):
                     self.flush()
