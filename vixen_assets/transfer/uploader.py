@@ -146,6 +146,9 @@ class UploadStats:
     direct_writes: int = 0
     direct_bytes: int = 0
     staged_bytes: int = 0
+    #: thread CPU seconds spent in the host copies of buffer uploads' bytes (staging fills and direct writes of at
+    #: least ``TIMED_COPY`` bytes, on whichever thread ran them): what an overhead measure subtracts
+    copy_cpu_s: float = 0.0
     regions: int = 0
     coalesced: int = 0
     flushes: int = 0
@@ -153,9 +156,6 @@ class UploadStats:
     ownership_transfers: int = 0
     ownership_barriers: int = 0
     image_copies: int = 0
-    #: thread CPU seconds spent in the host copies of buffer uploads' bytes (staging fills and direct writes of at
-    #: least ``TIMED_COPY`` bytes, on whichever thread ran them): what an overhead measure subtracts
-    copy_cpu_s: float = 0.0
 
 
 class BatchedUploader:
