@@ -49,6 +49,7 @@ import platform
 import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -116,6 +117,12 @@ class Bench:
         self.dev = open_device(args.device, validation=False, rebar=True)
         if args.auto_flush_mib is not None:  # tuning experiment: the uploader's auto-flush threshold
             uploader_module.AUTO_FLUSH_BYTES = args.auto_flush_mib * MiB
+        if args.fill_threads is not None:  # tuning experiment: the uploader's fill-thread count (default: CPUs, <= 16)
+            up = self.dev.uploader
+            up._threads.shutdown(wait=True)
+            up._threads = ThreadPoolExecutor(max_workers=args.fill_threads, thread_name_prefix="vixen-fill")
+            up._workers = args.fill_threads
+            up._split_direct = args.fill_threads >= 4
         self.rows: list[dict[str, Any]] = []
         total = args.total_mib * MiB
         self.total = total
@@ -595,6 +602,7 @@ class Bench:
             "config": {"total": self.total, "pieces": self.pieces, "repeat": self.args.repeat, "usage": USAGE,
                        "auto_flush_bytes": uploader_module.AUTO_FLUSH_BYTES,
                        "cpus": os.cpu_count(), "fill_threads": dev.uploader._workers,
+                       "fill_slice": dev.uploader._fill_slice(),
                        "python": platform.python_version(), "numpy": np.__version__, "platform": platform.platform()},
             "results": self.rows,
             "cpu_overhead": overhead,
@@ -645,9 +653,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-wgpu", action="store_true", help="skip the wgpu-py peer")
     ap.add_argument("--auto-flush-mib", type=int, default=None,
                     help="override the uploader's auto-flush threshold (a tuning experiment; default: the library's)")
+    ap.add_argument("--fill-threads", type=int, default=None,
+                    help="replace the uploader's fill threads by this many (a tuning experiment; default: the library's)")
     ap.add_argument("--json", type=Path, default=None,
                     help="output path (default benchmarks/results/upload-<device>[-quick].json)")
     args = ap.parse_args(argv)
+    if args.fill_threads is not None and args.fill_threads < 1:
+        ap.error(f"--fill-threads must be >= 1, got {args.fill_threads}")
     if args.total_mib is None:
         args.total_mib = 16 if args.quick else 256
     if args.repeat is None:
