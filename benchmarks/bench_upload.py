@@ -654,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--auto-flush-mib", type=int, default=None,
                     help="override the uploader's auto-flush threshold (a tuning experiment; default: the library's)")
     ap.add_argument("--fill-threads", type=int, default=None,
-                    help="replace the uploader's fill threads by this many (a tuning experiment; default: the library's)")
+                    help="replace the uploader's fill threads by this many (a tuning experiment)")
     ap.add_argument("--json", type=Path, default=None,
                     help="output path (default benchmarks/results/upload-<device>[-quick].json)")
     args = ap.parse_args(argv)
