@@ -190,6 +190,12 @@ def cacher_registry(pm: pluggy.PluginManager) -> CacherRegistry:
     return reg
 
 
+def validator_impls(pm: pluggy.PluginManager) -> list[tuple[str, Any]]:
+    """``(plugin name, function)`` of every ``vixen_register_validators`` implementation, in registration order
+    (built-ins first); the validation package calls each with its registry's ``register``."""
+    return [(impl.plugin_name, impl.function) for impl in reversed(_impls(pm, "vixen_register_validators"))]
+
+
 def _notify(pm: pluggy.PluginManager, hook: str, signature: str, warnings: list[str] | None, **kwargs: Any) -> None:
     for impl in _impls(pm, hook):
         try:

@@ -10,7 +10,7 @@ import sys
 from ..errors import VixenError
 
 #: Subcommand modules under ``vixen_assets.cli``; each defines ``register(subparsers)``.
-SUBCOMMANDS = ("devices", "memory", "load", "plugins", "texture")
+SUBCOMMANDS = ("devices", "memory", "load", "plugins", "texture", "validate")
 
 
 def build_parser() -> argparse.ArgumentParser:
