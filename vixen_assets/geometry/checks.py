@@ -230,8 +230,7 @@ def quality_findings(src: MeshSource) -> Iterator[MeshFinding]:
         lengths = np.linalg.norm(src.normals.astype(np.float64), axis=1)
         zero = np.flatnonzero(~(lengths > 1e-12))
         if len(zero):
-            fld = "primvars:normals" if src.normals_interpolation is not None else "normals"
-            yield _finding("geom.normals-zero", fld,
+            yield _finding("geom.normals-zero", "normals",
                            f"{len(zero)} of {len(lengths)} normals have zero length (first: normal {int(zero[0])})")
 
 

@@ -128,6 +128,17 @@ def _parse(ctx: AssetContext) -> list[Issue]:
         if start > pos and start <= len(data) and any(data[pos:start]):
             add("ktx2.padding", "error", f"byte {pos}", f"padding bytes {pos}..{start} are not all zero")
         pos = max(pos, end)
+    kpos, kend, entry = kvd_off, kvd_off + kvd_len, 0
+    while kvd_len and kend - kpos >= 4 and kend <= len(data):
+        (size,) = struct.unpack_from("<I", data, kpos)
+        if size == 0 or kpos + 4 + size > kend:
+            break
+        pad_start = kpos + 4 + size
+        pad_end = min(kend, pad_start + (-(4 + size)) % 4)
+        if any(data[pad_start:pad_end]):
+            add("ktx2.padding", "error", f"kvd[{entry}] padding", f"padding bytes {pad_start}..{pad_end} after "
+                                                                 "the entry are not all zero")
+        kpos, entry = pad_end, entry + 1
     # key/value data (7xxx)
     if ktx is not None:
         yield_kvd(ctx, ktx, vk_format, add)
