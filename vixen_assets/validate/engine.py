@@ -46,10 +46,13 @@ def build_registry(pm: Any = None, plugins: Sequence[str] = ()) -> RuleRegistry:
     if pm is None:
         pm = get_plugin_manager()
     for name in (*BUILTIN_RULE_PLUGINS, *plugins):
-        if pm.get_plugin(name) is None:
-            pm.register(importlib.import_module(name), name=name)
+        module = importlib.import_module(name)
+        if pm.get_plugin(name) is None and not pm.is_registered(module):  # e.g. already loaded by entry point
+            pm.register(module, name=name)
     reg = RuleRegistry()
-    for plugin_name, fn in validator_impls(pm):
+    impls = validator_impls(pm)
+    impls.sort(key=lambda item: item[0] not in BUILTIN_RULE_PLUGINS)  # built-ins first, then registration order
+    for plugin_name, fn in impls:
         try:
             with reg.transaction(plugin_name):
                 try:
