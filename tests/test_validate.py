@@ -258,3 +258,25 @@ def test_dask_local_cluster(corpus: dict) -> None:
     pytest.importorskip("distributed")
     root = corpus["vox-clean"][0].parent
     assert _comparable(validate([root], scheduler="local", workers=2)) == _comparable(validate([root], workers=2))
+
+
+def test_omniverse_asset_validator_rules_through_the_optional_plugin(corpus: dict) -> None:
+    pytest.importorskip("omni.asset_validator")
+    path = corpus["extent"][0]
+    rep = validate([path], workers=1, rules=["omni.ExtentsChecker"],
+                   plugins=("vixen_assets.validate.rules_omniverse",))
+    issues = [(i.code, i.pointer) for i in rep.issues]
+    assert ("omni.ExtentsChecker", "/World/mesh") in issues
+    assert "fix: Recompute the extents" in rep.issues[0].message
+    clean = validate([corpus["usd-clean"][0]], workers=1, rules=["omni.ExtentsChecker"],
+                     plugins=("vixen_assets.validate.rules_omniverse",))
+    assert clean.issues == []
+
+
+def test_list_rules_and_missing_paths(capsys: pytest.CaptureFixture) -> None:
+    assert cli_main(["validate", "--list-rules"]) == 0
+    out = capsys.readouterr().out
+    for rid in ("usd.open-failed", "usd.usdGeomValidators:SubsetFamilies", "geom.points-nan", "ktx2.dfd",
+                "vox.scene-graph", "budget.exceeds", "gpu.round-trip", "security.outside-root"):
+        assert rid in out
+    assert cli_main(["validate"]) == 2

@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
     """Add the ``validate`` subcommand."""
     p = sub.add_parser("validate", help="validate USD, KTX2 and .vox assets (rules from plugins)",
                        description="Validate asset files; exit 0 when clean, 1 when errors were found, 2 on misuse.")
-    p.add_argument("paths", nargs="+", help="files, folders (recursive, by registered suffix) or globs")
+    p.add_argument("paths", nargs="*", help="files, folders (recursive, by registered suffix) or globs")
     p.add_argument("--rule", action="append", default=None, metavar="ID", help="run only this rule (repeatable; "
                    "'usd.*' or 'geom.' select a family)")
     p.add_argument("--skip", action="append", default=[], metavar="ID", help="do not run this rule (repeatable)")
@@ -38,6 +38,8 @@ def register(sub: Any) -> None:
     p.add_argument("--budget-mb", type=float, default=None, metavar="N", help="check estimates against N MiB")
     p.add_argument("--fix", action="store_true", help="apply fixers; write fixed copies to --fix-dir")
     p.add_argument("--fix-dir", default=None, metavar="DIR", help="where --fix writes (never in place)")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="also load this plugin module "
+                   "in every worker (e.g. vixen_assets.validate.rules_omniverse)")
     p.add_argument("--list-rules", action="store_true", help="list the registered rules and exit")
     p.set_defaults(func=run)
 
@@ -63,9 +65,12 @@ def run(args: argparse.Namespace) -> int:
     if args.list_rules:
         from ..validate.engine import registry_for
 
-        for r in registry_for().rules.values():
+        for r in registry_for(tuple(args.plugin)).rules.values():
             console.print(f"{r.id:60s} {r.severity:8s} {r.doc}", soft_wrap=True)
         return 0
+    if not args.paths:
+        print("vixen-assets validate: error: give at least one path", file=sys.stderr)
+        return 2
     if args.fix and not args.fix_dir:
         print("vixen-assets validate: error: --fix needs --fix-dir DIR (fixes are never written in place)",
               file=sys.stderr)
@@ -96,8 +101,9 @@ def run(args: argparse.Namespace) -> int:
             report = validate(args.paths, rules=args.rule, skip=args.skip, workers=args.workers,
                               scheduler=args.scheduler, gpu=args.gpu, timeout=args.timeout, progress=on_progress,
                               budget_mb=args.budget_mb, max_issues=args.max_issues, confine=args.confine,
-                              resume=args.resume, fix_dir=args.fix_dir if args.fix else None, on_result=on_result)
-    except ConfigError as exc:
+                              resume=args.resume, fix_dir=args.fix_dir if args.fix else None, on_result=on_result,
+                              plugins=tuple(args.plugin))
+    except (ConfigError, ImportError) as exc:
         print(f"vixen-assets validate: error: {exc}", file=sys.stderr)
         return 2
     text = _text(report) if args.format == "text" else {
