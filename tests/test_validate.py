@@ -280,3 +280,41 @@ def test_list_rules_and_missing_paths(capsys: pytest.CaptureFixture) -> None:
                 "vox.scene-graph", "budget.exceeds", "gpu.round-trip", "security.outside-root"):
         assert rid in out
     assert cli_main(["validate"]) == 2
+
+
+def test_gpu_round_trip_on_the_device(corpus: dict) -> None:
+    paths = [corpus["usd-clean"][0], SAMPLE, corpus["vox-clean"][0], corpus["ktx2-clean"][0]]
+    rep = validate(paths, workers=1, gpu=True, rules=["gpu.*", "budget.*"])
+    assert [a.status for a in rep.assets] == ["ok"] * 4
+    assert rep.counts["error"] == 0 and rep.counts["warning"] == 0, rep.issues
+    info = {Path(a.uri).name: a.info for a in rep.assets}
+    assert info["small_scene.usda"]["gpu_meshes_checked"] == 5
+    assert info["small_scene.usda"]["gpu_rays"]["rays"] == 64
+    assert info["small_scene.usda"]["gpu_rays"]["mismatched"] == 0
+    assert info["clean.vox"]["gpu_buffers_compared"] >= 6
+    assert info["clean.ktx2"]["gpu_images_compared"] == 1
+
+
+def test_round_trip_comparisons_detect_differences() -> None:
+    import numpy as np
+
+    from vixen_assets.validate.raycheck import closest_hits, compare_rays
+    from vixen_assets.validate.rules_gpu import _triangle_digest
+
+    verts = np.arange(4 * 8, dtype=np.float32).reshape(4, 8)
+    idx = np.array([0, 1, 2, 0, 2, 3], np.uint16)
+    perm = np.array([2, 0, 3, 1])  # the same mesh with its vertices in another order
+    inv = np.argsort(perm)
+    same = _triangle_digest(verts[perm], inv[idx].astype(np.uint16), 32, np.uint16)
+    assert same == _triangle_digest(verts, idx, 32, np.uint16)
+    bent = verts.copy()
+    bent[3, 1] += 1e-3
+    assert _triangle_digest(bent, idx, 32, np.uint16) != same
+    tris = np.array([[[0, 0, 0], [1, 0, 0], [0, 1, 0]]], np.float64)
+    o = np.array([[0.25, 0.25, 1.0], [2.0, 2.0, 1.0]])
+    d = np.array([[0, 0, -1.0], [0, 0, -1.0]])
+    hit, t, _ = closest_hits(tris, o, d)
+    assert hit.tolist() == [True, False] and abs(t[0] - 1.0) < 1e-12
+    assert compare_rays(tris, o, d, np.array([True, False]), np.array([1.0, 0.0]))[0] == []
+    assert compare_rays(tris, o, d, np.array([True, False]), np.array([1.2, 0.0]))[0] == [0]
+    assert compare_rays(tris, o, d, np.array([True, True]), np.array([1.0, 3.0]))[0] == [1]

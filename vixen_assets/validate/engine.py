@@ -92,6 +92,7 @@ class AssetTask:
 
 
 _DEVICE: list[Any] = []
+_VALIDATION_SEEN = [0]  # validation messages of the worker's device already reported
 
 
 def _worker_device() -> Any:
@@ -100,6 +101,16 @@ def _worker_device() -> Any:
 
         _DEVICE.append(open_device())
     return _DEVICE[0]
+
+
+def close_worker_device() -> list[str]:
+    """Close the worker's device (if one was opened); returns what its close report lists (leaked objects)."""
+    if not _DEVICE:
+        return []
+    device = _DEVICE.pop()
+    report = device.close_report()
+    device.close()
+    return report
 
 
 def _as_issue(ctx: AssetContext, rule: Rule, item: Any) -> Issue:
@@ -158,6 +169,11 @@ def check_asset(task: AssetTask) -> AssetResult:
         for prim in _prims(ctx.stage()):
             for r in by_type.get(str(prim.GetTypeName()), ()):
                 _run(r, ctx, issues, prim)
+    if task.options.gpu and _DEVICE:
+        problems = _DEVICE[0].validation_problems()
+        for msg in problems[_VALIDATION_SEEN[0]:]:
+            issues.append(Issue("gpu.round-trip", "error", task.path, "", f"Vulkan validation: {msg}"))
+        _VALIDATION_SEEN[0] = len(problems)
     if task.options.fix_dir:
         _fix(ctx, registry, issues, task.options.fix_dir, result)
     cap = task.options.max_issues

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from .engine import AssetTask, check_asset, rules_hash
+from .engine import AssetTask, check_asset, close_worker_device, rules_hash
 from .model import AssetResult
 
 ResultFn = Callable[[AssetResult], None]
@@ -35,6 +35,7 @@ def _worker_main(conn: Connection) -> None:
         except EOFError:
             return
         if task is None:
+            close_worker_device()
             return
         conn.send(check_asset(task))
 
