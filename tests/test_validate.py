@@ -318,3 +318,13 @@ def test_round_trip_comparisons_detect_differences() -> None:
     assert compare_rays(tris, o, d, np.array([True, False]), np.array([1.0, 0.0]))[0] == []
     assert compare_rays(tris, o, d, np.array([True, False]), np.array([1.2, 0.0]))[0] == [0]
     assert compare_rays(tris, o, d, np.array([True, True]), np.array([1.0, 3.0]))[0] == [1]
+
+
+@pytest.mark.assets
+def test_every_shared_third_party_asset_validates_without_a_crash(vixen_assets_dir: Path) -> None:
+    rep = validate([vixen_assets_dir], workers=2, timeout=120)
+    assert len(rep.assets) >= 50
+    bad = [(a.uri, a.status, a.detail) for a in rep.assets if a.status != "ok"]
+    assert bad == []
+    assert all(not i.message.startswith("rule raised") for i in rep.issues), [
+        i for i in rep.issues if i.message.startswith("rule raised")]
