@@ -328,3 +328,22 @@ def test_every_shared_third_party_asset_validates_without_a_crash(vixen_assets_d
     assert bad == []
     assert all(not i.message.startswith("rule raised") for i in rep.issues), [
         i for i in rep.issues if i.message.startswith("rule raised")]
+
+
+def test_fix_applies_usd_core_fixers(tmp_path: Path) -> None:
+    from pxr import Usd, UsdShade
+
+    src = tmp_path / "in"
+    src.mkdir()
+    path = write_mesh(src / "binding.usda")
+    stage = Usd.Stage.Open(str(path))
+    UsdShade.Material.Define(stage, "/World/Looks/m")
+    stage.GetPrimAtPath("/World/mesh").CreateRelationship("material:binding").SetTargets(["/World/Looks/m"])
+    stage.Save()
+    rule = "usd.usdShadeValidators:MaterialBindingApiAppliedValidator"
+    before = validate([path], workers=1, rules=[rule])
+    assert [i.code for i in before.issues] == [rule]
+    rep = validate([path], workers=1, rules=[rule], fix_dir=tmp_path / "fixed")
+    assert rep.assets[0].fixed and rep.assets[0].fixed[0].startswith(f"{rule}: /World/mesh")
+    after = validate([rep.assets[0].info["fixed_path"]], workers=1, rules=[rule])
+    assert after.issues == []

@@ -203,7 +203,9 @@ def _fix(ctx: AssetContext, registry: RuleRegistry, issues: list[Issue], fix_dir
         except Exception as exc:  # noqa: BLE001 - a failing fixer leaves the issue unfixed and says why
             result.detail += f"fixer of {rid} raised {type(exc).__name__}: {exc}\n"
     if fixed and ctx.stage() is not None:
-        out = os.path.join(fix_dir, os.path.splitext(os.path.basename(ctx.path))[0] + ".usda")
+        # the folder's hash keeps same-named inputs from different folders apart
+        tag = hashlib.blake2b(os.path.dirname(ctx.path).encode(), digest_size=4).hexdigest()
+        out = os.path.join(fix_dir, f"{os.path.splitext(os.path.basename(ctx.path))[0]}.{tag}.usda")
         os.makedirs(fix_dir, exist_ok=True)
         ctx.stage().Export(out)  # flattened: the copy does not depend on relative paths next to the original
         result.info["fixed_path"] = out

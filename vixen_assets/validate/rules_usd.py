@@ -99,6 +99,30 @@ def _usd_errors(ctx: AssetContext) -> dict[str, list[Issue]]:
     return out
 
 
+def usd_fix(ctx: AssetContext, issues: list[Issue], out_dir: str) -> list[str]:
+    """Apply usd-core's own fixers (``ValidationFixer``) of the validator behind the issues' rule to ``ctx.stage()``
+    (its edit target: the root layer); returns the pointers of the errors fixed. The engine exports the copy."""
+    from pxr import Usd, UsdValidation
+
+    stage = ctx.stage()
+    if stage is None or not issues:
+        return []
+    name = issues[0].code[len("usd."):]
+    validator = UsdValidation.ValidationRegistry().GetOrLoadValidatorByName(name)
+    fixers = validator.GetFixers() if validator is not None else []
+    if not fixers:
+        return []
+    fixed = []
+    target, time = stage.GetEditTarget(), Usd.TimeCode.Default()
+    for err in UsdValidation.ValidationContext([validator]).Validate(stage):
+        for fixer in fixers:
+            if fixer.CanApplyFix(err, target, time) and fixer.ApplyFix(err, target, time):
+                sites = err.GetSites()
+                fixed.append(f"{_site_pointer(sites[0]) if sites else ''} ({fixer.name})")
+                break
+    return fixed
+
+
 def _wrap(rule_id: str) -> Any:
     def check(ctx: AssetContext) -> list[Issue]:
         return _usd_errors(ctx).get(rule_id, [])
@@ -123,5 +147,6 @@ def vixen_register_validators(register: Any) -> None:
         if md.isSuite:
             continue
         doc = " ".join((md.doc or md.name).split())
+        fixable = bool(registry.GetOrLoadValidatorByName(md.name).GetFixers())
         register(f"usd.{md.name}", severity="error", doc=doc, check=_wrap(f"usd.{md.name}"), suffixes=USD_SUFFIXES,
-                 fix=None)
+                 fix=usd_fix if fixable else None)
