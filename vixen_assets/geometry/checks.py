@@ -195,8 +195,7 @@ def _face_areas(points: np.ndarray, counts: np.ndarray, indices: np.ndarray) -> 
     base = starts[face_of]
     a = p[indices[base]]
     cross = np.cross(p[indices[base + k]] - a, p[indices[base + k + 1]] - a)
-    summed = np.zeros((len(counts), 3))
-    np.add.at(summed, face_of, cross)
+    summed = np.stack([np.bincount(face_of, weights=cross[:, c], minlength=len(counts)) for c in range(3)], axis=1)
     return 0.5 * np.linalg.norm(summed, axis=1)
 
 
