@@ -253,11 +253,14 @@ def test_dask_cluster_gives_the_local_pool_s_report(corpus: dict, tmp_path: Path
             p.wait(20)
 
 
-@pytest.mark.slow
-def test_dask_local_cluster(corpus: dict) -> None:
+def test_scheduler_local_from_the_cli_matches_the_local_pool(corpus: dict, tmp_path: Path) -> None:
     pytest.importorskip("distributed")
     root = corpus["vox-clean"][0].parent
-    assert _comparable(validate([root], scheduler="local", workers=2)) == _comparable(validate([root], workers=2))
+    out = tmp_path / "dask.json"
+    assert cli_main(["validate", str(root), "--scheduler", "local", "--workers", "2", "--format", "json", "-o",
+                     str(out)]) == 1  # the folder holds the .vox violations
+    remote = ValidationReport.from_dict(json.loads(out.read_text()))
+    assert _comparable(remote) == _comparable(validate([root], workers=2))
 
 
 def test_omniverse_asset_validator_rules_through_the_optional_plugin(corpus: dict) -> None:
