@@ -350,3 +350,44 @@ def test_fix_applies_usd_core_fixers(tmp_path: Path) -> None:
     assert rep.assets[0].fixed and rep.assets[0].fixed[0].startswith(f"{rule}: /World/mesh")
     after = validate([rep.assets[0].info["fixed_path"]], workers=1, rules=[rule])
     assert after.issues == []
+
+
+@pytest.mark.slow
+def test_dask_reports_a_crashing_asset_and_finishes_the_others(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    for name in ("a.crash", "b.okay", "c.okay"):
+        (tmp_path / name).write_bytes(b"x")
+    rep = validate([tmp_path], scheduler="local", workers=2, plugins=("validate_test_rules",), rules=["test.*"])
+    by = {Path(a.uri).name: a for a in rep.assets}
+    assert by["a.crash"].status == "crashed" and "KilledWorker" in by["a.crash"].detail
+    assert by["b.okay"].status == by["c.okay"].status == "ok"
+
+
+def test_confine_refuses_an_input_outside_the_root(corpus: dict, tmp_path: Path) -> None:
+    rep = validate([corpus["vox-clean"][0]], workers=1, confine=tmp_path)
+    assert [(i.code, i.severity) for i in rep.issues] == [("security.outside-root", "error")]
+
+
+def test_progress_callback_and_hook(corpus: dict) -> None:
+    from vixen_assets.plugins import default_plugin_manager
+
+    seen: list[tuple[str, int, int]] = []
+    hooked: list[tuple[str, int, int]] = []
+
+    from vixen_assets import hookimpl
+
+    class Listener:
+        @hookimpl
+        def vixen_progress(self, phase: str, done: int, total: int) -> None:
+            hooked.append((phase, done, total))
+
+    pm = default_plugin_manager()
+    listener = Listener()
+    pm.register(listener, name="progress-listener")
+    try:
+        validate([corpus["vox-clean"][0], corpus["vox-model"][0]], workers=1,
+                 progress=lambda *a: seen.append(a))
+    finally:
+        pm.unregister(listener)
+    assert seen == [("validate", 1, 2), ("validate", 2, 2)]
+    assert hooked == seen

@@ -4,6 +4,7 @@ with a progress bar; write a text, JSON, JUnit, SARIF or HTML report. Exit code 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
@@ -107,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"vixen-assets validate: error: {exc}", file=sys.stderr)
         return 2
     text = _text(report) if args.format == "text" else {
-        "json": report.to_json, "junit": report.to_junit, "sarif": report.to_sarif, "html": report.to_html,
+        "json": report.to_json, "junit": report.to_junit, "sarif": lambda: report.to_sarif(base=os.getcwd()),
+        "html": report.to_html,
     }[args.format]()
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:

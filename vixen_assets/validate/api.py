@@ -73,7 +73,8 @@ def validate(
         local process pool.
     :param gpu: also load each asset on a device and check the round trip (``gpu.round-trip``).
     :param timeout: seconds per asset; a slower one is reported ``timeout`` (its worker is killed).
-    :param progress: called as ``progress("validate", done, total)`` after each asset.
+    :param progress: called as ``progress("validate", done, total)`` after each asset (plugins' ``vixen_progress``
+        hook is called the same way).
     :param budget_mb: the budget ``budget.exceeds`` checks the estimate against.
     :param max_issues: at most this many issues per asset (0: no cap); the asset is then ``truncated``.
     :param confine: a root no reference may leave (``security.outside-root``).
@@ -114,12 +115,17 @@ def validate(
     results: dict[str, AssetResult] = {}
     total = len(tasks)
 
+    from ..plugins import default_plugin_manager, notify_progress
+
+    pm = default_plugin_manager()
+
     def done(res: AssetResult) -> None:
         results[res.uri] = res
         if on_result is not None:
             on_result(res)
         if progress is not None:
             progress("validate", len(results), total)
+        notify_progress(pm, "validate", len(results), total)
 
     if resume is not None:
         previous = resume if isinstance(resume, ValidationReport) else load_report(resume)

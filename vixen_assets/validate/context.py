@@ -13,6 +13,12 @@ if TYPE_CHECKING:
     from ..device import Device
 
 
+def inside(path: str, root: str) -> bool:
+    """Whether ``path`` resolves (symlinks followed) to ``root`` or below."""
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+
+
 @dataclass(frozen=True)
 class CheckOptions:
     """Settings of a validation job that rules read: ``budget_bytes`` (``--budget-mb``), ``gpu`` (round trips on a

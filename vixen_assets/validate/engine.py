@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import PluginError
-from .context import AssetContext, CheckOptions
+from .context import AssetContext, CheckOptions, inside
 from .model import USD_SUFFIXES, AssetResult, Issue, Rule, RuleRegistry
 
 log = logging.getLogger("vixen_assets.validate")
@@ -150,6 +150,10 @@ def check_asset(task: AssetTask) -> AssetResult:
         result.size, result.mtime_ns = st.st_size, st.st_mtime_ns
     except OSError as exc:
         result.issues.append(Issue("io.unreadable", "error", task.path, "", f"cannot read the file: {exc}"))
+        return result
+    if task.options.confine is not None and not inside(task.path, task.options.confine):
+        result.issues.append(Issue("security.outside-root", "error", task.path, "",
+                                   f"the asset resolves outside {task.options.confine}; it was not opened"))
         return result
     registry = registry_for(task.plugins)
     ctx = AssetContext(task.path, task.options, frozenset(task.rule_ids),

@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from .engine import AssetTask, check_asset, close_worker_device, rules_hash
-from .model import AssetResult
+from .model import AssetResult, Issue
 
 ResultFn = Callable[[AssetResult], None]
 
@@ -37,7 +37,13 @@ def _worker_main(conn: Connection) -> None:
         if task is None:
             close_worker_device()
             return
-        conn.send(check_asset(task))
+        try:
+            result = check_asset(task)
+        except Exception as exc:  # noqa: BLE001 - a bug outside the rules is this asset's error, not a dead worker
+            result = _failed(task, "ok", "", 0.0)
+            result.issues.append(Issue("validate.internal", "error", task.path, "",
+                                       f"the validator failed: {type(exc).__name__}: {exc}"))
+        conn.send(result)
 
 
 class _Worker:
@@ -153,12 +159,11 @@ def run_dask(tasks: Sequence[AssetTask], on_result: ResultFn, *, address: str, w
     :param on_result: receives every result.
     :param address: the scheduler address (``tcp://127.0.0.1:8786``) or ``"local"``.
     :param workers: worker processes of a local cluster (default 2).
-    :param timeout: seconds an asset may take; one still running then is reported ``timeout`` (Dask cannot stop
-        a running task; its worker finishes it in the background).
+    :param timeout: seconds per asset, summed into a deadline for the whole job (Dask cannot stop one running
+        task); assets without a result at the deadline are reported ``timeout`` and their futures cancelled.
     """
     try:
         from distributed import Client, LocalCluster, as_completed
-        from distributed.client import FutureCancelledError  # noqa: F401 - present in every supported version
         from distributed.scheduler import KilledWorker
     except ImportError as exc:  # pragma: no cover - depends on the extra
         from ..errors import ConfigError

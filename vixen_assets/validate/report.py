@@ -125,7 +125,7 @@ class ValidationReport:
 
     def to_sarif(self, base: str | None = None) -> str:
         """SARIF 2.1.0: one run, the rules as ``tool.driver.rules``, each issue a ``result`` located in its file
-        (relative to ``base`` when given) with the pointer as a logical location; crashes and timeouts are
+        (relative to ``base`` when given and below it, else an absolute ``file:`` URI) with the pointer as a logical location; crashes and timeouts are
         ``toolExecutionNotifications``."""
         from .. import __version__
 
@@ -174,7 +174,9 @@ class ValidationReport:
 def _uri(path: str, base: str | None) -> str:
     if base is not None:
         try:
-            return Path(os.path.relpath(path, base)).as_posix()
+            rel = Path(os.path.relpath(path, base)).as_posix()
+            if not rel.startswith("../"):
+                return rel
         except ValueError:
             pass
     return Path(os.path.abspath(path)).as_uri() if path else ""

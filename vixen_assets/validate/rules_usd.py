@@ -35,7 +35,7 @@ def _outside_root(ctx: AssetContext) -> Iterator[Issue]:
         return
     from pxr import Sdf
 
-    from .usd_open import inside
+    from .context import inside
 
     for prim in stage.Traverse():  # asset-valued attributes (textures, .vox files)
         for attr in prim.GetAttributes():

@@ -11,11 +11,7 @@ import os
 
 from pxr import Sdf, Tf, Usd
 
-
-def inside(path: str, root: str) -> bool:
-    """Whether ``path`` resolves (symlinks followed) to ``root`` or below."""
-    real, base = os.path.realpath(path), os.path.realpath(root)
-    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+from .context import inside
 
 
 def _dependencies(path: str, root: str) -> tuple[list[tuple[str, str, str]], list[str]]:
@@ -47,8 +43,6 @@ def open_confined(path: str, confine: str | None) -> tuple[Usd.Stage | None, str
     muted: list[str] = []
     try:
         if confine is not None:
-            if not inside(path, confine):
-                return None, None, [(path, path, os.path.realpath(path))]
             outside, _ = _dependencies(path, confine)
             for _, _, resolved in outside:
                 Sdf.Layer.AddToMutedLayers(resolved)
