@@ -108,11 +108,20 @@ def run_local(tasks: Sequence[AssetTask], on_result: ResultFn, *, workers: int =
         for _ in range(max(1, min(workers, len(todo)))):
             pool.append(_Worker(ctx))
         while todo or any(w.task is not None for w in pool):
-            for w in pool:
+            for i, w in enumerate(pool):
                 if w.task is None and todo:
-                    w.task, w.started = todo.popleft(), time.monotonic()
-                    w.conn.send(w.task)
+                    task = todo.popleft()
+                    try:
+                        w.conn.send(task)
+                    except (BrokenPipeError, OSError):  # the idle worker died: replace it, retry the task
+                        todo.appendleft(task)
+                        w.stop(kill=True)
+                        pool[i] = _Worker(ctx)
+                        continue
+                    w.task, w.started = task, time.monotonic()
             busy = [w for w in pool if w.task is not None]
+            if not busy:
+                continue  # every worker was replaced: assign again
             wait_for = None
             if timeout is not None:
                 wait_for = max(0.0, min(w.started + timeout for w in busy) - time.monotonic())

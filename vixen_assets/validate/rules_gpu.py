@@ -182,12 +182,15 @@ def _round_trip(ctx: AssetContext) -> Iterator[Issue]:
         yield from _ktx2(ctx, device)
     elif ctx.suffix == ".vox":
         yield from _vox(ctx, device)
-    est = ctx.cache.get("estimate-dict")
-    info = ctx.cache.get("info", {})
-    measured = info.get("gpu_mesh_bytes")
-    if est is not None and measured and measured > est["meshes"]:
+    if "budget.estimate-low" not in ctx.selected:
+        return
+    from .rules_budget import asset_estimate
+
+    est = asset_estimate(ctx)
+    measured = ctx.cache.get("info", {}).get("gpu_mesh_bytes")
+    if est is not None and measured and measured > est.meshes:
         yield ctx.issue("budget.estimate-low", "warning", "",
-                        f"the meshes hold {measured} bytes on the GPU, above the {est['meshes']}-byte estimate")
+                        f"the meshes hold {measured} bytes on the GPU, above the {est.meshes}-byte estimate")
 
 
 def _nothing(ctx: AssetContext) -> Iterator[Issue]:

@@ -141,13 +141,13 @@ def _parse(ctx: AssetContext) -> list[Issue]:
         kpos, entry = pad_end, entry + 1
     # key/value data (7xxx)
     if ktx is not None:
-        yield_kvd(ctx, ktx, vk_format, add)
+        _check_kvd(ctx, ktx, vk_format, add)
         _inflate(ctx, ktx, scheme, add)
         _support(ctx, ktx, add)
     return out
 
 
-def yield_kvd(ctx: AssetContext, ktx: Any, vk_format: int, add: Any) -> None:
+def _check_kvd(ctx: AssetContext, ktx: Any, vk_format: int, add: Any) -> None:
     """Key order, reserved keys and the values of the known ``KTX*`` keys."""
     keys = list(ktx.kvd)
     if keys != sorted(keys, key=lambda k: k.encode("utf-8")):
