@@ -118,7 +118,7 @@ def test_bench_validate_quick(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert result["quick"] and result["assets"] == 60
     assert {r["what"].split(",")[0] for r in result["per_asset"]} == {
-        "check_asset usd", "check_asset ktx2", "check_asset vox"}
+        "check_asset usd", "check_asset usd without UsdValidation", "check_asset ktx2", "check_asset vox"}
     assert all(r["floor_ms"] > 0 and r["ratio"] > 0 for r in result["per_asset"])
     assert [j["what"].split("(")[0] for j in result["jobs"]] == ["validate", "validate"]
     assert all(j["crashed"] == 0 and j["assets"] == 60 and j["errors"] == 0 for j in result["jobs"])

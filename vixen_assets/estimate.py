@@ -171,7 +171,7 @@ def _estimate_stage(stage: Any) -> Estimate:
             out.counts["meshes"] = out.counts.get("meshes", 0) + 1
             out.counts["triangles"] = out.counts.get("triangles", 0) + tris
             out.counts["vertices"] = out.counts.get("vertices", 0) + verts
-        for attr in prim.GetAttributes():
+        for attr in prim.GetAuthoredAttributes():  # textures and .vox files are authored asset paths
             if attr.GetTypeName() != Sdf.ValueTypeNames.Asset:
                 continue
             value = attr.Get()

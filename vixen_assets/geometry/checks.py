@@ -194,9 +194,13 @@ def _face_areas(points: np.ndarray, counts: np.ndarray, indices: np.ndarray) -> 
     k = np.arange(len(face_of)) - np.repeat(np.cumsum(tris) - tris, tris) + 1
     base = starts[face_of]
     a = p[indices[base]]
-    cross = np.cross(p[indices[base + k]] - a, p[indices[base + k + 1]] - a)
-    summed = np.stack([np.bincount(face_of, weights=cross[:, c], minlength=len(counts)) for c in range(3)], axis=1)
-    return 0.5 * np.linalg.norm(summed, axis=1)
+    u = p[indices[base + k]] - a
+    v = p[indices[base + k + 1]] - a
+    n = len(counts)
+    cx = np.bincount(face_of, weights=u[:, 1] * v[:, 2] - u[:, 2] * v[:, 1], minlength=n)
+    cy = np.bincount(face_of, weights=u[:, 2] * v[:, 0] - u[:, 0] * v[:, 2], minlength=n)
+    cz = np.bincount(face_of, weights=u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0], minlength=n)
+    return 0.5 * np.sqrt(cx * cx + cy * cy + cz * cz)
 
 
 def quality_findings(src: MeshSource) -> Iterator[MeshFinding]:
