@@ -106,7 +106,8 @@ SARIF_SCHEMA = REPO / "tests" / "data" / "sarif-2.1.0-reduced.schema.json"
 
 def test_sarif_is_valid_2_1_0(report: ValidationReport) -> None:
     sarif = json.loads(report.to_sarif())
-    jsonschema.validate(sarif, json.loads(SARIF_SCHEMA.read_text()))
+    jsonschema.validate(sarif, json.loads(SARIF_SCHEMA.read_text()),
+                        format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
     results = sarif["runs"][0]["results"]
     assert len(results) == len(report.issues)
     rules = sarif["runs"][0]["tool"]["driver"]["rules"]
@@ -391,3 +392,16 @@ def test_progress_callback_and_hook(corpus: dict) -> None:
         pm.unregister(listener)
     assert seen == [("validate", 1, 2), ("validate", 2, 2)]
     assert hooked == seen
+
+
+def test_sarif_with_a_crash_notification_is_valid(tmp_path: Path) -> None:
+    (tmp_path / "a.crash").write_bytes(b"x")
+    (tmp_path / "b.okay").write_bytes(b"x")
+    rep = validate([tmp_path], workers=1, plugins=("validate_test_rules",), rules=["test.*"])
+    sarif = json.loads(rep.to_sarif(base=str(tmp_path)))
+    jsonschema.validate(sarif, json.loads(SARIF_SCHEMA.read_text()),
+                        format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+    inv = sarif["runs"][0]["invocations"][0]
+    assert inv["executionSuccessful"] is False and len(inv["toolExecutionNotifications"]) == 1
+    assert sarif["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] in (
+        "a.crash", "b.okay")
