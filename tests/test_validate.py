@@ -43,7 +43,8 @@ def _asset(report: ValidationReport, path: Path):
 
 CASES = ["points-nan", "face-too-small", "counts-mismatch", "index-out-of-range", "primvar-size", "primvar-invalid",
          "degenerate-face", "unused-points", "extent", "normals-zero", "no-faces", "open-failed", "subset-family",
-         "outside-root", "ktx2-identifier", "ktx2-header", "ktx2-mip-chain", "ktx2-dfd", "ktx2-kvd", "ktx2-writer",
+         "outside-root", "stage-metadata", "default-prim", "missing-reference", "composition-error", "attribute-type",
+         "array-type", "subset-families", "ktx2-sizes", "ktx2-identifier", "ktx2-header", "ktx2-mip-chain", "ktx2-dfd", "ktx2-kvd", "ktx2-writer",
          "ktx2-index", "ktx2-level-index", "ktx2-padding", "ktx2-supercompression", "vox-chunks", "vox-model",
          "vox-palette", "vox-scene-graph", "vox-empty-model", "vox-duplicate", "vox-transparent"]
 
@@ -64,6 +65,27 @@ def test_clean_assets_have_no_errors_or_warnings(corpus: dict, report: Validatio
     a = _asset(report, corpus[name][0])
     assert [i for i in a.issues if i.severity != "info"] == []
     assert any(i.code == "budget.estimate" for i in a.issues)
+
+
+def test_budget_exceeds_and_device_support(corpus: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rep = validate([corpus["usd-clean"][0]], workers=1, rules=["budget.*"], budget_mb=0.0001)
+    assert [(i.code, i.severity) for i in rep.issues if i.code == "budget.exceeds"] == [("budget.exceeds", "error")]
+    fits = validate([corpus["usd-clean"][0]], workers=1, rules=["budget.*"], budget_mb=64)
+    assert not any(i.code == "budget.exceeds" for i in fits.issues)
+    # ktx2.device-support: a UASTC file where no Basis transcoder is installed (checked in this process)
+    from validate_corpus import uastc_ktx2
+    from vixen_assets.formats import ktx2 as ktx2_module
+    from vixen_assets.validate.context import CheckOptions
+    from vixen_assets.validate.engine import AssetTask, check_asset
+
+    path = tmp_path / "uastc.ktx2"
+    path.write_bytes(uastc_ktx2())
+    task = AssetTask(str(path), ("ktx2.device-support",), CheckOptions())
+    monkeypatch.setattr(ktx2_module, "has_basis_transcoder", lambda: True)
+    assert check_asset(task).issues == []
+    monkeypatch.setattr(ktx2_module, "has_basis_transcoder", lambda: False)
+    assert [(i.code, i.pointer) for i in check_asset(task).issues] == [
+        ("ktx2.device-support", "supercompressionScheme")]
 
 
 def test_outside_reference_is_never_opened(corpus: dict, report: ValidationReport) -> None:

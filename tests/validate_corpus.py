@@ -90,6 +90,22 @@ def _patched(path: Path, data: bytes, offset: int, fmt: str, *values: int) -> Pa
     return path
 
 
+_META = '(\n    defaultPrim = "World"\n    metersPerUnit = 1\n    upAxis = "Y"\n)\n'
+
+
+def _usda(path: Path, body: str, meta: bool = True) -> Path:
+    path.write_text("#usda 1.0\n" + (_META if meta else "") + "\n" + body)
+    return path
+
+
+def uastc_ktx2() -> bytes:
+    """A minimal UASTC file (vkFormat 0, DFD colour model 166): needs a Basis transcoder to reach a GPU."""
+    sample = struct.pack("<IIII", 127 << 16, 0, 0, 0xFFFFFFFF)
+    block = struct.pack("<IIIIII", 0, 2 | (24 + len(sample)) << 16, 166 | 1 << 8 | 2 << 16, 3 | 3 << 8, 16, 0) + sample
+    dfd = struct.pack("<I", 4 + len(block)) + block
+    return build_ktx2([bytes(16)], vk_format=0, dfd=dfd, kvd={"KTXwriter": b"t\0"})
+
+
 def build_corpus(root: Path) -> dict[str, tuple[Path, str | None, str]]:
     """Write the corpus under ``root``; returns ``{name: (path, expected rule or None for clean, pointer part)}``."""
     root.mkdir(parents=True, exist_ok=True)
@@ -130,6 +146,27 @@ def build_corpus(root: Path) -> dict[str, tuple[Path, str | None, str]]:
                             "usd.usdShadeValidators:SubsetsMaterialBindFamily", "/World/mesh")
     out["outside-root"] = (_outside(u), "security.outside-root", "../../outside/secret.usda")
 
+    out["stage-metadata"] = (_usda(u / "nometa.usda", 'def Xform "World"\n{\n}\n', meta=False),
+                             "usd.usdGeomValidators:StageMetadataChecker", "/")
+    out["default-prim"] = (u / "nometa.usda", "usd.usdValidation:StageMetadataChecker", "/")
+    ref = 'def Xform "World"\n{\n    def "ref" (\n        prepend references = @./does_not_exist.usda@\n    )\n    {\n    }\n}\n'
+    out["missing-reference"] = (_usda(u / "missingref.usda", ref), "usd.usdUtilsValidators:MissingReferenceValidator",
+                                "missingref.usda")
+    out["composition-error"] = (u / "missingref.usda", "usd.usdValidation:CompositionErrorTest", "/World/ref")
+    ints = ('def Xform "World"\n{\n    def Mesh "mesh"\n    {\n        int3[] points = [(0, 0, 0), (1, 0, 0), (1, 1, 0)]\n'
+            '        int[] faceVertexCounts = [3]\n        int[] faceVertexIndices = [0, 1, 2]\n    }\n}\n')
+    out["attribute-type"] = (_usda(u / "intpoints.usda", ints), "usd.usdValidation:AttributeTypeMismatch",
+                             "intpoints.usda")
+    out["array-type"] = (u / "intpoints.usda", "geom.array-type", "/World/mesh.points")
+    fam = ('def Xform "World"\n{\n    def Mesh "mesh"\n    {\n'
+           '        point3f[] points = [(0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0)]\n'
+           '        int[] faceVertexCounts = [3, 3]\n        int[] faceVertexIndices = [0, 1, 2, 0, 2, 3]\n'
+           '        float3[] extent = [(0, 0, 0), (1, 1, 0)]\n'
+           '        uniform token subsetFamily:parts:familyType = "partition"\n\n'
+           '        def GeomSubset "a"\n        {\n            uniform token elementType = "face"\n'
+           '            uniform token familyName = "parts"\n            int[] indices = [0]\n        }\n    }\n}\n')
+    out["subset-families"] = (_usda(u / "subsetfam.usda", fam), "usd.usdGeomValidators:SubsetFamilies", "/World/mesh")
+
     good = build_ktx2([bytes(range(64))], kvd={"KTXwriter": b"vixen-tests\0"})
     out["ktx2-clean"] = (_ktx(k / "clean.ktx2"), None, "")
     out["ktx2-identifier"] = (_patched(k / "ident.ktx2", good, 0, "<4s", b"XXXX"), "ktx2.identifier", "identifier")
@@ -145,6 +182,8 @@ def build_corpus(root: Path) -> dict[str, tuple[Path, str | None, str]]:
     (o0, _, _), (o1, _, _) = struct.unpack_from("<3Q", two, 80), struct.unpack_from("<3Q", two, 104)
     out["ktx2-level-index"] = (_patched(k / "order.ktx2", two, 80, "<Q", 0), "ktx2.level-index", "levels[0]")
     (k / "tmp.ktx2").unlink()
+    huge = _patched(k / "huge.ktx2", good, 20, "<2I", 65536, 65536)
+    out["ktx2-sizes"] = (huge, "ktx2.sizes", "pixelWidth*pixelHeight")
     lvl = struct.unpack_from("<Q", good, 80)[0]
     out["ktx2-padding"] = (_patched(k / "padding.ktx2", good, lvl - 1, "<B", 7), "ktx2.padding", "padding")
     zbad = build_ktx2([b"\x28\xb5\x2f\xfd" + bytes(12)], scheme=2, uncompressed=[64], kvd={"KTXwriter": b"t\0"})
