@@ -16,9 +16,9 @@ from ..errors import ConfigError, PluginError
 #: Severities, most severe first (glTF-Validator also has hints; our rules use these three).
 SEVERITIES = ("error", "warning", "info")
 
-#: Status of a checked asset: ``ok`` (the rules ran), ``crashed`` (its worker died), ``timeout``, ``skipped``
-#: (unchanged since the ``--resume`` report; its issues are copied from it).
-STATUSES = ("ok", "crashed", "timeout", "skipped")
+#: Status of a checked asset: ``ok`` (the rules ran; also for assets resumed from an earlier report, whose
+#: ``info["resumed"]`` is true), ``crashed`` (its worker died) or ``timeout``.
+STATUSES = ("ok", "crashed", "timeout")
 
 
 @dataclass(frozen=True, slots=True)
