@@ -120,9 +120,28 @@ def _as_issue(ctx: AssetContext, rule: Rule, item: Any) -> Issue:
     return Issue(str(code), str(severity), str(file or ctx.path), str(pointer), str(message))
 
 
-def _run(rule: Rule, ctx: AssetContext, out: list[Issue], *args: Any) -> None:
+class _Capped(list):
+    """The asset's issues; stops growing at ``cap`` (0: no cap) so that a flood of messages cannot exhaust memory."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self.cap = cap
+        self.truncated = False
+
+    @property
+    def full(self) -> bool:
+        return bool(self.cap) and len(self) >= self.cap
+
+
+def _run(rule: Rule, ctx: AssetContext, out: _Capped, *args: Any) -> None:
+    if out.full:
+        out.truncated = True
+        return
     try:
         for item in rule.check(ctx, *args) or ():
+            if out.full:  # stop consuming the check: the cap is reached
+                out.truncated = True
+                return
             out.append(_as_issue(ctx, rule, item))
     except Exception as exc:  # a failing rule is an issue of that rule, never a failed job
         where = str(args[0].GetPath()) if args else ""
@@ -160,7 +179,7 @@ def check_asset(task: AssetTask) -> AssetResult:
                        _worker_device if task.options.gpu else None)
     rules = [registry.rules[r] for r in task.rule_ids if r in registry.rules]
     rules = [r for r in rules if r.applies_to_suffix(ctx.suffix)]
-    issues: list[Issue] = []
+    issues = _Capped(task.options.max_issues)
     for rule in rules:
         if rule.scope != "prim":
             _run(rule, ctx, issues)
@@ -176,14 +195,15 @@ def check_asset(task: AssetTask) -> AssetResult:
     if task.options.gpu and _DEVICE:
         problems = _DEVICE[0].validation_problems()
         for msg in problems[_VALIDATION_SEEN[0]:]:
+            if issues.full:
+                issues.truncated = True
+                break
             issues.append(Issue("gpu.round-trip", "error", task.path, "", f"Vulkan validation: {msg}"))
         _VALIDATION_SEEN[0] = len(problems)
     if task.options.fix_dir:
         _fix(ctx, registry, issues, task.options.fix_dir, result)
-    cap = task.options.max_issues
-    if cap and len(issues) > cap:
-        issues, result.truncated = issues[:cap], True
-    result.issues = issues
+    result.truncated = issues.truncated
+    result.issues = list(issues)
     if "estimate-dict" in ctx.cache:
         result.info["estimate"] = ctx.cache["estimate-dict"]
     result.info.update(ctx.cache.get("info", {}))
