@@ -19,7 +19,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .cachers.registry import CacherRegistry
-    from .usd.scene import Scene
+    from .scene import Scene
 
 PROJECT_NAME = "vixen_assets"
 
@@ -49,7 +49,7 @@ def vixen_register_cachers(registry: CacherRegistry) -> None:
 def vixen_stage_loaded(scene: Scene) -> None:
     """Called once a stage is loaded and every asset is on the GPU.
 
-    :param scene: the loaded :class:`~vixen_assets.usd.scene.Scene` (meshes, instances, warnings, stats).
+    :param scene: the loaded :class:`~vixen_assets.scene.Scene` (meshes, instances, warnings, stats).
     :returns: nothing.
 
     .. versionadded:: 0.1

@@ -23,6 +23,7 @@ import pluggy
 from . import hookspecs
 from .cachers.registry import CacherRegistry
 from .errors import PluginError
+from .hookcalls import _impls, notify_asset_cached, notify_progress, notify_stage_loaded
 
 log = logging.getLogger("vixen_assets.plugins")
 
@@ -94,15 +95,22 @@ def _load_entry_points(pm: VixenPluginManager) -> None:
         pm.vixen_versions[ep.name] = getattr(dist, "version", "?") if dist is not None else "?"
 
 
+def _core_version() -> str:
+    """This package's version from its metadata (not from the package face, which imports this module)."""
+    try:
+        return importlib.metadata.version("vixen-assets")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
 def get_plugin_manager(*, load_entrypoints: bool | None = None) -> VixenPluginManager:
     """Build a new plugin manager: built-in plugins, then entry points (unless disabled), then ``check_pending()``."""
     pm = VixenPluginManager()
-    from . import __version__
-
+    version = _core_version()
     for modname in DEFAULT_PLUGINS:
         mod = importlib.import_module(modname)
         pm.register(mod, name=modname)
-        pm.vixen_versions[modname] = __version__
+        pm.vixen_versions[modname] = version
         pm.vixen_builtin.add(modname)
     if load_entrypoints is None:
         load_entrypoints = os.environ.get(DISABLE_AUTOLOAD_ENV, "") in ("", "0")
@@ -159,11 +167,6 @@ def plugin_infos(pm: pluggy.PluginManager) -> list[PluginInfo]:
 
 # -- typed wrappers around hook calls --------------------------------------------------------------------------------
 
-def _impls(pm: pluggy.PluginManager, hook: str) -> list[Any]:
-    caller = getattr(pm.hook, hook)
-    return list(reversed(caller.get_hookimpls()))  # pluggy calls the last registered first
-
-
 def cacher_registry(pm: pluggy.PluginManager) -> CacherRegistry:
     """The manager's cacher registry, built once by calling every ``vixen_register_cachers`` implementation."""
     reg = getattr(pm, "_registry", None)
@@ -191,36 +194,13 @@ def cacher_registry(pm: pluggy.PluginManager) -> CacherRegistry:
 
 
 def validator_impls(pm: pluggy.PluginManager) -> list[tuple[str, Any]]:
-    """``(plugin name, function)`` of every ``vixen_register_validators`` implementation, in registration order
-    (built-ins first); the validation package calls each with its registry's ``register``."""
+    """``(plugin name, function)`` of every ``vixen_register_validators`` implementation, in registration order;
+    the validation package calls each with its registry's ``register`` (built-in rule plugins first).
+
+    :param pm: the plugin manager.
+    :returns: the implementations, first registered first.
+    """
     return [(impl.plugin_name, impl.function) for impl in reversed(_impls(pm, "vixen_register_validators"))]
-
-
-def _notify(pm: pluggy.PluginManager, hook: str, signature: str, warnings: list[str] | None, **kwargs: Any) -> None:
-    for impl in _impls(pm, hook):
-        try:
-            impl.function(**{k: kwargs[k] for k in impl.argnames})
-        except Exception as exc:
-            msg = f"plugin {impl.plugin_name!r} hook {signature} raised {type(exc).__name__}: {exc}"
-            log.warning("%s", msg)
-            if warnings is not None:
-                warnings.append(msg)
-
-
-def notify_stage_loaded(pm: pluggy.PluginManager, scene: Any) -> None:
-    """Call ``vixen_stage_loaded(scene)``; failures go to ``scene.warnings``."""
-    _notify(pm, "vixen_stage_loaded", "vixen_stage_loaded(scene)", scene.warnings, scene=scene)
-
-
-def notify_asset_cached(pm: pluggy.PluginManager, cacher_name: str, key: str, nbytes: int) -> None:
-    """Call ``vixen_asset_cached(cacher_name, key, nbytes)``."""
-    _notify(pm, "vixen_asset_cached", "vixen_asset_cached(cacher_name, key, nbytes)", None,
-            cacher_name=cacher_name, key=key, nbytes=nbytes)
-
-
-def notify_progress(pm: pluggy.PluginManager, phase: str, done: int, total: int) -> None:
-    """Call ``vixen_progress(phase, done, total)``."""
-    _notify(pm, "vixen_progress", "vixen_progress(phase, done, total)", None, phase=phase, done=done, total=total)
 
 
 def resolve_asset_path(pm: pluggy.PluginManager, asset_path: str, anchor: str) -> str | None:

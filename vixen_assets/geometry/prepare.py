@@ -27,6 +27,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vixen_assets.errors import ConfigError, FormatError
+
 from vixen_assets.geometry.batch import Batch, build_batch, exclusive_cumsum, ranges
 from vixen_assets.geometry.mesh_source import (
     DEFAULT_ATTRIBUTES,
@@ -60,7 +62,7 @@ __all__ = ["prepare_meshes"]
 def _normalize_attributes(attributes: Sequence[str]) -> tuple[str, ...]:
     attrs = tuple(dict.fromkeys(attributes))
     if "position" not in attrs:
-        raise ValueError("attributes must include 'position'")
+        raise ConfigError("must include 'position'", option="attributes")
     return attrs
 
 
@@ -70,7 +72,7 @@ def _components(name: str, per_mesh: list[PrimvarData | None]) -> int:
     comps = [pv.components for pv in per_mesh if pv is not None]
     k = max(comps, default=1)
     if k > 4:
-        raise ValueError(f"primvar {name!r} has {k} components per element; at most 4 fit a vertex attribute")
+        raise FormatError(f"primvar has {k} components per element; at most 4 fit a vertex attribute", field=name)
     return k
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time as _time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from pxr import Gf, Tf, Usd, UsdGeom, UsdShade
@@ -29,12 +29,19 @@ from ..cachers.registry import Registration
 from ..errors import FormatError, VixenError
 from ..plugins import cacher_registry, default_plugin_manager, notify_progress, notify_stage_loaded, resolve_asset_path
 from .materials import load_material_textures
-from .scene import Instance, Scene
+from ..scene import Instance, Scene
+
+if TYPE_CHECKING:
+    from ..device import Device
 
 ProgressFn = Callable[[str, int, int], None]
 
 #: An ``asset`` attribute naming a file that a suffix-registered cacher loads (e.g. ``asset vixen:file = @a.vox@``).
 FILE_ATTRIBUTE = "vixen:file"
+
+
+class StagePlans(dict[tuple[Any, ...], dict[str, Any]]):
+    """Per-device cache of load plans by (path, time, purposes, strict, plugin manager) (``Device.stash``)."""
 
 
 @dataclass(slots=True)  # one per placement (10,000s for big instancers): slots make them cheaper to create
@@ -310,7 +317,7 @@ def _to_numpy(m: Any) -> np.ndarray:
     return np.array(m, dtype=np.float64).T.astype(np.float32)
 
 
-def load_stage(path_or_stage: Any, device: Any, *, time: Any = None, purposes: Sequence[str] = ("default", "render"),
+def load_stage(path_or_stage: Any, device: Device, *, time: Any = None, purposes: Sequence[str] = ("default", "render"),
                progress: ProgressFn | None = None, strict: bool = False, plugin_manager: Any = None,
                acceleration_structures: bool = False, warm: bool = True, textures: bool = True) -> Scene:
     """Load a USD stage onto ``device``; return the :class:`Scene` (release it, or use ``with``).
@@ -339,7 +346,7 @@ def load_stage(path_or_stage: Any, device: Any, *, time: Any = None, purposes: S
     plan_key = None
     if warm and not isinstance(path_or_stage, Usd.Stage):
         plan_key = (os.path.abspath(os.fspath(path_or_stage)), repr(time), tuple(purposes), strict, id(pm))
-        plan = getattr(device, "_stage_plans", {}).get(plan_key)
+        plan = device.stash(StagePlans, StagePlans).get(plan_key)
         if plan is not None and _stats_unchanged(plan["layers"]):
             scene = _warm_scene(device, pm, plan, plan_key[0], report)
             if scene is not None:
@@ -362,8 +369,7 @@ def load_stage(path_or_stage: Any, device: Any, *, time: Any = None, purposes: S
     if plan_key is not None:
         layers = _layer_stats(stage)
         if layers is not None:
-            plans = device.__dict__.setdefault("_stage_plans", {})
-            plans[plan_key] = _make_plan(scene, layers)
+            device.stash(StagePlans, StagePlans)[plan_key] = _make_plan(scene, layers)
     notify_stage_loaded(pm, scene)
     return scene
 
@@ -380,7 +386,7 @@ def _error_site(cerr: Any, root_layer: str) -> tuple[str, str]:
         return "/", root_layer
 
 
-def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purposes: Sequence[str], strict: bool,
+def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, purposes: Sequence[str], strict: bool,
                report: Callable[[str, int, int], None], textures: bool = True) -> None:
     registry = cacher_registry(pm)
     root_layer = stage.GetRootLayer().realPath or stage.GetRootLayer().identifier
@@ -435,7 +441,7 @@ def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purpos
 
     # build every cacher's missing entries in one batch each
     entries: dict[str, Any] = {}
-    entry_keys: dict[int, tuple[str, str]] = scene.extra.setdefault("entry_keys", {})  # id(entry) -> (cacher, key)
+    entry_keys = scene.entry_keys  # id(entry) -> (cacher, key)
     bytes_before = sum(c.stats.bytes for c, _ in by_cacher.values())
     misses_before = sum(c.stats.misses for c, _ in by_cacher.values())
     hits_before = sum(c.stats.hits for c, _ in by_cacher.values())
@@ -494,7 +500,7 @@ def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purpos
             device.uploader.flush().wait()
         scene.stats.seconds["textures"] = _time.perf_counter() - t_tex
     scene.meshes = [v for v in seen.values() if it_is_mesh(v)]
-    scene.extra["entries"] = [v for v in seen.values() if not it_is_mesh(v)]
+    scene.entries = [v for v in seen.values() if not it_is_mesh(v)]
     st = scene.stats
     st.meshes = sum(1 for i in scene.instances if i.kind == "mesh")
     st.unique_meshes = len(scene.meshes)
@@ -514,9 +520,9 @@ def it_is_mesh(value: Any) -> bool:
 def _make_plan(scene: Scene, layers: Any) -> dict[str, Any]:
     refs: dict[str, tuple[Any, list[str]]] = {}
     key_of: dict[int, tuple[str, str]] = {}
-    for cacher, key in scene._refs:
+    for cacher, key in scene.held_refs:
         refs.setdefault(cacher.name, (cacher, []))[1].append(key)
-    known = scene.extra.get("entry_keys", {})
+    known = scene.entry_keys
     for inst in scene.instances:
         if id(inst.mesh) in known:
             key_of[id(inst.mesh)] = known[id(inst.mesh)]
@@ -527,7 +533,7 @@ def _make_plan(scene: Scene, layers: Any) -> dict[str, Any]:
             "warnings": list(scene.warnings), "stats": scene.stats.as_dict()}
 
 
-def _warm_scene(device: Any, pm: Any, plan: dict[str, Any], path: str,
+def _warm_scene(device: Device, pm: Any, plan: dict[str, Any], path: str,
                 report: Callable[[str, int, int], None]) -> Scene | None:
     scene = Scene(device, path)
     by_key: dict[tuple[str, str], Any] = {}
@@ -558,6 +564,7 @@ def _warm_scene(device: Any, pm: Any, plan: dict[str, Any], path: str,
         raise
     unique = {id(i.mesh): i.mesh for i in scene.instances}
     scene.meshes = [v for v in unique.values() if it_is_mesh(v)]
+    scene.entries = [v for v in unique.values() if not it_is_mesh(v)]
     scene.warnings = list(plan["warnings"])
     old = plan["stats"]
     st = scene.stats
