@@ -11,11 +11,14 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PluginError
 from .context import AssetContext, CheckOptions, inside
 from .model import USD_SUFFIXES, AssetResult, Issue, Rule, RuleRegistry
+
+if TYPE_CHECKING:
+    from ..device import Device
 
 log = logging.getLogger("vixen_assets.validate")
 
@@ -91,11 +94,11 @@ class AssetTask:
     plugins: tuple[str, ...] = ()
 
 
-_DEVICE: list[Any] = []
+_DEVICE: list[Device] = []
 _VALIDATION_SEEN = [0]  # validation messages of the worker's device already reported
 
 
-def _worker_device() -> Any:
+def _worker_device() -> Device:
     if not _DEVICE:
         from ..device import open_device
 

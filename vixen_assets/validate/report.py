@@ -9,6 +9,7 @@ glTF-Validator, ``severity`` is a number: 0 error, 1 warning, 2 information, 3 h
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 from collections.abc import Iterable
@@ -24,6 +25,14 @@ SEVERITY_NUMBER = {"error": 0, "warning": 1, "info": 2, "hint": 3}
 NUMBER_SEVERITY = {v: k for k, v in SEVERITY_NUMBER.items()}
 _SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note", "hint": "note"}
 SARIF_SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
+
+
+def validator_version() -> str:
+    """The installed vixen-assets version (from its metadata; ``0+unknown`` in a tree never installed)."""
+    try:
+        return importlib.metadata.version("vixen-assets")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 @dataclass
@@ -61,11 +70,9 @@ class ValidationReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report as plain data."""
-        from .. import __version__
-
         c = self.counts
         return {
-            "validator": {"name": "vixen-assets validate", "version": __version__},
+            "validator": {"name": "vixen-assets validate", "version": validator_version()},
             "summary": {"assets": c["assets"], "numErrors": c["error"], "numWarnings": c["warning"],
                         "numInfos": c["info"], "numHints": 0, "crashed": c["crashed"], "timeouts": c["timeout"],
                         "failedAssets": c["failed"], **{k: v for k, v in self.meta.items()
@@ -127,8 +134,6 @@ class ValidationReport:
         """SARIF 2.1.0: one run, the rules as ``tool.driver.rules``, each issue a ``result`` located in its file
         (relative to ``base`` when given and below it, else an absolute ``file:`` URI) with the pointer as a logical location; crashes and timeouts are
         ``toolExecutionNotifications``."""
-        from .. import __version__
-
         ids = sorted(self.rules) or sorted({i.code for i in self.issues})
         index = {rid: n for n, rid in enumerate(ids)}
         rules = [{"id": rid, "name": rid,
@@ -149,7 +154,7 @@ class ValidationReport:
                   "locations": [{"physicalLocation": {"artifactLocation": {"uri": _uri(a.uri, base)}}}]}
                  for a in self.assets if a.status in ("crashed", "timeout")]
         log = {"$schema": SARIF_SCHEMA_URI, "version": "2.1.0", "runs": [{
-            "tool": {"driver": {"name": "vixen-assets validate", "version": __version__,
+            "tool": {"driver": {"name": "vixen-assets validate", "version": validator_version(),
                                 "informationUri": "https://github.com/vixen-assets/vixen-assets", "rules": rules}},
             "invocations": [{"executionSuccessful": not notes, "toolExecutionNotifications": notes}],
             "results": results,

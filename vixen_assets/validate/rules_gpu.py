@@ -7,13 +7,16 @@ peak budget use (arenas and staging included) is recorded in the asset's ``info`
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..hookspecs import hookimpl
 from .context import AssetContext
 from .model import USD_SUFFIXES, Issue
+
+if TYPE_CHECKING:
+    from ..device import Device
 
 try:
     import xxhash as _xx
@@ -29,7 +32,7 @@ except ImportError:  # pragma: no cover
 RAYS = 64
 
 
-def _usd(ctx: AssetContext, device: Any) -> Iterator[Issue]:
+def _usd(ctx: AssetContext, device: Device) -> Iterator[Issue]:
     from ..geometry.prepare import prepare_meshes
     from ..geometry.usd_mesh import read_mesh_source
     from ..trace import trace_rays
@@ -120,7 +123,7 @@ def _sample_rays(tris: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return origins.astype(np.float32), directions.astype(np.float32)
 
 
-def _ktx2(ctx: AssetContext, device: Any) -> Iterator[Issue]:
+def _ktx2(ctx: AssetContext, device: Device) -> Iterator[Issue]:
     from ..textures import load_texture
 
     ktx, err = ctx.ktx2()
@@ -145,7 +148,7 @@ def _ktx2(ctx: AssetContext, device: Any) -> Iterator[Issue]:
     info["gpu_images_compared"] = compared
 
 
-def _vox(ctx: AssetContext, device: Any) -> Iterator[Issue]:
+def _vox(ctx: AssetContext, device: Device) -> Iterator[Issue]:
     # _scene_arrays is the voxel cacher's own layout step: the bytes it prepares are what must come back
     from ..cachers.voxel import VoxelSource, _scene_arrays
     from ..voxels import load_vox
