@@ -129,23 +129,23 @@ def _ktx2(ctx: AssetContext, device: Device) -> Iterator[Issue]:
     ktx, err = ctx.ktx2()
     if err is not None:
         return
-    tex = load_texture(ctx.path, device)  # cached by the device (freed with it), as load_texture documents
-    info = ctx.cache.setdefault("info", {})
-    info["gpu_texture_path"] = tex.path_taken
-    info["gpu_texture_bytes"] = int(tex.nbytes)
-    if tex.path_taken != "native":
-        return  # decoded or transcoded on the CPU: the bytes on the GPU are not the file's
-    compared = 0
-    for level in range(tex.levels):
-        for layer in range(max(1, tex.layers)):
-            for face in range(tex.faces):
-                got = np.ascontiguousarray(device.read_image(tex, level, layer, face)).view(np.uint8).reshape(-1)
-                want = np.frombuffer(bytes(ktx.image_data(level, layer, face)), np.uint8)
-                if _digest(got) != _digest(want):
-                    yield ctx.issue("gpu.round-trip", "error", f"levels[{level}]",
-                                    f"level {level} layer {layer} face {face} read back differs from the file's")
-                compared += 1
-    info["gpu_images_compared"] = compared
+    with load_texture(ctx.path, device) as tex:  # held for the comparison, released after
+        info = ctx.cache.setdefault("info", {})
+        info["gpu_texture_path"] = tex.path_taken
+        info["gpu_texture_bytes"] = int(tex.nbytes)
+        if tex.path_taken != "native":
+            return  # decoded or transcoded on the CPU: the bytes on the GPU are not the file's
+        compared = 0
+        for level in range(tex.levels):
+            for layer in range(max(1, tex.layers)):
+                for face in range(tex.faces):
+                    got = np.ascontiguousarray(device.read_image(tex, level, layer, face)).view(np.uint8).reshape(-1)
+                    want = np.frombuffer(bytes(ktx.image_data(level, layer, face)), np.uint8)
+                    if _digest(got) != _digest(want):
+                        yield ctx.issue("gpu.round-trip", "error", f"levels[{level}]",
+                                        f"level {level} layer {layer} face {face} read back differs from the file's")
+                    compared += 1
+        info["gpu_images_compared"] = compared
 
 
 def _vox(ctx: AssetContext, device: Device) -> Iterator[Issue]:
