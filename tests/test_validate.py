@@ -427,3 +427,16 @@ def test_sarif_with_a_crash_notification_is_valid(tmp_path: Path) -> None:
     assert inv["executionSuccessful"] is False and len(inv["toolExecutionNotifications"]) == 1
     assert sarif["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] in (
         "a.crash", "b.okay")
+
+
+def test_reports_survive_control_characters_from_a_malformed_file(tmp_path: Path) -> None:
+    from test_ktx2 import build_ktx2
+
+    path = tmp_path / "ctrl.ktx2"
+    path.write_bytes(build_ktx2([bytes(64)], kvd={"KTX\x01\x02bad": b"1\0", "KTXwriter": b"t\0"}))
+    rep = validate([path], workers=1, rules=["ktx2.*"])
+    assert any("\x01" in i.pointer + i.message for i in rep.issues)  # the key is reported as read
+    root = ET.fromstring(rep.to_junit())  # still well-formed XML
+    assert root.find(".//failure") is not None
+    json.loads(rep.to_sarif())
+    assert "\x01" not in rep.to_html().split("<script", 1)[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,19 +113,20 @@ class ValidationReport:
                               errors=str(c["crashed"] + c["timeout"]), skipped="0",
                               time=f"{sum(a.seconds for a in self.assets):.3f}")
         for a in self.assets:
-            case = ET.SubElement(suite, "testcase", classname="vixen_assets.validate", name=a.uri,
+            case = ET.SubElement(suite, "testcase", classname="vixen_assets.validate", name=_xml_text(a.uri),
                                  time=f"{a.seconds:.3f}")
             if a.status in ("crashed", "timeout"):
-                ET.SubElement(case, "error", type=a.status, message=a.detail or a.status).text = a.detail
+                detail = _xml_text(a.detail)
+                ET.SubElement(case, "error", type=a.status, message=detail or a.status).text = detail
             errors = [i for i in a.issues if i.severity == "error"]
             if errors:
                 fail = ET.SubElement(case, "failure", type="validation",
-                                     message=f"{len(errors)} error(s): {errors[0].code}")
-                fail.text = "\n".join(f"{i.code} {i.pointer}: {i.message}" for i in errors)
+                                     message=_xml_text(f"{len(errors)} error(s): {errors[0].code}"))
+                fail.text = _xml_text("\n".join(f"{i.code} {i.pointer}: {i.message}" for i in errors))
             rest = [i for i in a.issues if i.severity != "error"]
             if rest:
-                ET.SubElement(case, "system-out").text = "\n".join(
-                    f"{i.severity} {i.code} {i.pointer}: {i.message}" for i in rest)
+                ET.SubElement(case, "system-out").text = _xml_text("\n".join(
+                    f"{i.severity} {i.code} {i.pointer}: {i.message}" for i in rest))
         ET.indent(root)
         return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
@@ -174,6 +176,14 @@ class ValidationReport:
         """Write the report in ``fmt`` (``json``, ``junit``, ``sarif``, ``html``) to ``path``."""
         text = {"json": self.to_json, "junit": self.to_junit, "sarif": self.to_sarif, "html": self.to_html}[fmt]()
         Path(path).write_text(text, encoding="utf-8")
+
+
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(text: str) -> str:
+    """``text`` without the characters XML 1.0 cannot hold (a key name read from a malformed file may have them)."""
+    return _XML_INVALID.sub("\ufffd", text)
 
 
 def _uri(path: str, base: str | None) -> str:
