@@ -63,8 +63,9 @@ _CSS = """
 body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
 .cards{display:flex;gap:1em;margin:1em 0}.card{border:1px solid #ccc;border-radius:6px;padding:.6em 1em}
 .card b{display:block;font-size:1.6em}
-table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #ddd;padding:.3em .5em;text-align:left;
-vertical-align:top}th{cursor:pointer;background:#f4f4f4;user-select:none}
+table{border-collapse:collapse;width:100%;table-layout:fixed}th:nth-child(1){width:6em}
+th:nth-child(2){width:18%}th:nth-child(3){width:20%}th:nth-child(4){width:16%}th,td{border-bottom:1px solid #ddd;padding:.3em .5em;text-align:left;
+vertical-align:top;overflow-wrap:anywhere}th{cursor:pointer;background:#f4f4f4;user-select:none}
 tr.sev-error td:first-child{color:#b00020;font-weight:600}tr.sev-warning td:first-child{color:#a05a00}
 tr.sev-info td:first-child{color:#2255aa}.filters{display:flex;gap:.6em;margin:.6em 0;flex-wrap:wrap}
 """
