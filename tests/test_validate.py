@@ -440,3 +440,15 @@ def test_reports_survive_control_characters_from_a_malformed_file(tmp_path: Path
     assert root.find(".//failure") is not None
     json.loads(rep.to_sarif())
     assert "\x01" not in rep.to_html().split("<script", 1)[0]
+
+
+def test_a_raising_usd_validator_is_its_own_error_and_the_others_still_report(corpus: dict) -> None:
+    path = corpus["stage-metadata"][0]
+    rep = validate([path], workers=1, plugins=("validate_test_usd_validator",),
+                   rules=["usd.vixenTest:Raises", "usd.usdGeomValidators:StageMetadataChecker"])
+    assert rep.assets[0].status == "ok"
+    by = {}
+    for i in rep.issues:
+        by.setdefault(i.code, []).append(i.message)
+    assert by["usd.vixenTest:Raises"] == ["validator raised RuntimeError: validator bug"]
+    assert len(by["usd.usdGeomValidators:StageMetadataChecker"]) == 2
