@@ -19,6 +19,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .cachers.registry import CacherRegistry
+    from .device import Device
     from .scene import Scene
 
 PROJECT_NAME = "vixen_assets"
@@ -125,6 +126,26 @@ def vixen_register_validators(register: Callable[..., Any]) -> None:
     should be quick: an exception raised by a check is reported as an error of that rule, never stops the job. The
     built-in rules (``usd.*``, ``geom.*``, ``ktx2.*``, ``vox.*``, ``budget.*``, ``gpu.*``) register through this
     same hook.
+    """
+
+
+@hookspec(firstresult=True)
+def vixen_load_scene_file(path: str, device: Device, options: dict[str, Any]) -> Scene | None:
+    """Load a whole file that is not a USD layer (a ``.blend``, ...) as a :class:`~vixen_assets.scene.Scene`.
+
+    :param path: the file's path, as given to ``load_stage`` (it exists; its suffix is not a USD file format's).
+    :param device: the :class:`~vixen_assets.Device` to load onto.
+    :param options: ``load_stage``'s options: ``progress`` (a ``progress(phase, done, total)`` callback or
+        ``None``), ``strict``, ``textures``, ``time``, ``plugin_manager``. Ignore those you do not support.
+    :returns: the loaded scene (its ``up_axis`` and ``meters_per_unit`` set to the frame of its data), or ``None``
+        when the plugin does not handle this file.
+
+    .. versionadded:: 0.1
+
+    Implementing this hook: look at the suffix first and return ``None`` quickly for files that are not yours. The
+    core converts the returned scene to the requested frame, builds acceleration structures when asked, and calls
+    ``vixen_stage_loaded``; do not do those yourself. On bad input raise ``FormatError`` naming the file and
+    release whatever you created: nothing may be left on the device.
     """
 
 
