@@ -452,3 +452,16 @@ def test_a_raising_usd_validator_is_its_own_error_and_the_others_still_report(co
         by.setdefault(i.code, []).append(i.message)
     assert by["usd.vixenTest:Raises"] == ["validator raised RuntimeError: validator bug"]
     assert len(by["usd.usdGeomValidators:StageMetadataChecker"]) == 2
+
+
+def test_blend_files_are_validated_through_the_blender_plugin_s_rules(tmp_path: Path) -> None:
+    """The Blender plugin registers ``blend.*`` rules through the same hook; here (no bpy) only the structure."""
+    pytest.importorskip("vixen_assets_blender")
+    good = tmp_path / "scene.blend"
+    good.write_bytes(b"BLENDER-v300" + bytes(64) + b"ENDB" + bytes(20))
+    cut = tmp_path / "cut.blend"
+    cut.write_bytes(b"BLENDER-v300" + bytes(40))
+    rep = validate([tmp_path], workers=1, rules=["blend.*"])
+    by = {Path(a.uri).name: [(i.code, i.severity) for i in a.issues] for a in rep.assets}
+    assert [c for c, s in by["cut.blend"] if s == "error"] == ["blend.file"]
+    assert not [c for c, s in by["scene.blend"] if s == "error"]
