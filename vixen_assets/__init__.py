@@ -49,6 +49,8 @@ from .validate import validate
 from .vk import DeviceInfo
 from .voxels import VoxelScene
 from .voxels import load_vox
+from .vt import VirtualTexture
+from .vt import open_virtual_texture
 
 try:
     __version__ = importlib.metadata.version("vixen-assets")
@@ -86,6 +88,7 @@ __all__ = [
     "UnsupportedFormatError",
     "ValidationMessageError",
     "ValidationReport",
+    "VirtualTexture",
     "VixenDeprecationWarning",
     "VixenError",
     "VixenWarning",
@@ -99,6 +102,7 @@ __all__ = [
     "load_texture",
     "load_vox",
     "open_device",
+    "open_virtual_texture",
     "trace_rays",
     "validate",
 ]
