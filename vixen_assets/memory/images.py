@@ -192,6 +192,7 @@ def check_image_parameters(ctx: GpuContext, name: str, *, vk_format: int, image_
     except UnsupportedFormatError as exc:
         raise UnsupportedFormatError(f"{where}: {exc.reason}", field="vk_format") from None
     limits = ctx.info.limits
+    dims: tuple[int, ...]
     if faces == 6:
         key, dims = "max_image_dimension_cube", (width,)
     else:
