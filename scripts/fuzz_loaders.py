@@ -480,14 +480,18 @@ def run(fmt: str, *, count: int, seed: int = 0, workers: int = 1, time_limit: fl
             if rc is None:
                 continue
             rest = p.stdout.read()
+            finished = set()
             for line in rest.splitlines():  # results written just before the exit
                 msg = json.loads(line)
                 if "i" in msg:
                     record(msg["i"], msg["outcome"], msg["ms"], msg["rss"])
+                    finished.add(msg["i"])
                     ranges[slot][0] = msg["i"] + 1
                     cur = None if msg["i"] == cur else cur
                 elif "begin" in msg:
                     cur = msg["begin"]
+            if timed_out and info["killed"] in finished:  # it finished as the limit struck: not a timeout
+                timed_out = False
             err = p.stderr.read()
             p.stdout.close()
             p.stderr.close()
@@ -495,6 +499,8 @@ def run(fmt: str, *, count: int, seed: int = 0, workers: int = 1, time_limit: fl
             del procs[slot]
             if timed_out:
                 cur = info["killed"]
+            elif "killed" in info and cur == info["killed"]:
+                cur = None
             if cur is not None:
                 why = "TIMEOUT" if timed_out else f"CRASH rc={rc}"
                 record(cur, f"{why}: {err.strip().splitlines()[-1][:200] if err.strip() else ''}")

@@ -49,7 +49,7 @@ def test_the_harness_records_every_kind_of_failure(tmp_path: Path, monkeypatch: 
     """A crash, a hang, a memory hog and a non-VixenError are each recorded against their input, and the run resumes
     after each (the harness can fail)."""
     monkeypatch.setenv("VIXEN_FUZZ_SELFTEST", "crash:2,hang:4,hog:6,raise:8")
-    summary = fuzz.run("vox", count=10, seed=0, workers=1, time_limit=3.0, rss_mb=256, out=tmp_path)
+    summary = fuzz.run("vox", count=10, seed=0, workers=1, time_limit=8.0, rss_mb=256, out=tmp_path)
     got = {f["i"]: f["outcome"] for f in summary["failures"]}
     assert summary["inputs"] == 10, summary
     assert got[2].startswith("CRASH rc=77") and got[4].startswith("TIMEOUT")

@@ -290,6 +290,9 @@ class TypedCacher(Generic[S, E]):
             try:
                 with self.device.allocation_group() as group:
                     values = self.build([missing[k] for k in keys], group)
+                    if len(values) != len(keys):  # inside the group: what the build allocated is rolled back
+                        raise PluginError(f"cacher {self.name!r}: build returned {len(values)} entries for "
+                                          f"{len(keys)} sources", plugin=type(self).__module__)
                 break
             except BudgetExceededError:
                 # refused (e.g. a new memory block would not fit while cached entries hold partly empty ones):
@@ -300,9 +303,6 @@ class TypedCacher(Generic[S, E]):
             except BaseException:
                 self.stats.failed_builds += 1
                 raise
-        if len(values) != len(keys):
-            raise PluginError(f"cacher {self.name!r}: build returned {len(values)} entries for {len(keys)} sources",
-                              plugin=type(self).__module__)
         for key, value in zip(keys, values):
             nbytes = int(self.entry_nbytes(value))
             self._entries[key] = _Entry(key, value, nbytes, next(self._ticks))
