@@ -192,3 +192,35 @@ def test_create_image_and_read_image_arguments(device: Any) -> None:
         device.create_image(4, 4, vk_format="rgba8")
     with pytest.raises(ConfigError, match="levels"):
         device.create_image(4, 4, vk_format=37, levels=0)
+
+
+def test_device_methods_reject_bad_arguments(device: Any) -> None:
+    buf = device.create_buffer(64, "storage", name="kept")
+    try:
+        calls: list[Callable[[], object]] = [
+            lambda: device.create_buffer_set({"a": (1.5, "storage")}),
+            lambda: device.create_buffer_set([("a", (64, "storage"))]),
+            lambda: device.create_buffer_set({"a": (64, 0xFFFFFFFF)}),
+            lambda: device.create_buffer_set({"a": (0, "storage")}),
+            lambda: device.create_buffer_set({"a": 64}),
+            lambda: device.create_buffer_set({"a": (64, "storage")}, alignment=3),
+            lambda: device.create_and_upload("x", None, "storage"),
+            lambda: device.create_and_upload("x", b"1234", 0xFFFFFFFF),
+            lambda: device.retire("not a resource"),
+            lambda: device.retire(buf, after="later"),
+            lambda: device.defragment(max_bytes=-1),
+            lambda: device.defragment(max_bytes="all"),
+            lambda: device.phase(3),
+            lambda: device.stash(3, 4),
+            lambda: va.trace_rays(None, np.zeros((1, 3)), np.zeros((1, 3))),
+        ]
+        for i, call in enumerate(calls):
+            with pytest.raises(ConfigError):
+                call()
+            assert buf.alive, i
+    finally:
+        buf.destroy()
+    for kwargs in ({"buffer_image_granularity": 3}, {"separate_transfer_queue": "yes"}, {"rebar": 1.0},
+                   {"block_size": 1.5}):
+        with pytest.raises(ConfigError):
+            va.open_device(validation=True, **kwargs)

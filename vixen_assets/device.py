@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .arguments import int_argument
 from .errors import ConfigError, DeviceClosedError, DeviceNotFoundError, VixenDeprecationWarning, VixenError
 from .memory.allocator import BudgetedAllocator
 from .memory.blocks import Suballocator
@@ -69,6 +70,15 @@ class DeviceOptions:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}", option=name)
+        g = self.buffer_image_granularity
+        if g is not None and g & (g - 1):
+            raise ConfigError(f"buffer_image_granularity must be a power of two, got {g}",
+                              option="buffer_image_granularity")
+        if self.separate_transfer_queue is not None and type(self.separate_transfer_queue) is not bool:
+            raise ConfigError(f"separate_transfer_queue must be None, True or False, got "
+                              f"{self.separate_transfer_queue!r}", option="separate_transfer_queue")
+        if type(self.rebar) is not bool:
+            raise ConfigError(f"rebar must be True or False, got {self.rebar!r}", option="rebar")
 
 
 def _validation_default(validation: bool | None) -> bool:
@@ -308,6 +318,8 @@ class Device:
         :param key: the object's type (the stash's key).
         :param factory: makes the object when the device has none yet.
         """
+        if not isinstance(key, type) or not callable(factory):
+            raise ConfigError(f"stash needs a type and a factory, got {key!r} and {factory!r}", option="key")
         self.check_open()
         return self._stash.get(key, factory)
 
@@ -413,6 +425,11 @@ class Device:
         :param after: the timeline value to wait for (default: everything submitted so far, or the object's last
             use when that is later).
         """
+        if not hasattr(resource, "_mark_retiring"):
+            raise ConfigError(f"retire needs a GPU object of this device, got {type(resource).__name__}",
+                              option="resource")
+        if after is not None:
+            after = int_argument(after, "after", minimum=0)
         if not resource._mark_retiring():
             return
         last = resource._prepare_retire()  # pending uploads into it are submitted first, as destroy() does
@@ -426,6 +443,8 @@ class Device:
 
     def phase(self, name: str) -> contextlib.AbstractContextManager[PhaseCounts]:
         """Count memory calls inside the ``with`` block under ``name`` (see ``Device.tracker``)."""
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"phase name must be a non-empty str, got {name!r}", option="name")
         return self._ctx.tracker.phase(name)
 
     def memory_report(self) -> dict[str, Any]:
@@ -434,6 +453,8 @@ class Device:
 
     def defragment(self, *, max_bytes: int | None = None) -> DefragResult:
         """Move live buffers into fewer blocks with GPU copies; return what was done (see ``memory.defrag``)."""
+        if max_bytes is not None:
+            max_bytes = int_argument(max_bytes, "max_bytes", minimum=0)
         self.check_open()
         return defragment(self._ctx, max_bytes=max_bytes)
 

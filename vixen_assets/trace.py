@@ -104,7 +104,9 @@ def trace_rays(scene: Scene, origins: Any, directions: Any, *, t_max: float | An
     :raises DeviceClosedError: the scene was released or its device closed.
     :raises UnsupportedFeatureError: the device has neither backend (or not the one asked for).
     """
-    device = scene.device
+    device = getattr(scene, "device", None)
+    if device is None or not hasattr(scene, "instances"):
+        raise ConfigError(f"trace_rays needs a loaded scene, got {type(scene).__name__}", option="scene")
     check = getattr(scene, "check_usable", None)
     if check is not None:
         check("trace_rays")

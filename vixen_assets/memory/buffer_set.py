@@ -18,7 +18,7 @@ from ..vk import resources as vkr
 from ..vk.enums import ALL_MEMORY_TYPES
 from ..vk.shim import BUFFER_USAGE_SHADER_DEVICE_ADDRESS
 from .allocation import Allocation
-from .buffers import TRANSFER, Buffer, parse_usage
+from .buffers import Buffer, check_buffer_arguments, parse_usage, TRANSFER
 from .resource import TrackedResource
 
 if TYPE_CHECKING:
@@ -49,8 +49,21 @@ class BufferSet(TrackedResource):
         :param specs: member name -> (size in bytes, usage).
         :param alignment: minimum offset alignment of every member inside the memory.
         """
-        if not specs:
-            raise ConfigError(f"buffer set {name!r} needs at least one buffer")
+        if not isinstance(specs, dict) or not specs:
+            raise ConfigError(f"buffer set {name!r} needs a dict of member name -> (size, usage), got {specs!r}",
+                              option="specs")
+        checked: dict[str, tuple[int, int | str | Iterable[str]]] = {}
+        for member, spec in specs.items():
+            if not isinstance(spec, tuple) or len(spec) != 2:
+                raise ConfigError(f"buffer set {name!r}: member {member!r} must be (size, usage), got {spec!r}",
+                                  option="specs")
+            size = check_buffer_arguments(spec[0], 0, f"{name}.{member}", category)[0]
+            parse_usage(spec[1])
+            checked[member] = (size, spec[1])
+        specs = checked
+        if type(alignment) is not int or alignment <= 0 or alignment & (alignment - 1):
+            raise ConfigError(f"buffer set {name!r}: alignment must be a power of two, got {alignment!r}",
+                              option="alignment")
         self.category = category
         self.last_use = 0
         dev = ctx.logical
