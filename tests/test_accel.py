@@ -842,3 +842,31 @@ def test_aabb_blas_hits_expected_boxes(device: Any, vixen_assets_dir: Path, back
     finally:
         blas.destroy()
         buf.destroy()
+
+
+def test_accel_cacher_skips_meshes_without_triangles(device: Any, tmp_path: Path) -> None:
+    """A mesh entry with no triangles (one a plugin's loader made, past the mesh cacher's own check) gets a
+    ``SkippedPrimWarning`` from the acceleration-structure cacher's ``check_sources``; the scene's TLAS leaves its
+    instances out with a warning instead of failing, and the other instances still trace."""
+    import copy
+    import dataclasses
+
+    from vixen_assets.errors import SkippedPrimWarning
+
+    need_backend(device)
+    path = tmp_path / "tri.usda"
+    path.write_text('#usda 1.0\ndef Mesh "Tri" {\n int[] faceVertexCounts = [3]\n int[] faceVertexIndices = [0, 1, 2]\n'
+                    ' point3f[] points = [(0,0,0), (1,0,0), (0,1,0)]\n}\n')
+    with load_stage(path, device) as scene:
+        tri = scene.instances[0]
+        empty = dataclasses.replace(tri.mesh, index_count=0, submeshes=[], triangle_count=0, key="no-triangles",
+                                    prim_path="/Plugin/Empty")
+        problems = accel_cacher(device).check_sources([tri.mesh, empty])
+        assert problems[0] is None and isinstance(problems[1], SkippedPrimWarning)
+        extra = copy.copy(tri)
+        extra.mesh = empty
+        scene.instances.append(extra)
+        scene.build_acceleration_structures()
+        assert any("/Plugin/Empty" in w and "no triangles" in w for w in scene.warnings)
+        hits = trace_rays(scene, [[0.2, 0.2, 1.0]], [[0.0, 0.0, -1.0]])
+        assert hits["hit"].tolist() == [True] and hits["instance"].tolist() == [0]
