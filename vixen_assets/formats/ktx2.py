@@ -304,6 +304,57 @@ class Ktx2File:
         self._cache = (level, out)
         return out
 
+    def level_into(self, level: int, out: memoryview) -> None:
+        """Write the whole level, as :meth:`level_data` returns it, into ``out`` (a writable buffer of exactly the
+        level's uncompressed size): Zstandard inflates straight into it, no intermediate copy of the level.
+
+        :param level: mip level index.
+        :param out: the destination (for example a slice of a texture's payload array).
+        :raises UnsupportedFormatError: for BasisLZ (see :meth:`level_data`).
+        :raises FormatError: when the payload is corrupt or inflates to another size than ``out``.
+        """
+        lv = self._level(level)
+        scheme = self.supercompression_scheme
+        if scheme != 2 or (self._cache is not None and self._cache[0] == level):
+            # no supercompression: a view of the file, copied once into ``out``; zlib / cached: the inflated bytes
+            data = (memoryview(self._data)[lv.byte_offset: lv.byte_offset + lv.byte_length] if scheme == 0
+                    else self.level_data(level))
+            if len(data) != len(out):
+                raise FormatError(f"level holds {len(data)} bytes, {len(out)} expected", path=self.path,
+                                  field=f"levels[{level}].uncompressedByteLength")
+            out[:] = data
+            return
+        raw = memoryview(self._data)[lv.byte_offset: lv.byte_offset + lv.byte_length]
+        where = f"levels[{level}]"
+        expected = lv.uncompressed_byte_length
+        if len(out) != expected:
+            raise FormatError(f"level holds {expected} bytes, {len(out)} expected", path=self.path,
+                              field=f"{where}.uncompressedByteLength")
+        try:
+            declared = zstandard.frame_content_size(raw)
+        except zstandard.ZstdError as exc:
+            raise FormatError(f"not a Zstandard frame ({exc})", path=self.path, field=f"{where}.data") from None
+        if declared not in (-1, expected):
+            raise FormatError(f"Zstandard frame declares {declared} bytes, expected {expected}", path=self.path,
+                              field=f"{where}.uncompressedByteLength")
+        done = 0
+        try:
+            with zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=False) as reader:
+                while done < expected:
+                    n = reader.readinto(out[done:])
+                    if not n:
+                        break
+                    done += n
+                extra = reader.read(1) if done == expected else b""
+        except zstandard.ZstdError as exc:
+            raise FormatError(f"corrupt Zstandard data ({exc})", path=self.path, field=f"{where}.data") from None
+        if extra:
+            raise FormatError(f"inflated to more than {expected} bytes", path=self.path,
+                              field=f"{where}.uncompressedByteLength")
+        if done != expected:  # the frame declared the right size (checked above): its data is cut short
+            raise FormatError(f"corrupt Zstandard data (truncated: {done} of {expected} bytes)", path=self.path,
+                              field=f"{where}.data")
+
     def image_data(self, level: int, layer: int = 0, face: int = 0) -> memoryview:
         """One image of a level: the 2D image, or every z-slice of a 3D level, of one layer and face.
 

@@ -37,7 +37,7 @@ from ..vk import LogicalDevice
 from ..vk import resources as vkr
 from ..vk.commands import CommandPool, begin, end, submit
 from ..vk.enums import Access, ImageLayout, PipelineStage
-from ..vk.images import ImageCopy, cmd_copy_buffer_to_image, cmd_image_barrier
+from ..vk.images import ImageCopy, cmd_copy_buffer_to_image, cmd_image_barriers
 from ..vk.shim import QUEUE_FAMILY_IGNORED
 from ..vk.sync import TimelineSemaphore
 from .staging import StagingBufferPool
@@ -412,10 +412,19 @@ class BatchedUploader:
             images: dict[int, tuple[Any, int]] = {}  # each image transitions once, whatever its number of pieces
             for _buf, image, _cps, final_layout in batch.images:
                 images.setdefault(id(image), (image, final_layout))
-            for image, _final in images.values():
-                cmd_image_barrier(cmd, image, old_layout=image.layout, new_layout=ImageLayout.TRANSFER_DST,
-                                  src_stage=STAGE_ALL_COMMANDS if image.layout else STAGE_TOP, dst_stage=STAGE_TRANSFER,
-                                  src_access=Access.NONE, dst_access=ACCESS_TRANSFER_WRITE)
+            # one vkCmdPipelineBarrier per transition for the whole batch (not one per image): fresh images
+            # (UNDEFINED) wait on nothing, images uploaded to before wait on all earlier commands
+            fresh = [img for img, _f in images.values() if not img.layout]
+            again = [img for img, _f in images.values() if img.layout]
+            cmd_image_barriers(cmd, fresh, old_layout=ImageLayout.UNDEFINED, new_layout=ImageLayout.TRANSFER_DST,
+                               src_stage=STAGE_TOP, dst_stage=STAGE_TRANSFER, src_access=Access.NONE,
+                               dst_access=ACCESS_TRANSFER_WRITE)
+            cmd_image_barriers(cmd, again, old_layout=-1, new_layout=ImageLayout.TRANSFER_DST,
+                               src_stage=STAGE_ALL_COMMANDS, dst_stage=STAGE_TRANSFER, src_access=Access.NONE,
+                               dst_access=ACCESS_TRANSFER_WRITE)
+            by_final: dict[int, list[Any]] = {}
+            for image, final_layout in images.values():
+                by_final.setdefault(final_layout, []).append(image)
             for buf, image, cps, _final in batch.images:
                 cmd_copy_buffer_to_image(cmd, buf.handle, buf.offset, image, cps)
                 nregions += len(cps)
@@ -426,11 +435,11 @@ class BatchedUploader:
                     vkr.cmd_buffer_barrier(cmd, handle, offset=offset, size=size, src_stage=STAGE_TRANSFER,
                                            dst_stage=STAGE_ALL_COMMANDS, src_access=ACCESS_TRANSFER_WRITE,
                                            dst_access=Access.NONE, src_family=src_family, dst_family=dst_family)
-                for image, final_layout in images.values():
-                    cmd_image_barrier(cmd, image, old_layout=ImageLayout.TRANSFER_DST, new_layout=final_layout,
-                                      src_stage=STAGE_TRANSFER,
-                                      dst_stage=STAGE_ALL_COMMANDS, src_access=ACCESS_TRANSFER_WRITE, dst_access=Access.NONE,
-                                      src_family=src_family, dst_family=dst_family)
+                for final_layout, imgs in by_final.items():
+                    cmd_image_barriers(cmd, imgs, old_layout=ImageLayout.TRANSFER_DST, new_layout=final_layout,
+                                       src_stage=STAGE_TRANSFER, dst_stage=STAGE_ALL_COMMANDS,
+                                       src_access=ACCESS_TRANSFER_WRITE, dst_access=Access.NONE,
+                                       src_family=src_family, dst_family=dst_family)
                 end(cmd)
                 acq = self._cmd("acquire")
                 begin(acq)
@@ -439,12 +448,11 @@ class BatchedUploader:
                                            dst_stage=STAGE_ALL_COMMANDS, src_access=Access.NONE,
                                            dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE,
                                            src_family=src_family, dst_family=dst_family)
-                for image, final_layout in images.values():
-                    cmd_image_barrier(acq, image, old_layout=ImageLayout.TRANSFER_DST, new_layout=final_layout,
-                                      src_stage=STAGE_TOP,
-                                      dst_stage=STAGE_ALL_COMMANDS, src_access=Access.NONE,
-                                      dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE,
-                                      src_family=src_family, dst_family=dst_family)
+                for final_layout, imgs in by_final.items():
+                    cmd_image_barriers(acq, imgs, old_layout=ImageLayout.TRANSFER_DST, new_layout=final_layout,
+                                       src_stage=STAGE_TOP, dst_stage=STAGE_ALL_COMMANDS, src_access=Access.NONE,
+                                       dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE,
+                                       src_family=src_family, dst_family=dst_family)
                 end(acq)
                 cmds.append(("acquire", acq))
                 self.stats.ownership_transfers += len(batch.dsts) + len(images)
@@ -453,11 +461,10 @@ class BatchedUploader:
                 vkr.cmd_memory_barrier(cmd, src_stage=STAGE_TRANSFER, dst_stage=STAGE_ALL_COMMANDS,
                                        src_access=ACCESS_TRANSFER_WRITE,
                                        dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE)
-                for image, final_layout in images.values():
-                    cmd_image_barrier(cmd, image, old_layout=ImageLayout.TRANSFER_DST, new_layout=final_layout,
-                                      src_stage=STAGE_TRANSFER,
-                                      dst_stage=STAGE_ALL_COMMANDS, src_access=ACCESS_TRANSFER_WRITE,
-                                      dst_access=ACCESS_MEMORY_READ)
+                for final_layout, imgs in by_final.items():
+                    cmd_image_barriers(cmd, imgs, old_layout=ImageLayout.TRANSFER_DST, new_layout=final_layout,
+                                       src_stage=STAGE_TRANSFER, dst_stage=STAGE_ALL_COMMANDS,
+                                       src_access=ACCESS_TRANSFER_WRITE, dst_access=ACCESS_MEMORY_READ)
                 end(cmd)
             value = self._submit(cmd, cmds)
             for dst in batch.dsts.values():
