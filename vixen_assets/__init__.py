@@ -39,7 +39,7 @@ from .memory.images import Image
 from .memory.options import BudgetOptions
 from .scene import Instance
 from .scene import Scene
-from .textures import load_texture
+from .textures import load_texture, load_textures
 from .trace import trace_rays
 from .usd import load_stage
 from .vk import DeviceInfo
@@ -90,6 +90,7 @@ __all__ = [
     "list_devices",
     "load_stage",
     "load_texture",
+    "load_textures",
     "load_vox",
     "open_device",
     "trace_rays",
