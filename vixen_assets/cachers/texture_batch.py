@@ -78,7 +78,7 @@ def _read_and_prepare(cacher: TextureCacher, req: TextureRequest, claims: _Claim
 
 def load_many(cacher: TextureCacher, requests: Sequence[TextureRequest], *, workers: int | None = None,
               progress: ProgressFn | None = None, hand_out: bool = True,
-              errors: str = "raise") -> list[GpuTexture | VixenError]:
+              errors: str = "raise") -> list[GpuTexture | FormatError]:
     """Load ``requests`` in parallel (see the module docstring); one entry (or exception) per request, in order.
 
     :param cacher: the device's texture cacher.
@@ -87,7 +87,8 @@ def load_many(cacher: TextureCacher, requests: Sequence[TextureRequest], *, work
     :param progress: ``progress("textures", done, total)`` after each texture.
     :param hand_out: hand each texture out (``GpuTexture.release()``) rather than acquire a plain cache reference
         (``cacher.release(key)``, as ``load_stage`` holds its textures).
-    :param errors: ``"raise"`` (the first failing file raises, nothing of the batch is left) or ``"collect"``.
+    :param errors: ``"raise"`` (the first failing file raises, nothing of the batch is left) or ``"collect"`` (a
+        ``FormatError`` / ``UnsupportedFormatError`` takes the file's slot; any other error still raises).
     :raises FormatError: a file is missing or malformed (``errors="raise"``), naming it.
     """
     device = cacher.device
@@ -115,7 +116,7 @@ def load_many(cacher: TextureCacher, requests: Sequence[TextureRequest], *, work
                 key = cacher.key_for(src)
                 fresh = key not in cacher
                 entry = cacher.hand_out(src, key) if hand_out else cacher.get_many([src], [key])[0]
-            except VixenError as exc:
+            except FormatError as exc:  # UnsupportedFormatError included; budget errors etc. always raise
                 if errors != "collect":
                     raise
                 out[i] = exc
