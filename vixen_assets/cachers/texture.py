@@ -50,6 +50,20 @@ BC7_UNORM, BC7_SRGB = 145, 146
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tga", ".bmp")
 
 
+try:  # XXH3-128 (~30 GB/s) when installed, as the mesh cacher does; BLAKE2b-128 (~1 GB/s) otherwise
+    import xxhash as _xxhash
+except ImportError:  # pragma: no cover - xxhash is a dependency
+    _xxhash = None
+
+
+def content_digest(data: bytes) -> str:
+    """The content hash of a file's bytes (the cache key's core): ~75 µs of BLAKE2b on a 256² BC7 file, ~3 µs of
+    XXH3."""
+    if _xxhash is not None:
+        return "xxh3:" + _xxhash.xxh3_128_hexdigest(data)
+    return "b2:" + hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def read_asset_bytes(path: str) -> bytes:
     """Bytes of a file, or of a file inside a package (``a.usdz[b.png]``) through USD's asset resolver."""
     if "[" in path and path.endswith("]"):
@@ -152,7 +166,7 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
         allocated) or decode PNG/JPEG pixels. Thread-safe."""
         opts = context.options or {}
         data = read_asset_bytes(path)
-        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        digest = content_digest(data)
         compress = opts.get("compress", self.compress)
         min_psnr = float(opts.get("min_psnr") or DEFAULT_MIN_PSNR)
         normal = bool(opts.get("normal_map", False))
