@@ -323,8 +323,7 @@ class BatchedUploader:
         src = as_bytes(data)
         n = src.size
         with self._lock:
-            pieces: list[tuple[Buffer, list[ImageCopy]]] = []
-            # each copy's bytes must sit in one staging buffer: pack whole copies into pool buffers
+            # each copy's bytes must sit in one staging buffer: pack whole copies into pieces of at most a chunk
             pending: list[ImageCopy] = []
             chunk_size = 0
             for c in list(copies) + [None]:  # type: ignore[list-item]
@@ -333,26 +332,46 @@ class BatchedUploader:
                                      f"{self.pool.max_chunk}-byte staging chunk")
                 if c is None or (chunk_size + c.size + 16 > self.pool.max_chunk and pending):
                     if pending:
-                        buf = self.pool.checkout(chunk_size)
-                        self._batch.staging.append(buf)
+                        buf, base = self._image_staging(chunk_size)
+                        view = buf.host_bytes
                         rebased = []
-                        cur = 0
+                        cur = base
                         for p in pending:
                             cur = (cur + 15) & ~15
-                            buf.host_bytes[cur:cur + p.size] = src[p.buffer_offset:p.buffer_offset + p.size]
+                            view[cur:cur + p.size] = src[p.buffer_offset:p.buffer_offset + p.size]
                             rebased.append(p.rebased(cur))
                             cur += p.size
-                        pieces.append((buf, rebased))
+                        # recorded into the batch that holds its staging (a checkout may have flushed the previous)
+                        self._batch.images.append((buf, image, rebased, final_layout))
+                        self._batch.nbytes += sum(c.size for c in rebased)
                     pending, chunk_size = [], 0
                     if c is None:
                         break
                 pending.append(c)
                 chunk_size = ((chunk_size + 15) & ~15) + c.size
-            for buf, cps in pieces:
-                self._batch.images.append((buf, image, cps, final_layout))
-                self._batch.nbytes += sum(c.size for c in cps)
             self.stats.staged_bytes += n
             self.stats.image_copies += len(copies)
+
+    def _image_staging(self, size: int) -> tuple[Buffer, int]:
+        """Staging room for ``size`` bytes of image copies: ``(buffer, offset)``, after what the batch's current pool
+        buffer holds when they fit (many small textures share one pool buffer instead of a 64-256 KiB buffer each,
+        so a batch holds ~3x more of them under the same staging quota), else at the start of a fresh pool buffer
+        that becomes the current one."""
+        batch = self._batch
+        buf = batch.cursor_buf
+        start = (batch.cursor + 15) & ~15
+        if buf is not None and start + size + 16 <= buf.size:
+            batch.cursor = start + size + 16  # room for the 16-byte alignment of each copy inside the piece
+            batch.last = None  # the next small buffer copy must not coalesce across this image data
+            return buf, start
+        buf = self.pool.checkout(max(size + 16, 1 << 20))
+        batch = self._batch  # checkout may have flushed the previous batch
+        batch.staging.append(buf)
+        batch.cursor_buf = buf
+        batch.cursor_view = buf.mapped
+        batch.cursor = size + 16
+        batch.last = None
+        return buf, 0
 
     # -- flush ----------------------------------------------------------------------------------------------------
     def _cmd(self, which: str) -> Any:
