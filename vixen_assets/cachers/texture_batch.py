@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -103,7 +103,7 @@ def load_many(cacher: TextureCacher, requests: Sequence[TextureRequest], *, work
     taken: list[tuple[str, Any]] = []  # (key, entry) of every reference this call took
     built: list[str] = []  # keys this call built (destroyed again on failure)
     up = device.uploader
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vixen-tex")
+    pool = cacher.thread_pool(workers)
     futures: dict[int, Future[TextureSource]] = {}
     ahead = 0
     try:
@@ -134,7 +134,12 @@ def load_many(cacher: TextureCacher, requests: Sequence[TextureRequest], *, work
     except BaseException:
         for fut in futures.values():
             fut.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        for fut in futures.values():  # the workers still running finish before the batch is taken back
+            if not fut.cancelled():
+                try:
+                    fut.exception()
+                except BaseException:  # noqa: S110 - only waiting; the error that ends the call is raised below
+                    pass
         for key, entry in taken:
             if hand_out:
                 entry.release()
@@ -147,5 +152,4 @@ def load_many(cacher: TextureCacher, requests: Sequence[TextureRequest], *, work
         except VixenError:
             pass  # the original error is the one to report
         raise
-    pool.shutdown(wait=True)
     return out
