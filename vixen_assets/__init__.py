@@ -15,6 +15,7 @@ from .device import Device
 from .device import list_devices
 from .device import open_device
 from .errors import BudgetExceededError
+from .errors import CompressionQualityWarning
 from .errors import ConfigError
 from .errors import DeviceClosedError
 from .errors import DeviceLostError
@@ -39,7 +40,8 @@ from .memory.images import Image
 from .memory.options import BudgetOptions
 from .scene import Instance
 from .scene import Scene
-from .textures import load_texture, load_textures
+from .textures import load_texture
+from .textures import load_textures
 from .trace import trace_rays
 from .usd import load_stage
 from .vk import DeviceInfo
@@ -58,6 +60,7 @@ __all__ = [
     "BudgetOptions",
     "Buffer",
     "CacherRegistry",
+    "CompressionQualityWarning",
     "ConfigError",
     "Device",
     "DeviceClosedError",
