@@ -93,8 +93,11 @@ def test_batch_equals_one_by_one_on_every_shared_file(device: Any, vixen_assets_
     assert len(files) >= 30 and any(p.suffix == ".jpg" for p in files) and any(p.suffix == ".png" for p in files)
     cacher = texture_cacher(device)
     seen: list[tuple[str, int]] = []
+    prestaged = device.uploader.stats.prestaged_bytes
     batch = load_textures(files, device, workers=4, progress=lambda phase, done, total: seen.append((phase, done)))
     assert len(batch) == len(files) and seen[-1] == ("textures", len(files)) and len(seen) == len(files)
+    # the KTX2 levels went straight from the inflater / decoder into staging (no payload array in between)
+    assert device.uploader.stats.prestaged_bytes - prestaged > 0
     got = {}
     for path, tex in zip(files, batch):
         got[path] = (tex.path_taken, tex.vk_format, tex.width, tex.height, tex.depth, tex.levels, tex.layers,
@@ -102,12 +105,14 @@ def test_batch_equals_one_by_one_on_every_shared_file(device: Any, vixen_assets_
         tex.release()
     cacher.evict()
     assert len(cacher) == 0
+    prestaged = device.uploader.stats.prestaged_bytes
     for path in files:
         with load_texture(path, device) as tex:
             one = (tex.path_taken, tex.vk_format, tex.width, tex.height, tex.depth, tex.levels, tex.layers,
                    tex.faces, read_all(device, tex))
         assert one[:8] == got[path][:8], path.name
         assert one[8] == got[path][8], f"{path.name}: images differ"
+    assert device.uploader.stats.prestaged_bytes == prestaged  # load_texture: the payload path
 
 
 def test_same_file_twice_is_one_texture_held_twice(device: Any, tmp_path: Path) -> None:
@@ -168,6 +173,9 @@ def test_failing_file_raises_naming_it_and_leaves_nothing(device: Any, vixen_ass
     device.wait_idle()
     device.context.lifetime.collect()
     assert gpu_state(device) == before and len(cacher) == entries
+    device.uploader.collect()
+    pool = device.uploader.pool.stats_dict()
+    assert pool["free_buffers"] == pool["buffers"]  # every staging buffer a worker wrote into came back
     # the device is still usable and the good files load
     texs = load_textures(good, device)
     assert [t.path for t in texs] == [str(p) for p in good]

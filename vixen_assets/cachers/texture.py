@@ -24,10 +24,11 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from ..hookspecs import hookimpl
 from ..memory.group import AllocationGroup
 from ..memory.images import IMAGE_1D, IMAGE_2D, IMAGE_3D, Image, format_supported
 from ..transfer.image_regions import level_copies, mip_extent
+from ..vk.images import ImageCopy
 from .base import HeldEntry, LoadContext, TypedCacher
 from .texture_compress import DEFAULT_MIN_PSNR, choose, psnr
 
@@ -110,12 +112,61 @@ class PreparedTexture:
     layers: int
     faces: int
     image_type: int
-    payload: np.ndarray
+    payload: np.ndarray | None  # None when the levels were written straight into staging (``staged``)
     level_offsets: list[int]
     path_taken: str
     source_format: str
     extra: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: ``(staging buffer, copies)`` already written by a worker (``load_textures``), until the build enqueues them
+    staged: list[tuple[Any, list[ImageCopy]]] | None = None
+    staged_bytes: int = 0
+
+
+class StagingLender:
+    """What a worker needs to write a texture's levels straight into staging: ``lend(sizes)`` checks out one pool
+    buffer per size (all or none, ``None`` beyond ``limit`` bytes lent and not yet enqueued: the rest of the
+    quota stays for the batches), ``give_back`` returns unused ones, ``settle`` counts enqueued ones out."""
+
+    def __init__(self, pool: Any, limit: int) -> None:
+        """:param pool: the uploader's ``StagingBufferPool``. :param limit: the most bytes lent at once."""
+        self.pool = pool
+        self.limit = limit
+        self.max_chunk: int = pool.max_chunk
+        self._lent = 0
+        self._lock = threading.Lock()
+
+    def lend(self, sizes: Sequence[int]) -> list[Any] | None:
+        """Check out a staging buffer per size, or ``None`` when that would lend more than ``limit``."""
+        total = sum(sizes)
+        with self._lock:
+            if self._lent + total > self.limit:
+                return None
+            self._lent += total
+        bufs: list[Any] = []
+        try:
+            for size in sizes:
+                bufs.append(self.pool.checkout(size))
+        except BaseException:
+            self.give_back(bufs, total)
+            raise
+        return bufs
+
+    def give_back(self, bufs: Sequence[Any], nbytes: int) -> None:
+        """Return buffers that were never enqueued."""
+        self.pool.give_back(list(bufs))
+        self.settle(nbytes)
+
+    def settle(self, nbytes: int) -> None:
+        """``nbytes`` lent are now enqueued (the batch returns their buffers) or given back."""
+        with self._lock:
+            self._lent -= nbytes
+
+    def drop(self, prep: PreparedTexture | None) -> None:
+        """Give back what ``prep`` holds in staging and has not enqueued (a cache hit, a failed batch)."""
+        if prep is not None and prep.staged is not None:
+            staged, prep.staged = prep.staged, None
+            self.give_back([buf for buf, _c in staged], prep.staged_bytes)
 
 
 @dataclass(eq=False)
@@ -223,17 +274,19 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
         return ok
 
     # -- CPU: prepare (thread-safe) --------------------------------------------------------------------------------
-    def prepare(self, src: TextureSource) -> PreparedTexture:
+    def prepare(self, src: TextureSource, lender: StagingLender | None = None) -> PreparedTexture:
         """Inflate, decode or compress ``src`` into one payload in the format the GPU will hold (CPU only).
 
         :param src: a source from :meth:`read_file`.
+        :param lender: staging to write KTX2 levels straight into (each level one copy of at most a staging chunk):
+            no payload in between; without it (or when it lends nothing) the levels go into one payload array.
         :raises FormatError: corrupt level data (naming the file and level).
         :raises UnsupportedFormatError: a format this device cannot sample and no decoder handles.
         """
         if src.prepared is not None:
             return src.prepared
         if src.ktx is not None:
-            prep = self._prepare_ktx2(src)
+            prep = self._prepare_ktx2(src, lender)
         else:
             prep = self._prepare_pixels(src)
         src.prepared = prep
@@ -259,7 +312,7 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
         return PreparedTexture(fmt, w, h, 1, 1, 1, 1, IMAGE_2D, pixels.reshape(-1), [0], "native", "RGBA8", extra,
                                warns)
 
-    def _prepare_ktx2(self, src: TextureSource) -> PreparedTexture:
+    def _prepare_ktx2(self, src: TextureSource, lender: StagingLender | None = None) -> PreparedTexture:
         ktx = src.ktx
         assert ktx is not None
         w, h, d = ktx.pixel_width, max(1, ktx.pixel_height), max(1, ktx.pixel_depth)
@@ -270,6 +323,12 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
                                                      height=h, depth=d, levels=levels, layers=layers * faces):
             sizes = [lv.uncompressed_byte_length for lv in ktx.levels]
             offsets = [sum(sizes[:i]) for i in range(levels)]
+            if lender is not None:
+                staged = _write_staged(lender, format_info(ktx.vk_format), w, h, d, layers * faces, sizes,
+                                       lambda level, out: ktx.level_into(level, out))
+                if staged is not None:
+                    return PreparedTexture(ktx.vk_format, w, h, d, levels, layers, faces, itype, None, offsets,
+                                           "native", source_name, staged=staged[0], staged_bytes=staged[1])
             payload = np.empty(sum(sizes), np.uint8)
             for lv, off, size in zip(ktx.levels, offsets, sizes):
                 ktx.level_into(lv.index, memoryview(payload)[off:off + size])
@@ -289,18 +348,28 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
         images = layers * faces
         sizes = [lw * lh * ld * 4 * images for lw, lh, ld in (mip_extent(w, h, d, lv.index) for lv in ktx.levels)]
         offsets = [sum(sizes[:i]) for i in range(levels)]
+        path_taken = "transcoded" if ktx.format is None else "decoded"
+        extra = {"hdr_clamped": True} if clamp else {}
+
+        def decode_level(level: int, out: Any) -> None:
+            one = sizes[level] // images
+            for i in range(images):  # each decoded image written into its place, no concatenation
+                px = k2.decode_to_rgba8(ktx, level, i // faces, i % faces, clamp_hdr=clamp).reshape(-1)
+                if px.size != one:
+                    raise FormatError(f"level {level} decodes to {px.size} bytes, {one} expected", path=src.path,
+                                      field=f"levels[{level}]")
+                out[i * one:(i + 1) * one] = px
+
+        if lender is not None:
+            staged = _write_staged(lender, format_info(target), w, h, d, images, sizes, decode_level)
+            if staged is not None:
+                return PreparedTexture(target, w, h, d, levels, layers, faces, itype, None, offsets, path_taken,
+                                       source_name, extra, staged=staged[0], staged_bytes=staged[1])
         payload = np.empty(sum(sizes), np.uint8)
         for lv, off, size in zip(ktx.levels, offsets, sizes):
-            one = size // images
-            for i in range(images):  # each decoded image written into its place, no concatenation
-                px = k2.decode_to_rgba8(ktx, lv.index, i // faces, i % faces, clamp_hdr=clamp).reshape(-1)
-                if px.size != one:
-                    raise FormatError(f"level {lv.index} decodes to {px.size} bytes, {one} expected", path=src.path,
-                                      field=f"levels[{lv.index}]")
-                payload[off + i * one: off + (i + 1) * one] = px
-        path_taken = "transcoded" if ktx.format is None else "decoded"
+            decode_level(lv.index, payload[off:off + size])
         return PreparedTexture(target, w, h, d, levels, layers, faces, itype, payload, offsets, path_taken,
-                               source_name, {"hdr_clamped": True} if clamp else {})
+                               source_name, extra)
 
     # -- GPU: build (the calling thread) ---------------------------------------------------------------------------
     def build(self, sources: Sequence[TextureSource], group: AllocationGroup) -> list[GpuTexture]:
@@ -314,6 +383,17 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
         w, h, d = prep.width, prep.height, prep.depth
         info = format_info(prep.vk_format)
         up = self.device.uploader
+        label = os.path.basename(src.path.rstrip("]").split("[")[-1]) or src.digest[:12]
+        if prep.staged is not None:  # a worker wrote the levels straight into staging
+            image = Image(self.device.context, name=f"tex:{label}", vk_format=prep.vk_format, width=w, height=h,
+                          depth=d, levels=prep.levels, layers=prep.layers, faces=prep.faces,
+                          image_type=prep.image_type, category=self.name)
+            group.adopt(image)
+            staged, prep.staged = prep.staged, None
+            up.enqueue_image_staged(image, staged)
+            return GpuTexture(self.key_for(src), image, info.name, w, h, d, prep.levels, prep.layers, prep.faces,
+                              prep.path_taken, src.path, prep.source_format, prep.extra)
+        assert prep.payload is not None
         copies = []
         for level, off in enumerate(prep.level_offsets):
             lw, lh, ld = mip_extent(w, h, d, level)
@@ -325,7 +405,6 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
                 raise FormatError(f"level {level} holds {end - off} bytes, {expected} expected", path=src.path,
                                   field=f"levels[{level}]")
             copies.extend(level_copy)
-        label = os.path.basename(src.path.rstrip("]").split("[")[-1]) or src.digest[:12]
         image = Image(self.device.context, name=f"tex:{label}", vk_format=prep.vk_format, width=w, height=h,
                       depth=d, levels=prep.levels, layers=prep.layers, faces=prep.faces, image_type=prep.image_type,
                       category=self.name)
@@ -341,6 +420,42 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
     def destroy_entry(self, entry: GpuTexture) -> None:
         """Destroy the image (deferred while in use)."""
         entry.image.destroy()
+
+
+def _write_staged(lender: StagingLender, info: Any, w: int, h: int, d: int, images: int, sizes: list[int],
+                  write: Callable[[int, Any], None]) -> tuple[list[tuple[Any, list[ImageCopy]]], int] | None:
+    """Write every level straight into staging buffers the lender checks out: levels packed into pieces of at
+    most a staging chunk (16-byte aligned), ``write(level, view)`` filling each. ``None`` (nothing lent) when a
+    level needs more than one copy (bands of a level larger than a chunk) or the lender declines."""
+    pieces: list[tuple[int, list[ImageCopy]]] = []
+    cur: list[ImageCopy] = []
+    used = 0
+    for level, size in enumerate(sizes):
+        lw, lh, ld = mip_extent(w, h, d, level)
+        cps = level_copies(info, lw, lh, ld, level=level, base_layer=0, layer_count=images, buffer_offset=0,
+                           max_bytes=lender.max_chunk)
+        if len(cps) != 1 or cps[0].size != size:
+            return None  # bands, or a size the build would refuse: the payload path reports it
+        start = (used + 15) & ~15
+        if cur and start + size > lender.max_chunk:
+            pieces.append((used, cur))
+            cur, start = [], 0
+        cur.append(cps[0].rebased(start))
+        used = start + size
+    pieces.append((used, cur))
+    total = sum(p[0] for p in pieces)
+    bufs = lender.lend([p[0] for p in pieces])
+    if bufs is None:
+        return None
+    try:
+        for buf, (_size, cps) in zip(bufs, pieces):
+            view = buf.host_bytes
+            for c in cps:
+                write(c.level, view[c.buffer_offset:c.buffer_offset + c.size])
+    except BaseException:
+        lender.give_back(bufs, total)
+        raise
+    return [(buf, cps) for buf, (_size, cps) in zip(bufs, pieces)], total
 
 
 def texture_cacher(device: Device) -> TextureCacher:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import FormatError, VixenError
 from .base import LoadContext
+from .texture import StagingLender
 from .texture_compress import DEFAULT_MIN_PSNR
 
 if TYPE_CHECKING:
@@ -65,14 +66,16 @@ class _Claims:
             return True
 
 
-def _read_and_prepare(cacher: TextureCacher, req: TextureRequest, claims: _Claims) -> TextureSource:
-    """Worker: read and parse the file; prepare it unless cached or prepared by another file of the batch."""
+def _read_and_prepare(cacher: TextureCacher, req: TextureRequest, claims: _Claims,
+                      lender: StagingLender | None) -> TextureSource:
+    """Worker: read and parse the file; prepare it (straight into staging where the lender lends) unless cached or
+    prepared by another file of the batch."""
     if "[" not in req.path and not os.path.exists(req.path):
         raise FormatError("file not found", path=req.path)
     src = cacher.read_file(req.path, LoadContext(options=req.options(), layer_path=req.path))
     key = cacher.key_for(src)
     if key not in cacher and claims.claim(key):
-        cacher.prepare(src)
+        cacher.prepare(src, lender)
     return src
 
 
@@ -104,19 +107,31 @@ def load_many(cacher: TextureCacher, requests: Sequence[TextureRequest], *, work
     built: list[str] = []  # keys this call built (destroyed again on failure)
     up = device.uploader
     pool = cacher.thread_pool(workers)
+    # workers write levels straight into staging while at most half the quota is lent and not yet enqueued
+    lender = StagingLender(up.pool, up.pool.quota // 2)
     futures: dict[int, Future[TextureSource]] = {}
+    src: TextureSource | None = None
     ahead = 0
     try:
         for i in range(n):
             while ahead < n and ahead < i + window:
-                futures[ahead] = pool.submit(_read_and_prepare, cacher, requests[ahead], claims)
+                futures[ahead] = pool.submit(_read_and_prepare, cacher, requests[ahead], claims, lender)
                 ahead += 1
+            src = None
             try:
                 src = futures.pop(i).result()
                 key = cacher.key_for(src)
                 fresh = key not in cacher
+                staged = src.prepared.staged_bytes if src.prepared is not None and src.prepared.staged else 0
                 entry = cacher.hand_out(src, key) if hand_out else cacher.get_many([src], [key])[0]
+                if staged:
+                    if src.prepared is not None and src.prepared.staged is not None:
+                        lender.drop(src.prepared)  # a cache hit after all: its staging was not needed
+                    else:
+                        lender.settle(staged)  # enqueued: the batch gives the buffers back
             except FormatError as exc:  # UnsupportedFormatError included; budget errors etc. always raise
+                if src is not None:
+                    lender.drop(src.prepared)
                 if errors != "collect":
                     raise
                 out[i] = exc
@@ -125,7 +140,7 @@ def load_many(cacher: TextureCacher, requests: Sequence[TextureRequest], *, work
                 if fresh:
                     built.append(key)
                 out[i] = entry
-            src = None  # type: ignore[assignment]  # the payload goes once its upload is staged
+            src = None  # the payload goes once its upload is staged
             if up.pending_bytes >= FLUSH_BYTES:
                 up.flush()
             if progress is not None:
@@ -134,12 +149,11 @@ def load_many(cacher: TextureCacher, requests: Sequence[TextureRequest], *, work
     except BaseException:
         for fut in futures.values():
             fut.cancel()
-        for fut in futures.values():  # the workers still running finish before the batch is taken back
-            if not fut.cancelled():
-                try:
-                    fut.exception()
-                except BaseException:  # noqa: S110 - only waiting; the error that ends the call is raised below
-                    pass
+        if src is not None:
+            lender.drop(src.prepared)
+        for fut in futures.values():  # the workers still running finish; what they staged goes back
+            if not fut.cancelled() and fut.exception() is None:
+                lender.drop(fut.result().prepared)
         for key, entry in taken:
             if hand_out:
                 entry.release()

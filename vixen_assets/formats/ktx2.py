@@ -305,7 +305,7 @@ class Ktx2File:
         self._cache = (level, out)
         return out
 
-    def level_into(self, level: int, out: memoryview) -> None:
+    def level_into(self, level: int, out: Any) -> None:
         """Write the whole level, as :meth:`level_data` returns it, into ``out`` (a writable buffer of exactly the
         level's uncompressed size): Zstandard inflates straight into it, no intermediate copy of the level.
 
@@ -314,6 +314,7 @@ class Ktx2File:
         :raises UnsupportedFormatError: for BasisLZ (see :meth:`level_data`).
         :raises FormatError: when the payload is corrupt or inflates to another size than ``out``.
         """
+        out = memoryview(out).cast("B")  # numpy slices too (a staging buffer's mapped bytes)
         lv = self._level(level)
         scheme = self.supercompression_scheme
         if scheme != 2 or (self._cache is not None and self._cache[0] == level):

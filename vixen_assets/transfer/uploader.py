@@ -136,6 +136,7 @@ class UploadStats:
     ownership_transfers: int = 0
     ownership_barriers: int = 0
     image_copies: int = 0
+    prestaged_bytes: int = 0  # image bytes callers wrote straight into staging (``enqueue_image_staged``)
 
 
 class BatchedUploader:
@@ -351,6 +352,32 @@ class BatchedUploader:
                 chunk_size = ((chunk_size + 15) & ~15) + c.size
             self.stats.staged_bytes += n
             self.stats.image_copies += len(copies)
+
+    def enqueue_image_staged(self, image: Any, pieces: Sequence[tuple[Buffer, Sequence[ImageCopy]]], *,
+                             final_layout: int = ImageLayout.SHADER_READ_ONLY) -> None:
+        """Schedule buffer-to-image copies whose bytes the caller already wrote into staging buffers it checked out
+        of :attr:`pool` (a worker inflating straight into staging: no copy here). The buffers join the current
+        batch and go back to the pool once its copies are done.
+
+        :param image: as for :meth:`enqueue_image`.
+        :param pieces: ``(staging buffer, copies)``; each copy's ``buffer_offset`` is into its buffer.
+        :param final_layout: ``VkImageLayout`` after the copies.
+        """
+        with self._lock:
+            batch = self._batch
+            for buf, cps in pieces:
+                for c in cps:
+                    if c.buffer_offset < 0 or c.buffer_offset + c.size > buf.size:
+                        raise VixenError(f"image {getattr(image, 'name', '')!r}: a copy of {c.size} bytes at "
+                                         f"{c.buffer_offset} exceeds its {buf.size}-byte staging buffer")
+            for buf, cps in pieces:
+                batch.staging.append(buf)
+                batch.images.append((buf, image, list(cps), final_layout))
+                nbytes = sum(c.size for c in cps)
+                batch.nbytes += nbytes
+                self.stats.staged_bytes += nbytes
+                self.stats.prestaged_bytes += nbytes
+                self.stats.image_copies += len(cps)
 
     def _image_staging(self, size: int) -> tuple[Buffer, int]:
         """Staging room for ``size`` bytes of image copies: ``(buffer, offset)``, after what the batch's current pool
