@@ -259,6 +259,38 @@ def time_batch(dev: Any, paths: list[Path], workers: int | None) -> tuple[float,
     return secs, texs
 
 
+def upload_only(dev: Any, texs: list[Any]) -> float:
+    """The GPU side alone: images of the same formats and extents created and filled from ready arrays (no file,
+    no inflate, no decode) through the uploader, flushed and waited for."""
+    from vixen_assets.memory.images import Image
+    from vixen_assets.transfer.image_regions import level_copies
+
+    plans = []
+    for t in texs:
+        info = format_info(t.image.vk_format)
+        copies, off = [], 0
+        for lv in range(t.levels):
+            cps = level_copies(info, max(1, t.width >> lv), max(1, t.height >> lv), 1, level=lv, base_layer=0,
+                               layer_count=t.layers * t.faces, buffer_offset=off,
+                               max_bytes=dev.uploader.pool.max_chunk)
+            copies += cps
+            off += sum(c.size for c in cps)
+        plans.append((t, copies, np.zeros(off, np.uint8)))
+    _fresh(dev)
+    t0 = time.perf_counter()
+    imgs = []
+    for t, copies, data in plans:
+        img = Image(dev.context, name="peer", vk_format=t.image.vk_format, width=t.width, height=t.height,
+                    levels=t.levels, layers=t.layers, faces=t.faces)
+        imgs.append(img)
+        dev.uploader.enqueue_image(img, data, copies)
+    dev.uploader.flush().wait()
+    secs = time.perf_counter() - t0
+    for img in imgs:
+        img.destroy()
+    return secs
+
+
 def best_of(fn: Any, repeat: int) -> Any:
     fn()  # warm-up
     return min((fn() for _ in range(repeat)), key=lambda r: r[0] if isinstance(r, tuple) else r)
@@ -309,6 +341,9 @@ def throughput(dev: Any, args: argparse.Namespace, folder: Path) -> tuple[list[d
                              block_bytes))
             rows.append(_row(kind, f"floor: read + zstd + CPU ETC2 decode on {threads} threads ({label}, no GPU)",
                              dec_n, resident, block_bytes))
+        up_s = best_of(lambda: upload_only(dev, btexs), args.repeat)
+        rows.append(_row(kind, f"peer: upload alone (create + copy the {'/'.join(gpu_format)} images, no file)",
+                         up_s, resident, block_bytes))
         fmt = f"{'/'.join(gpu_format)} ({'/'.join(path_taken)})"
         rows.append(_row(kind, f"load_texture {label} -> {fmt}, one by one", secs, resident, block_bytes,
                          vs_floor=floor_s / secs))
