@@ -292,3 +292,35 @@ def test_normal_maps_never_go_to_bc1(device: Any, vixen_assets_dir: Path) -> Non
         assert readback_psnr(device, tex, src, kind) == pytest.approx(tex.extra["psnr_db"], abs=1e-9)
         tex.release()
     assert auto.extra["compress_choice"] == "bc5"  # lavapipe samples BC5
+
+
+def test_batch_images_never_share_a_granularity_page_with_buffers(tmp_path: Path) -> None:
+    """With a coarse ``bufferImageGranularity`` (forced to 4096), textures loaded in a batch between buffers in the
+    same memory blocks never share a 4096-byte page with a buffer (images are optimal, buffers linear)."""
+    from vixen_assets.testing import finish_test_device, open_test_device
+
+    dev = open_test_device(buffer_image_granularity=4096)
+    try:
+        paths = [noise_png(tmp_path / f"p{i}.png", 40 + i, 20) for i in range(12)]
+        bufs = [dev.create_buffer((1 << 20) + 300 + 64 * i, "storage", name=f"b{i}") for i in range(6)]
+        texs = load_textures(paths[:6], dev)
+        bufs += [dev.create_buffer((1 << 20) + 500, "storage", name=f"c{i}") for i in range(6)]
+        texs += load_textures(paths[6:], dev)
+        pages: dict[tuple[int, int], set[str]] = {}
+        for kind, allocs in (("image", [t.image.allocation for t in texs]), ("buffer", [b.allocation for b in bufs])):
+            for a in allocs:
+                for page in range(a.offset // 4096, (a.offset + a.size - 1) // 4096 + 1):
+                    pages.setdefault((id(a.block), page), set()).add(kind)
+        assert all(len(kinds) == 1 for kinds in pages.values()), "an image and a buffer share a granularity page"
+        per_block: dict[int, set[str]] = {}
+        for (blk, _page), kinds in pages.items():
+            per_block.setdefault(blk, set()).update(kinds)
+        assert any(kinds == {"image", "buffer"} for kinds in per_block.values())  # they do share blocks
+        assert len({id(t.image.allocation.block) for t in texs}) <= 2  # suballocated, not a block per image
+        for t, p in zip(texs, paths):
+            np.testing.assert_array_equal(dev.read_image(t), source_pixels(p))
+            t.release()
+        for b in bufs:
+            b.destroy()
+    finally:
+        finish_test_device(dev)

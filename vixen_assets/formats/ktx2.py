@@ -795,6 +795,8 @@ def decode_to_rgba8(ktx: Ktx2File, level: int = 0, layer: int = 0, face: int = 0
         raise UnsupportedFormatError(exc.reason, path=ktx.path, field="vkFormat") from None
     data = ktx.image_data(level, layer, face)
     slice_size = level_size(info, lv.width, lv.height, 1)
+    if not ktx.is_3d:  # one slice: no stacking copy
+        return decode_rgba8(info, data[:slice_size], lv.width, lv.height, clamp_hdr=clamp_hdr)
     out = np.stack([decode_rgba8(info, data[z * slice_size:(z + 1) * slice_size], lv.width, lv.height,
                                  clamp_hdr=clamp_hdr) for z in range(lv.depth)])
     return out if ktx.is_3d else out[0]

