@@ -353,12 +353,11 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
 
         def decode_level(level: int, out: Any) -> None:
             one = sizes[level] // images
-            for i in range(images):  # each decoded image written into its place, no concatenation
-                px = k2.decode_to_rgba8(ktx, level, i // faces, i % faces, clamp_hdr=clamp).reshape(-1)
-                if px.size != one:
-                    raise FormatError(f"level {level} decodes to {px.size} bytes, {one} expected", path=src.path,
-                                      field=f"levels[{level}]")
-                out[i * one:(i + 1) * one] = px
+            lw, lh, ld = mip_extent(w, h, d, level)
+            shape = (ld, lh, lw, 4) if itype == IMAGE_3D else (lh, lw, 4)
+            for i in range(images):  # each image decoded (and swizzled) straight into its place
+                k2.decode_to_rgba8(ktx, level, i // faces, i % faces, clamp_hdr=clamp,
+                                   out=out[i * one:(i + 1) * one].reshape(shape))
 
         if lender is not None:
             staged = _write_staged(lender, format_info(target), w, h, d, images, sizes, decode_level)

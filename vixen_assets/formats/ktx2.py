@@ -770,7 +770,7 @@ def _inflate_zlib(raw: memoryview, expected: int, path: str | None, where: str) 
 
 
 def decode_to_rgba8(ktx: Ktx2File, level: int = 0, layer: int = 0, face: int = 0, *,
-                    clamp_hdr: bool = False) -> np.ndarray:
+                    clamp_hdr: bool = False, out: np.ndarray | None = None) -> np.ndarray:
     """Decode one image to RGBA8 for a device that lacks the file's format.
 
     Values stay in the source's encoding: an sRGB source yields sRGB bytes for ``R8G8B8A8_SRGB``
@@ -781,13 +781,18 @@ def decode_to_rgba8(ktx: Ktx2File, level: int = 0, layer: int = 0, face: int = 0
     :param layer: array layer.
     :param face: cube face.
     :param clamp_hdr: allow HDR formats (float, BC6H UFLOAT, ASTC HDR), clipping them to [0, 1] as UNORM.
+    :param out: a writable ``uint8`` array of the result's shape to decode into (Basis: copied into it).
     :returns: ``uint8`` array of shape ``(height, width, 4)``, or ``(depth, height, width, 4)`` for a 3D texture.
     :raises UnsupportedFormatError: when no decoder handles the format (or ``alktx2`` is missing for Basis).
     :raises FormatError: when the data is corrupt.
     """
     lv = ktx._level(level)
     if ktx.format is None:
-        return _decode_basis(ktx, lv, layer, face)
+        px = _decode_basis(ktx, lv, layer, face)
+        if out is None:
+            return px
+        out[...] = px
+        return out
     info = ktx.format
     try:
         can_decode(info, clamp_hdr=clamp_hdr)
@@ -795,8 +800,13 @@ def decode_to_rgba8(ktx: Ktx2File, level: int = 0, layer: int = 0, face: int = 0
         raise UnsupportedFormatError(exc.reason, path=ktx.path, field="vkFormat") from None
     data = ktx.image_data(level, layer, face)
     slice_size = level_size(info, lv.width, lv.height, 1)
-    if not ktx.is_3d:  # one slice: no stacking copy
-        return decode_rgba8(info, data[:slice_size], lv.width, lv.height, clamp_hdr=clamp_hdr)
+    if not ktx.is_3d:  # one slice: no stacking copy (``out``: decoded straight into the caller's array)
+        return decode_rgba8(info, data[:slice_size], lv.width, lv.height, clamp_hdr=clamp_hdr, out=out)
+    if out is not None:
+        for z in range(lv.depth):
+            decode_rgba8(info, data[z * slice_size:(z + 1) * slice_size], lv.width, lv.height, clamp_hdr=clamp_hdr,
+                         out=out[z])
+        return out
     out = np.stack([decode_rgba8(info, data[z * slice_size:(z + 1) * slice_size], lv.width, lv.height,
                                  clamp_hdr=clamp_hdr) for z in range(lv.depth)])
     return out if ktx.is_3d else out[0]
