@@ -9,20 +9,28 @@ assets): natural-looking images (multi-octave smooth noise, gradients, mild grai
 - **ETC2 RGB8 + Zstandard**: ``etcpak.compress_etc2_rgb``; ETC2 is not sampled on lavapipe or the H100, so this is
   the *decoded* path (inflate, ``texture2ddecoder`` to RGBA8, upload 8x the bytes).
 
+- **BC7 + Zstandard, small**: ``--small-files`` (500; quick 64) files of 256x256, the fixed cost per texture.
+
+Each set loads ``load_texture`` file by file and through one ``load_textures`` call (``--workers`` threads, default
+the CPU count). Beside them, in the same run: the floor on one thread, the floor on ``--workers`` threads (the batch's
+peer; for ETC2 the threaded decode floor), ``fixed µs/tex`` (the batch's wall time beyond its threaded floor per
+file) and a *peer* row, "upload alone": the same images created and filled from ready arrays (no file, no inflate),
+which is what the device itself costs. The goals of issue 20 are printed as PASS/MISS lines.
+
 Each file is checked with ``read_ktx2`` (levels, DFD, inflated data equal to the blocks written). Beside each, in
 the same run: the **floor** of reading the file and inflating every level with ``zstandard`` (no parsing checks, no
 GPU), expressed in MB/s of the same resident bytes so the columns compare directly; for ETC2 also the floor plus the
 CPU decode (still no GPU). Times are the best of ``--repeat`` runs after a warm-up; the texture cache is emptied
 between runs so every load is a miss. Validation is off.
 
-**Memory and PSNR** of ``compress="bc7"`` (and ``"bc1"``) against the plain RGBA8 load for PNG inputs: generated
+**Memory and PSNR** of ``compress="bc7"``, ``"bc1"`` and ``"auto"`` against the plain RGBA8 load for PNG inputs: generated
 natural-looking images and the PNG files under ``../shared/assets/usd`` (when present). Memory is the GPU images'
 size (``GpuTexture.nbytes``) and the payload ratio the cacher reports; PSNR is the cacher's, recomputed here from the
 read-back blocks. The bar (forge3d O3): 30-70% less memory at PSNR > 35 dB; a row passes when it saves at least 30%
 at PSNR > 35 dB (BC7 saves 75% and BC1 87.5% of RGBA8 by construction, beyond the band's top, which is reported).
 
-Usage: ``python benchmarks/bench_textures.py [--quick] [--size N] [--files N] [--repeat N] [--device I]
-[--json PATH]`` (default JSON: ``benchmarks/results/textures-<device>[-quick].json``).
+Usage: ``python benchmarks/bench_textures.py [--quick] [--size N] [--files N] [--small-files N] [--small-size N]
+[--workers N] [--repeat N] [--device I] [--json PATH]`` (default JSON: ``benchmarks/results/textures-<device>[-quick].json``).
 """
 
 from __future__ import annotations
