@@ -324,3 +324,26 @@ def test_batch_images_never_share_a_granularity_page_with_buffers(tmp_path: Path
             b.destroy()
     finally:
         finish_test_device(dev)
+
+
+def test_cli_texture_load(vixen_assets_dir: Path) -> None:
+    """``vixen-assets texture load`` loads several files in one batch and reports each (compress=auto)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    usd = vixen_assets_dir / "usd"
+    files = [str(usd / BC1_OK_PNG), str(usd / "openusd/testUsdImagingGLPreviewSurface/texSRGB.png"),
+             str(vixen_assets_dir / "ktx2" / "wgpu_skybox_bc7.ktx2")]
+    env = dict(os.environ, VIXEN_VALIDATION="0")
+    proc = subprocess.run([sys.executable, "-m", "vixen_assets.cli.main", "texture", "load", *files, "--compress",
+                           "auto", "--json"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [r["file"] for r in out["textures"]] == files
+    assert [r["compress"] for r in out["textures"]] == ["bc1", "bc7", None]
+    assert out["textures"][2]["faces"] == 6 and out["gpu_bytes"] > 0 and out["seconds"] > 0
+    proc = subprocess.run([sys.executable, "-m", "vixen_assets.cli.main", "texture", "load", files[0], "missing.png"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2 and "missing.png: file not found" in proc.stderr  # main: missing input -> 2
