@@ -23,14 +23,15 @@ GPU), expressed in MB/s of the same resident bytes so the columns compare direct
 CPU decode (still no GPU). Times are the best of ``--repeat`` runs after a warm-up; the texture cache is emptied
 between runs so every load is a miss. Validation is off.
 
-**Memory and PSNR** of ``compress="bc7"``, ``"bc1"`` and ``"auto"`` against the plain RGBA8 load for PNG inputs: generated
-natural-looking images and the PNG files under ``../shared/assets/usd`` (when present). Memory is the GPU images'
+**Memory and PSNR** of ``compress="bc7"``, ``"bc1"`` and ``"auto"`` against the plain RGBA8 load for PNG inputs:
+generated natural-looking images and the PNG files under ``../shared/assets/usd`` (when present). Memory is the GPU images'
 size (``GpuTexture.nbytes``) and the payload ratio the cacher reports; PSNR is the cacher's, recomputed here from the
 read-back blocks. The bar (forge3d O3): 30-70% less memory at PSNR > 35 dB; a row passes when it saves at least 30%
 at PSNR > 35 dB (BC7 saves 75% and BC1 87.5% of RGBA8 by construction, beyond the band's top, which is reported).
 
 Usage: ``python benchmarks/bench_textures.py [--quick] [--size N] [--files N] [--small-files N] [--small-size N]
-[--workers N] [--repeat N] [--device I] [--json PATH]`` (default JSON: ``benchmarks/results/textures-<device>[-quick].json``).
+[--workers N] [--repeat N] [--device I] [--json PATH]`` (default JSON:
+``benchmarks/results/textures-<device>[-quick].json``).
 """
 
 from __future__ import annotations
