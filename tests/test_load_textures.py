@@ -347,3 +347,25 @@ def test_cli_texture_load(vixen_assets_dir: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "vixen_assets.cli.main", "texture", "load", files[0], "missing.png"],
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 2 and "missing.png: file not found" in proc.stderr  # main: missing input -> 2
+
+
+def test_batch_over_a_separate_transfer_queue(vixen_assets_dir: Path, tmp_path: Path) -> None:
+    """With a dedicated transfer queue, a batch's images are released by the transfer family and acquired by the
+    main family in one barrier per transition for the whole batch (validation on: any wrong layout or ownership
+    shows), and read back exactly."""
+    from vixen_assets.testing import finish_test_device, open_test_device
+
+    dev = open_test_device(separate_transfer_queue=True)
+    try:
+        assert dev.uploader.ownership_transfer
+        paths = [noise_png(tmp_path / f"q{i}.png", 70 + i, 48) for i in range(5)]
+        ktx = vixen_assets_dir / "ktx2" / "wgpu_skybox_bc7.ktx2"
+        texs = load_textures([*paths, ktx], dev, workers=2)
+        for t, p in zip(texs, paths):
+            np.testing.assert_array_equal(dev.read_image(t), source_pixels(p))
+        k = read_ktx2(ktx)
+        assert dev.read_image(texs[-1], 0, 0, 3).tobytes() == bytes(k.image_data(0, 0, 3))
+        for t in texs:
+            t.release()
+    finally:
+        finish_test_device(dev)

@@ -576,9 +576,13 @@ class BatchedUploader:
                                            dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE,
                                            src_family=src_family, dst_family=dst_family)
                 for final_layout, imgs in by_final.items():
-                    cmd_image_barriers(acq, imgs, old_layout=ImageLayout.TRANSFER_DST, new_layout=final_layout,
-                                       src_stage=STAGE_TOP, dst_stage=STAGE_ALL_COMMANDS, src_access=Access.NONE,
-                                       dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE,
+                    # one family on two queues (forced ownership path): no transfer happens, the release barrier
+                    # already made the transition, so the acquire side keeps the layout (a second TRANSFER_DST ->
+                    # final transition from an image already in ``final`` is what the validation layer reported)
+                    cmd_image_barriers(acq, imgs,
+                                       old_layout=ImageLayout.TRANSFER_DST if src_family != dst_family else final_layout,
+                                       new_layout=final_layout, src_stage=STAGE_TOP, dst_stage=STAGE_ALL_COMMANDS,
+                                       src_access=Access.NONE, dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE,
                                        src_family=src_family, dst_family=dst_family)
                 end(acq)
                 cmds.append(("acquire", acq))
