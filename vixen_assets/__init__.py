@@ -31,6 +31,8 @@ from .errors import UnsupportedFormatError
 from .errors import ValidationMessageError
 from .errors import VixenDeprecationWarning
 from .errors import VixenError
+from .estimate import Estimate
+from .estimate import estimate
 from .errors import VixenWarning
 from .errors import VulkanError
 from .hookspecs import hookimpl
@@ -44,6 +46,8 @@ from .textures import load_texture
 from .textures import load_textures
 from .trace import trace_rays
 from .usd import load_stage
+from .validate import ValidationReport
+from .validate import validate
 from .vk import DeviceInfo
 from .voxels import VoxelScene
 from .voxels import load_vox
@@ -69,6 +73,7 @@ __all__ = [
     "DeviceInfo",
     "DeviceLostError",
     "DeviceNotFoundError",
+    "Estimate",
     "FormatError",
     "HeldEntry",
     "Image",
@@ -85,6 +90,7 @@ __all__ = [
     "UnsupportedFeatureError",
     "UnsupportedFormatError",
     "ValidationMessageError",
+    "ValidationReport",
     "VirtualTexture",
     "VixenDeprecationWarning",
     "VixenError",
@@ -92,6 +98,7 @@ __all__ = [
     "VoxelScene",
     "VulkanError",
     "__version__",
+    "estimate",
     "hookimpl",
     "list_devices",
     "load_stage",
@@ -101,4 +108,5 @@ __all__ = [
     "open_device",
     "open_virtual_texture",
     "trace_rays",
+    "validate",
 ]
