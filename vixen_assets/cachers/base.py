@@ -184,6 +184,20 @@ class TypedCacher(Generic[S, E]):
         raise NotImplementedError
 
     # -- provided -------------------------------------------------------------------------------------------------
+    def check_fits(self, nbytes: int, what: str) -> None:
+        """Refuse an asset whose GPU bytes (from its header or counts) exceed the whole budget limit, before any
+        inflating, decoding or preparing: it could never load, whatever is evicted. Thread-safe (reads only), for
+        preparation on worker threads; :meth:`preflight` also charges the bytes.
+
+        :param nbytes: the bytes the asset will need on the GPU.
+        :param what: the file or prim, for the error message.
+        :raises BudgetExceededError: ``nbytes`` is over the limit (naming ``what`` and the cacher).
+        """
+        budget = self.device.budget
+        if nbytes > budget.limit:
+            raise BudgetExceededError(int(nbytes), budget.used, budget.limit, who=self.name, heap=budget.primary_heap,
+                                      what=what)
+
     @contextlib.contextmanager
     def preflight(self, nbytes: int, what: str) -> Iterator[None]:
         """Charge ``nbytes`` (the GPU bytes an asset's header or counts imply) to the budget *before* inflating,
@@ -322,6 +336,22 @@ class TypedCacher(Generic[S, E]):
         trimmed = ctx.suballocator.trim()  # empty blocks kept for reuse may be what stands in the way
         return evicted > 0 or trimmed > 0
 
+    def discard(self, keys: Sequence[str]) -> int:
+        """Destroy the entries ``keys`` that nobody references (a failed batch load takes back what it built);
+        referenced or absent keys are left alone. Returns how many were destroyed."""
+        count = 0
+        with self._lock:
+            for key in dict.fromkeys(keys):
+                entry = self._entries.get(key)
+                if entry is None or entry.refs:
+                    continue
+                del self._entries[key]
+                self.destroy_entry(entry.value)
+                count += 1
+                self.stats.entries -= 1
+                self.stats.bytes -= entry.nbytes
+        return count
+
     def release(self, key: str) -> None:
         """Drop one reference to the entry ``key`` (it stays cached, evictable, once unreferenced)."""
         with self._lock:
@@ -363,22 +393,6 @@ class TypedCacher(Generic[S, E]):
         if count:
             log.info("cacher %r evicted %d entries (%d bytes)", self.name, count, freed)
         return count
-
-    def discard(self, key: str) -> bool:
-        """Destroy the entry ``key`` now if nobody holds it (an entry whose upload failed must not be handed out
-        again); return whether it was destroyed.
-
-        :param key: the entry's key.
-        """
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or entry.refs:
-                return False
-            del self._entries[key]
-            self.destroy_entry(entry.value)
-            self.stats.entries -= 1
-            self.stats.bytes -= entry.nbytes
-            return True
 
     def _on_budget_warning(self, event: Any) -> None:
         """Budget crossed its warning threshold: evict LRU unreferenced entries until below it (if we can now)."""

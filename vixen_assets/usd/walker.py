@@ -581,7 +581,7 @@ def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, pur
         # the uploads of this load never happened (e.g. device lost at submit): drop what it built from the caches
         scene.release()
         for cacher, key in built:
-            cacher.discard(key)
+            cacher.discard([key])
         raise
     report("upload", 1, 1)
     t_upload = _time.perf_counter()
