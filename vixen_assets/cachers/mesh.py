@@ -22,7 +22,7 @@ from ..errors import FormatError
 from ..geometry.mesh_source import MeshSource, validate_sources
 from ..geometry.packing import Submesh
 from ..geometry.prepare import prepare_meshes
-from ..geometry.usd_mesh import read_mesh_source
+from ..geometry.usd_mesh import read_mesh_source, read_mesh_sources
 from ..hookspecs import hookimpl
 from ..memory.buffers import Buffer
 from ..memory.group import AllocationGroup
@@ -82,6 +82,12 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
         """Read the mesh's arrays and check them (FormatError names file, prim and field)."""
         primvars = tuple(a for a in self.attributes if a not in ("position", "normal"))
         return read_mesh_source(prim, context.time, primvars=primvars, validate=False)  # see check_sources
+
+    def read_prims(self, prims: Sequence[Any], context: LoadContext) -> list[MeshSource | Exception]:
+        """Read many prims at once (material bindings resolved in one batched call); per prim its source or the
+        :class:`FormatError` reading it raised."""
+        primvars = tuple(a for a in self.attributes if a not in ("position", "normal"))
+        return list(read_mesh_sources(prims, context.time, primvars=primvars))
 
     def check_sources(self, sources: Sequence[MeshSource]) -> list[Exception | None]:
         """One vectorized check over the whole batch; only when it fails, mesh by mesh to find the bad ones."""

@@ -26,6 +26,7 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.ma  # noqa: F401 - np.unique imports it on its first call (~20 ms inside the first load)
 
 from vixen_assets.geometry.batch import Batch, build_batch, exclusive_cumsum, ranges
 from vixen_assets.geometry.mesh_source import (

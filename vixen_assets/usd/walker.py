@@ -33,6 +33,9 @@ from .scene import Instance, Scene
 
 ProgressFn = Callable[[str, int, int], None]
 
+#: Prims read per call of a cacher's batch reader (``read_prims``), and the progress step of the read phase.
+READ_BATCH = 256
+
 #: An ``asset`` attribute naming a file that a suffix-registered cacher loads (e.g. ``asset vixen:file = @a.vox@``).
 FILE_ATTRIBUTE = "vixen:file"
 
@@ -414,22 +417,61 @@ def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purpos
     context = LoadContext(time=time, layer_path=root_layer)
     total = len(unique_prims)
     sources: dict[str, Any] = {}
+
+    def failed(ppath: str, reg: Registration, exc: Exception) -> None:
+        if isinstance(exc, FormatError):
+            if strict:
+                raise exc
+            scene.warnings.append(str(exc))
+        elif isinstance(exc, VixenError):
+            raise exc
+        else:  # a plugin's reader failing on odd data is a bad prim, not a crash
+            warn(ppath, None, f"{reg.name} cacher could not read the prim: {type(exc).__name__}: {exc}")
+
+    # cachers with a batch reader (``read_prims``) read up to READ_BATCH prims per call, the others one by one
+    queued: dict[str, list[tuple[str, Any]]] = {}
+
+    def read_queued(name: str) -> None:
+        batch = queued.pop(name, [])
+        if not batch:
+            return
+        reg = unique_prims[batch[0][0]][0]
+        cacher = by_cacher[name][0]
+        try:
+            got = cacher.read_prims([prim for _, prim in batch], context)
+        except Exception as exc:  # noqa: BLE001 - the batch reader failed as a whole: read them one by one
+            got = []
+            for _, prim in batch:
+                try:
+                    got.append(cacher.read_prim(prim, context))
+                except Exception as one:  # noqa: BLE001 - reported per prim below
+                    got.append(one)
+            if isinstance(exc, VixenError) and not isinstance(exc, FormatError):
+                raise
+        for (ppath, _prim), value in zip(batch, got):
+            if isinstance(value, Exception):
+                failed(ppath, reg, value)
+            else:
+                sources[ppath] = value
+
     for n, (ppath, (reg, item)) in enumerate(unique_prims.items(), 1):
         cacher = by_cacher.setdefault(reg.name, (cacher_for(device, reg, pm), {}))[0]
-        try:
-            if item.file:
-                sources[ppath] = cacher.read_file(item.file, context)
-            else:
-                sources[ppath] = cacher.read_prim(item.prim, context)
-        except FormatError as exc:
-            if strict:
-                raise
-            scene.warnings.append(str(exc))
-        except VixenError:
-            raise
-        except Exception as exc:  # a plugin's reader failing on odd data is a bad prim, not a crash
-            warn(ppath, None, f"{reg.name} cacher could not read the prim: {type(exc).__name__}: {exc}")
-        if n % 256 == 0 or n == total:
+        if not item.file and hasattr(cacher, "read_prims"):
+            queue = queued.setdefault(reg.name, [])
+            queue.append((ppath, item.prim))
+            if len(queue) >= READ_BATCH:
+                read_queued(reg.name)
+        else:
+            try:
+                if item.file:
+                    sources[ppath] = cacher.read_file(item.file, context)
+                else:
+                    sources[ppath] = cacher.read_prim(item.prim, context)
+            except Exception as exc:
+                failed(ppath, reg, exc)
+        if n % READ_BATCH == 0 or n == total:
+            for name in list(queued):
+                read_queued(name)
             report("read", n, total)
     t_read = _time.perf_counter()
 
