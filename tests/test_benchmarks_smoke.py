@@ -99,7 +99,8 @@ def test_bench_load_stage_quick(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["quick"] and result["device"]["name"] and result["validation"] is False
-    assert set(result["scenes"]) == {"meshes", "instances"}
+    assert set(result["scenes"]) == {"meshes", "instances", "chess"}
+    assert result["scenes"]["chess"]["cold_target"] == 2.0 and result["scenes"]["meshes"]["cold_target"] == 1.5
     for name, scene in result["scenes"].items():
         assert scene["floor_s"] > 0 and scene["cold_s"] > 0 and scene["warm_s"] > 0, name
         assert scene["cold_over_floor"] == scene["cold_s"] / scene["floor_s"]
