@@ -185,3 +185,36 @@ def test_every_mesh_is_byte_identical_to_the_pinned_loader(device, tmp_path, nam
     assert sorted(got["meshes"]) == sorted(want["meshes"])
     diff = [label for label in want["meshes"] if got["meshes"][label] != want["meshes"][label]]
     assert not diff, f"{len(diff)} of {len(want['meshes'])} placed meshes changed bytes, e.g. {diff[:5]}"
+
+
+@pytest.mark.parametrize("name", ["generated_mixed", "chess"])
+def test_chunks_on_several_threads_give_the_bytes_of_one_thread(device, tmp_path, monkeypatch, name):
+    """Many chunks prepared on three threads give the bytes the same chunks give on one thread.
+
+    (A mesh's seam vertices are ordered by the split attributes of its whole chunk, so the bytes are compared for
+    the same chunk boundaries; the default boundaries are pinned by the test above.)"""
+    from vixen_assets.geometry import prepare
+
+    monkeypatch.setattr(prepare, "CHUNK_CORNERS", 1 << 12)
+    path = Path(SCENES[name](tmp_path))
+    got = {}
+    for threads in (1, 3):
+        monkeypatch.setattr(prepare, "PREPARE_THREADS", threads)
+        assert prepare.prepare_threads() == threads
+        got[threads] = _scene_digests(device, path)
+        device.cachers["mesh"].evict()  # the second load prepares again
+    assert got[1] == got[3]
+
+
+def test_prepare_threads_from_the_environment(monkeypatch):
+    from vixen_assets.errors import ConfigError
+    from vixen_assets.geometry import prepare
+
+    monkeypatch.setattr(prepare, "PREPARE_THREADS", None)
+    monkeypatch.setenv("VIXEN_PREPARE_THREADS", "5")
+    assert prepare.prepare_threads() == 5
+    monkeypatch.setenv("VIXEN_PREPARE_THREADS", "many")
+    with pytest.raises(ConfigError, match="VIXEN_PREPARE_THREADS"):
+        prepare.prepare_threads()
+    monkeypatch.delenv("VIXEN_PREPARE_THREADS")
+    assert prepare.prepare_threads() == (1 if (os.cpu_count() or 1) < 4 else min(8, os.cpu_count() - 2))

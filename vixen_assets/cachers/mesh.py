@@ -13,14 +13,14 @@ position float32x3, normal float32x3, st float32x2 (stride 32), extra primvars a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import FormatError
 from ..geometry.mesh_source import MeshSource, validate_sources
-from ..geometry.packing import PreparedMesh, Submesh
+from ..geometry.packing import Submesh
 from ..geometry.prepare import prepare_meshes
 from ..geometry.usd_mesh import read_mesh_source, read_mesh_sources
 from ..hookspecs import hookimpl
@@ -111,18 +111,10 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
 
     def build(self, sources: Sequence[MeshSource], group: AllocationGroup) -> list[GpuMesh]:
         """Prepare all sources in one vectorized pass, allocate arena ranges, enqueue the uploads."""
-        # sources that differ only in material bindings (an asset referenced many times, each placement binding
-        # its own copy of the asset's materials) prepare to the same bytes: prepare each geometry once
-        first: dict[str, int] = {}
-        rep = [first.setdefault(src.geometry_hash(self.attributes), i) for i, src in enumerate(sources)]
-        unique = [sources[i] for i in first.values()]
-        done = dict(zip(first.values(), prepare_meshes(unique, attributes=self.attributes, validate=False)))
+        prepared = prepare_meshes(sources, attributes=self.attributes, validate=False)
         up = self.device.uploader
         out = []
-        for i, src in enumerate(sources):
-            pm = done[rep[i]]
-            if rep[i] != i:
-                pm = _with_materials(pm, src, self.attributes)
+        for src, pm in zip(sources, prepared):
             label = src.prim_path or pm.content_hash[:12]
             vb = group.create_buffer(max(pm.vertices.nbytes, 4), MESH_USAGE, name=f"vb:{label}", category=self.name)
             ib = group.create_buffer(max(pm.indices.nbytes, 4), MESH_USAGE, name=f"ib:{label}", category=self.name)
@@ -145,15 +137,6 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
         """Destroy both buffers (deferred while the GPU uses them)."""
         entry.vertex_buffer.destroy()
         entry.index_buffer.destroy()
-
-
-def _with_materials(pm: PreparedMesh, src: MeshSource, attributes: Sequence[str]) -> PreparedMesh:
-    """``pm`` (prepared from a source of the same geometry) with ``src``'s key and material bindings: submesh ``k``
-    belongs to subset ``k`` of the source, the one after the subsets to the faces in none (``prepare_meshes``)."""
-    mats = [sub.material_path for sub in src.subsets]
-    subs = [Submesh(s.name, s.first_index, s.index_count, mats[k] if k < len(mats) else src.material_path)
-            for k, s in enumerate(pm.submeshes)]
-    return replace(pm, submeshes=subs, content_hash=src.content_hash(attributes), prim_path=src.prim_path)
 
 
 @hookimpl
