@@ -258,18 +258,24 @@ class _Walker:
                 row[sel] = np.arange(len(sel))
                 placed[p] = mats[None, :, :, :] @ world[sel][:, None, :, :]  # (points, items, 4, 4)
         rows = row.tolist()
+        append = items.append
+        item = _Item
+        # per prototype, what every placement of each of its items repeats (built once, not per point)
+        parts = [[(k, it.registration, it.prim, it.label, it.material, it.file, it.prim_path) for k, it in enumerate(sub)]
+                 if sub else None for sub in protos]
         for i, pidx in enumerate(indices.tolist()):
             if i in invisible:
                 continue
             if not 0 <= pidx < n:
                 self.warn(path, "protoIndices", f"index {pidx} out of range for {n} prototypes")
                 continue
-            sub = protos[pidx]
-            if not sub:
+            part = parts[pidx]
+            if not part:
                 continue
             mats = placed[pidx][rows[i]]
-            for k, it in enumerate(sub):
-                items.append(it.placed(mats[k], f"{path}[{i}]{it.label}", it.material))
+            head = f"{path}[{i}]"
+            for k, reg, prim, label, material, file, prim_path in part:
+                append(item(reg, prim, mats[k], head + label, material, file, prim_path))
         return items
 
     def _walk_proto_subtree(self, proto_root: Any) -> list[_Item]:
@@ -413,7 +419,7 @@ def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purpos
     by_cacher: dict[str, tuple[Any, dict[str, Any]]] = {}
     unique_prims: dict[str, tuple[Registration, Any]] = {}
     for it in items:
-        unique_prims.setdefault(it.source_id, (it.registration, it))
+        unique_prims.setdefault(f"file:{it.file}" if it.file else (it.prim_path or it.source_id), (it.registration, it))
     context = LoadContext(time=time, layer_path=root_layer)
     total = len(unique_prims)
     sources: dict[str, Any] = {}
@@ -515,7 +521,7 @@ def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purpos
     placed: list[tuple[_Item, Any, str | None, str]] = []
     per_source: dict[str, tuple[Any, str | None, str] | None] = {}  # looked up once per unique source
     for it in items:
-        sid = it.source_id
+        sid = f"file:{it.file}" if it.file else (it.prim_path or it.source_id)
         info = per_source.get(sid, False)
         if info is False:
             got = entries.get(sid)
@@ -527,9 +533,11 @@ def _cold_load(stage: Any, scene: Scene, device: Any, pm: Any, time: Any, purpos
         seen.setdefault(id(value), value)
         placed.append((it, value, it.material or info[1], info[2]))
     # every world matrix converted in one pass; each transform is the transposed float32 view, as _to_numpy gives
-    mats = np.array([it.matrix for it, *_ in placed], dtype=np.float64).reshape(-1, 4, 4).astype(np.float32)
-    scene.instances.extend(Instance(value, mats[k].T, it.label, material, kind=kind)
-                           for k, (it, value, material, kind) in enumerate(placed))
+    mats = np.array([p[0].matrix for p in placed], dtype=np.float64).reshape(-1, 4, 4).astype(np.float32)
+    transposed = mats.transpose(0, 2, 1)  # transposed[k] is mats[k].T: the same view, made in one call
+    make = Instance
+    scene.instances.extend([make(value, transposed[k], it.label, material, kind)
+                            for k, (it, value, material, kind) in enumerate(placed)])
     if textures:
         t_tex = _time.perf_counter()
         if load_material_textures(stage, scene, device, time, lambda p, f, m: warn(p, f, m), strict):
@@ -563,7 +571,8 @@ def _make_plan(scene: Scene, layers: Any) -> dict[str, Any]:
         if id(inst.mesh) in known:
             key_of[id(inst.mesh)] = known[id(inst.mesh)]
     instances = [(key_of.get(id(i.mesh)), i.transform, i.prim_path, i.material, i.kind,
-                  tuple(getattr(t, "key", None) for t in i.textures)) for i in scene.instances]
+                  tuple([getattr(t, "key", None) for t in i.textures]) if i.textures else ())
+                 for i in scene.instances]
     meshes = [known.get(id(m)) for m in scene.meshes]
     return {"layers": layers, "refs": {n: list(keys) for n, (_c, keys) in refs.items()},
             "cachers": {n: c for n, (c, _k) in refs.items()}, "instances": instances,
