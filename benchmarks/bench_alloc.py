@@ -86,7 +86,7 @@ def run(pairs: int, device_index: str | None) -> dict[str, Any]:
     """Measure every row on one device; return the JSON document."""
     dev = open_device(device_index, validation=False)
     try:
-        logical = dev.logical
+        logical = dev.context.logical
         rows: list[dict[str, Any]] = []
 
         def chain(size: int) -> Callable[[], None]:
@@ -174,10 +174,11 @@ def print_table(doc: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=int, default=20000, help="timed 1 KiB chain pairs (the other rows use a quarter)")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 5,000 pairs (the other rows a quarter)")
     ap.add_argument("--device", default=None, help="device index or name substring")
     ap.add_argument("--json", type=Path, default=HERE / "results" / "alloc.json")
     args = ap.parse_args(argv)
-    doc = run(args.pairs, args.device)
+    doc = run(5000 if args.quick else args.pairs, args.device)
     print_table(doc)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2) + "\n")

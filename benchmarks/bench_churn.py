@@ -48,10 +48,12 @@ from copy import deepcopy
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pool_buckets import BucketPool  # noqa: E402  (benchmarks/pool_buckets.py: a strategy this benchmark compares)
 
 from vixen_assets.memory.budget import BudgetManager, HeapBudgetInput  # noqa: E402
 from vixen_assets.memory.defrag import _plan_pool  # noqa: E402
-from vixen_assets.memory.pool_buckets import BucketPool  # noqa: E402
 from vixen_assets.memory.tlsf import TlsfAllocator  # noqa: E402
 
 KiB = 1 << 10

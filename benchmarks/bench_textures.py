@@ -196,7 +196,7 @@ def time_loads(dev: Any, paths: list[Path]) -> tuple[float, list[Any]]:
     cacher = texture_cacher(dev)
     cacher.evict()
     dev.wait_idle()
-    dev.lifetime.collect()
+    dev.context.lifetime.collect()
     t0 = time.perf_counter()
     texs = [load_texture(p, dev) for p in paths]
     return time.perf_counter() - t0, texs

@@ -129,7 +129,7 @@ class Bench:
         for b in bufs:
             b.destroy()
         self.dev.uploader.collect()
-        self.dev.lifetime.drain()
+        self.dev.context.lifetime.drain()
 
     # ------------------------------------------------------------------ uploader
     def uploader_create(self, piece: int, count: int, path: str, strategy: str) -> float:
@@ -243,11 +243,11 @@ class Bench:
         self._dst = dev.create_buffer(self.total, USAGE, strategy="device_local", dedicated=True, name="bench-dst")
         mapped = self._src.mapped
         np.copyto(mapped, self.data)
-        queue = dev.logical.upload_queue
+        queue = dev.context.logical.upload_queue
         self._queue = queue
-        self._pool = CommandPool(dev.logical, queue.family)
+        self._pool = CommandPool(dev.context.logical, queue.family)
         self._cmd = self._pool.allocate()
-        self._fence = Fence(dev.logical)
+        self._fence = Fence(dev.context.logical)
         self.memory["staging"] = self.memory_of(self._src)
         self.memory["copy_floor_destination"] = self.memory_of(self._dst)
 
@@ -259,7 +259,7 @@ class Bench:
             end(cmd)
             self._fence.reset()
             t0 = time.perf_counter()
-            submit(self.dev.logical, self._queue, [cmd], fence=self._fence)
+            submit(self.dev.context.logical, self._queue, [cmd], fence=self._fence)
             self._fence.wait()
             return time.perf_counter() - t0
 
@@ -457,12 +457,12 @@ class Bench:
     def run(self) -> dict[str, Any]:
         dev = self.dev
         info = dev.info
-        upq = dev.logical.upload_queue
+        upq = dev.context.logical.upload_queue
         fam = info.queue_families[upq.family]
         print(f"device: {info.name} ({info.device_type}, {info.driver}, Vulkan {info.api_version}); "
               f"unified memory: {info.unified_memory}; upload queue: family {upq.family} "
               f"{'/'.join(flag_names(fam.flags, QUEUE_FLAGS))}"
-              f"{' (dedicated transfer queue)' if dev.logical.transfer_queue is not None else ''}", flush=True)
+              f"{' (dedicated transfer queue)' if dev.context.logical.transfer_queue is not None else ''}", flush=True)
         print(f"total {fmt_size(self.total)} per row, best of {self.args.repeat} after a warm-up; "
               f"{os.cpu_count()} CPUs; fill threads {dev.uploader._workers}", flush=True)
         wall0 = time.perf_counter()
@@ -491,8 +491,8 @@ class Bench:
                        "memory_types": [{"index": t.index, "heap": t.heap, "flags": flag_names(t.flags, MEMORY_FLAGS)}
                                         for t in info.memory_types]},
             "queue": {"upload_family": upq.family, "upload_family_flags": flag_names(fam.flags, QUEUE_FLAGS),
-                      "dedicated_transfer_queue": dev.logical.transfer_queue is not None,
-                      "main_family": dev.logical.queue.family,
+                      "dedicated_transfer_queue": dev.context.logical.transfer_queue is not None,
+                      "main_family": dev.context.logical.queue.family,
                       "ownership_transfers": dev.uploader.ownership_transfer},
             "memory": self.memory,
             "config": {"total": self.total, "pieces": self.pieces, "repeat": self.args.repeat, "usage": USAGE,

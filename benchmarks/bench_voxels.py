@@ -65,7 +65,7 @@ def reset(device: Any) -> None:
         cacher = device.cachers.get(name)
         if cacher is not None:
             cacher.clear()
-    device.lifetime.drain()
+    device.context.lifetime.drain()
     gc.collect()
 
 

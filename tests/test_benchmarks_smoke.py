@@ -43,11 +43,15 @@ def test_bench_accel_quick(tmp_path: Path) -> None:
     assert all(r["best_s"] > 0 for r in result["rows"]), log
     c = result["compaction"]
     assert 0 < c["bytes_after"] <= c["bytes_before"] and c["per_blas_grew"] == 0, c
-    rq = result["ray_query"]
-    assert rq["ran"] or rq.get("error"), "the ray-query result must say whether it ran"
-    if rq["ran"]:
-        assert rq["mrays_per_s"] > 0 and rq["sane"], f"{rq}\n{log}"
-    assert "ray queries" in proc.stdout
+    assert result["ray_query"] is result["trace"]["ray_query"] or result["ray_query"] == result["trace"]["ray_query"]
+    for backend in ("ray_query", "pipeline"):  # both backends, same rays, same run
+        tr = result["trace"][backend]
+        assert tr["ran"] or tr.get("error"), f"the {backend} result must say whether it ran"
+        if tr["ran"]:
+            assert tr["mrays_per_s"] > 0 and tr["sane"], f"{tr}\n{log}"
+    if all(result["trace"][b]["ran"] for b in ("ray_query", "pipeline")):
+        assert min(result["trace_agreement"].values()) > 0.99, result["trace_agreement"]
+    assert "trace_rays backends" in proc.stdout
 
 
 def test_bench_voxels_quick(tmp_path: Path, vixen_assets_dir: Path) -> None:
@@ -109,3 +113,32 @@ def test_bench_load_stage_quick(tmp_path: Path) -> None:
         assert scene["profile"]["top_tottime"]
     assert result["scenes"]["instances"]["instances"] > result["scenes"]["instances"]["unique_meshes"]
     assert "cold/floor" in proc.stdout and ("PASS" in proc.stdout or "MISS" in proc.stdout)
+
+
+def test_bench_blender_quick(tmp_path: Path) -> None:
+    import importlib.util
+
+    import pytest
+
+    # bpy lives in its own virtualenv (.venv-blender, made by scripts/setup.sh: it pins numpy < 2)
+    python = os.environ.get("VIXEN_BLENDER_PYTHON") or str(REPO / ".venv-blender" / "bin" / "python")
+    if importlib.util.find_spec("bpy") is not None:
+        python = sys.executable
+    elif not Path(python).exists():
+        if sys.version_info[:2] != (3, 11) and sys.version_info < (3, 13):
+            pytest.skip("PyPI has no bpy wheel for this Python (3.11 and 3.13+ have one)")
+        pytest.fail("no bpy virtualenv: run `make setup` (it creates .venv-blender) or set VIXEN_BLENDER_PYTHON")
+    out = tmp_path / "blender.json"
+    proc = subprocess.run([python, str(REPO / "benchmarks" / "bench_blender.py"), "--quick", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    whats = [r["what"] for r in result["rows"]]
+    for prefix in ("floor: foreach_get", "load_blend via arrays, evaluated", "load_blend via usd",
+                   "peer: Blender's own USD import"):
+        assert any(w.startswith(prefix) for w in whats), f"{prefix!r} missing:\n{proc.stdout[-3000:]}"
+    assert all(r["best_s"] > 0 and r["x_floor"] > 0 for r in result["rows"])
+    arrays = next(r for r in result["rows"] if r["what"].startswith("load_blend via arrays, evaluated"))
+    usd = next(r for r in result["rows"] if r["what"].startswith("load_blend via usd"))
+    assert arrays["triangles"] == usd["triangles"] > 0  # the two paths load the same scene
+    assert "Targets:" in proc.stdout

@@ -516,3 +516,17 @@ def test_ConcurrentAllocationThreadSafety() -> None:
     assert s["rejections"] == sum(rejected) > 0  # the budget was really contended
     assert sum(c["total_count"] for c in s["categories"].values()) == s["total_allocations"]
     assert len(events) == s["warnings"] >= 1
+
+
+def test_limit_bytes_and_warning_share_of_the_limit() -> None:
+    """What ``Device`` builds from ``BudgetOptions``: a byte cap on device-local heaps and a warning threshold that is
+    a share of the limit in force (never equal to it, whatever caps the limit)."""
+    heaps = [HeapBudgetInput(8 * GiB, True), HeapBudgetInput(4 * GiB, False)]
+    b = BudgetManager(heaps, budget_fraction=0.9, warning_share=0.8, limit_bytes=GiB)
+    assert b.limits == (GiB, int(0.9 * 4 * GiB))  # the byte cap applies to device-local heaps only
+    assert b.warning_thresholds == (int(0.8 * GiB), int(0.8 * int(0.9 * 4 * GiB)))
+    tight = BudgetManager([HeapBudgetInput(8 * GiB, True, GiB // 2)], budget_fraction=0.9, warning_share=0.5,
+                          limit_bytes=GiB)
+    assert tight.limit == GiB // 2 and tight.warning_threshold == GiB // 4  # the EXT budget is tighter still
+    legacy = BudgetManager([8 * GiB], budget_fraction=0.5, warning_fraction=0.8)  # the older spelling: heap share
+    assert legacy.warning_threshold == legacy.limit == 4 * GiB

@@ -26,10 +26,12 @@ from vixen_assets.testing import assert_no_validation_problems, finish_test_devi
 from vixen_assets.vk import FaultInjector
 from vixen_assets.vk import resources as vkr
 from vixen_assets.vk.commands import one_shot
+from vixen_assets.vk.enums import Access, PipelineStage
 
 KiB = 1 << 10
 MiB = 1 << 20
-VERTEX, INDEX, STORAGE, UNIFORM_TEXEL, DEVICE_ADDRESS = 0x80, 0x40, 0x20, 0x4, USAGE_NAMES["device_address"]
+VERTEX, INDEX, STORAGE, UNIFORM_TEXEL, DEVICE_ADDRESS = (USAGE_NAMES[n] for n in ("vertex", "index", "storage",
+                                                                                  "uniform_texel", "device_address"))
 
 
 @pytest.fixture
@@ -98,7 +100,7 @@ def test_arena_buffers_share_a_handle_at_aligned_offsets(device: Any) -> None:
         offsets = [b.offset for b in bufs]
         assert len(set(offsets)) == len(bufs)
         for b in bufs:
-            assert b.offset % align == 0 and b.offset % device.buffers.arena_alignment == 0
+            assert b.offset % align == 0 and b.offset % device.context.buffers.arena_alignment == 0
             assert b.offset == b.memory_offset, "the arena VkBuffer is bound at offset 0 of its block"
             assert b.offset + b.size <= b.allocation.block.size
             assert b.allocation.block.payload[0] == b.handle
@@ -120,7 +122,7 @@ def test_large_or_special_buffers_own_their_handle(device: Any) -> None:
         assert len(handles) == len(own) + 1
         for b in own:
             assert b.offset == 0
-            _size, req_align, _bits = vkr.buffer_requirements(device.logical, b.handle)
+            _size, req_align, _bits = vkr.buffer_requirements(device.context.logical, b.handle)
             assert b.memory_offset % req_align == 0
             assert b.nbytes >= b.size
         assert aligned.memory_offset % (4 * KiB) == 0
@@ -133,7 +135,7 @@ def test_large_or_special_buffers_own_their_handle(device: Any) -> None:
 
 
 def test_device_address_filled_when_asked(device: Any) -> None:
-    if not device.logical.buffer_device_address:
+    if not device.context.logical.buffer_device_address:
         pytest.fail("the test device lacks bufferDeviceAddress")
     small = [device.create_buffer(n, "storage|device_address", name=f"s{i}") for i, n in enumerate((64, 4 * KiB, 96))]
     large = [device.create_buffer(n, "storage|device_address", name=f"l{i}") for i, n in enumerate((1 * MiB, 2 * MiB))]
@@ -147,7 +149,7 @@ def test_device_address_filled_when_asked(device: Any) -> None:
             base = b.allocation.block.payload[1]
             assert base and b.device_address == base + b.offset
         for b in large:
-            assert b.device_address == vkr.device_address(device.logical, b.handle)
+            assert b.device_address == vkr.device_address(device.context.logical, b.handle)
             assert b.allocation.block.device_address, "memory allocated with VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT"
         # the address ranges of distinct buffers never overlap
         spans = sorted((b.device_address, b.device_address + b.size) for b in addressed)
@@ -182,14 +184,15 @@ def test_mapped_writes_land_in_the_reported_ranges_and_reach_the_gpu(device: Any
         for buf in bufs:
             assert used[(buf.allocation.block.id, buf.memory_offset)] == buf.nbytes
         # the GPU sees the host's writes: copy a, b and big into dst and read dst through its mapping
-        with one_shot(device.logical, device.command_pool, device.logical.queue) as cmd:
+        with one_shot(device.context.logical, device.context.command_pool, device.context.logical.queue) as cmd:
             pos = 0
             for buf in bufs[:3]:
                 regions = vkr.copy_regions(1)
                 regions[0] = (buf.offset, dst.offset + pos, buf.size if buf is not big else 64 * KiB)
                 vkr.cmd_copy_buffer(cmd, buf.handle, dst.handle, regions)
                 pos += buf.size
-            vkr.cmd_memory_barrier(cmd, src_stage=0x1000, dst_stage=0x4000, src_access=0x1000, dst_access=0x2000)
+            vkr.cmd_memory_barrier(cmd, src_stage=PipelineStage.TRANSFER, dst_stage=PipelineStage.HOST,
+                                   src_access=Access.TRANSFER_WRITE, dst_access=Access.HOST_READ)
         got = dst.mapped
         assert np.array_equal(got[:3000], payload["a"])
         assert np.array_equal(got[3000:8000], payload["b"])
@@ -213,7 +216,7 @@ def test_acquire_release_refcounting(device: Any) -> None:
     assert buf.alive and buf.refcount == 1 and device.budget.used == base + 4 * KiB
     buf.release()  # the last reference destroys it
     assert not buf.alive and device.budget.used == base
-    assert buf not in device.registry.live()
+    assert buf not in device.context.registry.live()
     with pytest.raises(DeviceClosedError):
         buf.acquire()
 
@@ -252,7 +255,7 @@ def test_leak_report_at_close_names_the_buffer() -> None:
         leaked_small = dev.create_buffer(256, "storage", name="leaky-small")
         kept = dev.create_buffer(64, "storage", name="tidy")
         kept.destroy()
-        leaked = next(b for b in dev.registry.live() if b.name == "leaky-mesh")
+        leaked = next(b for b in dev.context.registry.live() if b.name == "leaky-mesh")
         report = dev.close_report()
         assert len(report) == 2
         assert any("leaky-mesh" in line and str(2 * MiB) in line for line in report)
@@ -263,7 +266,7 @@ def test_leak_report_at_close_names_the_buffer() -> None:
             with pytest.raises(DeviceClosedError):
                 _ = buf.handle
         assert dev.close_report() == report, "close_report() after close returns the same report"
-        assert dev.budget.used == 0 and dev.suballocator.all_blocks() == []
+        assert dev.budget.used == 0 and dev.context.suballocator.all_blocks() == []
         assert_no_validation_problems(dev)
     finally:
         if not dev.closed:
@@ -275,7 +278,7 @@ def test_leak_report_at_close_names_the_buffer() -> None:
 
 def test_allocation_group_rolls_back_on_exception_and_keeps_on_success(device: Any) -> None:
     base_used = device.budget.used
-    base_live = device.registry.live()
+    base_live = device.context.registry.live()
     with pytest.raises(RuntimeError, match="cacher failed"):
         with device.allocation_group() as group:
             made = [group.create_buffer(4 * KiB, "vertex", name="g-v"),
@@ -284,7 +287,7 @@ def test_allocation_group_rolls_back_on_exception_and_keeps_on_success(device: A
             assert device.budget.used > base_used
             raise RuntimeError("cacher failed")
     assert not any(b.alive for b in made) and not group.committed and group.buffers == []
-    assert device.budget.used == base_used and device.registry.live() == base_live
+    assert device.budget.used == base_used and device.context.registry.live() == base_live
 
     with device.allocation_group() as group:
         kept = [group.create_buffer(4 * KiB, "vertex", name="k-v"), group.create_buffer(1 * MiB, "storage", name="k-b")]
@@ -306,16 +309,16 @@ def test_allocation_group_rolls_back_on_budget_failure() -> None:
                 second = group.create_buffer(1 * MiB, "storage", name="before-failure-2", category="meshes")
                 group.create_buffer(3 * MiB, "storage", name="too-big", category="meshes")
         assert not first.alive and not second.alive
-        assert dev.budget.used == 0 and len(dev.registry) == 0
+        assert dev.budget.used == 0 and len(dev.context.registry) == 0
     finally:
         finish_test_device(dev)
 
 
 def test_fault_in_the_middle_of_a_group_leaves_nothing(bare_device: Any) -> None:
     dev = bare_device
-    assert dev.suballocator.all_blocks() == [] and len(dev.registry) == 0
+    assert dev.context.suballocator.all_blocks() == [] and len(dev.context.registry) == 0
     base_used = dev.budget.used
-    dev.logical.faults = injector = FaultInjector(fail_allocation_at=2)
+    dev.context.logical.faults = injector = FaultInjector(fail_allocation_at=2)
     try:
         with pytest.raises(OutOfDeviceMemoryError, match="VK_ERROR_OUT_OF_DEVICE_MEMORY"):
             with dev.allocation_group() as group:
@@ -323,15 +326,15 @@ def test_fault_in_the_middle_of_a_group_leaves_nothing(bare_device: Any) -> None
                 assert small.alive
                 group.create_buffer(2 * MiB, "storage", name="second")  # allocation 2: a general block: fails
     finally:
-        dev.logical.faults = None
+        dev.context.logical.faults = None
     assert injector.injected == 1 and injector.allocations == 2
     assert not small.alive
-    assert dev.budget.used == base_used and len(dev.registry) == 0
+    assert dev.budget.used == base_used and len(dev.context.registry) == 0
     stats = dev.budget.stats()
     assert all(c["bytes"] == 0 and c["count"] == 0 for c in stats["categories"].values())
-    assert dev.suballocator.idle()  # no live range: at most an idle size-class slab kept for reuse
-    dev.suballocator.trim()
-    assert all(b.tlsf.is_empty for b in dev.suballocator.all_blocks())
+    assert dev.context.suballocator.idle()  # no live range: at most an idle size-class slab kept for reuse
+    dev.context.suballocator.trim()
+    assert all(b.tlsf.is_empty for b in dev.context.suballocator.all_blocks())
     # and the device is fine afterwards
     with dev.create_buffer(2 * MiB, "storage", name="after") as buf:
         assert buf.alive
@@ -357,7 +360,7 @@ def test_forced_large_buffer_image_granularity() -> None:
     fine = open_test_device(staging_quota=0)
     coarse = open_test_device(staging_quota=0, buffer_image_granularity=4096)
     try:
-        assert coarse.suballocator.granularity == 4096
+        assert coarse.context.suballocator.granularity == 4096
         # buffers still work and stay tightly packed (buffers are linear: granularity does not pad them)
         bufs = [coarse.create_buffer(100, "vertex", name=f"b{i}") for i in range(8)]
         assert all(b.allocation.block.tlsf.buffer_image_granularity == 4096 for b in bufs)
@@ -366,7 +369,7 @@ def test_forced_large_buffer_image_granularity() -> None:
             b.destroy()
 
         # optimal-tiling (image) ranges mixed with linear ones never share a 4096-byte page
-        allocator, t = coarse.allocator, 0
+        allocator, t = coarse.context.allocator, 0
         allocs = []
         for i in range(60):
             kind = KIND_OPTIMAL if i % 3 == 0 else KIND_LINEAR
@@ -409,7 +412,7 @@ _ops = st.lists(st.one_of(_create, _create, _destroy), min_size=1, max_size=40)
 @given(ops=_ops)
 def test_random_create_destroy_sequences_keep_the_invariants(device: Any, ops: list[tuple]) -> None:
     base_used = device.budget.used
-    baseline = device.registry.live()
+    baseline = device.context.registry.live()
     live: list[Any] = []
 
     def check() -> None:
@@ -417,10 +420,10 @@ def test_random_create_destroy_sequences_keep_the_invariants(device: Any, ops: l
         spans_disjoint(everyone)
         for b in live:
             if b._owned_handle:
-                _s, req_align, _bits = vkr.buffer_requirements(device.logical, b.handle)
+                _s, req_align, _bits = vkr.buffer_requirements(device.context.logical, b.handle)
                 assert b.memory_offset % req_align == 0
             else:
-                assert b.memory_offset % device.buffers.arena_alignment == 0 and b.offset == b.memory_offset
+                assert b.memory_offset % device.context.buffers.arena_alignment == 0 and b.offset == b.memory_offset
             assert b.nbytes >= b.size
         assert device.budget.used == base_used + sum(b.nbytes for b in live)
         # every byte of every block is accounted for: live TLSF allocations + size-class slabs + free ranges tile
@@ -434,12 +437,12 @@ def test_random_create_destroy_sequences_keep_the_invariants(device: Any, ops: l
             else:
                 assert b.nbytes <= slab.cls and slab.base <= b.memory_offset < slab.base + SLAB_BYTES
                 in_slabs.setdefault((slab.block.id, slab.base), {})[b.memory_offset] = b.nbytes
-        slabs = {k: v for pool in device.suballocator.pools() for k, v in pool.slab_index.items()}
+        slabs = {k: v for pool in device.context.suballocator.pools() for k, v in pool.slab_index.items()}
         for (block_id, _base), slab in slabs.items():
             per_block[block_id] = per_block.get(block_id, 0) + SLAB_BYTES
         for key, slab in slabs.items():
             assert slab.sizes == in_slabs.get(key, {}) and slab.used == len(slab.sizes)
-        for block in device.suballocator.all_blocks():
+        for block in device.context.suballocator.all_blocks():
             block.tlsf.check()
             assert block.tlsf.used_bytes == per_block.get(block.id, 0)
 
@@ -454,4 +457,4 @@ def test_random_create_destroy_sequences_keep_the_invariants(device: Any, ops: l
     finally:
         for b in live:
             b.destroy()
-    assert device.budget.used == base_used and device.registry.live() == baseline
+    assert device.budget.used == base_used and device.context.registry.live() == baseline

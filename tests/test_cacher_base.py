@@ -19,6 +19,7 @@ import pytest
 
 import vixen_assets
 from vixen_assets.cachers import TypedCacher
+from vixen_assets.errors import PluginError
 from vixen_assets.testing import finish_test_device, open_test_device
 
 MiB = 1 << 20
@@ -80,7 +81,7 @@ def blob(seed: int, nbytes: int = 256) -> Blob:
 def settle(device: Any) -> None:
     """Submit pending uploads, wait for them, and run deferred destruction."""
     device.flush().wait()
-    device.lifetime.drain()
+    device.context.lifetime.drain()
 
 
 def category_bytes(device: Any, name: str = "blob") -> int:
@@ -281,7 +282,7 @@ def test_build_returning_the_wrong_count_is_an_error_and_leaks_nothing(device: A
             return super().build(sources, group)[:-1]
 
     short = Short(device)
-    with pytest.raises(RuntimeError, match="returned 1 entries for 2 sources"):
+    with pytest.raises(PluginError, match="returned 1 entries for 2 sources"):
         short.get_many([blob(1), blob(2)])
     settle(device)
     assert len(short) == 0
@@ -303,7 +304,7 @@ def test_subclass_without_a_name_is_refused(device: Any) -> None:
     class Nameless(BlobCacher):
         name = ""
 
-    with pytest.raises(TypeError, match="must set a class attribute 'name'"):
+    with pytest.raises(PluginError, match="must set a class attribute 'name'"):
         Nameless(device)
 
 

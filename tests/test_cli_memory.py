@@ -81,3 +81,16 @@ def test_memory_tables(capsys: pytest.CaptureFixture[str]) -> None:
 def test_memory_rejects_a_negative_workload(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["memory", "--workload", "-1"]) == 2
     assert "--workload must be >= 0" in capsys.readouterr().err
+
+
+def test_memory_budget_mb_is_a_byte_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["memory", "--json", "--budget-mb", "64"]) == 0
+    budget = json.loads(capsys.readouterr().out)["budget"]
+    assert budget["limit"] == 64 << 20  # no second look at the device: BudgetOptions.limit_bytes
+    assert budget["warning_threshold"] == int(0.8 * (64 << 20))  # the warning is a share of the chosen limit
+
+
+def test_memory_bad_budget_mb_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["memory", "--budget-mb", "-5"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "--budget-mb" in err and "-5" in err and "Traceback" not in err and len(err.splitlines()) == 1

@@ -14,9 +14,11 @@ import pytest
 
 from vixen_assets.errors import DeviceClosedError
 from vixen_assets.memory.binding_table import Binding, BindingTable
+from vixen_assets.memory.buffers import USAGE_NAMES
 from vixen_assets.testing import finish_test_device, open_test_device
 from vixen_assets.vk import resources as vkr
 from vixen_assets.vk.commands import one_shot
+from vixen_assets.vk.enums import Access, PipelineStage
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -67,7 +69,7 @@ def test_defragment_compacts_and_keeps_contents(small_blocks: Any) -> None:
     dev = small_blocks
     survivors, data = fragment(dev)
     assert any(b._owned_handle for b in survivors) and any(not b._owned_handle for b in survivors)
-    before_blocks = len(dev.suballocator.all_blocks())
+    before_blocks = len(dev.context.suballocator.all_blocks())
     assert before_blocks >= 4
     used_before = dev.budget.used
     gen = {b.name: b.generation for b in survivors}
@@ -77,7 +79,7 @@ def test_defragment_compacts_and_keeps_contents(small_blocks: Any) -> None:
     with dev.phase("defrag") as phase:
         result = dev.defragment()
 
-    blocks_after = dev.suballocator.all_blocks()
+    blocks_after = dev.context.suballocator.all_blocks()
     # fewer blocks, and the result's numbers agree with what happened
     assert result.blocks_before == before_blocks
     assert result.blocks_after == len(blocks_after) < before_blocks
@@ -106,11 +108,11 @@ def test_defragment_compacts_and_keeps_contents(small_blocks: Any) -> None:
     for b in survivors:
         spans.setdefault(b.allocation.block.id, []).append((b.memory_offset, b.memory_offset + b.nbytes))
         if b._owned_handle:
-            _s, req_align, _bits = vkr.buffer_requirements(dev.logical, b.handle)
+            _s, req_align, _bits = vkr.buffer_requirements(dev.context.logical, b.handle)
             assert b.memory_offset % req_align == 0, f"{b!r} bound at a misaligned offset"
         else:
-            assert b.offset % dev.buffers.arena_alignment == 0
-            if b.usage & 0x20000:
+            assert b.offset % dev.context.buffers.arena_alignment == 0
+            if b.usage & USAGE_NAMES["device_address"]:
                 assert b.device_address == b.allocation.block.payload[1] + b.offset
     for ranges in spans.values():
         ranges.sort()
@@ -122,14 +124,15 @@ def test_defragment_compacts_and_keeps_contents(small_blocks: Any) -> None:
     total = sum(b.size for b in survivors)
     dst = dev.create_buffer(total, "storage", strategy="host_visible", name="gather")
     try:
-        with one_shot(dev.logical, dev.command_pool, dev.logical.queue) as cmd:
+        with one_shot(dev.context.logical, dev.context.command_pool, dev.context.logical.queue) as cmd:
             pos = 0
             for b in survivors:
                 regions = vkr.copy_regions(1)
                 regions[0] = (b.offset, dst.offset + pos, b.size)
                 vkr.cmd_copy_buffer(cmd, b.handle, dst.handle, regions)
                 pos += b.size
-            vkr.cmd_memory_barrier(cmd, src_stage=0x1000, dst_stage=0x4000, src_access=0x1000, dst_access=0x2000)
+            vkr.cmd_memory_barrier(cmd, src_stage=PipelineStage.TRANSFER, dst_stage=PipelineStage.HOST,
+                                   src_access=Access.TRANSFER_WRITE, dst_access=Access.HOST_READ)
         expected = np.concatenate([data[b.name] for b in survivors])
         assert np.array_equal(dst.mapped, expected)
     finally:
@@ -242,7 +245,7 @@ def test_defragment_honours_the_alignment_of_own_buffers(small_blocks: Any) -> N
     try:
         result = dev.defragment()
         assert result.moved == 1 and result.blocks_after == result.blocks_before - 1
-        _s, req_align, _bits = vkr.buffer_requirements(dev.logical, y.handle)
+        _s, req_align, _bits = vkr.buffer_requirements(dev.context.logical, y.handle)
         assert y.memory_offset % req_align == 0, f"moved to offset {y.memory_offset}, alignment {req_align}"
         assert y.generation == 2 and np.array_equal(y.mapped, payload)
     finally:

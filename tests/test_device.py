@@ -38,7 +38,7 @@ def test_list_devices_reports_llvmpipe_heaps_queues_features() -> None:
 def test_open_close_twice_and_use_after_close(device) -> None:
     assert not device.closed
     assert device.info.name
-    assert device.logical.queue.family == 0 or device.logical.queue.family >= 0
+    assert device.context.logical.queue.family == 0 or device.context.logical.queue.family >= 0
 
 
 def test_open_device_context_manager_closes_on_exception() -> None:
@@ -52,7 +52,7 @@ def test_open_device_context_manager_closes_on_exception() -> None:
 
 
 def test_feature_flags_match_enabled_extensions(device) -> None:
-    exts = device.logical.extensions
+    exts = device.context.logical.extensions
     assert device.features["acceleration_structure"] == ("VK_KHR_acceleration_structure" in exts)
     assert device.features["ray_query"] == ("VK_KHR_ray_query" in exts)
     assert device.features["memory_budget"] == ("VK_EXT_memory_budget" in exts)
@@ -80,21 +80,21 @@ def test_vixen_device_picks_by_name_and_index(monkeypatch) -> None:
 
 def test_forced_separate_transfer_queue() -> None:
     with va.open_device(validation=True, separate_transfer_queue=True) as dev:
-        assert dev.logical.transfer_queue is not None
-        assert dev.logical.upload_queue is dev.logical.transfer_queue
+        assert dev.context.logical.transfer_queue is not None
+        assert dev.context.logical.upload_queue is dev.context.logical.transfer_queue
         assert not dev.validation_problems()
     with va.open_device(validation=True, separate_transfer_queue=False) as dev:
-        assert dev.logical.transfer_queue is None
-        assert dev.logical.upload_queue is dev.logical.queue
+        assert dev.context.logical.transfer_queue is None
+        assert dev.context.logical.upload_queue is dev.context.logical.queue
 
 
 def test_validation_env_var(monkeypatch) -> None:
     monkeypatch.setenv("VIXEN_VALIDATION", "1")
     with va.open_device() as dev:
-        assert dev.instance.validation
+        assert dev.validation
     monkeypatch.setenv("VIXEN_VALIDATION", "0")
     with va.open_device() as dev:
-        assert not dev.instance.validation
+        assert not dev.validation
 
 
 def _invalid_copy(dev) -> None:
@@ -102,7 +102,7 @@ def _invalid_copy(dev) -> None:
     from vixen_assets.vk import resources
     from vixen_assets.vk.commands import begin, end
 
-    ld = dev.logical
+    ld = dev.context.logical
     bufs, mems = [], []
     for _ in range(2):
         b = resources.create_buffer(ld, 256, vk.VK_BUFFER_USAGE_TRANSFER_SRC_BIT | vk.VK_BUFFER_USAGE_TRANSFER_DST_BIT)
@@ -112,13 +112,13 @@ def _invalid_copy(dev) -> None:
         resources.bind_buffer(ld, b, m, 0)
         bufs.append(b)
         mems.append(m)
-    cmd = dev.command_pool.allocate()
+    cmd = dev.context.command_pool.allocate()
     begin(cmd)
     regions = resources.copy_regions(1)
     regions[0] = (0, 0, 4096)
     resources.cmd_copy_buffer(cmd, bufs[0], bufs[1], regions)
     end(cmd)
-    dev.command_pool.free(cmd)
+    dev.context.command_pool.free(cmd)
     for b, m in zip(bufs, mems):
         resources.destroy_buffer(ld, b)
         resources.free_memory(ld, m)

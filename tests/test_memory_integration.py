@@ -187,7 +187,7 @@ def test_StatsTrackingThroughChain(device: Any) -> None:
 
     # suballocator layer (a stats provider of the budget)
     alloc = stats["allocator"]
-    blocks = device.suballocator.all_blocks()
+    blocks = device.context.suballocator.all_blocks()
     assert alloc["blocks"] == len(blocks) == base["allocator"]["blocks"] + phase.allocate_memory
     assert alloc["block_bytes"] == sum(b.size for b in blocks) == base["allocator"]["block_bytes"] + phase.allocated_bytes
     assert sum(p["suballocations"] for p in alloc["pools"]) == sum(p["suballocations"] for p in base_pools.values()) + 11
@@ -300,12 +300,12 @@ def test_BudgetLimitDetection(opened: list[Any]) -> None:
             assert (budget.stats()["warnings"] == 1) == near, f"near-budget state wrong at {used} bytes"
         assert budget.available() == 0
         # the blocks never exceed the limit either
-        assert dev.suballocator.heap_block_bytes(budget.primary_heap) == budget.limit
+        assert dev.context.suballocator.heap_block_bytes(budget.primary_heap) == budget.limit
         # over budget: any further byte is refused
         for size in (16, 4 * KiB, 256 * KiB, 2 * MiB):
             with pytest.raises(BudgetExceededError):
                 dev.create_buffer(size, "storage", name="over")
-        assert budget.used == budget.limit and len(dev.registry) == 32
+        assert budget.used == budget.limit and len(dev.context.registry) == 32
         assert dev.memory_report()["budget"]["used"] == budget.limit
         # one freed: room again, and reused without a new vkAllocateMemory
         bufs.pop().destroy()
@@ -329,7 +329,7 @@ def test_SmallBudgetDefaultBlockSize(opened: list[Any]) -> None:
         bufs.append(dev.create_buffer(1 * MiB, "vertex", name="own"))
         bufs.append(dev.create_buffer(600 * KiB, "storage|device_address", name="own-bda"))
         assert dev.budget.used == sum(b.nbytes for b in bufs)
-        assert dev.suballocator.heap_block_bytes(dev.budget.primary_heap) <= 64 * MiB // 2
+        assert dev.context.suballocator.heap_block_bytes(dev.budget.primary_heap) <= 64 * MiB // 2
         # filling up ends in a clear BudgetExceededError, with most of the budget in use and no block over it
         while True:
             try:
@@ -337,7 +337,7 @@ def test_SmallBudgetDefaultBlockSize(opened: list[Any]) -> None:
             except BudgetExceededError:
                 break
         assert dev.budget.used >= 64 * MiB // 2
-        assert dev.suballocator.heap_block_bytes(dev.budget.primary_heap) <= 64 * MiB
+        assert dev.context.suballocator.heap_block_bytes(dev.budget.primary_heap) <= 64 * MiB
     finally:
         destroy_all(bufs)
 
@@ -352,7 +352,7 @@ def test_AllocationFailureOnBudgetExceeded(opened: list[Any]) -> None:
     first = dev.create_buffer(3 * MiB, "storage", name="first", category="meshes")
     bufs = [first]
     try:
-        before = (budget.used, len(dev.registry), dev.tracker.counts().allocate_memory)
+        before = (budget.used, len(dev.context.registry), dev.context.tracker.counts().allocate_memory)
         with dev.phase("refused") as phase:
             with pytest.raises(BudgetExceededError) as info:
                 dev.create_buffer(2 * MiB, "storage", name="second", category="meshes")
@@ -363,7 +363,7 @@ def test_AllocationFailureOnBudgetExceeded(opened: list[Any]) -> None:
             assert text in str(err), f"{text} missing from {err}"
         # raised before any vkAllocateMemory, and nothing changed
         assert phase.allocate_memory == 0 and phase.suballocations == 0
-        assert (budget.used, len(dev.registry), dev.tracker.counts().allocate_memory) == before
+        assert (budget.used, len(dev.context.registry), dev.context.tracker.counts().allocate_memory) == before
         assert budget.stats()["rejections"] == 1
 
         # what fits still works
@@ -372,13 +372,13 @@ def test_AllocationFailureOnBudgetExceeded(opened: list[Any]) -> None:
         bufs.pop().destroy()
 
         # a driver failure (injected VK_ERROR_OUT_OF_DEVICE_MEMORY) under the budget gives the reservation back
-        dev.logical.faults = FaultInjector(fail_allocation_at=1)
+        dev.context.logical.faults = FaultInjector(fail_allocation_at=1)
         try:
             with pytest.raises(OutOfDeviceMemoryError):
                 dev.create_buffer(256 * KiB, "storage", name="injected")
         finally:
-            dev.logical.faults = None
-        assert budget.used == 3 * MiB and len(dev.registry) == 1
+            dev.context.logical.faults = None
+        assert budget.used == 3 * MiB and len(dev.context.registry) == 1
         assert budget.stats()["categories"]["default"]["count"] == 0
         bufs.append(dev.create_buffer(256 * KiB, "storage", name="after-fault"))
         assert budget.used == 3 * MiB + 256 * KiB
@@ -490,8 +490,8 @@ def test_ConcurrentAllocationThreadSafety(device: Any) -> None:
     threads_n, rounds, ops_per_round = 8, 5, 120  # 4800 create/destroy operations
     budget = device.budget
     base_used = budget.used
-    base_counts = device.tracker.counts()
-    baseline = device.registry.live()  # the uploader's staging buffers
+    base_counts = device.context.tracker.counts()
+    baseline = device.context.registry.live()  # the uploader's staging buffers
     sizes = [16, 100, 1 * KiB, 4 * KiB, 33 * KiB, 64 * KiB, 200 * KiB, ARENA_MAX]
     big_sizes = [ARENA_MAX + 1, 700 * KiB, 1 * MiB, 3 * MiB]
     barrier = threading.Barrier(threads_n + 1, timeout=120)
@@ -528,7 +528,7 @@ def test_ConcurrentAllocationThreadSafety(device: Any) -> None:
             barrier.wait()
             ours = [b for mine in live for b in mine]
             everyone = ours + baseline
-            assert len(everyone) == len(device.registry)
+            assert len(everyone) == len(device.context.registry)
             assert budget.used == base_used + sum(b.nbytes for b in ours)
             assert_disjoint(everyone)
             report = device.memory_report()
@@ -555,13 +555,13 @@ def test_ConcurrentAllocationThreadSafety(device: Any) -> None:
         destroy_all(mine)
     assert sum(created) >= threads_n * rounds * ops_per_round // 2
     assert budget.used == base_used
-    assert device.registry.live() == baseline
+    assert device.context.registry.live() == baseline
     stats = budget.stats()
     for t in range(4):
         cat = stats["categories"][f"thread{t}"]
         assert cat["bytes"] == 0 and cat["count"] == 0
     assert sum(stats["categories"][f"thread{t}"]["total_count"] for t in range(4)) == sum(created)
-    counts = device.tracker.counts()
+    counts = device.context.tracker.counts()
     assert counts.suballocations - base_counts.suballocations == sum(created)
     assert counts.subfrees - base_counts.subfrees == sum(created)
     assert sum(blk["used"] for blk in device.memory_report()["blocks"]) == base_used
@@ -586,7 +586,7 @@ def test_ConcurrentReportWhileAllocating(device: Any) -> None:
         finally:
             destroy_all(mine)
 
-    baseline = len(device.registry)
+    baseline = len(device.context.registry)
     threads = [threading.Thread(target=churn, args=(s,)) for s in range(4)]
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible: a report must not see half an allocation
@@ -605,7 +605,7 @@ def test_ConcurrentReportWhileAllocating(device: Any) -> None:
         sys.setswitchinterval(switch)
     if errors:
         raise errors[0]
-    assert len(device.registry) == baseline
+    assert len(device.context.registry) == baseline
 
 
 # ---------------------------------------------------------------- 9
@@ -626,8 +626,8 @@ def test_MultiDeviceStatsIsolation(opened: list[Any]) -> None:
         assert sa["allocation_count"] == 3 and sb["allocation_count"] == 3
         assert sa["allocator"]["blocks"] == 1 and sb["allocator"]["blocks"] == 2
         assert sa["live_objects"]["Buffer"]["count"] == 3 and sb["live_objects"]["Buffer"]["count"] == 3
-        assert a.tracker.counts().suballocations == 3 and b.tracker.counts().suballocations == 3
-        assert a.tracker.counts().allocate_memory == 1 and b.tracker.counts().allocate_memory == 2
+        assert a.context.tracker.counts().suballocations == 3 and b.context.tracker.counts().suballocations == 3
+        assert a.context.tracker.counts().allocate_memory == 1 and b.context.tracker.counts().allocate_memory == 2
 
         # the reports name disjoint blocks and each adds up to its own device's budget
         ra, rb = a.memory_report(), b.memory_report()
@@ -651,7 +651,7 @@ def test_MultiDeviceStatsIsolation(opened: list[Any]) -> None:
             a_bufs.append(a.create_buffer(4 * KiB, "vertex", name="a-in-phase", category="meshes"))
             b_bufs.append(b.create_buffer(4 * KiB, "vertex", name="b-outside", category="textures"))
         assert pa.suballocations == 1
-        assert b.tracker.counts("setup").suballocations == 0
+        assert b.context.tracker.counts("setup").suballocations == 0
     finally:
         destroy_all(a_bufs)
         destroy_all(b_bufs)
@@ -743,7 +743,7 @@ def test_BudgetManagerLifetimeBinding() -> None:
         freed.destroy()
         dev.budget.acquire_staging(1 * MiB)
         assert dev.budget.used > 0 and not dev.budget.closed
-        budget, tracker, sub = dev.budget, dev.tracker, dev.suballocator
+        budget, tracker, sub = dev.budget, dev.context.tracker, dev.context.suballocator
 
         leaks = dev.close_report()
         # the budget's life ends with its device: closed, everything freed, nothing left charged to buffers
@@ -753,7 +753,7 @@ def test_BudgetManagerLifetimeBinding() -> None:
         assert budget.used == budget.staging_used == 1 * MiB  # only the staging bytes nobody returned
         budget.release_staging(1 * MiB)  # releases stay allowed after close
         assert budget.used == 0
-        assert sub.all_blocks() == [] and len(dev.registry) == 0
+        assert sub.all_blocks() == [] and len(dev.context.registry) == 0
         counts = tracker.counts()
         assert counts.allocate_memory == counts.free_memory > 0
         assert counts.buffers_created == counts.buffers_destroyed
@@ -818,7 +818,7 @@ def test_ZeroBudgetHandling(opened: list[Any]) -> None:
         (4 * MiB, 0x20, "host_cached", False),
         (64, "uniform", "device_local", True),
     ]
-    dev.logical.faults = calls = FaultInjector()  # counts every vkAllocateMemory at the Vulkan layer, fails none
+    dev.context.logical.faults = calls = FaultInjector()  # counts every vkAllocateMemory at the Vulkan layer, fails none
     with dev.phase("zero") as phase:
         for i, (size, usage, strategy, dedicated) in enumerate(cases):
             category = f"cat{i}"
@@ -832,11 +832,11 @@ def test_ZeroBudgetHandling(opened: list[Any]) -> None:
                 assert text in msg, f"{text!r} missing from {msg!r}"
         with pytest.raises(BudgetExceededError):
             budget.acquire_staging(1)
-    dev.logical.faults = None
+    dev.context.logical.faults = None
     # nothing reached vkAllocateMemory, ever
     assert calls.allocations == 0
     assert phase.allocate_memory == 0 and phase.suballocations == 0
-    assert dev.tracker.counts().allocate_memory == 0
-    assert dev.suballocator.all_blocks() == [] and len(dev.registry) == 0
+    assert dev.context.tracker.counts().allocate_memory == 0
+    assert dev.context.suballocator.all_blocks() == [] and len(dev.context.registry) == 0
     assert budget.used == 0 and budget.stats()["rejections"] == len(cases) + 1
     assert all(c["count"] == 0 for c in budget.stats()["categories"].values())

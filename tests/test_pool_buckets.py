@@ -1,15 +1,19 @@
-"""Tests of :mod:`vixen_assets.memory.pool_buckets`: size-bucket slots, reference counts, compaction (no GPU)."""
+"""Tests of ``benchmarks/pool_buckets.py`` (the size-bucket pool ``bench_churn.py`` compares; not part of the
+library): size-bucket slots, reference counts, compaction (no GPU)."""
 
 from __future__ import annotations
 
 import random
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vixen_assets.memory.pool_buckets import BucketPool, PoolSlot
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from pool_buckets import BucketPool, PoolSlot  # noqa: E402
 
 KiB = 1 << 10
 

@@ -108,9 +108,9 @@ def usd_dir(vixen_assets_dir: Path) -> Path:
 
 def gpu_state(device: Any) -> tuple[Any, ...]:
     """What a load that allocates nothing must leave unchanged: memory calls, suballocations, budget, objects."""
-    c = device.tracker.counts()
-    return (c.allocate_memory, c.allocated_bytes, c.suballocations, device.budget.used, len(device.registry),
-            sorted((k, v["count"]) for k, v in device.registry.counts().items()))
+    c = device.context.tracker.counts()
+    return (c.allocate_memory, c.allocated_bytes, c.suballocations, device.budget.used, len(device.context.registry),
+            sorted((k, v["count"]) for k, v in device.context.registry.counts().items()))
 
 
 def bgra_to_rgba(raw: bytes, w: int, h: int) -> np.ndarray:
@@ -127,7 +127,7 @@ def derived_path(device: Any, ktx: k2.Ktx2File) -> str:
     if ktx.format is None:
         return "transcoded"
     w, h, d = ktx.pixel_width, max(1, ktx.pixel_height), max(1, ktx.pixel_depth)
-    ok = format_supported(device, ktx.vk_format, image_type=image_type_of(ktx), cube=ktx.is_cube, width=w, height=h,
+    ok = format_supported(device.context, ktx.vk_format, image_type=image_type_of(ktx), cube=ktx.is_cube, width=w, height=h,
                           depth=d, levels=len(ktx.levels), layers=max(1, ktx.layer_count) * ktx.face_count)
     return "native" if ok else "decoded"
 
@@ -534,7 +534,7 @@ def test_same_content_loads_once(device: Any, ktx_dir: Path, tmp_path: Path) -> 
     assert gpu_state(device) == before
     cacher = texture_cacher(device)
     assert len(cacher) == 1 and cacher.stats.hits == 2 and cacher.stats.misses == 1
-    assert sum(1 for o in device.registry.live() if o is a.image) == 1
+    assert sum(1 for o in device.context.registry.live() if o is a.image) == 1
     # other options are another entry
     png = write_png(tmp_path / "p.png", smooth_image(16, 16))
     t1, t2, t3 = (load_texture(png, device, **kw) for kw in ({}, {"compress": "bc7"}, {"srgb": False}))
@@ -652,7 +652,7 @@ def test_cli_texture_info_json(device: Any, ktx_dir: Path, name: str, fmt: str, 
     assert [lv["byteLength"] for lv in info["levels"]] == [lv.byte_length for lv in ktx.levels]
     support = info["device_support"]
     assert support["device"] == device.name
-    assert support["sampled"] == (bool(ktx.vk_format) and format_supported(device, ktx.vk_format))
+    assert support["sampled"] == (bool(ktx.vk_format) and format_supported(device.context, ktx.vk_format))
     if "llvmpipe" in device.name:
         assert support["sampled"] == fmt.startswith("BC7")
     assert info["basis_transcoder"] == _alktx2_installed()

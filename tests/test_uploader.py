@@ -72,10 +72,10 @@ def gpu_gate(device: Any) -> Iterator[Callable[[], None]]:
     An empty command buffer waits on a host-signalled semaphore and signals the device timeline's next value, under
     the lifetime's submit lock; submissions made after it (the uploader's) therefore complete only after it.
     """
-    dev = device.logical
-    lt = device.lifetime
+    dev = device.context.logical
+    lt = device.context.lifetime
     gate = TimelineSemaphore(dev, 0)
-    cmd = device.command_pool.allocate()
+    cmd = device.context.command_pool.allocate()
     begin(cmd)
     end(cmd)
     with lt.submit_lock:
@@ -93,14 +93,14 @@ def gpu_gate(device: Any) -> Iterator[Callable[[], None]]:
     finally:
         open_gate()
         lt.wait(value)
-        device.command_pool.free(cmd)
+        device.context.command_pool.free(cmd)
         gate.destroy()
 
 
 def submit_copy(device: Any, src: Any, src_off: int, dst: Any, dst_off: int, n: int, cmds: list[Any]) -> int:
     """Record and submit one ``vkCmdCopyBuffer`` on the main queue; return the timeline value it signals."""
-    lt = device.lifetime
-    cmd = device.command_pool.allocate()
+    lt = device.context.lifetime
+    cmd = device.context.command_pool.allocate()
     cmds.append(cmd)
     begin(cmd)
     regions = vkr.copy_regions(1)
@@ -109,7 +109,7 @@ def submit_copy(device: Any, src: Any, src_off: int, dst: Any, dst_off: int, n: 
     end(cmd)
     with lt.submit_lock:
         value = lt.next_value()
-        submit(device.logical, device.logical.queue, [cmd], signals=[(lt.timeline, value)])
+        submit(device.context.logical, device.context.logical.queue, [cmd], signals=[(lt.timeline, value)])
     return value
 
 
@@ -319,7 +319,7 @@ def test_empty_flush_and_ticket_covers_auto_flushed_work(device: Any) -> None:
             open_gate()
             t.join(10)
             assert done.is_set()
-        assert buf.last_use and device.lifetime.is_done(buf.last_use)
+        assert buf.last_use and device.context.lifetime.is_done(buf.last_use)
         assert up.stats.flushes == 2 and up.stats.submits == 2 * submits_per_flush(device)
         assert np.array_equal(device.read_buffer(buf), data)
 
@@ -408,16 +408,16 @@ def test_destination_destroyed_while_batch_in_flight_is_deferred(device: Any) ->
         assert not ticket.done, "the gate holds the queue"
         buf.destroy()
         assert not buf.alive
-        assert buf in device.registry.live(), "destroyed under the GPU's feet"
-        device.lifetime.collect()
+        assert buf in device.context.registry.live(), "destroyed under the GPU's feet"
+        device.context.lifetime.collect()
         up.collect()
-        assert buf in device.registry.live()
+        assert buf in device.context.registry.live()
         assert up.in_flight == 1
         open_gate()
         assert ticket.wait(10)
-    device.lifetime.collect()
+    device.context.lifetime.collect()
     assert ticket.done
-    assert buf not in device.registry.live()
+    assert buf not in device.context.registry.live()
     assert up.in_flight == 0
     assert up.pool.free_count() == up.pool.stats_dict()["buffers"], "staging came back"
 
@@ -435,11 +435,11 @@ def test_destination_destroyed_with_copies_pending_is_flushed_then_deferred(devi
             assert up.pending_bytes == 8 * KiB
             buf.destroy()  # the pending batch copies into it: submitted now, destruction deferred behind it
             assert up.pending_bytes == 0 and up.in_flight == 1
-            assert not buf.alive and buf in device.registry.live()
+            assert not buf.alive and buf in device.context.registry.live()
             open_gate()
         up.flush().wait()
-        device.lifetime.collect()
-        assert buf not in device.registry.live()
+        device.context.lifetime.collect()
+        assert buf not in device.context.registry.live()
         assert np.array_equal(device.read_buffer(keep), data)
     finally:
         keep.destroy()
@@ -475,7 +475,7 @@ def test_separate_transfer_queue_ownership_path() -> None:
     dev = open_test_device(separate_transfer_queue=True)
     try:
         up = dev.uploader
-        assert dev.logical.transfer_queue is not None
+        assert dev.context.logical.transfer_queue is not None
         assert up.separate_queue and up.ownership_transfer
         up.direct_writes = False
         a = random_bytes(5 * MiB + 3, seed=14)
@@ -578,7 +578,7 @@ def test_out_of_range_upload_names_the_buffer_and_enqueues_nothing(device: Any, 
 
 
 def test_pool_prewarm_hits_tiers_give_back(device: Any) -> None:
-    pool = StagingBufferPool(device.buffers, quota=2 * MiB, timeout_s=5.0)
+    pool = StagingBufferPool(device.context.buffers, quota=2 * MiB, timeout_s=5.0)
     try:
         assert pool.tiers == (64 * KiB, 256 * KiB, 1 * MiB), "tiers above the quota are dropped"
         assert pool.stats.created == 2 and pool.free_count() == 2  # 64 KiB + 256 KiB fit a quarter of the quota
@@ -610,7 +610,7 @@ def test_pool_prewarm_hits_tiers_give_back(device: Any) -> None:
 
 
 def test_pool_drops_small_free_buffers_to_fit_a_bigger_tier(device: Any) -> None:
-    pool = StagingBufferPool(device.buffers, quota=1 * MiB + 256 * KiB, timeout_s=5.0)
+    pool = StagingBufferPool(device.context.buffers, quota=1 * MiB + 256 * KiB, timeout_s=5.0)
     try:
         assert pool.pooled_bytes == 64 * KiB + 256 * KiB
         big = pool.checkout(1 * MiB)
@@ -622,7 +622,7 @@ def test_pool_drops_small_free_buffers_to_fit_a_bigger_tier(device: Any) -> None
 
 def test_pool_exhausted_without_progress_times_out(device: Any) -> None:
     calls = []
-    pool = StagingBufferPool(device.buffers, quota=128 * KiB, timeout_s=0.1, prewarm={},
+    pool = StagingBufferPool(device.context.buffers, quota=128 * KiB, timeout_s=0.1, prewarm={},
                              on_exhausted=lambda: calls.append(1) or False)
     try:
         a = pool.checkout(64 * KiB)
@@ -639,7 +639,7 @@ def test_pool_exhausted_without_progress_times_out(device: Any) -> None:
 
 
 def test_pool_threads_wait_for_returned_buffers(device: Any) -> None:
-    pool = StagingBufferPool(device.buffers, quota=256 * KiB, timeout_s=10.0)
+    pool = StagingBufferPool(device.context.buffers, quota=256 * KiB, timeout_s=10.0)
     held: set[int] = set()
     lock = threading.Lock()
     errors: list[str] = []
@@ -690,10 +690,10 @@ def test_ring_wraps_and_copies(device: Any) -> None:
             v = submit_copy(device, sl.buffer, sl.offset, dst, i * piece, piece, cmds)
             values.append(v)
             ring.submit(v)
-        device.lifetime.wait(values[-1])
+        device.context.lifetime.wait(values[-1])
         assert np.array_equal(device.read_buffer(dst), data)
     for c in cmds:
-        device.command_pool.free(c)
+        device.context.command_pool.free(c)
     s = ring.stats_dict()
     assert s["allocations"] == n and s["bytes"] == n * piece and s["submits"] == n
     assert s["wraps"] >= 3 and s["segments"] == 3 and s["segment_size"] == 64 * KiB
@@ -708,7 +708,7 @@ def test_ring_packs_small_slices_into_one_segment(device: Any) -> None:
     offsets = [s.offset for s in slices]
     assert offsets == sorted(offsets) and all(o % 16 == 0 for o in offsets)
     assert all(b.offset - a.offset >= 100 for a, b in zip(slices, slices[1:]))
-    ring.submit(device.lifetime.submitted)
+    ring.submit(device.context.lifetime.submitted)
     assert ring.alloc(100).buffer is not slices[0].buffer, "a submitted segment is not reused at once"
 
 
@@ -737,10 +737,10 @@ def test_ring_waits_when_the_gpu_still_uses_a_segment(device: Any) -> None:
             sl.view[:] = data[3 * 32 * KiB:]
             v = submit_copy(device, sl.buffer, sl.offset, dst, 3 * 32 * KiB, 32 * KiB, cmds)
             ring.submit(v)
-        device.lifetime.wait(v)
+        device.context.lifetime.wait(v)
         assert np.array_equal(device.read_buffer(dst), data)
     for c in cmds:
-        device.command_pool.free(c)
+        device.context.command_pool.free(c)
 
 
 def test_ring_marks_every_segment_a_submission_reads(device: Any) -> None:
@@ -750,7 +750,7 @@ def test_ring_marks_every_segment_a_submission_reads(device: Any) -> None:
         a = ring.alloc(48 * KiB)
         b = ring.alloc(48 * KiB)  # does not fit: next segment
         assert a.buffer is not b.buffer
-        gated = device.lifetime.submitted  # the gate's value: not reached until it opens
+        gated = device.context.lifetime.submitted  # the gate's value: not reached until it opens
         ring.submit(gated)
         ring.alloc(48 * KiB)  # segment 2
         ring.submit(0)
@@ -760,7 +760,7 @@ def test_ring_marks_every_segment_a_submission_reads(device: Any) -> None:
         c = ring.alloc(48 * KiB)  # wraps onto segment 0, read by the gated submission
         assert time.monotonic() - t0 >= 0.15 and c.buffer is a.buffer
         timer.join()
-    ring.submit(device.lifetime.submitted)
+    ring.submit(device.context.lifetime.submitted)
 
 
 def test_ring_overrun_without_submit_is_an_error(device: Any) -> None:
@@ -769,5 +769,5 @@ def test_ring_overrun_without_submit_is_an_error(device: Any) -> None:
     ring.alloc(40 * KiB)  # spills into segment 1; segment 0 waits for the next submit
     with pytest.raises(VixenError, match="overrun"):
         ring.alloc(40 * KiB)  # would reuse segment 0 before any submit covers it
-    ring.submit(device.lifetime.submitted)
+    ring.submit(device.context.lifetime.submitted)
     assert ring.alloc(40 * KiB).buffer is ring.segments[0]

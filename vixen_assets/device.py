@@ -7,29 +7,68 @@ budget manager, allocator and uploader on it. :func:`list_devices` describes eve
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import threading
-from typing import Any
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-import contextlib
-from collections.abc import Iterable
-
-from .errors import DeviceClosedError, DeviceNotFoundError
+from .errors import ConfigError, DeviceClosedError, DeviceNotFoundError, VixenDeprecationWarning, VixenError
 from .memory.allocator import BudgetedAllocator
 from .memory.blocks import Suballocator
 from .memory.budget import BudgetManager, HeapBudgetInput
+from .memory.buffer_set import BufferSet
 from .memory.buffers import Buffer, BufferFactory
+from .memory.context import GpuContext
+from .memory.defrag import DefragResult, defragment
 from .memory.group import AllocationGroup
+from .memory.images import Image, check_extent
 from .memory.lifetime import Lifetime
+from .memory.options import BudgetOptions
 from .memory.registry import ResourceRegistry
 from .memory.report import memory_report
+from .memory.resource import GpuResource
+from .memory.stats import CallableStats, StatsSource
 from .memory.strategies import find_memory_type
 from .memory.tracker import AllocationTracker, PhaseCounts
+from .stash import DeviceStash
 from .transfer.readback import Readback
 from .transfer.ring import StagingRing
-from .transfer.uploader import BatchedUploader, Ticket
+from .transfer.uploader import BatchedUploader, Ticket, as_bytes
 from .vk import DeviceInfo, Instance, LogicalDevice, query_device_info
 from .vk.commands import CommandPool
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DeviceOptions:
+    """Everything :func:`open_device` configures besides the device's identity and validation.
+
+    :param budget: the memory budget.
+    :param separate_transfer_queue: ``None`` uses a transfer-only family when present; ``True`` forces that path.
+    :param buffer_image_granularity: force a larger ``bufferImageGranularity`` (tests of the suballocator).
+    :param block_size: override the memory block size (default: VMA's, 256 MiB or heap/8).
+    :param rebar: let ``strategy="auto"`` use a resizable-BAR heap on discrete GPUs.
+    """
+
+    budget: BudgetOptions = field(default_factory=BudgetOptions)
+    separate_transfer_queue: bool | None = None
+    buffer_image_granularity: int | None = None
+    block_size: int | None = None
+    rebar: bool = False
+
+    def __post_init__(self) -> None:
+        """Validate; raise :class:`ConfigError` naming the bad option."""
+        if not isinstance(self.budget, BudgetOptions):
+            raise ConfigError(f"budget must be a BudgetOptions, got {type(self.budget).__name__}", option="budget")
+        for name in ("buffer_image_granularity", "block_size"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}", option=name)
 
 
 def _validation_default(validation: bool | None) -> bool:
@@ -68,43 +107,49 @@ def select_device(infos: list[DeviceInfo], index: int | str | None) -> int:
 
 
 class Device:
-    """One opened Vulkan device with its budget, allocator and uploader; close it (or use ``with``)."""
+    """One opened Vulkan device with its budget, allocator and uploader; close it (or use ``with``).
 
-    def __init__(self, instance: Instance, physical: Any, info: DeviceInfo, *, separate_transfer_queue: bool | None,
-                 budget_fraction: float, warning_fraction: float, staging_quota: int | None,
-                 overflow: str = "error", staging_timeout_s: float = 30.0, buffer_image_granularity: int | None = None,
-                 block_size: int | None = None, rebar: bool = False) -> None:
-        """Build the device; use :func:`open_device` rather than calling this directly."""
-        self.instance = instance
-        self.info = info
-        self.physical = physical
-        self.logical = LogicalDevice(physical, info, separate_transfer_queue=separate_transfer_queue)
+    ``Device`` composes the layers: a :class:`~vixen_assets.memory.context.GpuContext` (the memory layer's typed
+    view: allocator chain, lifetime, registry, ...), the uploader and read-back on it, per-device cachers and a
+    typed :meth:`stash`. Its internals are private; :attr:`budget`, :attr:`uploader`, :attr:`info`,
+    :attr:`features` and :attr:`context` are read-only properties, :meth:`stats` is the stats hub.
+    """
+
+    def __init__(self, instance: Instance, physical: Any, info: DeviceInfo, *, options: DeviceOptions) -> None:
+        """Build the device; use :func:`open_device` rather than calling this directly.
+
+        :param instance: the Vulkan instance (owned: destroyed at close).
+        :param physical: the ``VkPhysicalDevice`` to open.
+        :param info: its description.
+        :param options: budget and memory options (validated).
+        """
+        self._instance = instance
+        self._info = info
+        self._physical = physical
+        self._options = options
+        self._logical = LogicalDevice(physical, info, separate_transfer_queue=options.separate_transfer_queue)
         self._closed = False
         self._lock = threading.RLock()
-        self._close_callbacks: list[Any] = []
-        #: cacher instances of this device by cacher name (see ``vixen_assets.cachers.cacher_for``)
-        self.cachers: dict[str, Any] = {}
-        self.command_pool = CommandPool(self.logical, self.logical.queue.family)
-        self._force_ownership = bool(separate_transfer_queue)
-        self._setup_memory(budget_fraction=budget_fraction, warning_fraction=warning_fraction,
-                           staging_quota=staging_quota, overflow=overflow, staging_timeout_s=staging_timeout_s,
-                           granularity=buffer_image_granularity, block_size=block_size, rebar=rebar)
+        self._close_callbacks: list[Callable[[], object]] = []
+        self._cachers: dict[str, Any] = {}
+        self._stash = DeviceStash()
+        self._command_pool = CommandPool(self._logical, self._logical.queue.family)
+        self._setup_memory(options)
 
-    def _setup_memory(self, *, budget_fraction: float, warning_fraction: float, staging_quota: int | None,
-                      overflow: str, staging_timeout_s: float, granularity: int | None = None,
-                      block_size: int | None = None, rebar: bool = False) -> None:
-        """Build the budget, the allocation chain, the tracker, the registry and deferred destruction."""
-        info = self.info
+    def _setup_memory(self, options: DeviceOptions) -> None:
+        """Build the budget, the allocation chain, the tracker, the registry, deferred destruction, the uploader."""
+        info = self._info
+        bo = options.budget
         heaps = [HeapBudgetInput(h.size, h.device_local, h.budget) for h in info.heaps]
-        self.budget = BudgetManager(heaps, budget_fraction=budget_fraction, warning_fraction=warning_fraction,
-                                    staging_quota=staging_quota, staging_timeout_s=staging_timeout_s,
-                                    overflow=overflow, name=info.name)
-        self.tracker = AllocationTracker()
-        self.registry = ResourceRegistry()
-        self.lifetime = Lifetime(self.logical)
-        gran = granularity or info.limits.get("buffer_image_granularity", 1)
-        self.suballocator = Suballocator(self.logical, heap_limits=lambda h: self.budget.limits[h],
-                                         tracker=self.tracker, granularity=gran, block_size=block_size)
+        budget = BudgetManager(heaps, budget_fraction=bo.fraction, warning_share=bo.warning_fraction,
+                               limit_bytes=bo.limit_bytes, staging_quota=bo.staging_quota,
+                               staging_timeout_s=bo.staging_timeout_s, overflow=bo.overflow, name=info.name)
+        tracker = AllocationTracker()
+        registry = ResourceRegistry()
+        lifetime = Lifetime(self._logical)
+        gran = options.buffer_image_granularity or info.limits.get("buffer_image_granularity", 1)
+        sub = Suballocator(self._logical, heap_limits=lambda h: budget.limits[h], tracker=tracker, granularity=gran,
+                           block_size=options.block_size)
 
         def heap_of_type(t: int) -> int:
             return info.memory_types[t].heap
@@ -112,40 +157,188 @@ class Device:
         def overflow_type(bits: int) -> int | None:
             try:
                 t = find_memory_type(info, bits, "host_overflow")
-            except Exception:
+            except VixenError:
                 return None
             return t if not info.heaps[heap_of_type(t)].device_local else None
 
-        self.allocator = BudgetedAllocator(self.suballocator, self.budget,
-                                           heap_of_type, overflow_type)
-        self.buffers = BufferFactory(self.logical, self.allocator, self.suballocator, lifetime=self.lifetime,
-                                     registry=self.registry, tracker=self.tracker, rebar=rebar)
-        self.budget.add_stats_provider("allocator", self.suballocator.stats, self.suballocator.reset_stats)
-        self.budget.add_stats_provider("live_objects", self.registry.counts)
-        self.leaks: list[str] = []
-        with self.tracker.phase("setup"):
-            self.uploader = BatchedUploader(self.logical, self.buffers, self.lifetime,
-                                            staging_quota=self.budget.staging_quota,
-                                            staging_timeout_s=staging_timeout_s,
-                                            force_ownership_transfer=bool(self._force_ownership))
-            self.readback = Readback(self.uploader)
-        self.buffers.before_retire = self.uploader.flush_if_pending
-        self.budget.add_stats_provider("uploader", self.uploader.stats_dict)
+        allocator = BudgetedAllocator(sub, budget, heap_of_type, overflow_type)
+        buffers = BufferFactory(self._logical, allocator, sub, lifetime=lifetime, registry=registry, tracker=tracker,
+                                rebar=options.rebar)
+        self._ctx = ctx = GpuContext(logical=self._logical, info=info, physical=self._physical, budget=budget,
+                                     allocator=allocator, suballocator=sub, buffers=buffers, lifetime=lifetime,
+                                     registry=registry, tracker=tracker, command_pool=self._command_pool)
+        budget.add_stats_provider("allocator", sub.stats, sub.reset_stats)
+        budget.add_stats_provider("live_objects", registry.counts)
+        self._leaks: list[str] = []
+        with tracker.phase("setup"):
+            self._uploader = BatchedUploader(self._logical, buffers, lifetime, staging_quota=budget.staging_quota,
+                                             staging_timeout_s=bo.staging_timeout_s,
+                                             force_ownership_transfer=bool(options.separate_transfer_queue))
+            self._readback = Readback(self._uploader)
+        ctx.add_pending_flush(self._uploader.flush_if_pending)
+        budget.add_stats_provider("uploader", self._uploader.stats_dict)
+        self._stats: dict[str, StatsSource] = {
+            "budget": CallableStats(budget.stats, budget.reset_stats),
+            "allocator": CallableStats(sub.stats, sub.reset_stats),
+            "uploader": self._uploader,
+            "registry": CallableStats(registry.counts),
+            "tracker": CallableStats(tracker.as_dict, tracker.reset),
+            "lifetime": CallableStats(lambda: {"pending": lifetime.pending, "submitted": lifetime.submitted,
+                                               "destroyed_deferred": lifetime.destroyed_deferred}),
+        }
         self._rings: list[StagingRing] = []
+
+    # -- the layers (read-only) ------------------------------------------------------------------------------------
+    @property
+    def context(self) -> GpuContext:
+        """The memory layer's view of this device: what ``Image``, ``BufferSet``, resources and groups are built on."""
+        return self._ctx
+
+    @property
+    def budget(self) -> BudgetManager:
+        """The memory budget (limits, warning threshold, staging quota, ``stats()``)."""
+        return self._ctx.budget
+
+    @property
+    def uploader(self) -> BatchedUploader:
+        """The batched uploader (``enqueue``, ``enqueue_image``, ``flush``)."""
+        return self._uploader
+
+    @property
+    def info(self) -> DeviceInfo:
+        """The device's description: properties, heaps, memory types, queues, limits."""
+        return self._info
+
+    @property
+    def options(self) -> DeviceOptions:
+        """The options the device was opened with."""
+        return self._options
+
+    @property
+    def leaks(self) -> list[str]:
+        """The leak report of :meth:`close` (names of resources still alive at close)."""
+        return list(self._leaks)
+
+    @property
+    def cachers(self) -> dict[str, Any]:
+        """Cacher instances of this device by cacher name (see ``vixen_assets.cachers.cacher_for``)."""
+        return self._cachers
+
+    @property
+    def validation(self) -> bool:
+        """True when the Vulkan validation layer is on."""
+        return bool(self._instance.validation)
+
+    # -- deprecated: the internals that were public attributes before the GpuContext ------------------------------
+    def _deprecated(self, name: str, instead: str) -> None:
+        warnings.warn(f"Device.{name} is deprecated: use {instead}", VixenDeprecationWarning, stacklevel=3)
+
+    @property
+    def allocator(self) -> BudgetedAllocator:
+        """Deprecated: ``device.context.allocator``."""
+        self._deprecated("allocator", "device.context.allocator")
+        return self._ctx.allocator
+
+    @property
+    def buffers(self) -> BufferFactory:
+        """Deprecated: ``device.create_buffer`` or ``device.context.buffers``."""
+        self._deprecated("buffers", "device.create_buffer() or device.context.buffers")
+        return self._ctx.buffers
+
+    @property
+    def suballocator(self) -> Suballocator:
+        """Deprecated: ``device.context.suballocator``."""
+        self._deprecated("suballocator", "device.context.suballocator")
+        return self._ctx.suballocator
+
+    @property
+    def lifetime(self) -> Lifetime:
+        """Deprecated: ``device.retire``, ``device.begin_frame`` or ``device.context.lifetime``."""
+        self._deprecated("lifetime", "device.retire()/begin_frame() or device.context.lifetime")
+        return self._ctx.lifetime
+
+    @property
+    def registry(self) -> ResourceRegistry:
+        """Deprecated: ``device.live_resources()`` or ``device.context.registry``."""
+        self._deprecated("registry", "device.live_resources() or device.context.registry")
+        return self._ctx.registry
+
+    @property
+    def tracker(self) -> AllocationTracker:
+        """Deprecated: ``device.phase()``, ``device.stats()['tracker']`` or ``device.context.tracker``."""
+        self._deprecated("tracker", "device.phase(), device.stats()['tracker'] or device.context.tracker")
+        return self._ctx.tracker
+
+    @property
+    def logical(self) -> LogicalDevice:
+        """Deprecated: ``device.context.logical``."""
+        self._deprecated("logical", "device.context.logical")
+        return self._logical
+
+    @property
+    def command_pool(self) -> CommandPool:
+        """Deprecated: ``device.context.command_pool``."""
+        self._deprecated("command_pool", "device.context.command_pool")
+        return self._command_pool
+
+    @property
+    def readback(self) -> Readback:
+        """Deprecated: ``device.read_buffer`` / ``device.read_image``."""
+        self._deprecated("readback", "device.read_buffer() / device.read_image()")
+        return self._readback
+
+    @property
+    def physical(self) -> Any:
+        """Deprecated: ``device.context.physical``."""
+        self._deprecated("physical", "device.context.physical")
+        return self._physical
+
+    @property
+    def instance(self) -> Instance:
+        """Deprecated: ``device.validation`` / ``device.validation_problems()``."""
+        self._deprecated("instance", "device.validation / device.validation_problems()")
+        return self._instance
+
+    def stash(self, key: type[T], factory: Callable[[], T]) -> T:
+        """The one object of type ``key`` kept for this device, made by ``factory()`` on first use.
+
+        What a module needs once per device (a compiled pipeline, a plan cache) lives here; objects with a
+        ``destroy()`` (or ``close()``) are destroyed at :meth:`close`, before the Vulkan device.
+
+        :param key: the object's type (the stash's key).
+        :param factory: makes the object when the device has none yet.
+        """
+        self.check_open()
+        return self._stash.get(key, factory)
+
+    def stashed(self, key: type[T]) -> T | None:
+        """The object of type ``key`` in :meth:`stash`, or ``None`` when none was made (nothing is made here).
+
+        :param key: the object's type.
+        """
+        return self._stash.peek(key)
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """The stats hub: a snapshot of every source by name (``budget``, ``allocator``, ``uploader``,
+        ``registry``, ``tracker``, ``lifetime``)."""
+        return {name: src.snapshot() for name, src in self._stats.items()}
+
+    def reset_stats(self) -> None:
+        """Reset counters and peaks of every stats source (what is in use stays counted)."""
+        for src in self._stats.values():
+            src.reset()
 
     # -- transfer --------------------------------------------------------------------------------------------
     def upload(self, buffer: Buffer, data: Any, offset: int = 0) -> None:
         """Copy ``data`` into ``buffer`` at ``offset`` and wait until it is on the GPU."""
         self.check_open()
-        self.uploader.enqueue(buffer, data, offset)
-        self.uploader.flush().wait()
+        self._uploader.enqueue(buffer, data, offset)
+        self._uploader.flush().wait()
 
     def create_and_upload(self, name: str, data: Any, usage: int | str | Iterable[str], *,
                           strategy: str = "device_local", category: str = "default") -> Buffer:
         """Create a buffer sized for ``data``, upload it, wait; on failure nothing is left behind."""
         self.check_open()
-        from .transfer.uploader import as_bytes
-
         src = as_bytes(data)
         buf = self.create_buffer(max(1, src.size), usage, strategy=strategy, name=name, category=category)
         try:
@@ -158,33 +351,31 @@ class Device:
     def read_buffer(self, buffer: Buffer, size: int | None = None, offset: int = 0) -> Any:
         """Return ``size`` bytes of ``buffer`` from ``offset`` as a new ``numpy.uint8`` array (waits for uploads)."""
         self.check_open()
-        return self.readback.read(buffer, size, offset)
+        return self._readback.read(buffer, size, offset)
 
     def create_image(self, width: int, height: int = 1, *, vk_format: int, depth: int = 1, levels: int = 1,
-                     layers: int = 1, faces: int = 1, name: str = "", category: str = "default") -> Any:
+                     layers: int = 1, faces: int = 1, name: str = "", category: str = "default") -> Image:
         """Create a tracked, optimal-tiling image (sampled, transfer source and destination)."""
         self.check_open()
-        from .memory.images import Image, check_extent
-
         check_extent(name, width, height, depth)
-        return Image(self, name=name, vk_format=vk_format, width=width, height=height, depth=depth, levels=levels,
+        return Image(self._ctx, name=name, vk_format=vk_format, width=width, height=height, depth=depth, levels=levels,
                      layers=layers, faces=faces, category=category)
 
     def read_image(self, texture: Any, level: int = 0, layer: int = 0, face: int = 0) -> Any:
         """Read one subresource back: raw blocks for block formats, pixels ``(h, w, texel_bytes)`` otherwise."""
         self.check_open()
         image = getattr(texture, "image", texture)
-        return self.readback.read_image(image, level, layer, face)
+        return self._readback.read_image(image, level, layer, face)
 
     def flush(self) -> Ticket:
         """Submit what the uploader has pending (see ``Device.uploader``)."""
         self.check_open()
-        return self.uploader.flush()
+        return self._uploader.flush()
 
     def staging_ring(self, *, segment_size: int = 4 << 20, segments: int = 3) -> StagingRing:
         """Create a :class:`StagingRing` for streaming uploads (destroyed at close)."""
         self.check_open()
-        ring = StagingRing(self.buffers, self.lifetime, segment_size=segment_size, segments=segments)
+        ring = StagingRing(self._ctx.buffers, self._ctx.lifetime, segment_size=segment_size, segments=segments)
         self._rings.append(ring)
         return ring
 
@@ -201,90 +392,86 @@ class Device:
         :raises BudgetExceededError: before any Vulkan call, when the budget cannot take it.
         """
         self.check_open()
-        return self.buffers.create(size, usage, strategy=strategy, name=name, category=category, alignment=alignment,
+        return self._ctx.buffers.create(size, usage, strategy=strategy, name=name, category=category, alignment=alignment,
                                    dedicated=dedicated)
 
     def create_buffer_set(self, specs: dict[str, tuple[int, Any]], *, strategy: str = "device_local", name: str = "",
-                          category: str = "default", alignment: int = 256) -> Any:
+                          category: str = "default", alignment: int = 256) -> BufferSet:
         """Create named buffers bound into ONE memory allocation (``{name: (size, usage)}``), all or nothing."""
         self.check_open()
-        from .memory.buffer_set import BufferSet
-
-        return BufferSet(self, specs, strategy=strategy, name=name, category=category, alignment=alignment)
+        return BufferSet(self._ctx, specs, strategy=strategy, name=name, category=category, alignment=alignment)
 
     def allocation_group(self) -> AllocationGroup:
         """A transaction: buffers created through it are all kept, or all destroyed if the block raises."""
         self.check_open()
-        return AllocationGroup(self)
+        return AllocationGroup(self._ctx)
 
-    def retire(self, resource: Any, after: int | None = None) -> None:
-        """Destroy ``resource`` once the GPU finished the work submitted so far (or timeline value ``after``)."""
-        if hasattr(resource, "_state"):
-            if resource._state:
-                return
-            if isinstance(resource, Buffer) and self.buffers.before_retire is not None:
-                self.buffers.before_retire(resource)  # submit uploads still pending into it, as destroy() does
-            resource._state = 1
-            if hasattr(resource, "_before_retire"):  # TrackedResource: the same preparation destroy() makes
-                resource.last_use = resource._before_retire()
-        self.lifetime.retire(resource, after if after is not None else max(self.lifetime.submitted,
-                                                                              getattr(resource, "last_use", 0)))
+    def retire(self, resource: GpuResource, after: int | None = None) -> None:
+        """Destroy ``resource`` once the GPU finished the work submitted so far (or timeline value ``after``).
+
+        :param resource: any GPU object of this device (buffer, image, buffer set, acceleration structure).
+        :param after: the timeline value to wait for (default: everything submitted so far, or the object's last
+            use when that is later).
+        """
+        if not resource._mark_retiring():
+            return
+        last = resource._prepare_retire()  # pending uploads into it are submitted first, as destroy() does
+        lifetime = self._ctx.lifetime
+        lifetime.retire(resource, after if after is not None else max(lifetime.submitted, last))
 
     def begin_frame(self) -> int:
         """Start a frame of the frames-in-flight ring; destroys what retired frames ago and is done."""
         self.check_open()
-        return self.lifetime.begin_frame()
+        return self._ctx.lifetime.begin_frame()
 
     def phase(self, name: str) -> contextlib.AbstractContextManager[PhaseCounts]:
         """Count memory calls inside the ``with`` block under ``name`` (see ``Device.tracker``)."""
-        return self.tracker.phase(name)
+        return self._ctx.tracker.phase(name)
 
     def memory_report(self) -> dict[str, Any]:
         """A JSON-serialisable report: heaps, budget, per-category use, every block's used and free ranges."""
-        return memory_report(self)
+        return memory_report(self._ctx)
 
-    def defragment(self, **kwargs: Any) -> Any:
+    def defragment(self, *, max_bytes: int | None = None) -> DefragResult:
         """Move live buffers into fewer blocks with GPU copies; return what was done (see ``memory.defrag``)."""
         self.check_open()
-        from .memory.defrag import defragment
-
-        return defragment(self, **kwargs)
+        return defragment(self._ctx, max_bytes=max_bytes)
 
     def live_resources(self) -> list[Any]:
         """Every live GPU object created through this device."""
-        return self.registry.live()
+        return self._ctx.registry.live()
 
     def close_report(self) -> list[str]:
         """Close the device and return the leak report (names of resources still alive at close)."""
         self.close()
-        return list(self.leaks)
+        return list(self._leaks)
 
     def _release_memory(self) -> None:
+        ctx = self._ctx
+        self._stash.close()
         for ring in self._rings:
             ring.destroy()
-        self.readback.destroy()
-        self.uploader.close()
-        self.lifetime.drain()
+        self._readback.destroy()
+        self._uploader.close()
+        ctx.lifetime.drain()
         leaks = []
-        for obj in self.registry.live():
+        for obj in ctx.registry.live():
             leaks.append(f"{type(obj).__name__} {getattr(obj, 'name', '') or '<unnamed>'!r} "
                          f"({getattr(obj, 'nbytes', 0)} bytes)")
-            obj._destroy_now() if hasattr(obj, "_destroy_now") else obj.destroy()
-        self.leaks = leaks
+            obj._destroy_now()
+        self._leaks = leaks
         if leaks:
-            import logging
-
             logging.getLogger("vixen_assets").warning("Device.close(): %d resources leaked: %s", len(leaks),
                                                       "; ".join(leaks))
-        self.suballocator.release_all()
-        self.lifetime.destroy()
-        self.budget.close()
+        ctx.suballocator.release_all()
+        ctx.lifetime.destroy()
+        ctx.budget.close()
 
     # -- identity ------------------------------------------------------------------------------------------------
     @property
     def name(self) -> str:
         """The device's name (``llvmpipe (LLVM 15.0.6, 256 bits)``, ``NVIDIA H100 80GB HBM3``)."""
-        return self.info.name
+        return self._info.name
 
     @property
     def closed(self) -> bool:
@@ -294,7 +481,12 @@ class Device:
     @property
     def features(self) -> dict[str, bool]:
         """Capabilities enabled on this logical device."""
-        return dict(self.logical.features)
+        return dict(self._logical.features)
+
+    @property
+    def buffer_device_address(self) -> bool:
+        """True when buffers can have device addresses (``bufferDeviceAddress`` is enabled)."""
+        return bool(self._logical.buffer_device_address)
 
     def check_open(self) -> None:
         """Raise :class:`DeviceClosedError` if the device was closed."""
@@ -303,16 +495,16 @@ class Device:
 
     def validation_problems(self) -> list[str]:
         """Validation WARNING/ERROR messages collected so far (empty without validation)."""
-        return [str(m) for m in self.instance.problems()]
+        return [str(m) for m in self._instance.problems()]
 
-    def on_close(self, fn: Any) -> None:
+    def on_close(self, fn: Callable[[], object]) -> None:
         """Call ``fn()`` at :meth:`close`, before the Vulkan device is destroyed (last registered, first called)."""
         self._close_callbacks.append(fn)
 
     def wait_idle(self) -> None:
         """Wait until the GPU finished everything submitted."""
         self.check_open()
-        self.logical.wait_idle()
+        self._logical.wait_idle()
 
     def close(self) -> None:
         """Wait for the GPU, free every resource (reporting leaks), destroy the device; safe to call twice."""
@@ -321,18 +513,18 @@ class Device:
                 return
             self._closed = True
             try:
-                if self.logical.handle is not None:
+                if self._logical.handle is not None:
                     try:
-                        self.logical.wait_idle()
+                        self._logical.wait_idle()
                     except Exception:  # a lost device still has to be torn down
                         pass
                 for fn in reversed(self._close_callbacks):
                     fn()
-                self.command_pool.destroy()
+                self._command_pool.destroy()
                 self._release_memory()
             finally:
-                self.logical.destroy()
-                self.instance.destroy()
+                self._logical.destroy()
+                self._instance.destroy()
 
     def __enter__(self) -> Device:
         return self
@@ -341,38 +533,75 @@ class Device:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else self.info.device_type
-        return f"<Device {self.info.index} {self.name!r} {state}>"
+        state = "closed" if self._closed else self._info.device_type
+        return f"<Device {self._info.index} {self.name!r} {state}>"
 
 
-def open_device(index: int | str | None = None, *, validation: bool | None = None, budget_fraction: float = 0.9,
-                warning_fraction: float = 0.8, staging_quota: int | None = None,
-                separate_transfer_queue: bool | None = None, overflow: str = "error",
-                staging_timeout_s: float = 30.0, buffer_image_granularity: int | None = None,
-                block_size: int | None = None, rebar: bool = False) -> Device:
+#: the keywords ``open_device`` took before :class:`BudgetOptions` (a contract: still accepted, mapped into it)
+_BUDGET_KEYWORDS = {"budget_fraction": "fraction", "warning_fraction": "warning_fraction",
+                    "staging_quota": "staging_quota", "overflow": "overflow", "staging_timeout_s": "staging_timeout_s",
+                    "budget_limit_bytes": "limit_bytes"}
+
+
+def device_options(*, budget: BudgetOptions | None = None, separate_transfer_queue: bool | None = None,
+                   buffer_image_granularity: int | None = None, block_size: int | None = None, rebar: bool = False,
+                   **budget_keywords: Any) -> DeviceOptions:
+    """Build validated :class:`DeviceOptions` from :func:`open_device`'s keywords (the one options path).
+
+    :param budget: the budget options (default ``BudgetOptions()``).
+    :param separate_transfer_queue: see :class:`DeviceOptions`.
+    :param buffer_image_granularity: see :class:`DeviceOptions`.
+    :param block_size: see :class:`DeviceOptions`.
+    :param rebar: see :class:`DeviceOptions`.
+    :param budget_keywords: the older spelling of budget options (``budget_fraction=0.5``, ``overflow="host"``...),
+        applied on top of ``budget``.
+    :raises ConfigError: an unknown keyword or a bad value (named).
+    """
+    unknown = sorted(set(budget_keywords) - set(_BUDGET_KEYWORDS))
+    if unknown:
+        raise ConfigError(f"open_device: unknown option {unknown[0]!r}", option=unknown[0])
+    opts = budget if budget is not None else BudgetOptions()
+    if budget_keywords:
+        changes = {_BUDGET_KEYWORDS[k]: v for k, v in budget_keywords.items()}
+        if "warning_fraction" in changes:
+            # the old keyword is a share of the heap; BudgetOptions.warning_fraction is a share of the limit
+            fraction = changes.get("fraction", opts.fraction)
+            w = changes["warning_fraction"]
+            if isinstance(w, (int, float)) and isinstance(fraction, (int, float)) and 0 < w <= 1 and fraction > 0:
+                changes["warning_fraction"] = min(1.0, w / fraction)
+        opts = opts.with_changes(**changes)
+    return DeviceOptions(budget=opts, separate_transfer_queue=separate_transfer_queue,
+                         buffer_image_granularity=buffer_image_granularity, block_size=block_size, rebar=rebar)
+
+
+def open_device(index: int | str | None = None, *, validation: bool | None = None,
+                budget: BudgetOptions | None = None, separate_transfer_queue: bool | None = None,
+                buffer_image_granularity: int | None = None, block_size: int | None = None, rebar: bool = False,
+                **budget_keywords: Any) -> Device:
     """Open a Vulkan device (``index``, else ``VIXEN_DEVICE``, else the first) with its budget and uploader.
 
     :param index: device index or a substring of its name.
     :param validation: enable ``VK_LAYER_KHRONOS_validation``; ``None`` follows ``VIXEN_VALIDATION=1``.
-    :param budget_fraction: hard limit as a fraction of each device-local heap.
-    :param warning_fraction: warning threshold as a fraction of each device-local heap.
-    :param staging_quota: bytes of the budget usable for staging (default min(256 MiB, 10% of the limit)).
+    :param budget: the memory budget: :class:`BudgetOptions` (``fraction``, ``warning_fraction``, ``limit_bytes``,
+        ``staging_quota``, ``overflow``, ``staging_timeout_s``).
     :param separate_transfer_queue: ``None`` uses a transfer-only family when present; ``True`` forces that path.
-    :param overflow: ``"error"`` (default) or ``"host"`` to place allocations in host memory once over budget.
-    :param staging_timeout_s: how long a staging request waits for memory before ``StagingTimeoutError``.
     :param buffer_image_granularity: force a larger ``bufferImageGranularity`` (tests of the suballocator).
     :param block_size: override the memory block size (default: VMA's, 256 MiB or heap/8).
     :param rebar: let ``strategy="auto"`` use a resizable-BAR heap on discrete GPUs.
+    :param budget_keywords: the earlier keywords, still accepted: ``budget_fraction``, ``warning_fraction``,
+        ``staging_quota``, ``overflow``, ``staging_timeout_s`` (mapped into ``budget``).
+    :raises ConfigError: a bad option, before any Vulkan call.
+    :raises DeviceNotFoundError: no device matches ``index``.
     """
+    options = device_options(budget=budget, separate_transfer_queue=separate_transfer_queue,
+                             buffer_image_granularity=buffer_image_granularity, block_size=block_size, rebar=rebar,
+                             **budget_keywords)
     instance = Instance(validation=_validation_default(validation))
     try:
         physicals = instance.physical_devices()
         infos = [query_device_info(pd, i) for i, pd in enumerate(physicals)]
         chosen = select_device(infos, index)
-        return Device(instance, physicals[chosen], infos[chosen], separate_transfer_queue=separate_transfer_queue,
-                      budget_fraction=budget_fraction, warning_fraction=warning_fraction, staging_quota=staging_quota,
-                      overflow=overflow, staging_timeout_s=staging_timeout_s,
-                      buffer_image_granularity=buffer_image_granularity, block_size=block_size, rebar=rebar)
+        return Device(instance, physicals[chosen], infos[chosen], options=options)
     except BaseException:
         instance.destroy()
         raise

@@ -114,6 +114,18 @@ class UnsupportedFeatureError(VixenError):
         super().__init__(message)
 
 
+class OutOfRangeError(ConfigError, IndexError):
+    """An index argument (a level, layer or face of a texture) is outside what the object has."""
+
+
+class NotHeldError(VixenError, KeyError):
+    """A cache reference was released that is not held (``release()`` called more often than the entry was handed
+    out, or ``TypedCacher.release`` on a key without references)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class VixenWarning(UserWarning):
     """Base class of every warning vixen-assets emits (deprecated names, skipped prims, lossy compression)."""
 

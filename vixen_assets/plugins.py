@@ -16,13 +16,18 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import hookspecs
 from .cachers.registry import CacherRegistry
 from .errors import PluginError
+from .hookcalls import _impls, notify_asset_cached, notify_progress, notify_stage_loaded
+
+if TYPE_CHECKING:
+    from .device import Device
+    from .scene import Scene
 
 log = logging.getLogger("vixen_assets.plugins")
 
@@ -94,15 +99,22 @@ def _load_entry_points(pm: VixenPluginManager) -> None:
         pm.vixen_versions[ep.name] = getattr(dist, "version", "?") if dist is not None else "?"
 
 
+def _core_version() -> str:
+    """This package's version from its metadata (not from the package face, which imports this module)."""
+    try:
+        return importlib.metadata.version("vixen-assets")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
 def get_plugin_manager(*, load_entrypoints: bool | None = None) -> VixenPluginManager:
     """Build a new plugin manager: built-in plugins, then entry points (unless disabled), then ``check_pending()``."""
     pm = VixenPluginManager()
-    from . import __version__
-
+    version = _core_version()
     for modname in DEFAULT_PLUGINS:
         mod = importlib.import_module(modname)
         pm.register(mod, name=modname)
-        pm.vixen_versions[modname] = __version__
+        pm.vixen_versions[modname] = version
         pm.vixen_builtin.add(modname)
     if load_entrypoints is None:
         load_entrypoints = os.environ.get(DISABLE_AUTOLOAD_ENV, "") in ("", "0")
@@ -159,11 +171,6 @@ def plugin_infos(pm: pluggy.PluginManager) -> list[PluginInfo]:
 
 # -- typed wrappers around hook calls --------------------------------------------------------------------------------
 
-def _impls(pm: pluggy.PluginManager, hook: str) -> list[Any]:
-    caller = getattr(pm.hook, hook)
-    return list(reversed(caller.get_hookimpls()))  # pluggy calls the last registered first
-
-
 def cacher_registry(pm: pluggy.PluginManager) -> CacherRegistry:
     """The manager's cacher registry, built once by calling every ``vixen_register_cachers`` implementation."""
     reg = getattr(pm, "_registry", None)
@@ -190,36 +197,30 @@ def cacher_registry(pm: pluggy.PluginManager) -> CacherRegistry:
     return reg
 
 
-def _notify(pm: pluggy.PluginManager, hook: str, signature: str, warnings: list[str] | None, **kwargs: Any) -> None:
-    for impl in _impls(pm, hook):
-        try:
-            impl.function(**{k: kwargs[k] for k in impl.argnames})
-        except Exception as exc:
-            msg = f"plugin {impl.plugin_name!r} hook {signature} raised {type(exc).__name__}: {exc}"
-            log.warning("%s", msg)
-            if warnings is not None:
-                warnings.append(msg)
-
-
-def notify_stage_loaded(pm: pluggy.PluginManager, scene: Any) -> None:
-    """Call ``vixen_stage_loaded(scene)``; failures go to ``scene.warnings``."""
-    _notify(pm, "vixen_stage_loaded", "vixen_stage_loaded(scene)", scene.warnings, scene=scene)
-
-
-def notify_asset_cached(pm: pluggy.PluginManager, cacher_name: str, key: str, nbytes: int) -> None:
-    """Call ``vixen_asset_cached(cacher_name, key, nbytes)``."""
-    _notify(pm, "vixen_asset_cached", "vixen_asset_cached(cacher_name, key, nbytes)", None,
-            cacher_name=cacher_name, key=key, nbytes=nbytes)
-
-
-def notify_progress(pm: pluggy.PluginManager, phase: str, done: int, total: int) -> None:
-    """Call ``vixen_progress(phase, done, total)``."""
-    _notify(pm, "vixen_progress", "vixen_progress(phase, done, total)", None, phase=phase, done=done, total=total)
-
-
 def resolve_asset_path(pm: pluggy.PluginManager, asset_path: str, anchor: str) -> str | None:
     """Call ``vixen_resolve_asset_path``; the first non-``None`` answer, or ``None``."""
     try:
         return pm.hook.vixen_resolve_asset_path(asset_path=asset_path, anchor=anchor)
     except Exception as exc:
         raise PluginError(f"{type(exc).__name__}: {exc}", hook="vixen_resolve_asset_path(asset_path, anchor)") from exc
+
+
+def load_scene_file(pm: pluggy.PluginManager, path: str, device: Device, options: dict[str, Any]) -> Scene | None:
+    """Call ``vixen_load_scene_file``: the first plugin's ``Scene`` for a non-USD file, or ``None``.
+
+    :param pm: the plugin manager.
+    :param path: the file.
+    :param device: the :class:`~vixen_assets.Device`.
+    :param options: ``load_stage``'s options (see the hook's documentation).
+    :returns: the scene, or ``None`` when no plugin handles the file.
+    :raises VixenError: what the plugin raised (``FormatError`` naming the file, ...); any other exception becomes a
+        ``PluginError`` naming the hook.
+    """
+    from .errors import VixenError
+
+    try:
+        return pm.hook.vixen_load_scene_file(path=path, device=device, options=options)
+    except VixenError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{type(exc).__name__}: {exc}", hook="vixen_load_scene_file(path, device, options)") from exc

@@ -14,19 +14,22 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .errors import ValidationMessageError
 
+if TYPE_CHECKING:
+    from .device import Device
 
-def validation_problems(device: Any, since: int = 0) -> list[str]:
+
+def validation_problems(device: Device, since: int = 0) -> list[str]:
     """Return the validation WARNING/ERROR messages the device's instance collected, from index ``since`` on."""
-    return [str(m) for m in device.instance.problems()[since:]]
+    return [str(m) for m in device.validation_problems()[since:]]
 
 
-def assert_no_validation_problems(device: Any, since: int = 0) -> None:
+def assert_no_validation_problems(device: Device, since: int = 0) -> None:
     """Raise :class:`ValidationMessageError` listing every validation problem collected since ``since``."""
     problems = validation_problems(device, since)
     if problems:
@@ -41,7 +44,7 @@ def open_test_device(**kwargs: Any) -> Any:
     return open_device(**kwargs)
 
 
-def finish_test_device(device: Any) -> None:
+def finish_test_device(device: Device) -> None:
     """Close ``device`` and fail the running test on validation problems or leaked resources."""
     leaks = device.close_report() if hasattr(device, "close_report") else []
     problems = validation_problems(device)

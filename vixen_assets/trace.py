@@ -1,24 +1,32 @@
-"""``trace_rays(scene, origins, directions)``: trace rays against the scene's TLAS on the GPU with ray queries.
+"""``trace_rays(scene, origins, directions)``: trace rays against the scene's TLAS on the GPU.
 
-A compute shader (``shaders/trace_rays.comp``, compiled SPIR-V shipped beside it) runs one ``GL_EXT_ray_query``
-per ray and reports the closest hit. Users call it to check that what is on the GPU is the scene they meant.
+Two backends give the same answers. ``ray_query``: a compute shader (``shaders/trace_rays.comp``, compiled SPIR-V
+shipped beside it) runs one ``GL_EXT_ray_query`` per ray and reports the closest hit. ``pipeline``: a ray-tracing
+pipeline (:mod:`vixen_assets.trace_pipeline`) for devices without ray queries (NVIDIA's driver). Users call it to
+check that what is on the GPU is the scene they meant.
 """
 
 from __future__ import annotations
 
 from importlib import resources as ilr
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import VixenError
+from .errors import ConfigError, UnsupportedFeatureError
+from .trace_pipeline import PipelineTracer
+from .vk import resources as vkr
 from .vk.commands import begin, end, submit
+from .vk.enums import Access, PipelineStage
 from .vk.pipeline import DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER, ComputePipeline
+
+if TYPE_CHECKING:
+    from .device import Device
+    from .scene import Scene
 
 SHADER = "trace_rays"
 WORKGROUP = 64
-STAGE_COMPUTE = 0x800
-STAGE_TRANSFER = 0x1000
+BACKENDS = ("auto", "ray_query", "pipeline")
 
 
 def shader_spirv(name: str = SHADER) -> bytes:
@@ -26,18 +34,58 @@ def shader_spirv(name: str = SHADER) -> bytes:
     return (ilr.files("vixen_assets") / "shaders" / f"{name}.spv").read_bytes()
 
 
-def _pipeline(device: Any) -> ComputePipeline:
-    pipe = device.cachers.get("_trace_pipeline")
-    if pipe is None:
-        pipe = ComputePipeline(device.logical, shader_spirv(),
-                               [DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER, DESC_STORAGE_BUFFER,
-                                DESC_STORAGE_BUFFER], push_constant_bytes=4)
-        device.cachers["_trace_pipeline"] = pipe
-        device.on_close(pipe.destroy)
-    return pipe
+class TracePipeline(ComputePipeline):
+    """The ray-query compute pipeline of :func:`trace_rays` (one per device, in ``Device.stash``)."""
 
 
-def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any = np.inf, t_min: float = 0.0) -> dict[str, np.ndarray]:
+def _pipeline(device: Device) -> ComputePipeline:
+    return device.stash(TracePipeline, lambda: TracePipeline(
+        device.context.logical, shader_spirv(),
+        [DESC_ACCELERATION_STRUCTURE, DESC_STORAGE_BUFFER, DESC_STORAGE_BUFFER, DESC_STORAGE_BUFFER],
+        push_constant_bytes=4))
+
+
+def _rt_pipeline(device: Device) -> PipelineTracer:
+    return device.stash(PipelineTracer, lambda: PipelineTracer(device))
+
+
+def trace_backends(device: Device) -> list[str]:
+    """The ``trace_rays`` backends this device can run (``ray_query``, ``pipeline``), preferred first.
+
+    :param device: an open device.
+    """
+    f = device.features
+    if not f.get("acceleration_structure"):
+        return []
+    return [name for name, feat in (("ray_query", "ray_query"), ("pipeline", "ray_tracing_pipeline")) if f.get(feat)]
+
+
+def choose_backend(device: Device, backend: str = "auto") -> str:
+    """Resolve ``backend`` (``auto``, ``ray_query`` or ``pipeline``) for ``device``.
+
+    :param device: an open device.
+    :param backend: ``auto`` picks ray queries where the device has them, else the ray-tracing pipeline.
+    :raises ConfigError: for an unknown backend name.
+    :raises UnsupportedFeatureError: when the device lacks the backend (or both, for ``auto``).
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"trace_rays: backend={backend!r}; expected one of {', '.join(BACKENDS)}", option="backend")
+    have = trace_backends(device)
+    if backend == "auto":
+        if not have:
+            raise UnsupportedFeatureError(
+                f"{device.name} supports neither VK_KHR_ray_query nor VK_KHR_ray_tracing_pipeline (with "
+                "acceleration structures): trace_rays cannot run", feature="ray_query")
+        return have[0]
+    if backend not in have:
+        ext = "VK_KHR_ray_query" if backend == "ray_query" else "VK_KHR_ray_tracing_pipeline"
+        raise UnsupportedFeatureError(f"{device.name} does not support {ext}: trace_rays(backend={backend!r}) cannot "
+                                      f"run (available: {', '.join(have) or 'none'})", feature=backend)
+    return backend
+
+
+def trace_rays(scene: Scene, origins: Any, directions: Any, *, t_max: float | Any = np.inf, t_min: float = 0.0,
+               backend: str = "auto") -> dict[str, np.ndarray]:
     """Trace rays against ``scene.tlas`` (built on demand); return ``hit``, ``t``, ``instance``, ``primitive``.
 
     :param scene: a loaded scene (``load_stage``) or anything with ``device``, ``instances`` and ``tlas``.
@@ -45,6 +93,9 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
     :param directions: (N, 3) ray directions (need not be normalised; ``t`` is in units of the direction).
     :param t_max: farthest hit distance, scalar or (N,).
     :param t_min: nearest hit distance.
+    :param backend: ``auto`` (ray queries where the device has them, else a ray-tracing pipeline), ``ray_query``
+        or ``pipeline``; both give the same results.
+    :raises UnsupportedFeatureError: the device lacks the backend asked for (see :func:`trace_backends`).
     :returns: numpy arrays ``hit`` (bool), ``t`` (float32), ``instance`` (int32, index into ``scene.instances``,
         -1 on a miss), ``primitive`` (int32: the triangle index in the instance's mesh, or the box index of
         procedural geometry such as a voxel model's AABB; -1 on a miss) and ``record`` (int32: the TLAS record hit,
@@ -52,14 +103,13 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
     """
     device = scene.device
     device.check_open()
-    if not device.features.get("ray_query"):
-        raise VixenError(f"{device.name} does not support VK_KHR_ray_query")
+    use = choose_backend(device, backend)
     if getattr(scene, "tlas", None) is None:
         scene.build_acceleration_structures()
     o = np.ascontiguousarray(origins, dtype=np.float32).reshape(-1, 3)
     d = np.ascontiguousarray(directions, dtype=np.float32).reshape(-1, 3)
     if o.shape != d.shape:
-        raise VixenError(f"trace_rays: {len(o)} origins but {len(d)} directions")
+        raise ConfigError(f"{len(o)} origins but {len(d)} directions", option="trace_rays")
     n = len(o)
     out = {"hit": np.zeros(n, bool), "t": np.zeros(n, np.float32), "instance": np.full(n, -1, np.int32),
            "primitive": np.full(n, -1, np.int32), "record": np.full(n, -1, np.int32)}
@@ -73,7 +123,7 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
     tmap = scene.tlas_map
     aabb_table = np.zeros(max(len(tmap.instance), 1), dtype=np.uint64)
     aabb_table[:len(tmap.instance)] = tmap.aabb_address
-    pipe = _pipeline(device)
+    pipe: ComputePipeline | PipelineTracer = _pipeline(device) if use == "ray_query" else _rt_pipeline(device)
     ray_buf = device.create_buffer(rays.nbytes, "storage", strategy="auto", name="trace-rays", category="trace")
     hit_buf = device.create_buffer(n * 16, "storage", strategy="auto", name="trace-hits", category="trace")
     tab_buf = device.create_buffer(aabb_table.nbytes, "storage", strategy="auto", name="trace-aabbs", category="trace")
@@ -84,13 +134,17 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
         tlas = scene.tlas
         pipe.write([tlas.handle, (ray_buf.handle, ray_buf.offset, ray_buf.size),
                     (hit_buf.handle, hit_buf.offset, hit_buf.size), (tab_buf.handle, tab_buf.offset, tab_buf.size)])
-        lt = device.lifetime
-        dev = device.logical
-        cmd = device.command_pool.allocate()
+        ctx = device.context
+        lt = ctx.lifetime
+        dev = ctx.logical
+        cmd = ctx.command_pool.allocate()
         try:
             begin(cmd)
-            pipe.cmd_dispatch(cmd, (n + WORKGROUP - 1) // WORKGROUP, np.uint32(n).tobytes())
-            readback_barrier_compute(cmd)
+            if isinstance(pipe, PipelineTracer):
+                pipe.cmd_trace(cmd, n)
+            else:
+                pipe.cmd_dispatch(cmd, (n + WORKGROUP - 1) // WORKGROUP, np.uint32(n).tobytes())
+                readback_barrier_compute(cmd)
             end(cmd)
             with lt.submit_lock:
                 value = lt.next_value()
@@ -98,9 +152,11 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
             for b in (ray_buf, hit_buf, tab_buf):
                 b.last_use = value
             tlas.structure.last_use = value
+            if isinstance(pipe, PipelineTracer):
+                pipe.mark_used(value)
             lt.wait(value)
         finally:
-            device.command_pool.free(cmd)
+            ctx.command_pool.free(cmd)
         raw = device.read_buffer(hit_buf).view(np.float32).reshape(n, 4)
     finally:
         for b in (ray_buf, hit_buf, tab_buf):
@@ -123,10 +179,9 @@ def trace_rays(scene: Any, origins: Any, directions: Any, *, t_max: float | Any 
 
 def readback_barrier_compute(cmd: Any) -> None:
     """Make compute-shader writes visible to a following transfer or host read."""
-    from .vk import resources as vkr
+    vkr.cmd_memory_barrier(cmd, src_stage=PipelineStage.COMPUTE_SHADER,
+                           dst_stage=PipelineStage.TRANSFER | PipelineStage.HOST, src_access=Access.SHADER_WRITE,
+                           dst_access=Access.TRANSFER_READ | Access.HOST_READ)
 
-    vkr.cmd_memory_barrier(cmd, src_stage=STAGE_COMPUTE, dst_stage=STAGE_TRANSFER | 0x4000, src_access=0x40,
-                           dst_access=0x800 | 0x2000)
 
-
-__all__ = ["trace_rays", "shader_spirv", "readback_barrier_compute"]
+__all__ = ["trace_rays", "trace_backends", "choose_backend", "shader_spirv", "readback_barrier_compute"]

@@ -1,7 +1,7 @@
 """``load_vox(path, device)``: a MagicaVoxel scene on the GPU as a :class:`VoxelScene`.
 
 The scene's buffers share one memory block (see ``vixen_assets.cachers.voxel``); ``VoxelScene`` is a
-:class:`~vixen_assets.usd.scene.Scene` whose instances are the file's model placements, so ``trace_rays`` and
+neutral :class:`~vixen_assets.scene.Scene` (the type every loader returns) whose instances are the file's model placements, so ``trace_rays`` and
 ``build_acceleration_structures`` work on it as on any scene (one AABB BLAS per model).
 """
 
@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .cachers import LoadContext
 from .cachers.voxel import GpuVoxelScene, VoxelSceneCacher
 from .errors import FormatError
-from .usd.scene import Instance, Scene
+from .scene import Instance, Scene
+
+if TYPE_CHECKING:
+    from .device import Device
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class VoxelModel:
 class VoxelScene(Scene):
     """A loaded voxel scene: ``models``, ``buffers`` (name → offset/size in ``memory``), ``palette``, ``voxel_count``."""
 
-    def __init__(self, device: Any, path: str, entry: GpuVoxelScene) -> None:
+    def __init__(self, device: Device, path: str, entry: GpuVoxelScene) -> None:
         """Wrap a cached :class:`GpuVoxelScene` (the caller holds its reference)."""
         super().__init__(device, path)
         self.entry = entry
@@ -41,6 +44,7 @@ class VoxelScene(Scene):
             first.setdefault(m, t)
         self.models = [VoxelModel(i, info.size, info.voxel_count, first.get(i, np.eye(4, dtype=np.float32)))
                        for i, info in enumerate(entry.models)]
+        self.entries.append(entry)
         self.instances.append(Instance(entry, np.eye(4, dtype=np.float32), path, None, kind="voxel"))
 
     @property
@@ -77,7 +81,7 @@ class VoxelScene(Scene):
         return f"<VoxelScene {self.path!r} models={len(self.models)} voxels={self.voxel_count}>"
 
 
-def load_vox(path: str | os.PathLike[str], device: Any, *, aabb_mode: str = "voxel", plugin_manager: Any = None) -> VoxelScene:
+def load_vox(path: str | os.PathLike[str], device: Device, *, aabb_mode: str = "voxel", plugin_manager: Any = None) -> VoxelScene:
     """Load a ``.vox`` file onto ``device`` (content-deduplicated); release the result (or use ``with``).
 
     :param aabb_mode: ``"voxel"`` (one AABB per solid voxel: exact ray hits) or ``"brick"`` (one per 8x8x8 brick).

@@ -21,9 +21,14 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Generic, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Sequence, TypeVar
 
+from ..errors import ConfigError, NotHeldError, PluginError
+from ..hookcalls import notify_asset_cached
 from ..memory.group import AllocationGroup
+
+if TYPE_CHECKING:
+    from ..device import Device
 
 log = logging.getLogger("vixen_assets.cachers")
 
@@ -64,6 +69,49 @@ class LoadContext:
     options: dict[str, Any] | None = None
 
 
+class HeldEntry:
+    """Mixin for cache entries handed straight to callers (``load_texture``): each hand-out holds one cache reference.
+
+    The entry cannot be evicted while a caller holds it; ``release()`` (or leaving a ``with`` block) gives one
+    reference back, after which the entry stays cached but may be evicted. Loading the same content twice returns
+    the same object with two references held: release it twice. Releasing more often than it was handed out raises
+    :class:`~vixen_assets.errors.NotHeldError` (it would otherwise take a reference a scene holds).
+    """
+
+    _held_by: tuple[Any, str] | None = None
+    _handed_out: int = 0
+
+    def _hand_out(self, cacher: TypedCacher[Any, Any], key: str) -> None:
+        """Record that a caller holds one more reference (already acquired on ``cacher`` under ``key``)."""
+        self._held_by = (cacher, key)
+        self._handed_out += 1
+
+    @property
+    def held(self) -> int:
+        """References callers hold through hand-outs (``load_texture`` calls not yet released)."""
+        return self._handed_out
+
+    def release(self) -> None:
+        """Give back one reference a caller holds; the entry stays cached (evictable once unreferenced).
+
+        :raises NotHeldError: no hand-out of this entry is left to release.
+        """
+        owner = self._held_by
+        if owner is None or self._handed_out <= 0:
+            raise NotHeldError(f"{type(self).__name__}: release() without a reference held (each load hands out one)")
+        cacher, key = owner
+        with cacher._lock:
+            self._handed_out -= 1
+            if key in cacher:  # gone only when the device closed (every entry destroyed)
+                cacher.release(key)
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class TypedCacher(Generic[S, E]):
     """Base of every cacher: content-hash dedup, refcounts, LRU eviction, stats, exception safety."""
 
@@ -74,10 +122,10 @@ class TypedCacher(Generic[S, E]):
     #: file suffixes this cacher handles (``(".vox",)``)
     suffixes: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, device: Any, *, plugin_manager: Any = None) -> None:
+    def __init__(self, device: Device, *, plugin_manager: Any = None) -> None:
         """Attach the cacher to ``device`` (evicts on its budget warnings, clears at its close)."""
         if not self.name:
-            raise TypeError(f"{type(self).__name__} must set a class attribute 'name'")
+            raise PluginError(f"{type(self).__name__} must set a class attribute 'name'", plugin=type(self).__module__)
         self.device = device
         self.plugin_manager = plugin_manager
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
@@ -88,7 +136,7 @@ class TypedCacher(Generic[S, E]):
         device.on_close(self.clear)
 
     @classmethod
-    def for_device(cls, device: Any, plugin_manager: Any = None) -> Any:
+    def for_device(cls, device: Device, plugin_manager: Any = None) -> Any:
         """The device's instance of this cacher (created on first use, cleared at the device's close)."""
         inst = device.cachers.get(cls.name)
         if inst is None or type(inst) is not cls:
@@ -165,6 +213,19 @@ class TypedCacher(Generic[S, E]):
                 out.append(entry.value)
             return out
 
+    def hand_out(self, source: S, key: str | None = None) -> E:
+        """Return the entry for ``source`` holding one reference for the caller (a :class:`HeldEntry`: the caller
+        gives it back with ``entry.release()`` or a ``with`` block; the cache never evicts it before)."""
+        key = self.key_for(source) if key is None else key
+        with self._lock:
+            value = self.get_many([source], [key])[0]
+            if not isinstance(value, HeldEntry):
+                self.release(key)
+                raise ConfigError(f"cacher {self.name!r}: its entries ({type(value).__name__}) are not HeldEntry "
+                                  "objects and cannot be handed out")
+            value._hand_out(self, key)
+        return value
+
     def get(self, source: S) -> E:
         """Return the entry for one source (acquiring a reference)."""
         return self.get_many([source])[0]
@@ -186,16 +247,15 @@ class TypedCacher(Generic[S, E]):
 
     def _build_missing(self, missing: dict[str, S]) -> None:
         keys = list(missing)
-        with AllocationGroup(self.device) as group:
+        with self.device.allocation_group() as group:
             try:
                 values = self.build([missing[k] for k in keys], group)
             except BaseException:
                 self.stats.failed_builds += 1
                 raise
             if len(values) != len(keys):
-                raise RuntimeError(f"cacher {self.name!r}: build returned {len(values)} entries for {len(keys)} sources")
-        from ..plugins import notify_asset_cached
-
+                raise PluginError(f"cacher {self.name!r}: build returned {len(values)} entries for {len(keys)} sources",
+                                  plugin=type(self).__module__)
         for key, value in zip(keys, values):
             nbytes = int(self.entry_nbytes(value))
             self._entries[key] = _Entry(key, value, nbytes, next(self._ticks))
@@ -210,7 +270,7 @@ class TypedCacher(Generic[S, E]):
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry.refs <= 0:
-                raise KeyError(f"cacher {self.name!r}: no reference held on {key!r}")
+                raise NotHeldError(f"cacher {self.name!r}: no reference held on {key!r}")
             entry.refs -= 1
 
     def refcount(self, key: str) -> int:

@@ -19,7 +19,7 @@ import hashlib
 import io
 import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -30,7 +30,10 @@ from ..hookspecs import hookimpl
 from ..memory.group import AllocationGroup
 from ..memory.images import IMAGE_1D, IMAGE_2D, IMAGE_3D, Image, format_supported
 from ..transfer.image_regions import level_copies, mip_extent
-from .base import LoadContext, TypedCacher
+from .base import HeldEntry, LoadContext, TypedCacher
+
+if TYPE_CHECKING:
+    from ..device import Device
 
 R8G8B8A8_UNORM = 37
 R8G8B8A8_SRGB = 43
@@ -74,8 +77,12 @@ class TextureSource:
 
 
 @dataclass(eq=False)
-class GpuTexture:
-    """A texture on the GPU: its :class:`Image`, format name, extent, levels, layers, faces and the path taken."""
+class GpuTexture(HeldEntry):
+    """A texture on the GPU: its :class:`Image`, format name, extent, levels, layers, faces and the path taken.
+
+    ``load_texture`` hands it out holding one cache reference: ``release()`` it (or use ``with``) when done; until
+    then the cache never evicts it.
+    """
 
     key: str
     image: Image
@@ -172,7 +179,7 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
         extra: dict[str, Any] = {}
         if src.compress:
             fmt, blocks, decoded = _compress(pixels, src.compress, src.srgb)
-            if not format_supported(self.device, fmt, width=w, height=h):
+            if not format_supported(self.device.context, fmt, width=w, height=h):
                 fmt = 0
             if fmt:
                 data = np.frombuffer(blocks, np.uint8)
@@ -191,7 +198,7 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
         layers, faces, levels = max(1, ktx.layer_count), ktx.face_count, len(ktx.levels)
         itype = IMAGE_3D if ktx.is_3d else IMAGE_1D if ktx.pixel_height == 0 else IMAGE_2D
         source_name = ktx.format.name if ktx.format else (ktx.transcode_codec or "?")
-        if ktx.format is not None and format_supported(self.device, ktx.vk_format, image_type=itype, cube=faces == 6,
+        if ktx.format is not None and format_supported(self.device.context, ktx.vk_format, image_type=itype, cube=faces == 6,
                                                        width=w, height=h, depth=d, levels=levels,
                                                        layers=layers * faces):
             data = [(lv.index, np.frombuffer(ktx.level_data(lv.index), np.uint8)) for lv in ktx.levels]
@@ -221,7 +228,7 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
                 layers: int, faces: int, data: list[tuple[int, np.ndarray]], path_taken: str, source_name: str,
                 extra: dict[str, Any], itype: int) -> GpuTexture:
         label = os.path.basename(src.path.rstrip("]").split("[")[-1]) or src.digest[:12]
-        image = Image(self.device, name=f"tex:{label}", vk_format=fmt, width=w, height=h, depth=d, levels=levels,
+        image = Image(self.device.context, name=f"tex:{label}", vk_format=fmt, width=w, height=h, depth=d, levels=levels,
                       layers=layers, faces=faces, image_type=itype, category=self.name)
         group.adopt(image)
         info = format_info(fmt)
@@ -247,7 +254,7 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
         entry.image.destroy()
 
 
-def texture_cacher(device: Any) -> TextureCacher:
+def texture_cacher(device: Device) -> TextureCacher:
     """The device's texture cacher (created on first use)."""
     return TextureCacher.for_device(device)
 

@@ -1,4 +1,4 @@
-"""Voxel scenes on the GPU: ``VoxelSceneCacher`` (one memory block, several buffers) and ``VoxelAABBCacher``.
+"""Voxel scenes on the GPU: ``VoxelSceneCacher`` (one memory block, several buffers).
 
 GPU representation of one voxel scene (a ``.vox`` file, or a dense grid authored in USD), every buffer bound into
 ONE ``VkDeviceMemory`` allocation (a :class:`~vixen_assets.memory.buffer_set.BufferSet`) at 256-byte offsets:
@@ -16,24 +16,26 @@ ONE ``VkDeviceMemory`` allocation (a :class:`~vixen_assets.memory.buffer_set.Buf
 ``aabbs``       per solid brick (mode ``"brick"``) or voxel (``"voxel"``): float32 min xyz, max xyz in model space
 ==============  ====================================================================================================
 
-``aabbs`` has a device address and acceleration-structure build-input usage: ``VoxelAABBCacher`` builds one AABB
+``aabbs`` has a device address and acceleration-structure build-input usage: ``VoxelAABBCacher``
+(:mod:`vixen_assets.accel.voxel_blas`) builds one AABB
 BLAS per model from it (``VK_GEOMETRY_TYPE_AABBS_KHR``), so voxel scenes are ray traced beside meshes in one TLAS.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import FormatError, VixenDeprecationWarning
 from ..formats.vox import DEFAULT_PALETTE, VoxFile, read_vox
 from ..hookspecs import hookimpl
 from ..memory.buffer_set import BufferSet, BufferView
 from ..memory.group import AllocationGroup
-from .accel import AccelerationStructure, build_blases
 from .base import LoadContext, TypedCacher
 
 BRICK = 8
@@ -169,14 +171,6 @@ class GpuVoxelScene:
     def aabb_address(self, model: int) -> int:
         """Device address of a model's first AABB."""
         return self.buffer_set["aabbs"].device_address + 24 * self.models[model].first_aabb
-
-    def tlas_items(self, scene: Any) -> list[tuple[AccelerationStructure, int, np.ndarray]]:
-        """``(blas, aabb_address, local transform)`` per placement, for a TLAS (BLASes cached per model)."""
-        cacher = voxel_aabb_cacher(scene.device)
-        key = cacher.key_for(self)
-        blases = cacher.get_many([self], [key])[0]
-        scene.hold(cacher, key)
-        return [(blases[m], self.aabb_address(m), t) for m, t in self.placements if self.models[m].aabb_count]
 
 
 def _joined(parts: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
@@ -322,7 +316,7 @@ class VoxelSceneCacher(TypedCacher[VoxelSource, GpuVoxelScene]):
             specs: dict[str, tuple[int, Any]] = {k: (max(a.nbytes, 16), usage_plain) for k, a in arrays.items()}
             specs["aabbs"] = (max(arrays["aabbs"].nbytes, 24), "storage|device_address|accel_input")
             label = src.path.rsplit("/", 1)[-1] if src.path else "voxels"
-            bset = BufferSet(self.device, specs, name=f"voxels:{label}", category=self.name)
+            bset = BufferSet(self.device.context, specs, name=f"voxels:{label}", category=self.name)
             group.adopt(bset)
             for k, a in arrays.items():
                 up.enqueue(bset[k], a)
@@ -339,53 +333,19 @@ class VoxelSceneCacher(TypedCacher[VoxelSource, GpuVoxelScene]):
         entry.buffer_set.destroy()
 
 
-class VoxelAABBCacher(TypedCacher[GpuVoxelScene, list]):
-    """One AABB BLAS per model of a voxel scene (built from its ``aabbs`` buffer by device address)."""
-
-    name = "voxel-aabb"
-
-    def key_for(self, source: GpuVoxelScene) -> str:
-        """The voxel scene's key."""
-        return "aabb-blas:" + source.key
-
-    def build(self, sources: Sequence[GpuVoxelScene], group: AllocationGroup) -> list[list]:
-        """Build every model's BLAS in batches; models without voxels get ``None``."""
-        from ..vk import accel as vka
-
-        self.device.uploader.flush().wait()  # the AABB data must be on the GPU before the build reads it
-        out = []
-        for scene in sources:
-            items = []
-            index = []
-            for m, info in enumerate(scene.models):
-                if info.aabb_count:
-                    geom = vka.Geometry(vka.GEOMETRY_AABBS, info.aabb_count, aabb_address=scene.aabb_address(m))
-                    items.append((f"{scene.path or 'voxels'}#{m}", [geom]))
-                    index.append(m)
-            built = build_blases(self.device, items, group) if items else []
-            per_model: list[Any] = [None] * len(scene.models)
-            for m, b in zip(index, built):
-                per_model[m] = b
-            out.append(per_model)
-        return out
-
-    def entry_nbytes(self, entry: list) -> int:
-        """Bytes of all the model BLASes."""
-        return sum(b.nbytes for b in entry if b is not None)
-
-    def destroy_entry(self, entry: list) -> None:
-        """Destroy every model BLAS."""
-        for b in entry:
-            if b is not None:
-                b.destroy()
-
-
-def voxel_aabb_cacher(device: Any) -> VoxelAABBCacher:
-    """The device's voxel AABB-BLAS cacher (created on first use)."""
-    return VoxelAABBCacher.for_device(device)
-
-
 @hookimpl
 def vixen_register_cachers(registry: Any) -> None:
     """Register the built-in voxel scene cacher."""
     registry.register(VoxelSceneCacher)
+
+
+_MOVED = {"VoxelAABBCacher": "vixen_assets.accel.voxel_blas", "voxel_aabb_cacher": "vixen_assets.accel.voxel_blas"}
+
+
+def __getattr__(name: str) -> Any:
+    """Old spellings of names that moved to :mod:`vixen_assets.accel` (deprecated; they warn)."""
+    if name in _MOVED:
+        warnings.warn(f"vixen_assets.cachers.voxel.{name} moved to {_MOVED[name]}", VixenDeprecationWarning,
+                      stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,23 +1,32 @@
-"""``vixen-assets load SCENE [--device N] [--json] [--budget-mb N]``: load a USD scene with a progress bar."""
+"""``vixen-assets load SCENE [--device N] [--json] [--budget-mb N]``: load a USD scene with a progress bar.
+
+Files of other suffixes go to the plugins' ``vixen_load_scene_file`` hook (``.blend`` with vixen-assets-blender).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import warnings
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..device import list_devices, open_device, select_device
+from ..errors import ConfigError, FormatError, VixenDeprecationWarning
+from ..memory.options import BudgetOptions
 from ..usd import load_stage
 from .output import console, fmt_bytes
+
+MiB = 1 << 20
 
 
 def register(sub: Any) -> None:
     """Add the ``load`` subcommand."""
     p = sub.add_parser("load", help="load a USD scene onto a GPU and print a summary")
-    p.add_argument("scene", help="a .usd/.usda/.usdc/.usdz file")
+    p.add_argument("scene", help="a .usd/.usda/.usdc/.usdz file, or one a plugin loads (.blend: vixen-assets-blender)")
     p.add_argument("--device", default=None, help="device index or name substring (default: VIXEN_DEVICE or 0)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--budget-mb", type=float, default=None, help="cap the device budget at this many MiB")
@@ -27,20 +36,43 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def budget_options(budget_mb: float | None) -> BudgetOptions:
+    """The budget for ``--budget-mb``: a byte cap on each device-local heap (no device needs opening to compute it).
+
+    :param budget_mb: MiB, or ``None`` for the default budget.
+    :raises ConfigError: ``budget_mb`` is not a positive number.
+    """
+    if budget_mb is None:
+        return BudgetOptions()
+    try:
+        return BudgetOptions.from_mib(budget_mb)
+    except ConfigError:
+        raise ConfigError(f"must be a positive number of MiB, got {budget_mb:g}", option="--budget-mb") from None
+
+
 def budget_fraction_for(device_index: int | str | None, budget_mb: float | None) -> float:
-    """The ``budget_fraction`` that caps the budget at ``budget_mb`` MiB of the device's largest local heap."""
+    """Deprecated (it opens Vulkan just to read the heap size): use :func:`budget_options`.
+
+    :param device_index: device index or name substring.
+    :param budget_mb: MiB, or ``None``.
+    """
+    warnings.warn("budget_fraction_for is deprecated: use budget_options (BudgetOptions(limit_bytes=...))",
+                  VixenDeprecationWarning, stacklevel=2)
     if budget_mb is None:
         return 0.9
+    budget_options(budget_mb)
     infos = list_devices()
     info = infos[select_device(infos, device_index)]
     heap = max((h.size for h in info.heaps if h.device_local), default=max(h.size for h in info.heaps))
-    return min(0.9, budget_mb * (1 << 20) / heap)
+    return min(0.9, budget_mb * MiB / heap)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the scene and print the summary."""
-    fraction = budget_fraction_for(args.device, args.budget_mb)
-    with open_device(args.device, validation=args.validation or None, budget_fraction=fraction) as device:
+    budget = budget_options(args.budget_mb)  # checked before Vulkan is touched
+    if not os.path.exists(args.scene):
+        raise FormatError("file not found", path=args.scene)
+    with open_device(args.device, validation=args.validation or None, budget=budget) as device:
         progress = Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), console=console, transient=True, disable=args.json)
         tasks: dict[str, Any] = {}

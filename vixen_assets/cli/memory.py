@@ -10,12 +10,16 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from ..device import open_device
+from .load import budget_options
 from .output import console, fmt_bytes, print_json
+
+if TYPE_CHECKING:
+    from ..device import Device
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -35,12 +39,13 @@ def register(sub: Any) -> None:
                    help="first create N buffers of mixed sizes (a third destroyed again) and report while they live")
     p.add_argument("--seed", type=int, default=0, help="seed of the workload's sizes and choices")
     p.add_argument("--device", default=None, help="device index or name substring (default: VIXEN_DEVICE or 0)")
+    p.add_argument("--budget-mb", type=float, default=None, help="cap the device budget at this many MiB")
     p.add_argument("--validation", action="store_true",
                    help="enable the Vulkan validation layer (its warnings and errors make the command fail)")
     p.set_defaults(func=run)
 
 
-def run_workload(device: Any, n: int, seed: int = 0) -> tuple[list[Any], dict[str, int]]:
+def run_workload(device: Device, n: int, seed: int = 0) -> tuple[list[Any], dict[str, int]]:
     """Create ``n`` buffers of mixed sizes on ``device`` and destroy every third; return the live ones and counts."""
     rng = random.Random(seed)
     made = []
@@ -134,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     if args.workload < 0:
         print("vixen-assets memory: error: --workload must be >= 0", file=sys.stderr)
         return 2
-    device = open_device(args.device, validation=True if args.validation else None)
+    budget = budget_options(args.budget_mb)
+    device = open_device(args.device, validation=True if args.validation else None, budget=budget)
     try:
         live: list[Any] = []
         try:

@@ -30,7 +30,7 @@ def device_support(vk_format: int, device_index: Any) -> dict[str, Any]:
     from ..memory.images import format_supported
 
     with open_device(device_index, validation=False) as dev:
-        return {"device": dev.name, "sampled": bool(vk_format) and format_supported(dev, vk_format)}
+        return {"device": dev.name, "sampled": bool(vk_format) and format_supported(dev.context, vk_format)}
 
 
 def run_info(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ import numpy as np
 import zstandard
 from PIL import Image
 
-from vixen_assets.errors import FormatError, UnsupportedFormatError
+from vixen_assets.errors import FormatError, OutOfRangeError, UnsupportedFormatError
 from vixen_assets.formats.vkformat import (
     FORMATS,
     KTX2_PROHIBITED,
@@ -265,7 +265,7 @@ class Ktx2File:
 
     def _level(self, level: int) -> Ktx2Level:
         if not 0 <= level < len(self.levels):
-            raise IndexError(f"level {level} out of range (the file has {len(self.levels)})")
+            raise OutOfRangeError(f"level {level} out of range (the file has {len(self.levels)})")
         return self.levels[level]
 
     def image_size(self, level: int) -> int:
@@ -314,9 +314,9 @@ class Ktx2File:
         """
         lv = self._level(level)
         if not 0 <= layer < max(1, self.layer_count):
-            raise IndexError(f"layer {layer} out of range (layerCount {self.layer_count})")
+            raise OutOfRangeError(f"layer {layer} out of range (layerCount {self.layer_count})")
         if not 0 <= face < self.face_count:
-            raise IndexError(f"face {face} out of range (faceCount {self.face_count})")
+            raise OutOfRangeError(f"face {face} out of range (faceCount {self.face_count})")
         size = self.image_size(level)
         start = (layer * self.face_count + face) * size
         if self.supercompression_scheme == 0:
@@ -391,7 +391,13 @@ def read_ktx2(
         data = bytes(path_or_bytes)
     else:
         path = path if path is not None else os.fspath(path_or_bytes)
-        with open(path_or_bytes, "rb") as fh:
+        try:
+            fh = open(path_or_bytes, "rb")
+        except FileNotFoundError:
+            raise FormatError("file not found", path=path) from None
+        except OSError as exc:
+            raise FormatError(f"cannot read the file: {exc.strerror}", path=path) from exc
+        with fh:
             size = os.fstat(fh.fileno()).st_size
             if size > max_bytes + _METADATA_SLACK:  # levels are at most max_bytes; headers, KVD and SGD are small
                 raise FormatError(f"{size} bytes is more than a KTX2 file within max_bytes={max_bytes} can hold",
@@ -730,7 +736,7 @@ def _decode_basis(ktx: Ktx2File, lv: Ktx2Level, layer: int, face: int) -> np.nda
         raise UnsupportedFormatError(f"{scheme}: the Basis Universal transcoder reads only none/Zstandard",
                                      path=ktx.path, field="supercompressionScheme")
     if not (0 <= layer < max(1, ktx.layer_count) and 0 <= face < ktx.face_count):
-        raise IndexError(f"layer {layer} / face {face} out of range")
+        raise OutOfRangeError(f"layer {layer} / face {face} out of range")
     if lv.width * lv.height * 4 > ktx.max_bytes:
         raise FormatError(f"{lv.width}x{lv.height} RGBA8 exceeds {ktx.max_bytes} bytes", path=ktx.path,
                           field="pixelWidth")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import texture2ddecoder
 
-from vixen_assets.errors import UnsupportedFormatError
+from vixen_assets.errors import ConfigError, FormatError, UnsupportedFormatError
 
 __all__ = [
     "FORMATS",
@@ -249,7 +249,7 @@ def level_size(info: FormatInfo, width: int, height: int = 1, depth: int = 1) ->
     :returns: ``ceil(w/bw) * ceil(h/bh) * ceil(d/bd) * bytes_per_block`` (at least ``min_blocks`` per x and y).
     """
     if width < 0 or height < 0 or depth < 0:
-        raise ValueError(f"negative extent {width}x{height}x{depth}")
+        raise ConfigError(f"negative extent {width}x{height}x{depth}", option="extent")
     bx = max(-(-max(width, 1) // info.block_width), info.min_blocks)
     by = max(-(-max(height, 1) // info.block_height), info.min_blocks)
     bz = -(-max(depth, 1) // info.block_depth)
@@ -309,7 +309,7 @@ def decode_rgba8(info: FormatInfo, data: bytes | memoryview, width: int, height:
         raise UnsupportedFormatError(f"{info.name}: 3D blocks are not decoded", field="vkFormat")
     need = level_size(info, width, height, 1)
     if len(data) != need:  # the native decoders read exactly this many bytes, unchecked
-        raise ValueError(f"{info.name} {width}x{height} needs {need} bytes, got {len(data)}")
+        raise FormatError(f"{info.name} {width}x{height} needs {need} bytes, got {len(data)}", field="data")
     if not info.is_compressed:
         return _decode_plain(info, data, width, height)
     name, t = info.name, texture2ddecoder

@@ -196,16 +196,16 @@ def _chunk_name(cid: bytes) -> str:
 
 
 def decode_rotation(value: int) -> np.ndarray:
-    """Decode an nTRN ``_r`` byte into its (3, 3) int8 signed-permutation matrix; raise ValueError if invalid.
+    """Decode an nTRN ``_r`` byte into its (3, 3) int8 signed-permutation matrix; raise FormatError if invalid.
 
     :param value: the integer stored as the ``_r`` string.
     :returns: ``R`` with ``R[row, col]`` in {-1, 0, 1}, applied to column vectors.
     """
     if not 0 <= value <= 127:
-        raise ValueError(f"rotation byte {value} is outside 0..127")
+        raise FormatError(f"rotation byte {value} is outside 0..127")
     c0, c1 = value & 3, (value >> 2) & 3
     if c0 > 2 or c1 > 2 or c0 == c1:
-        raise ValueError(f"rotation byte {value} does not encode a permutation (row columns {c0}, {c1})")
+        raise FormatError(f"rotation byte {value} does not encode a permutation (row columns {c0}, {c1})")
     cols = (c0, c1, 3 - c0 - c1)
     rot = np.zeros((3, 3), dtype=np.int8)
     for row, col in enumerate(cols):
@@ -574,6 +574,11 @@ def read_vox(
     else:
         if path is None:
             path = os.fspath(path_or_bytes)
-        with open(path_or_bytes, "rb") as fh:
-            data = fh.read()
+        try:
+            with open(path_or_bytes, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            raise FormatError("file not found", path=path) from None
+        except OSError as exc:
+            raise FormatError(f"cannot read the file: {exc.strerror}", path=path) from exc
     return _Reader(data, path).read()

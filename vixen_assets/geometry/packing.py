@@ -33,6 +33,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from vixen_assets.errors import FormatError
+
 __all__ = ["PreparedMesh", "Submesh", "VertexLayout", "build_layout", "FIXED_COMPONENTS", "FORMATS"]
 
 #: Vulkan format names by float32 component count.
@@ -84,7 +86,7 @@ def build_layout(components: dict[str, int]) -> VertexLayout:
     for name in names:
         c = int(components[name])
         if not 1 <= c <= 4:
-            raise ValueError(f"attribute {name!r} has {c} components; 1 to 4 are supported")
+            raise FormatError(f"attribute has {c} components; 1 to 4 are supported", field=name)
         comps.append(c)
         offsets.append(offset)
         offset += 4 * c

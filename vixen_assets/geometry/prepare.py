@@ -36,7 +36,8 @@ from dataclasses import replace
 import numpy as np
 import numpy.ma  # noqa: F401 - np.unique imports it on its first call (~20 ms inside the first load)
 
-from vixen_assets.errors import ConfigError
+from vixen_assets.errors import ConfigError, FormatError
+
 from vixen_assets.geometry.batch import Batch, build_batch, exclusive_cumsum, ranges
 from vixen_assets.geometry.mesh_source import (
     DEFAULT_ATTRIBUTES,
@@ -70,7 +71,7 @@ __all__ = ["prepare_meshes"]
 def _normalize_attributes(attributes: Sequence[str]) -> tuple[str, ...]:
     attrs = tuple(dict.fromkeys(attributes))
     if "position" not in attrs:
-        raise ValueError("attributes must include 'position'")
+        raise ConfigError("must include 'position'", option="attributes")
     return attrs
 
 
@@ -80,7 +81,7 @@ def _components(name: str, per_mesh: list[PrimvarData | None]) -> int:
     comps = [pv.components for pv in per_mesh if pv is not None]
     k = max(comps, default=1)
     if k > 4:
-        raise ValueError(f"primvar {name!r} has {k} components per element; at most 4 fit a vertex attribute")
+        raise FormatError(f"primvar has {k} components per element; at most 4 fit a vertex attribute", field=name)
     return k
 
 
@@ -236,7 +237,7 @@ def prepare_meshes(
         spans = list(_chunks(sources, CHUNK_CORNERS))
         workers = min(prepare_threads(), len(spans))
         if workers > 1:
-            # chunks are independent (their results do not depend on the split): numpy releases the GIL in its
+            # chunks are independent of each other (same boundaries, same bytes): numpy releases the GIL in its
             # kernels, so chunks prepared on several threads overlap where there are cores to spare
             def run(span: tuple[int, int]) -> list[PreparedMesh]:
                 return _prepare_deduplicated(sources[span[0]:span[1]], attrs, layout, validate)

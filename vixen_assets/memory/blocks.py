@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import BudgetExceededError
 from ..vk import LogicalDevice
 from ..vk import resources as vkr
+from ..vk.enums import MemoryProperty
 from .allocation import Allocation, DeviceAllocator
 from .tlsf import TlsfAllocator
 from .tracker import AllocationTracker
@@ -41,7 +42,7 @@ class MemoryBlock:
                  "device_address", "pool_key", "payload", "_dev")
 
     def __init__(self, dev: LogicalDevice, size: int, type_index: int, heap: int, *, host_visible: bool,
-                 device_address: bool, dedicated: bool, granularity: int, pool_key: tuple, dedicated_buffer: Any = None) -> None:
+                 device_address: bool, dedicated: bool, granularity: int, pool_key: tuple[Any, ...], dedicated_buffer: Any = None) -> None:
         """Allocate the memory (and map it when host-visible)."""
         self._dev = dev
         self.id = next(_ids)
@@ -127,7 +128,7 @@ class PoolStats:
 class BlockPool:
     """The blocks of one (memory type, purpose, device-address) combination."""
 
-    key: tuple
+    key: tuple[Any, ...]
     blocks: list[MemoryBlock] = field(default_factory=list)
     stats: PoolStats = field(default_factory=PoolStats)
     #: the size of its regular blocks, fixed when the pool is made (``Suballocator.block_size_for``)
@@ -157,7 +158,7 @@ class Suballocator(DeviceAllocator):
         self.tracker = tracker
         self.granularity = granularity
         self._block_size = block_size
-        self._pools: dict[tuple, BlockPool] = {}
+        self._pools: dict[tuple[Any, ...], BlockPool] = {}
         self._heap_bytes: dict[int, int] = {}
         self.lock = threading.RLock()
         self.on_new_block: dict[str, Callable[[MemoryBlock], None]] = {}
@@ -196,7 +197,7 @@ class Suballocator(DeviceAllocator):
         room = limit - self._heap_bytes.get(heap, 0)
         if size > room:
             raise BudgetExceededError(size, self._heap_bytes.get(heap, 0), limit, who=f"{purpose} memory block", heap=heap)
-        host_visible = bool(self._info.memory_types[type_index].flags & 0x2)
+        host_visible = bool(self._info.memory_types[type_index].flags & MemoryProperty.HOST_VISIBLE)
         block = MemoryBlock(self._dev, size, type_index, heap, host_visible=host_visible, device_address=device_address,
                             dedicated=dedicated, granularity=self.granularity, pool_key=pool.key,
                             dedicated_buffer=dedicated_buffer)
@@ -294,7 +295,7 @@ class Suballocator(DeviceAllocator):
             slab.used += 1
             if not slab.free:
                 partial.pop()
-            pool.stats.suballocations += 1
+            pool.stats.suballocations += 1  # type: ignore[union-attr]  # partial came from it
             self.tracker.suballocations_unlocked()
             return Allocation(slab.block, off, size, size, category, slab.block.heap, purpose, alignment, slab)
 
@@ -414,6 +415,15 @@ class Suballocator(DeviceAllocator):
                 "fragmentation": (1 - largest / total_free) if total_free else 0.0,
                 "pools": pools,
             }
+
+    # -- the stats protocol (``memory.stats``) ----------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Blocks, bytes, fragmentation and counters (see :meth:`stats`)."""
+        return self.stats()
+
+    def reset(self) -> None:
+        """Zero counters and peaks (live numbers stay)."""
+        self.reset_stats()
 
     def reset_stats(self) -> None:
         """Reset counters and peaks (live numbers stay)."""

@@ -7,9 +7,13 @@ budget failure raises :class:`~vixen_assets.errors.BudgetExceededError` with not
 
 Limits, per heap:
 
-- ``limit = floor(budget_fraction * heap size)``, or the ``VK_EXT_memory_budget`` heap budget when that is smaller;
-- ``warning_threshold = floor(warning_fraction * heap size)``, scaled by the same factor as the limit when the
-  extension's budget lowered it (so the warning keeps coming before the limit), and never above the limit.
+- ``limit = floor(budget_fraction * heap size)``, capped at ``limit_bytes`` on device-local heaps, or the
+  ``VK_EXT_memory_budget`` heap budget when that is smaller;
+- ``warning_threshold = floor(warning_share * limit)`` when ``warning_share`` is given (what ``Device`` does,
+  from ``BudgetOptions.warning_fraction``): a share of the limit in force, so with a tight ``budget_fraction`` or
+  ``limit_bytes`` the warning, and cache eviction, still comes before the limit. Otherwise (the older spelling)
+  ``floor(warning_fraction * heap size)``, scaled by the same factor as the limit when the extension's budget
+  lowered it, and never above the limit.
 
 The *primary* heap (the largest device-local one) is what :attr:`BudgetManager.limit`, :attr:`~BudgetManager.used`
 and :attr:`~BudgetManager.peak` describe; the per-heap numbers are in :meth:`BudgetManager.stats`.
@@ -31,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vixen_assets.errors import BudgetExceededError, DeviceClosedError, StagingTimeoutError
+from vixen_assets.errors import BudgetExceededError, ConfigError, DeviceClosedError, StagingTimeoutError
 
 __all__ = [
     "BudgetEvent",
@@ -92,10 +96,18 @@ class BudgetEvent:
 
 
 def _limits_for(
-    heap: HeapBudgetInput, budget_fraction: float, warning_fraction: float
+    heap: HeapBudgetInput, budget_fraction: float, warning_fraction: float, limit_bytes: int | None = None,
+    warning_share: float | None = None,
 ) -> tuple[int, int]:
     """``(limit, warning_threshold)`` of one heap (see the module docstring)."""
     limit = math.floor(budget_fraction * heap.size)
+    if limit_bytes is not None and heap.device_local:
+        limit = min(limit, limit_bytes)
+    if warning_share is not None:
+        if heap.budget_bytes is not None and heap.budget_bytes < limit:
+            limit = max(heap.budget_bytes, 0)  # the driver's budget is tighter
+        # a share of the limit in force, so the warning (and cache eviction) always comes before the limit
+        return limit, min(math.floor(warning_share * limit), limit)
     threshold = math.floor(warning_fraction * heap.size)
     if heap.budget_bytes is not None and heap.budget_bytes < limit:
         # the driver's budget is tighter: keep the warning at the same fraction of the (lower) limit
@@ -110,7 +122,10 @@ class BudgetManager:
     :param heaps: one entry per ``VkMemoryHeap``, in heap-index order (a bare ``int`` is a device-local heap of
         that size without an extension budget).
     :param budget_fraction: the share of each heap that may be used (0 makes every reservation fail).
-    :param warning_fraction: the share of each heap at which warning callbacks fire.
+    :param warning_fraction: the share of each heap at which warning callbacks fire (when ``warning_share`` is None).
+    :param limit_bytes: a byte cap on every device-local heap's limit (``None``: the fraction alone).
+    :param warning_share: the share of each heap's *limit* at which warning callbacks fire (wins over
+        ``warning_fraction``).
     :param staging_quota: bytes of staging memory that may be held at once (default: the smaller of 256 MiB and 10%
         of the primary heap's limit).
     :param staging_timeout_s: how long :meth:`acquire_staging` waits by default before raising.
@@ -127,6 +142,8 @@ class BudgetManager:
         *,
         budget_fraction: float = 0.9,
         warning_fraction: float = 0.8,
+        limit_bytes: int | None = None,
+        warning_share: float | None = None,
         staging_quota: int | None = None,
         staging_timeout_s: float = 30.0,
         overflow: str = OVERFLOW_ERROR,
@@ -135,30 +152,32 @@ class BudgetManager:
     ) -> None:
         specs = [h if isinstance(h, HeapBudgetInput) else HeapBudgetInput(int(h)) for h in heaps]
         if not specs:
-            raise ValueError("BudgetManager needs at least one heap")
+            raise ConfigError("BudgetManager needs at least one heap")
         for i, h in enumerate(specs):
             if h.size < 0:
-                raise ValueError(f"heap {i} has a negative size ({h.size})")
+                raise ConfigError(f"heap {i} has a negative size ({h.size})")
         if not 0.0 <= budget_fraction <= 1.0:
-            raise ValueError(f"budget_fraction must be within [0, 1], got {budget_fraction!r}")
+            raise ConfigError(f"budget_fraction must be within [0, 1], got {budget_fraction!r}")
         if not 0.0 <= warning_fraction <= 1.0:
-            raise ValueError(f"warning_fraction must be within [0, 1], got {warning_fraction!r}")
+            raise ConfigError(f"warning_fraction must be within [0, 1], got {warning_fraction!r}")
         if overflow not in (OVERFLOW_ERROR, OVERFLOW_HOST):
-            raise ValueError(f"overflow must be {OVERFLOW_ERROR!r} or {OVERFLOW_HOST!r}, got {overflow!r}")
+            raise ConfigError(f"overflow must be {OVERFLOW_ERROR!r} or {OVERFLOW_HOST!r}, got {overflow!r}")
         if staging_timeout_s < 0:
-            raise ValueError(f"staging_timeout_s must be >= 0, got {staging_timeout_s!r}")
+            raise ConfigError(f"staging_timeout_s must be >= 0, got {staging_timeout_s!r}")
         if staging_quota is not None and staging_quota < 0:
-            raise ValueError(f"staging_quota must be >= 0, got {staging_quota!r}")
+            raise ConfigError(f"staging_quota must be >= 0, got {staging_quota!r}")
 
         self.name = name
         self._specs = specs
         self._budget_fraction = float(budget_fraction)
         self._warning_fraction = float(warning_fraction)
+        self._limit_bytes = limit_bytes
+        self._warning_share = warning_share
         n = len(specs)
         self._limits = [0] * n
         self._thresholds = [0] * n
         for i, h in enumerate(specs):
-            self._limits[i], self._thresholds[i] = _limits_for(h, budget_fraction, warning_fraction)
+            self._limits[i], self._thresholds[i] = _limits_for(h, budget_fraction, warning_fraction, limit_bytes, warning_share)
         self._device_local = [h.device_local for h in specs]
         local = [i for i in range(n) if specs[i].device_local]
         self._primary = max(local, key=lambda i: (specs[i].size, -i)) if local else 0
@@ -166,7 +185,7 @@ class BudgetManager:
             hosts = [i for i in range(n) if not specs[i].device_local]
             host_heap = max(hosts, key=lambda i: (specs[i].size, -i)) if hosts else None
         elif not 0 <= host_heap < n:
-            raise ValueError(f"host_heap {host_heap} is not one of the {n} heaps")
+            raise ConfigError(f"host_heap {host_heap} is not one of the {n} heaps")
         self._host_heap = host_heap
         self._overflow_host = overflow == OVERFLOW_HOST and host_heap is not None
         self._overflow = overflow
@@ -250,7 +269,7 @@ class BudgetManager:
             c[3] += 1
             event = self._disarm_locked(h, used) if used >= self._trigger[h] else None
         except IndexError:
-            raise ValueError(f"reserve: heap {heap!r} is not one of the {len(self._limits)} heaps") from None
+            raise ConfigError(f"reserve: heap {heap!r} is not one of the {len(self._limits)} heaps") from None
         finally:
             lock.release()
         if note is not None:
@@ -286,7 +305,7 @@ class BudgetManager:
             used = usedl[h] - nbytes
             count = self._count
             if c is None or used < 0 or nbytes < 0 or h < 0 or c[0] < nbytes or not c[2] or not count[h]:
-                raise ValueError(self._bad_release_message(nbytes, h, category))
+                raise ConfigError(self._bad_release_message(nbytes, h, category))
             usedl[h] = used
             count[h] -= 1
             c[0] -= nbytes
@@ -296,18 +315,18 @@ class BudgetManager:
                 self._trigger[h] = thr
                 self._overflow_armed[h] = True
         except IndexError:
-            raise ValueError(f"release: heap {heap!r} is not one of the {len(self._limits)} heaps") from None
+            raise ConfigError(f"release: heap {heap!r} is not one of the {len(self._limits)} heaps") from None
         finally:
             lock.release()
 
-    def _reserve_slow_locked(self, nbytes: int, heap: int, category: str) -> tuple[int, int, tuple | None]:
+    def _reserve_slow_locked(self, nbytes: int, heap: int, category: str) -> tuple[int, int, tuple[int, int, int, bool] | None]:
         """``reserve`` outside the fast path: bad arguments, closed, or over budget (overflow or raise).
         Returns ``(heap to charge, its new usage, overflow note for the log or None)``."""
         n = len(self._limits)
         if not 0 <= heap < n:
-            raise ValueError(f"reserve: heap {heap!r} is not one of the {n} heaps")
+            raise ConfigError(f"reserve: heap {heap!r} is not one of the {n} heaps")
         if nbytes < 0:
-            raise ValueError(f"reserve: nbytes must be >= 0, got {nbytes!r}")
+            raise ConfigError(f"reserve: nbytes must be >= 0, got {nbytes!r}")
         if self._closed:
             raise DeviceClosedError(f"budget {self.name!r} is closed: cannot reserve {nbytes} bytes for {category!r}")
         host = self._host_heap
@@ -383,7 +402,7 @@ class BudgetManager:
         :raises DeviceClosedError: the budget was closed before or while waiting.
         """
         if nbytes < 0:
-            raise ValueError(f"acquire_staging: nbytes must be >= 0, got {nbytes!r}")
+            raise ConfigError(f"acquire_staging: nbytes must be >= 0, got {nbytes!r}")
         h = self._primary
         quota = self._staging_quota
         if nbytes > quota:
@@ -461,7 +480,7 @@ class BudgetManager:
         with self._cond:
             c = self._cats.get(STAGING_CATEGORY)
             if nbytes < 0 or nbytes > self._staging_used or c is None or c[0] < nbytes or self._used[h] < nbytes:
-                raise ValueError(
+                raise ConfigError(
                     f"release_staging({nbytes}): only {self._staging_used} staging bytes are held (double release?)"
                 )
             self._staging_used -= nbytes
@@ -483,14 +502,15 @@ class BudgetManager:
         Limits and thresholds are recomputed; a heap now at or over its new threshold notifies as a crossing.
         """
         if len(budgets) != len(self._specs):
-            raise ValueError(f"expected {len(self._specs)} heap budgets, got {len(budgets)}")
+            raise ConfigError(f"expected {len(self._specs)} heap budgets, got {len(budgets)}")
         events = []
         with self._lock:
             for i, b in enumerate(budgets):
                 spec = self._specs[i]
                 self._specs[i] = HeapBudgetInput(spec.size, spec.device_local, b)
                 self._limits[i], self._thresholds[i] = _limits_for(
-                    self._specs[i], self._budget_fraction, self._warning_fraction
+                    self._specs[i], self._budget_fraction, self._warning_fraction, self._limit_bytes,
+                    self._warning_share
                 )
                 was_armed = self._trigger[i] != math.inf
                 self._derive_locked(i)
@@ -539,7 +559,7 @@ class BudgetManager:
         """
         with self._lock:
             if name in _RESERVED_KEYS or name in self._providers:
-                raise ValueError(f"stats provider name {name!r} is already used")
+                raise ConfigError(f"stats provider name {name!r} is already used")
             self._providers[name] = (fn, reset)
 
     def remove_stats_provider(self, name: str) -> None:
@@ -620,6 +640,15 @@ class BudgetManager:
             resets = [r for _fn, r in self._providers.values() if r is not None]
         for reset in resets:
             reset()
+
+    # -- the stats protocol (``memory.stats``) ----------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """The budget's stats (see :meth:`stats`)."""
+        return self.stats()
+
+    def reset(self) -> None:
+        """Zero counters and peaks (live numbers stay)."""
+        self.reset_stats()
 
     # ------------------------------------------------------------------ queries
 

@@ -11,13 +11,18 @@ finished the last work that used any of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-from ..errors import VixenError
+from ..errors import ConfigError, VixenError
 from ..vk import resources as vkr
+from ..vk.enums import ALL_MEMORY_TYPES
 from ..vk.shim import BUFFER_USAGE_SHADER_DEVICE_ADDRESS
+from .allocation import Allocation
 from .buffers import TRANSFER, Buffer, parse_usage
 from .resource import TrackedResource
+
+if TYPE_CHECKING:
+    from .context import GpuContext
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ def _align(n: int, a: int) -> int:
 class BufferSet(TrackedResource):
     """Named buffers sharing one memory allocation; create with :meth:`Device.create_buffer_set`."""
 
-    def __init__(self, device: Any, specs: dict[str, tuple[int, int | str | Iterable[str]]], *,
+    def __init__(self, ctx: GpuContext, specs: dict[str, tuple[int, int | str | Iterable[str]]], *,
                  strategy: str = "device_local", name: str = "", category: str = "default",
                  alignment: int = 256) -> None:
         """Create every member and bind them into one allocation; all or nothing.
@@ -45,10 +50,10 @@ class BufferSet(TrackedResource):
         :param alignment: minimum offset alignment of every member inside the memory.
         """
         if not specs:
-            raise VixenError(f"buffer set {name!r} needs at least one buffer")
+            raise ConfigError(f"buffer set {name!r} needs at least one buffer")
         self.category = category
         self.last_use = 0
-        dev = device.logical
+        dev = ctx.logical
         handles: list[tuple[str, Any, int, int]] = []
         self.alloc = None
         try:
@@ -58,7 +63,7 @@ class BufferSet(TrackedResource):
             layout: list[tuple[str, Any, int, int, int]] = []
             for member, (size, usage) in specs.items():
                 if size <= 0:
-                    raise VixenError(f"buffer set {name!r}: member {member!r} has size {size}")
+                    raise ConfigError(f"buffer set {name!r}: member {member!r} has size {size}")
                 flags = parse_usage(usage) | TRANSFER
                 want_addr |= bool(flags & BUFFER_USAGE_SHADER_DEVICE_ADDRESS)
                 h = vkr.create_buffer(dev, size, flags)
@@ -68,11 +73,12 @@ class BufferSet(TrackedResource):
                 offset = _align(offset, max(alignment, req_align))
                 layout.append((member, h, size, flags, offset))
                 offset += _s
-            if not type_bits & 0xFFFFFFFF:
+            type_bits &= ALL_MEMORY_TYPES
+            if not type_bits:
                 raise VixenError(f"buffer set {name!r}: no memory type suits every member")
-            type_index = device.buffers.memory_type(type_bits & 0xFFFFFFFF, strategy)
-            self.alloc = device.allocator.allocate(offset, max(alignment, 256), type_index, category=category,
-                                                   type_bits=type_bits & 0xFFFFFFFF, device_address=want_addr,
+            type_index = ctx.memory_type(type_bits, strategy)
+            self.alloc = ctx.allocator.allocate(offset, max(alignment, 256), type_index, category=category,
+                                                   type_bits=type_bits, device_address=want_addr,
                                                    dedicated=True)
             self.buffers: dict[str, Buffer] = {}
             self.views: dict[str, BufferView] = {}
@@ -88,10 +94,10 @@ class BufferSet(TrackedResource):
             for _m, h, _s, _f in handles:
                 vkr.destroy_buffer(dev, h)
             if self.alloc is not None:
-                device.allocator.free(self.alloc)
+                ctx.allocator.free(self.alloc)
                 self.alloc = None
             raise
-        self._track(device, name)
+        self._track(ctx, name)
 
     # -- the protocol Buffer uses for its owner ------------------------------------------------------------------
     def retire(self, buf: Buffer) -> None:
@@ -99,10 +105,15 @@ class BufferSet(TrackedResource):
         if all(not b.alive for b in self.buffers.values()):
             self.destroy()
 
+    def prepare_retire(self, buf: Buffer) -> int:
+        """Submit uploads still pending into one member; return its ``last_use``."""
+        self.ctx.flush_pending(buf)
+        return buf.last_use
+
     def destroy_now(self, buf: Buffer) -> None:
         """Destroy one member's handle (the memory stays with the set)."""
-        if self.device.logical.handle is not None:
-            vkr.destroy_buffer(self.device.logical, buf._handle)
+        if self.ctx.device_open:
+            vkr.destroy_buffer(self.ctx.logical, buf._handle)
 
     # -- the set ---------------------------------------------------------------------------------------------------
     @property
@@ -118,23 +129,19 @@ class BufferSet(TrackedResource):
     def __getitem__(self, member: str) -> Buffer:
         return self.buffers[member]
 
-    def _before_retire(self) -> int:
-        """Mark every member retired and submit uploads still pending into any of them; wait for the latest use."""
+    def _prepare_retire(self) -> int:
+        """Mark every member retiring and submit uploads still pending into any of them; wait for the latest use."""
         for b in self.buffers.values():
-            b._state = max(b._state, 1)
-        uploader = getattr(self.device, "uploader", None)
-        if uploader is not None:
-            for b in self.buffers.values():
-                uploader.flush_if_pending(b)
+            b._mark_retiring()
+        for b in self.buffers.values():
+            self.ctx.flush_pending(b)
         return max([self.last_use] + [b.last_use for b in self.buffers.values()])
 
     def _release(self) -> None:
         for b in self.buffers.values():
-            if b._state != 2:
-                b._state = 2
-                self.destroy_now(b)
+            b._destroy_now()
         if self.alloc is not None:
-            self.device.allocator.free(self.alloc)
+            self.ctx.allocator.free(self.alloc)
             self.alloc = None
 
     def __repr__(self) -> str:
@@ -146,7 +153,7 @@ class _MemberAllocation:
 
     __slots__ = ("_parent", "_offset", "size")
 
-    def __init__(self, parent: Any, offset: int, size: int) -> None:
+    def __init__(self, parent: Allocation, offset: int, size: int) -> None:
         self._parent = parent
         self._offset = offset
         self.size = size

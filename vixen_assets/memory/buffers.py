@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import threading
 import warnings
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DeviceClosedError, VixenError
+from ..errors import ConfigError, DeviceClosedError, UnsupportedFeatureError, VixenError
 from ..vk import LogicalDevice
 from ..vk import resources as vkr
+from ..vk.enums import BufferUsage
 from ..vk.shim import BUFFER_USAGE_AS_BUILD_INPUT_READ_ONLY, BUFFER_USAGE_AS_STORAGE, BUFFER_USAGE_SHADER_DEVICE_ADDRESS
 from .allocation import Allocation, DeviceAllocator
 from .blocks import MemoryBlock, Suballocator
+from .resource import ALIVE, DESTROYED, RETIRING, ResourceState
 from .strategies import STRATEGIES, find_memory_type
 
 if TYPE_CHECKING:
@@ -28,14 +31,17 @@ if TYPE_CHECKING:
     from .tracker import AllocationTracker
 
 USAGE_NAMES = {
-    "transfer_src": 0x1, "transfer_dst": 0x2, "uniform_texel": 0x4, "storage_texel": 0x8, "uniform": 0x10,
-    "storage": 0x20, "index": 0x40, "vertex": 0x80, "indirect": 0x100,
+    "transfer_src": BufferUsage.TRANSFER_SRC, "transfer_dst": BufferUsage.TRANSFER_DST,
+    "uniform_texel": BufferUsage.UNIFORM_TEXEL, "storage_texel": BufferUsage.STORAGE_TEXEL,
+    "uniform": BufferUsage.UNIFORM, "storage": BufferUsage.STORAGE, "index": BufferUsage.INDEX,
+    "vertex": BufferUsage.VERTEX, "indirect": BufferUsage.INDIRECT,
     "device_address": BUFFER_USAGE_SHADER_DEVICE_ADDRESS, "accel_input": BUFFER_USAGE_AS_BUILD_INPUT_READ_ONLY,
     "accel_storage": BUFFER_USAGE_AS_STORAGE,
 }
-TRANSFER = 0x1 | 0x2
+TRANSFER = BufferUsage.TRANSFER_SRC | BufferUsage.TRANSFER_DST
 ARENA_MAX = 512 << 10
-_ARENA_BASE = 0x1 | 0x2 | 0x10 | 0x20 | 0x40 | 0x80 | 0x100
+_ARENA_BASE = (TRANSFER | BufferUsage.UNIFORM | BufferUsage.STORAGE | BufferUsage.INDEX | BufferUsage.VERTEX
+               | BufferUsage.INDIRECT)
 
 
 _parsed: dict[str, int] = {}
@@ -54,7 +60,7 @@ def parse_usage(usage: int | str | Iterable[str]) -> int:
         if not key:
             continue
         if key not in USAGE_NAMES:
-            raise VixenError(f"unknown buffer usage {n!r}; known: {', '.join(USAGE_NAMES)}")
+            raise ConfigError(f"unknown buffer usage {n!r}; known: {', '.join(USAGE_NAMES)}")
         flags |= USAGE_NAMES[key]
     if isinstance(usage, str):
         _parsed[usage] = flags
@@ -88,12 +94,12 @@ class Buffer:
         self.device_address = device_address
         self.generation = 1
         self.last_use = 0
-        self._state = 0  # 0 live, 1 retired (waiting for the GPU), 2 destroyed
+        self._state = ALIVE
         self._refs = 1
 
     # -- where it lives -------------------------------------------------------------------------------------------
     def _check(self) -> None:
-        if self._state == 2:
+        if self._state is DESTROYED:
             raise DeviceClosedError(f"buffer {self.name!r} was destroyed")
 
     @property
@@ -150,9 +156,22 @@ class Buffer:
         return m[start:start + self.size]
 
     @property
+    def host_bytes(self) -> np.ndarray:
+        """Like :attr:`mapped`, for buffers known to be host-visible (staging); raises when it is not mapped."""
+        view = self.mapped
+        if view is None:
+            raise VixenError(f"buffer {self.name!r} is not host-visible")
+        return view
+
+    @property
     def alive(self) -> bool:
         """False once destroyed (or retired for destruction)."""
-        return self._state == 0
+        return self._state is ALIVE
+
+    @property
+    def state(self) -> ResourceState:
+        """ALIVE, RETIRING (waiting for the GPU) or DESTROYED."""
+        return self._state
 
     # -- lifetime -------------------------------------------------------------------------------------------------
     def acquire(self) -> Buffer:
@@ -174,15 +193,28 @@ class Buffer:
 
     def destroy(self) -> None:
         """Destroy now, or once the GPU is done with it when work using it is in flight; safe to call twice."""
-        if self._state:
+        if self._state is not ALIVE:
             return
-        self._state = 1
+        self._state = RETIRING
         self._factory.retire(self)
 
+    # -- friend API of the lifetime protocol (see ``memory.resource``) -------------------------------------------
+    def _mark_retiring(self) -> bool:
+        """ALIVE -> RETIRING; False when it was not alive."""
+        if self._state is not ALIVE:
+            return False
+        self._state = RETIRING
+        return True
+
+    def _prepare_retire(self) -> int:
+        """Submit uploads still pending into this buffer; return the timeline value to wait for."""
+        return self._factory.prepare_retire(self)
+
     def _destroy_now(self) -> None:
-        if self._state == 2:
+        """Free the handle, range and budget now; safe to call twice."""
+        if self._state is DESTROYED:
             return
-        self._state = 2
+        self._state = DESTROYED
         self._factory.destroy_now(self)
 
     def __enter__(self) -> Buffer:
@@ -192,12 +224,12 @@ class Buffer:
         self.destroy()
 
     def __del__(self) -> None:
-        if getattr(self, "_state", 2) == 0:
+        if getattr(self, "_state", DESTROYED) is ALIVE:
             warnings.warn(f"Buffer {self.name!r} was never destroyed (use destroy() or a with block)", ResourceWarning,
                           stacklevel=1)
 
     def __repr__(self) -> str:
-        state = {0: "", 1: " retired", 2: " destroyed"}[self._state]
+        state = {ALIVE: "", RETIRING: " retired", DESTROYED: " destroyed"}[self._state]
         return f'<Buffer "{self.name}" {_fmt_size(self.size)} gen={self.generation}{state}>'
 
 
@@ -233,7 +265,8 @@ class BufferFactory:
         self._type_cache: dict[tuple[int, str], int] = {}
         self._arena_types: dict[str, int] = {}  # strategy -> memory type of its arenas (create's fast path)
         self._arena_bda = bool(usage & BUFFER_USAGE_SHADER_DEVICE_ADDRESS)
-        self.before_retire: Any = None
+        #: "submit work still pending into this resource" (set by ``GpuContext``: its pending-flush callbacks)
+        self.before_retire: Callable[[object], None] | None = None
         sub.on_new_block["arena"] = self._make_arena
         sub.on_release_block["arena"] = self._drop_arena
         sub.on_new_block["arena:overflow"] = self._make_arena
@@ -277,12 +310,13 @@ class BufferFactory:
                 if flags & ~self.arena_usage == 0:
                     return self._create_in_arena(size, flags, strategy, name, category, type_index)
         if size <= 0:
-            raise VixenError(f"buffer {name!r}: size must be > 0, got {size}")
+            raise ConfigError(f"buffer {name!r}: size must be > 0, got {size}")
         if strategy not in STRATEGIES:
-            raise VixenError(f"buffer {name!r}: unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+            raise ConfigError(f"buffer {name!r}: unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
         flags = parse_usage(usage) | TRANSFER
         if flags & BUFFER_USAGE_SHADER_DEVICE_ADDRESS and not self._dev.buffer_device_address:
-            raise VixenError(f"buffer {name!r}: shader device address requested but {self._info.name} lacks it")
+            raise UnsupportedFeatureError(f"buffer {name!r}: shader device address requested but {self._info.name} "
+                                          "lacks it", feature="bufferDeviceAddress")
         if (size <= ARENA_MAX and not dedicated and flags & ~self.arena_usage == 0
                 and (not alignment or alignment <= self.arena_alignment)):
             type_index = self._arena_types[strategy] = self.memory_type(self._arena_bits, strategy)
@@ -331,14 +365,21 @@ class BufferFactory:
         self.registry.add(buf)
         return buf
 
+    def prepare_retire(self, buf: Buffer) -> int:
+        """Submit work still pending into ``buf`` (so ``last_use`` covers it); return ``buf.last_use``."""
+        if self.before_retire is not None:
+            self.before_retire(buf)
+        return buf.last_use
+
     def retire(self, buf: Buffer) -> None:
         """Destroy when the GPU finished the last work that used it (immediately when that is done already)."""
         if self.before_retire is not None:
-            self.before_retire(buf)  # e.g. submit uploads still pending into it, so last_use covers them
-        if not buf.last_use:  # never used by the GPU: nothing to wait for
+            self.before_retire(buf)  # submit work still pending into it, so last_use covers it
+        last = buf.last_use
+        if not last:  # never used by the GPU: nothing to wait for
             buf._destroy_now()
             return
-        self.lifetime.retire(buf, buf.last_use)
+        self.lifetime.retire(buf, last)
 
     def destroy_now(self, buf: Buffer) -> None:
         """Free the buffer's handle, range and budget now."""

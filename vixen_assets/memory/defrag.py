@@ -8,13 +8,16 @@ Buffers that move get a new range (and, for buffers with their own ``VkBuffer``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..vk import resources as vkr
 from ..vk.commands import one_shot
 from .allocation import Allocation
 from .blocks import MemoryBlock
 from .buffers import Buffer
+
+if TYPE_CHECKING:
+    from .context import GpuContext
 
 
 @dataclass
@@ -69,14 +72,14 @@ def _plan_pool(blocks: list[MemoryBlock], residents: dict[int, list[Buffer]]) ->
     return moves
 
 
-def defragment(device: Any, *, max_bytes: int | None = None) -> DefragResult:
+def defragment(ctx: GpuContext, *, max_bytes: int | None = None) -> DefragResult:
     """Move live buffers into fewer blocks (GPU copies), bump generations, free emptied blocks."""
-    sub = device.suballocator
-    device.lifetime.drain()
-    device.logical.wait_idle()
+    sub = ctx.suballocator
+    ctx.lifetime.drain()
+    ctx.logical.wait_idle()
     before = sub.stats()
     # buffers in size-class slabs stay: their slab pins its block (the planner then leaves that block alone)
-    live = [b for b in device.registry.live() if isinstance(b, Buffer) and b.alive and b.allocation.slab is None]
+    live = [b for b in ctx.registry.live() if isinstance(b, Buffer) and b.alive and b.allocation.slab is None]
     moved = 0
     nbytes = 0
     with sub.lock:
@@ -100,9 +103,9 @@ def defragment(device: Any, *, max_bytes: int | None = None) -> DefragResult:
         if not plan:
             return DefragResult(0, 0, 0, before["blocks"], before["blocks"], before["fragmentation"],
                                 before["fragmentation"])
-        dev = device.logical
+        dev = ctx.logical
         new_handles: list[Any] = []
-        with one_shot(dev, device.command_pool, dev.queue) as cmd:
+        with one_shot(dev, ctx.command_pool, dev.queue) as cmd:
             for buf, dst, off in plan:
                 if buf._owned_handle:
                     handle = vkr.create_buffer(dev, buf.size, buf.usage)
@@ -122,12 +125,12 @@ def defragment(device: Any, *, max_bytes: int | None = None) -> DefragResult:
                 handle = new_handles.pop(0)
                 addr = vkr.device_address(dev, handle) if buf.device_address else 0
                 vkr.destroy_buffer(dev, buf._handle)
-                device.tracker.count_buffer(True)
-                device.tracker.count_buffer(False)
-                device.buffers.rebind(buf, handle, 0, new, True, addr)
+                ctx.tracker.count_buffer(True)
+                ctx.tracker.count_buffer(False)
+                ctx.buffers.rebind(buf, handle, 0, new, True, addr)
             else:
                 handle, base = dst.payload
-                device.buffers.rebind(buf, handle, off, new, False, base + off if buf.device_address else 0)
+                ctx.buffers.rebind(buf, handle, off, new, False, base + off if buf.device_address else 0)
             old.block.tlsf.free(old.offset)
             freed_blocks.add(old.block.id)
             moved += 1

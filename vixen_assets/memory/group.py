@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+from ..errors import VixenDeprecationWarning
 from .buffers import Buffer
+from .context import GpuContext
 
 
 class AllocationGroup:
@@ -13,15 +16,23 @@ class AllocationGroup:
     After a clean exit they belong to the caller (``g.buffers``); :meth:`rollback` destroys them explicitly.
     """
 
-    def __init__(self, device: Any) -> None:
-        """Start an empty group on ``device``."""
-        self._device = device
+    def __init__(self, ctx: GpuContext) -> None:
+        """Start an empty group (``Device.allocation_group()`` makes one).
+
+        :param ctx: the device's :class:`GpuContext` (``device.context``); passing the ``Device`` itself is
+            deprecated.
+        """
+        if not isinstance(ctx, GpuContext):
+            warnings.warn("AllocationGroup(device) is deprecated: use device.allocation_group() or "
+                          "AllocationGroup(device.context)", VixenDeprecationWarning, stacklevel=2)
+            ctx = ctx.context
+        self._ctx = ctx
         self.buffers: list[Buffer] = []
         self.committed = False
 
     def create_buffer(self, size: int, usage: Any, **kwargs: Any) -> Buffer:
         """Create a buffer as ``Device.create_buffer`` does, owned by the group until commit."""
-        buf = self._device.create_buffer(size, usage, **kwargs)
+        buf = self._ctx.buffers.create(size, usage, **kwargs)
         self.buffers.append(buf)
         return buf
 

@@ -7,28 +7,33 @@ pages (see ``tlsf.py``), so they never share a page with a buffer. Every image i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ..errors import DeviceClosedError, VixenError
+from ..errors import ConfigError, DeviceClosedError
 from ..vk import images as vki
+from ..vk.enums import FormatFeature, ImageLayout, ImageType, ImageUsage
 from .allocation import Allocation
 from .resource import TrackedResource
 
-USAGE_TRANSFER_SRC = 0x1
-USAGE_TRANSFER_DST = 0x2
-USAGE_SAMPLED = 0x4
-USAGE_STORAGE = 0x8
-FEATURE_SAMPLED = 0x1
-FEATURE_TRANSFER_DST = 0x4000
-LAYOUT_UNDEFINED = 0
-LAYOUT_SHADER_READ = 5
-IMAGE_1D, IMAGE_2D, IMAGE_3D = 0, 1, 2
+if TYPE_CHECKING:
+    from .context import GpuContext
+
+# short names of the vk/enums.py values this module uses (imported by the texture cacher and tests)
+USAGE_TRANSFER_SRC = ImageUsage.TRANSFER_SRC
+USAGE_TRANSFER_DST = ImageUsage.TRANSFER_DST
+USAGE_SAMPLED = ImageUsage.SAMPLED
+USAGE_STORAGE = ImageUsage.STORAGE
+FEATURE_SAMPLED = FormatFeature.SAMPLED_IMAGE
+FEATURE_TRANSFER_DST = FormatFeature.TRANSFER_DST
+LAYOUT_UNDEFINED = ImageLayout.UNDEFINED
+LAYOUT_SHADER_READ = ImageLayout.SHADER_READ_ONLY
+IMAGE_1D, IMAGE_2D, IMAGE_3D = ImageType.TYPE_1D, ImageType.TYPE_2D, ImageType.TYPE_3D
 
 
 class Image(TrackedResource):
     """A GPU image: ``handle``, format, extent, ``levels``, ``layers`` (array layers x faces), ``layout``."""
 
-    def __init__(self, device: Any, *, name: str, vk_format: int, width: int, height: int = 1, depth: int = 1,
+    def __init__(self, ctx: GpuContext, *, name: str, vk_format: int, width: int, height: int = 1, depth: int = 1,
                  levels: int = 1, layers: int = 1, faces: int = 1, image_type: int | None = None,
                  usage: int = USAGE_SAMPLED | USAGE_TRANSFER_DST | USAGE_TRANSFER_SRC, category: str = "default") -> None:
         """Create and bind the image (budget charged first; nothing left behind on failure)."""
@@ -42,22 +47,22 @@ class Image(TrackedResource):
         self.aspect = vki.ASPECT_COLOR
         self.layout = LAYOUT_UNDEFINED
         self.last_use = 0
-        dev = device.logical
+        dev = ctx.logical
         self.handle = vki.create_image(dev, image_type=self.image_type, vk_format=vk_format, width=width, height=height,
                                        depth=depth, levels=levels, layers=self.layers,
                                        usage=usage | USAGE_TRANSFER_DST | USAGE_TRANSFER_SRC, cube=faces == 6)
         self._alloc: Allocation | None = None
         try:
             size, align, bits = vki.image_requirements(dev, self.handle)
-            type_index = device.buffers.memory_type(bits, "device_local")
-            self._alloc = device.allocator.allocate(size, align, type_index, category=category, type_bits=bits, kind=1)
+            type_index = ctx.memory_type(bits, "device_local")
+            self._alloc = ctx.allocator.allocate(size, align, type_index, category=category, type_bits=bits, kind=1)
             vki.bind_image(dev, self.handle, self._alloc.block.memory, self._alloc.offset)
         except BaseException:
             if self._alloc is not None:
-                device.allocator.free(self._alloc)
+                ctx.allocator.free(self._alloc)
             vki.destroy_image(dev, self.handle)
             raise
-        self._track(device, name)
+        self._track(ctx, name)
 
     @property
     def nbytes(self) -> int:
@@ -71,17 +76,11 @@ class Image(TrackedResource):
             raise DeviceClosedError(f"image {self.name!r} was destroyed")
         return self._alloc
 
-    def _before_retire(self) -> int:
-        up = getattr(self.device, "uploader", None)
-        if up is not None and any(img is self for _b, img, _c, _l in up._batch.images):
-            up.flush()  # copies into it are still only recorded: submit them so last_use covers them
-        return self.last_use
-
     def _release(self) -> None:
-        if self.device.logical.handle is not None:
-            vki.destroy_image(self.device.logical, self.handle)
+        if self.ctx.device_open:
+            vki.destroy_image(self.ctx.logical, self.handle)
         if self._alloc is not None:
-            self.device.allocator.free(self._alloc)
+            self.ctx.allocator.free(self._alloc)
             self._alloc = None
 
     def __repr__(self) -> str:
@@ -89,15 +88,15 @@ class Image(TrackedResource):
                 f"layers={self.layers} format={self.vk_format}>")
 
 
-def format_supported(device: Any, vk_format: int, *, image_type: int = IMAGE_2D, cube: bool = False, width: int = 1,
+def format_supported(ctx: GpuContext, vk_format: int, *, image_type: int = IMAGE_2D, cube: bool = False, width: int = 1,
                      height: int = 1, depth: int = 1, levels: int = 1, layers: int = 1) -> bool:
     """True when the device can sample ``vk_format`` with optimal tiling, copy into it, and fit the extent."""
     from ..vk.physical import format_properties
 
-    _lin, optimal, _buf = format_properties(device.physical, vk_format)
+    _lin, optimal, _buf = format_properties(ctx.physical, vk_format)
     if optimal & (FEATURE_SAMPLED | FEATURE_TRANSFER_DST) != (FEATURE_SAMPLED | FEATURE_TRANSFER_DST):
         return False
-    return vki.image_format_supported(device.physical, vk_format, image_type=image_type,
+    return vki.image_format_supported(ctx.physical, vk_format, image_type=image_type,
                                       usage=USAGE_SAMPLED | USAGE_TRANSFER_DST | USAGE_TRANSFER_SRC, cube=cube,
                                       levels=levels, layers=layers, width=width, height=height, depth=depth)
 
@@ -105,4 +104,4 @@ def format_supported(device: Any, vk_format: int, *, image_type: int = IMAGE_2D,
 def check_extent(name: str, width: int, height: int, depth: int) -> None:
     """Reject empty extents before any Vulkan call."""
     if min(width, height, depth) < 1:
-        raise VixenError(f"image {name!r}: extent {width}x{height}x{depth} is empty")
+        raise ConfigError(f"image {name!r}: extent {width}x{height}x{depth} is empty")

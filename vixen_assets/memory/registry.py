@@ -37,6 +37,13 @@ class ResourceRegistry:
         with self._lock:
             return list(self._live.copy().values())
 
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """Live objects per type (the stats protocol; see :meth:`counts`)."""
+        return self.counts()
+
+    def reset(self) -> None:
+        """Nothing to reset: the registry holds live numbers only."""
+
     def counts(self) -> dict[str, dict[str, int]]:
         """``{type name: {"count": n, "bytes": b}}`` of live objects."""
         out: dict[str, dict[str, int]] = {}

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .context import GpuContext
 
 
-def memory_report(device: Any) -> dict[str, Any]:
+def memory_report(ctx: GpuContext) -> dict[str, Any]:
     """Build the JSON-serialisable report of a device's memory."""
-    info = device.info
+    info = ctx.info
     blocks = []
-    sub = device.suballocator
+    sub = ctx.suballocator
     with sub.lock:  # a consistent snapshot: other threads allocate and free under this lock
         slabs = {k: v for pool in sub.pools() for k, v in pool.slab_index.items()}
         for block in sub.all_blocks():
@@ -29,7 +32,7 @@ def memory_report(device: Any) -> dict[str, Any]:
                 "free": sum(n for _o, n in free), "largest_free": t.largest_free, "fragmentation": t.fragmentation(),
                 "used_ranges": [list(r) for r in sorted(used)], "free_ranges": [list(r) for r in sorted(free)],
             })
-    budget = device.budget.stats()
+    budget = ctx.budget.stats()
     return {
         "device": info.name,
         "heaps": [{"index": h.index, "size": h.size, "device_local": h.device_local, "budget_ext": h.budget}
@@ -39,7 +42,7 @@ def memory_report(device: Any) -> dict[str, Any]:
                                           "overflow_allocations", "overflow_bytes")},
         "categories": budget["categories"],
         "allocator": budget.get("allocator", {}),
-        "live_objects": device.registry.counts(),
-        "calls": device.tracker.as_dict(),
+        "live_objects": ctx.registry.counts(),
+        "calls": ctx.tracker.as_dict(),
         "blocks": blocks,
     }

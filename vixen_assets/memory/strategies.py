@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
-from ..errors import VixenError
+from ..errors import ConfigError, UnsupportedFeatureError
 from ..vk import DeviceInfo
+from ..vk.enums import MemoryProperty
 
-DEVICE_LOCAL = 0x1
-HOST_VISIBLE = 0x2
-HOST_COHERENT = 0x4
-HOST_CACHED = 0x8
+DEVICE_LOCAL = MemoryProperty.DEVICE_LOCAL
+HOST_VISIBLE = MemoryProperty.HOST_VISIBLE
+HOST_COHERENT = MemoryProperty.HOST_COHERENT
+HOST_CACHED = MemoryProperty.HOST_CACHED
 
 STRATEGIES = ("device_local", "host_visible", "host_cached", "auto")
 
@@ -60,7 +61,7 @@ def find_memory_type(info: DeviceInfo, type_bits: int, strategy: str, *, rebar: 
     elif strategy == "host_overflow":
         found = _rank(info, type_bits, HOST_VISIBLE, HOST_COHERENT, DEVICE_LOCAL)
     else:
-        raise VixenError(f"unknown memory strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+        raise ConfigError(f"unknown memory strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
     if found is None:
-        raise VixenError(f"{info.name}: no memory type fits strategy {strategy!r} (allowed types 0b{type_bits:b})")
+        raise UnsupportedFeatureError(f"{info.name}: no memory type fits strategy {strategy!r} (allowed types 0b{type_bits:b})")
     return found

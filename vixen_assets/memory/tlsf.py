@@ -17,6 +17,8 @@ The allocator is not thread-safe: the owner (one per ``VkDeviceMemory`` block) h
 
 from __future__ import annotations
 
+from ..errors import ConfigError
+
 __all__ = ["TlsfAllocator", "KIND_LINEAR", "KIND_OPTIMAL", "SCAN_LIMIT"]
 
 #: ``granularity_kind`` of buffers and linear-tiling images.
@@ -64,10 +66,10 @@ class TlsfAllocator:
 
     def __init__(self, size: int, *, buffer_image_granularity: int = 1) -> None:
         if not isinstance(size, int) or size <= 0:
-            raise ValueError(f"TlsfAllocator size must be a positive int, got {size!r}")
+            raise ConfigError(f"TlsfAllocator size must be a positive int, got {size!r}")
         g = buffer_image_granularity
         if not isinstance(g, int) or g <= 0 or g & (g - 1):
-            raise ValueError(f"buffer_image_granularity must be a power of two, got {g!r}")
+            raise ConfigError(f"buffer_image_granularity must be a power of two, got {g!r}")
         self._size = size
         self._granularity = g
         #: one set of free-range starts per bucket index
@@ -121,13 +123,13 @@ class TlsfAllocator:
             return self._alloc_slow(size, mask)
         idx += (m & -m).bit_length() - 1
         bucket = self._buckets[idx]
-        start = bucket.pop()
+        start = bucket.pop()  # type: ignore[union-attr]  # the bitmap says it is a set
         fstart = self._fstart
         fsize = fstart.pop(start)
         pad = -start & mask
         if pad:
             if pad + size > fsize:  # this range cannot take the alignment padding: put it back, search wider
-                bucket.add(start)
+                bucket.add(start)  # type: ignore[union-attr]  # the bitmap says it is a set
                 fstart[start] = fsize
                 return self._alloc_slow(size, mask)
             if not bucket:
@@ -168,7 +170,7 @@ class TlsfAllocator:
         try:
             size = self._used.pop(offset)
         except KeyError:
-            raise ValueError(
+            raise ConfigError(
                 f"TlsfAllocator.free({offset!r}): no live allocation starts at this offset (double free?)"
             ) from None
         self._free_bytes += size
@@ -184,7 +186,7 @@ class TlsfAllocator:
                 s = n.bit_length() - 6
                 i = (s << 5) + (n >> s)
             b = buckets[i]
-            b.remove(end)
+            b.remove(end)  # type: ignore[union-attr]  # the bitmap says it is a set
             if not b:
                 self._bitmap ^= 1 << i
             end += n  # fend[end] is overwritten below
@@ -197,7 +199,7 @@ class TlsfAllocator:
                 s = n.bit_length() - 6
                 i = (s << 5) + (n >> s)
             b = buckets[i]
-            b.remove(p)
+            b.remove(p)  # type: ignore[union-attr]  # the bitmap says it is a set
             if not b:
                 self._bitmap ^= 1 << i
             offset = p
@@ -268,7 +270,7 @@ class TlsfAllocator:
             if m:
                 idx += (m & -m).bit_length() - 1
                 bucket = buckets[idx]
-                start = bucket.pop()
+                start = bucket.pop()  # type: ignore[union-attr]  # the bitmap says it is a set
                 if not bucket:
                     self._bitmap ^= 1 << idx
                 return self._carve(start, fstart.pop(start), -start & mask, size)
@@ -293,11 +295,11 @@ class TlsfAllocator:
             m ^= 1 << top
             idx = lo + top
             bucket = buckets[idx]
-            for start in bucket:
+            for start in bucket:  # type: ignore[union-attr]  # the bitmap says it is a set
                 fsize = fstart[start]
                 pad = -start & mask
                 if pad + size <= fsize:
-                    bucket.remove(start)
+                    bucket.remove(start)  # type: ignore[union-attr]  # the bitmap says it is a set
                     if not bucket:
                         self._bitmap ^= 1 << idx
                     del fstart[start]
@@ -310,8 +312,8 @@ class TlsfAllocator:
     @staticmethod
     def _bad_request(size: object, alignment: object) -> None:
         if not isinstance(size, int) or size <= 0:
-            raise ValueError(f"TlsfAllocator.alloc: size must be a positive int, got {size!r}")
-        raise ValueError(f"TlsfAllocator.alloc: alignment must be a power of two, got {alignment!r}")
+            raise ConfigError(f"TlsfAllocator.alloc: size must be a positive int, got {size!r}")
+        raise ConfigError(f"TlsfAllocator.alloc: alignment must be a power of two, got {alignment!r}")
 
     # ------------------------------------------------------------------ queries
 
@@ -352,7 +354,7 @@ class TlsfAllocator:
         if not bm:
             return 0
         fstart = self._fstart
-        return max(fstart[o] for o in self._buckets[bm.bit_length() - 1])
+        return max(fstart[o] for o in self._buckets[bm.bit_length() - 1])  # type: ignore[union-attr]  # the bitmap says it is a set
 
     def fragmentation(self) -> float:
         """``1 - largest free range / total free bytes``; 0.0 when nothing (or everything) is free in one range."""

@@ -107,6 +107,10 @@ class AllocationTracker:
             d["total"] = asdict(self.total)
             return d
 
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """Every phase's counts plus ``total`` (the stats protocol; see :meth:`as_dict`)."""
+        return self.as_dict()
+
     def reset(self) -> None:
         """Zero every counter."""
         with self._lock:

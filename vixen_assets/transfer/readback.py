@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import VixenError
+from ..errors import ConfigError
 from ..memory.buffers import Buffer
 from ..vk import resources as vkr
 from ..vk.commands import CommandPool, begin, end, submit
+from ..vk.enums import Access, ImageLayout, PipelineStage
 from .uploader import BatchedUploader, readback_barrier
 
 
@@ -30,14 +31,14 @@ class Readback:
         if size is None:
             size = buffer.size - offset
         if offset < 0 or size < 0 or offset + size > buffer.size:
-            raise VixenError(f"read of buffer {buffer.name!r}: {size} bytes at offset {offset} exceed its {buffer.size} bytes")
+            raise ConfigError(f"read of buffer {buffer.name!r}: {size} bytes at offset {offset} exceed its {buffer.size} bytes")
         up = self._up
         self._settle(buffer)
         out = np.empty(size, dtype=np.uint8)
         if size == 0:
             return out
         if buffer.host_visible:
-            np.copyto(out, buffer.mapped[offset:offset + size])
+            np.copyto(out, buffer.host_bytes[offset:offset + size])
             return out
         pos = 0
         while pos < size:
@@ -47,7 +48,7 @@ class Readback:
                 regions = vkr.copy_regions(1)
                 regions[0] = (buffer.offset + offset + pos, staging.offset, chunk)
                 self._run(lambda cmd: vkr.cmd_copy_buffer(cmd, buffer.handle, staging.handle, regions))
-                np.copyto(out[pos:pos + chunk], staging.mapped[:chunk])
+                np.copyto(out[pos:pos + chunk], staging.host_bytes[:chunk])
             finally:
                 up.pool.give_back([staging])
             pos += chunk
@@ -61,7 +62,7 @@ class Readback:
         from .image_regions import level_copies, mip_extent
 
         if not (0 <= level < image.levels and 0 <= layer < image.array_layers and 0 <= face < image.faces):
-            raise VixenError(f"image {image.name!r}: no level {level} / layer {layer} / face {face}")
+            raise ConfigError(f"image {image.name!r}: no level {level} / layer {layer} / face {face}")
         up = self._up
         self._settle(image)
         info = format_info(image.vk_format)
@@ -75,15 +76,18 @@ class Readback:
             staging = up.pool.checkout(c.size)
             try:
                 def record(cmd: Any, c: Any = c, staging: Any = staging, old: int = old) -> None:
-                    cmd_image_barrier(cmd, image, old_layout=old, new_layout=6, src_stage=0x10000, dst_stage=0x1000,
-                                      src_access=0x10000, dst_access=0x800)
+                    cmd_image_barrier(cmd, image, old_layout=old, new_layout=ImageLayout.TRANSFER_SRC,
+                                      src_stage=PipelineStage.ALL_COMMANDS, dst_stage=PipelineStage.TRANSFER,
+                                      src_access=Access.MEMORY_WRITE, dst_access=Access.TRANSFER_READ)
                     cmd_copy_image_to_buffer(cmd, image, 6, staging.handle, staging.offset, [c.rebased(0)])
-                    cmd_image_barrier(cmd, image, old_layout=6, new_layout=old if old else 5, src_stage=0x1000,
-                                      dst_stage=0x10000, src_access=0x800, dst_access=0x8000)
+                    cmd_image_barrier(cmd, image, old_layout=ImageLayout.TRANSFER_SRC,
+                                      new_layout=old if old else ImageLayout.SHADER_READ_ONLY,
+                                      src_stage=PipelineStage.TRANSFER, dst_stage=PipelineStage.ALL_COMMANDS,
+                                      src_access=Access.TRANSFER_READ, dst_access=Access.MEMORY_READ)
 
                 self._run(record)
-                old = image.layout = old if old else 5
-                np.copyto(out[c.buffer_offset:c.buffer_offset + c.size], staging.mapped[:c.size])
+                old = image.layout = old if old else ImageLayout.SHADER_READ_ONLY
+                np.copyto(out[c.buffer_offset:c.buffer_offset + c.size], staging.host_bytes[:c.size])
             finally:
                 up.pool.give_back([staging])
         if info.is_compressed:
@@ -94,7 +98,7 @@ class Readback:
     def _settle(self, resource: Any) -> None:
         """Submit pending uploads and wait for the GPU work that last used ``resource``."""
         up = self._up
-        if up.pending_bytes or up._batch.images:
+        if up.has_pending:
             up.flush()
         if resource.last_use:
             up.lifetime.wait(resource.last_use)

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import VixenError
-from ..memory.buffers import Buffer, BufferFactory
+from ..errors import ConfigError, VixenError
+from ..memory.buffers import TRANSFER, Buffer, BufferFactory
 from ..memory.lifetime import Lifetime
 
 
@@ -47,11 +47,11 @@ class StagingRing:
                  alignment: int = 16) -> None:
         """Create ``segments`` host-visible buffers of ``segment_size`` bytes (charged to the staging quota)."""
         if segments < 2:
-            raise VixenError(f"a staging ring needs at least 2 segments, got {segments}")
+            raise ConfigError(f"a staging ring needs at least 2 segments, got {segments}")
         self._lifetime = lifetime
         self.segment_size = segment_size
         self.alignment = alignment
-        self.segments = [factory.create(segment_size, 0x1 | 0x2, strategy="host_visible", name=f"staging-ring-{i}",
+        self.segments = [factory.create(segment_size, TRANSFER, strategy="host_visible", name=f"staging-ring-{i}",
                                         category="staging") for i in range(segments)]
         self._fence_values = [0] * segments
         self._current = 0
@@ -64,7 +64,7 @@ class StagingRing:
     def alloc(self, size: int) -> RingSlice:
         """Reserve ``size`` bytes of the current segment (waiting for the GPU when the ring wraps onto busy memory)."""
         if size > self.segment_size:
-            raise VixenError(f"staging ring request of {size} bytes exceeds the {self.segment_size}-byte segment")
+            raise ConfigError(f"staging ring request of {size} bytes exceeds the {self.segment_size}-byte segment")
         with self._lock:
             start = (self._cursor + self.alignment - 1) & -self.alignment
             if self._move_on or start + size > self.segment_size:
@@ -75,7 +75,7 @@ class StagingRing:
             seg = self.segments[self._current]
             self.stats.allocations += 1
             self.stats.bytes += size
-            view = seg.mapped[start:start + size]
+            view = seg.host_bytes[start:start + size]
             return RingSlice(seg, start, size, view)
 
     def _advance_locked(self, spill: bool = False) -> None:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from ..errors import StagingTimeoutError
-from ..memory.buffers import Buffer, BufferFactory
+from ..memory.buffers import TRANSFER, Buffer, BufferFactory
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -80,7 +80,7 @@ class StagingBufferPool:
         return self._bytes
 
     def _create(self, tier: int) -> Buffer:
-        buf = self._factory.create(tier, 0x1 | 0x2, strategy="host_visible", name=f"staging-{tier // KiB}KiB",
+        buf = self._factory.create(tier, TRANSFER, strategy="host_visible", name=f"staging-{tier // KiB}KiB",
                                    category="staging")
         self._all.append(buf)
         self._bytes += tier
@@ -99,6 +99,7 @@ class StagingBufferPool:
         tier = self.tier_for(size)
         deadline = time.monotonic() + self.timeout_s
         waited = False
+        buf: Buffer | None
         while True:
             with self._lock:
                 self.stats.checkouts += 1 if not waited else 0

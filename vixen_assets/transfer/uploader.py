@@ -29,12 +29,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import DeviceClosedError, VixenError
+from ..errors import ConfigError, DeviceClosedError, VixenError
 from ..memory.buffers import Buffer, BufferFactory
 from ..memory.lifetime import Lifetime
+from ..memory.resource import DESTROYED
 from ..vk import LogicalDevice
 from ..vk import resources as vkr
 from ..vk.commands import CommandPool, begin, end, submit
+from ..vk.enums import Access, ImageLayout, PipelineStage
 from ..vk.images import ImageCopy, cmd_copy_buffer_to_image, cmd_image_barrier
 from ..vk.shim import QUEUE_FAMILY_IGNORED
 from ..vk.sync import TimelineSemaphore
@@ -45,14 +47,15 @@ PARALLEL_FILL = 1 << 20     # pieces above this are filled on the thread pool
 FILL_SPLIT = 1 << 20        # direct writes are split over the fill threads in slices of at least this
 AUTO_FLUSH_BYTES = 16 << 20  # staged bytes that seal a batch for submission (starts the DMA engine early)
 
-STAGE_TRANSFER = 0x1000
-STAGE_ALL_COMMANDS = 0x10000
-STAGE_HOST = 0x4000
-STAGE_TOP = 0x1
-ACCESS_TRANSFER_WRITE = 0x1000
-ACCESS_MEMORY_READ = 0x8000
-ACCESS_MEMORY_WRITE = 0x10000
-ACCESS_HOST_READ = 0x2000
+# short names of the vk/enums.py values the barriers below use
+STAGE_TRANSFER = PipelineStage.TRANSFER
+STAGE_ALL_COMMANDS = PipelineStage.ALL_COMMANDS
+STAGE_HOST = PipelineStage.HOST
+STAGE_TOP = PipelineStage.TOP_OF_PIPE
+ACCESS_TRANSFER_WRITE = Access.TRANSFER_WRITE
+ACCESS_MEMORY_READ = Access.MEMORY_READ
+ACCESS_MEMORY_WRITE = Access.MEMORY_WRITE
+ACCESS_HOST_READ = Access.HOST_READ
 
 
 _U8 = np.dtype(np.uint8)
@@ -64,7 +67,8 @@ def as_bytes(data: Any) -> np.ndarray:
     if isinstance(data, np.ndarray):
         if not data.flags.c_contiguous:
             data = np.ascontiguousarray(data)
-        return data.reshape(-1).view(np.uint8)
+        out: np.ndarray = data.reshape(-1).view(np.uint8)
+        return out
     return np.frombuffer(data, dtype=np.uint8)
 
 
@@ -107,7 +111,7 @@ class _Batch:
     cursor: int = 0
     last: list[int] | None = None  # the region the previous small piece went into (``[src, dst, size]``)
     last_dst: Any = None  # ... and its destination ``VkBuffer``
-    fills: list[Future] = field(default_factory=list)
+    fills: list[Future[Any]] = field(default_factory=list)
     dsts: dict[int, Buffer] = field(default_factory=dict)
     images: list[tuple[Any, Any, list[ImageCopy], int]] = field(default_factory=list)
     nbytes: int = 0
@@ -149,7 +153,7 @@ class BatchedUploader:
         # auto-flushed batches whose staging fills are still running: submitted in order once their fills are done,
         # while enqueueing goes on into a new batch (host fills overlap the copies of earlier batches)
         self._sealed: deque[_Batch] = deque()
-        self._inflight: deque[tuple[int, list[Buffer], list[tuple[CommandPool, Any]]]] = deque()
+        self._inflight: deque[tuple[int, list[Buffer], list[tuple[str, Any]]]] = deque()
         self.pool = StagingBufferPool(factory, quota=staging_quota, timeout_s=staging_timeout_s,
                                       on_exhausted=self._on_exhausted)
         self.upload_queue = dev.upload_queue
@@ -187,8 +191,8 @@ class BatchedUploader:
             src = as_bytes(data)
         n = src.shape[0]
         if dst_offset < 0 or dst_offset + n > dst.size:
-            raise VixenError(f"upload to buffer {dst.name!r}: {n} bytes at offset {dst_offset} exceed its {dst.size} bytes")
-        if dst._state == 2:
+            raise ConfigError(f"upload to buffer {dst.name!r}: {n} bytes at offset {dst_offset} exceed its {dst.size} bytes")
+        if dst._state is DESTROYED:
             raise DeviceClosedError(f"buffer {dst.name!r} was destroyed")
         if n == 0:
             return
@@ -298,9 +302,9 @@ class BatchedUploader:
             batch.staging.append(buf)
             part = src[pos:pos + chunk]
             if chunk >= PARALLEL_FILL:
-                batch.fills.append(self._threads.submit(np.copyto, buf.mapped[:chunk], part))
+                batch.fills.append(self._threads.submit(np.copyto, buf.host_bytes[:chunk], part))
             else:
-                buf.mapped[:chunk] = part
+                buf.host_bytes[:chunk] = part
             self._record(buf, 0, dst, dst_offset + pos, chunk)
             pos += chunk
             if batch.nbytes >= AUTO_FLUSH_BYTES:
@@ -310,11 +314,11 @@ class BatchedUploader:
         self.stats.staged_bytes += n
 
     def enqueue_image(self, image: Any, data: Any, copies: Sequence[ImageCopy], *,
-                      final_layout: int = 5) -> None:
+                      final_layout: int = ImageLayout.SHADER_READ_ONLY) -> None:
         """Schedule buffer-to-image copies of ``data`` (offsets in ``copies`` are into ``data``) with transitions.
 
         :param image: an object with ``handle``, ``aspect``, ``levels`` and ``layers`` (see ``memory.images``).
-        :param final_layout: ``VkImageLayout`` after the copies (default ``SHADER_READ_ONLY_OPTIMAL`` = 5).
+        :param final_layout: ``VkImageLayout`` after the copies (default ``ImageLayout.SHADER_READ_ONLY``).
         """
         src = as_bytes(data)
         n = src.size
@@ -335,7 +339,7 @@ class BatchedUploader:
                         cur = 0
                         for p in pending:
                             cur = (cur + 15) & ~15
-                            buf.mapped[cur:cur + p.size] = src[p.buffer_offset:p.buffer_offset + p.size]
+                            buf.host_bytes[cur:cur + p.size] = src[p.buffer_offset:p.buffer_offset + p.size]
                             rebased.append(p.rebased(cur))
                             cur += p.size
                         pieces.append((buf, rebased))
@@ -409,9 +413,9 @@ class BatchedUploader:
             for _buf, image, _cps, final_layout in batch.images:
                 images.setdefault(id(image), (image, final_layout))
             for image, _final in images.values():
-                cmd_image_barrier(cmd, image, old_layout=image.layout, new_layout=7,
+                cmd_image_barrier(cmd, image, old_layout=image.layout, new_layout=ImageLayout.TRANSFER_DST,
                                   src_stage=STAGE_ALL_COMMANDS if image.layout else STAGE_TOP, dst_stage=STAGE_TRANSFER,
-                                  src_access=0, dst_access=ACCESS_TRANSFER_WRITE)
+                                  src_access=Access.NONE, dst_access=ACCESS_TRANSFER_WRITE)
             for buf, image, cps, _final in batch.images:
                 cmd_copy_buffer_to_image(cmd, buf.handle, buf.offset, image, cps)
                 nregions += len(cps)
@@ -421,22 +425,24 @@ class BatchedUploader:
                 for handle, offset, size in ranges:
                     vkr.cmd_buffer_barrier(cmd, handle, offset=offset, size=size, src_stage=STAGE_TRANSFER,
                                            dst_stage=STAGE_ALL_COMMANDS, src_access=ACCESS_TRANSFER_WRITE,
-                                           dst_access=0, src_family=src_family, dst_family=dst_family)
+                                           dst_access=Access.NONE, src_family=src_family, dst_family=dst_family)
                 for image, final_layout in images.values():
-                    cmd_image_barrier(cmd, image, old_layout=7, new_layout=final_layout, src_stage=STAGE_TRANSFER,
-                                      dst_stage=STAGE_ALL_COMMANDS, src_access=ACCESS_TRANSFER_WRITE, dst_access=0,
+                    cmd_image_barrier(cmd, image, old_layout=ImageLayout.TRANSFER_DST, new_layout=final_layout,
+                                      src_stage=STAGE_TRANSFER,
+                                      dst_stage=STAGE_ALL_COMMANDS, src_access=ACCESS_TRANSFER_WRITE, dst_access=Access.NONE,
                                       src_family=src_family, dst_family=dst_family)
                 end(cmd)
                 acq = self._cmd("acquire")
                 begin(acq)
                 for handle, offset, size in ranges:
                     vkr.cmd_buffer_barrier(acq, handle, offset=offset, size=size, src_stage=STAGE_TOP,
-                                           dst_stage=STAGE_ALL_COMMANDS, src_access=0,
+                                           dst_stage=STAGE_ALL_COMMANDS, src_access=Access.NONE,
                                            dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE,
                                            src_family=src_family, dst_family=dst_family)
                 for image, final_layout in images.values():
-                    cmd_image_barrier(acq, image, old_layout=7, new_layout=final_layout, src_stage=STAGE_TOP,
-                                      dst_stage=STAGE_ALL_COMMANDS, src_access=0,
+                    cmd_image_barrier(acq, image, old_layout=ImageLayout.TRANSFER_DST, new_layout=final_layout,
+                                      src_stage=STAGE_TOP,
+                                      dst_stage=STAGE_ALL_COMMANDS, src_access=Access.NONE,
                                       dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE,
                                       src_family=src_family, dst_family=dst_family)
                 end(acq)
@@ -448,7 +454,8 @@ class BatchedUploader:
                                        src_access=ACCESS_TRANSFER_WRITE,
                                        dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE)
                 for image, final_layout in images.values():
-                    cmd_image_barrier(cmd, image, old_layout=7, new_layout=final_layout, src_stage=STAGE_TRANSFER,
+                    cmd_image_barrier(cmd, image, old_layout=ImageLayout.TRANSFER_DST, new_layout=final_layout,
+                                      src_stage=STAGE_TRANSFER,
                                       dst_stage=STAGE_ALL_COMMANDS, src_access=ACCESS_TRANSFER_WRITE,
                                       dst_access=ACCESS_MEMORY_READ)
                 end(cmd)
@@ -540,12 +547,27 @@ class BatchedUploader:
         self.collect()
         return True
 
-    def flush_if_pending(self, buf: Buffer) -> None:
-        """Submit the pending batch when it copies into ``buf`` (called before ``buf`` is destroyed)."""
-        key = id(buf)
-        if key in self._batch.dsts or self._sealed:
+    def pending_for(self, resource: object) -> bool:
+        """True when copies into ``resource`` (a buffer or an image) are recorded and not yet submitted."""
+        key = id(resource)
+        with self._lock:
+            for batch in (self._batch, *self._sealed):
+                if key in batch.dsts or any(img is resource for _b, img, _c, _l in batch.images):
+                    return True
+        return False
+
+    @property
+    def has_pending(self) -> bool:
+        """True when anything (buffer or image copies) is enqueued and not yet submitted."""
+        return bool(self._sealed) or not self._batch.empty()
+
+    def flush_if_pending(self, resource: object) -> None:
+        """Submit the pending batches when they copy into ``resource`` (a buffer or an image); the pending-flush
+        callback the device registers on its ``GpuContext`` (called before ``resource`` retires)."""
+        batch = self._batch
+        if id(resource) in batch.dsts or batch.images or self._sealed:  # cheap test first: destroy is a hot path
             with self._lock:
-                if key in self._batch.dsts or any(key in b.dsts for b in self._sealed):
+                if self.pending_for(resource):
                     self.flush()
 
     @property
@@ -564,6 +586,15 @@ class BatchedUploader:
         while self._inflight:
             self.lifetime.wait(self._inflight[-1][0])
             self.collect()
+
+    # -- the stats protocol (``memory.stats``) ----------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Uploader counters plus the staging pool's (see :meth:`stats_dict`)."""
+        return self.stats_dict()
+
+    def reset(self) -> None:
+        """Zero counters and peaks (live numbers stay)."""
+        self.stats = UploadStats()
 
     def stats_dict(self) -> dict[str, Any]:
         """Uploader counters plus the staging pool's."""

@@ -3,13 +3,17 @@ loaded through the texture cacher (paths resolved relative to the authoring laye
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from pxr import Usd, UsdShade
 
 from ..cachers import LoadContext
 from ..cachers.texture import texture_cacher
 from ..errors import FormatError, UnsupportedFormatError
+
+if TYPE_CHECKING:
+    from ..device import Device
+    from ..scene import Scene
 
 
 def material_texture_files(stage: Any, material_path: str, time: Any) -> list[tuple[str, str, bool, str]]:
@@ -42,7 +46,7 @@ def material_texture_files(stage: Any, material_path: str, time: Any) -> list[tu
     return out
 
 
-def load_material_textures(stage: Any, scene: Any, device: Any, time: Any,
+def load_material_textures(stage: Any, scene: Scene, device: Device, time: Any,
                            warn: Callable[[str, str | None, str], None], strict: bool) -> int:
     """Load the textures of every material bound to the scene's instances; return how many were loaded."""
     materials = sorted({i.material for i in scene.instances if i.material})

@@ -14,9 +14,9 @@ from .sync import Fence
 class CommandPool:
     """A ``VkCommandPool`` for one queue family (not thread-safe: one pool per recording thread)."""
 
-    def __init__(self, device: LogicalDevice, family: int, *, transient: bool = True) -> None:
+    def __init__(self, dev: LogicalDevice, family: int, *, transient: bool = True) -> None:
         """Create the pool; its buffers can be reset individually."""
-        self._dev = device
+        self._dev = dev
         self.family = family
         flags = vk.VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT
         if transient:
@@ -24,7 +24,7 @@ class CommandPool:
         info = ffi.new("VkCommandPoolCreateInfo*", {"sType": vk.VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
                                                     "flags": flags, "queueFamilyIndex": family})
         p = ffi.new("VkCommandPool*")
-        check(lib.vkCreateCommandPool(device.handle, info, NULL, p), "vkCreateCommandPool")
+        check(lib.vkCreateCommandPool(dev.handle, info, NULL, p), "vkCreateCommandPool")
         self.handle = p[0]
 
     def allocate(self) -> Any:
@@ -64,7 +64,7 @@ def end(cmd: Any) -> None:
     check(lib.vkEndCommandBuffer(cmd), "vkEndCommandBuffer")
 
 
-def submit(device: LogicalDevice, queue: Queue, cmds: Sequence[Any], *, fence: Fence | None = None,
+def submit(dev: LogicalDevice, queue: Queue, cmds: Sequence[Any], *, fence: Fence | None = None,
            waits: Sequence[tuple[Any, int, int]] = (), signals: Sequence[tuple[Any, int]] = ()) -> None:
     """Submit command buffers once, waiting on and signalling timeline semaphores.
 
@@ -92,20 +92,20 @@ def submit(device: LogicalDevice, queue: Queue, cmds: Sequence[Any], *, fence: F
         info.pWaitDstStageMask = wstage
         info.signalSemaphoreCount = len(signals)
         info.pSignalSemaphores = ssem
-    queue.submit(info, 1, fence.handle if fence is not None else None, device.faults)
+    queue.submit(info, 1, fence.handle if fence is not None else None, dev.faults)
     del keep
 
 
 @contextlib.contextmanager
-def one_shot(device: LogicalDevice, pool: CommandPool, queue: Queue) -> Iterator[Any]:
+def one_shot(dev: LogicalDevice, pool: CommandPool, queue: Queue) -> Iterator[Any]:
     """Record into a fresh command buffer inside the block, then submit it and wait for completion."""
     cmd = pool.allocate()
-    fence = Fence(device)
+    fence = Fence(dev)
     try:
         begin(cmd)
         yield cmd
         end(cmd)
-        submit(device, queue, [cmd], fence=fence)
+        submit(dev, queue, [cmd], fence=fence)
         fence.wait()
     finally:
         fence.destroy()

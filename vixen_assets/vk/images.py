@@ -72,8 +72,8 @@ def image_format_supported(dev_physical: Any, vk_format: int, *, image_type: int
     if r != vk.VK_SUCCESS:
         return False
     e = props.maxExtent
-    return (width <= e.width and height <= e.height and depth <= e.depth and levels <= props.maxMipLevels
-            and layers <= props.maxArrayLayers)
+    return bool(width <= e.width and height <= e.height and depth <= e.depth and levels <= props.maxMipLevels
+                and layers <= props.maxArrayLayers)
 
 
 def _regions(copies: Sequence[ImageCopy], base: int, aspect: int) -> Any:

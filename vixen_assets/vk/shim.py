@@ -4,6 +4,11 @@ Seen on the project's machines (``../shared/notes/vulkan.md``):
 
 - Several ``_KHR`` / 1.2 constants are missing or ``None`` (``VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT`` is
   ``0x20000``; ``VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT`` is ``0x2``): they are defined here by value.
+- Some ``VK_KHR_ray_tracing_pipeline`` constants have wrong values (computed from extension 348 where the registry
+  places them under extension 151): ``VK_STRUCTURE_TYPE_RAY_TRACING_PIPELINE_CREATE_INFO_KHR`` is 1000150015, not
+  1000347015; ``..._SHADER_GROUP_CREATE_INFO_KHR`` 1000150016, not 1000347016;
+  ``VK_PIPELINE_BIND_POINT_RAY_TRACING_KHR`` 1000165000, not 1000347000 (the validation layer rejects the binding's
+  values): defined here by value.
 - Wrappers of value-returning calls that take an input struct (``vkGetBufferDeviceAddress`` and every
   ``vkGet...DeviceAddress...``) return their input struct: the raw ``lib`` function is called instead.
 - Extension functions come from ``vkGetDeviceProcAddr``; the binding's own wrapper refuses names it does not know,
@@ -29,20 +34,21 @@ from typing import Any
 import vulkan as _vk
 
 from ..errors import DeviceLostError, OutOfDeviceMemoryError, VulkanError
+from .enums import QUEUE_FAMILY_IGNORED, WHOLE_SIZE, BufferUsage, MemoryAllocate
+
+__all__ = ["QUEUE_FAMILY_IGNORED", "WHOLE_SIZE"]  # re-exported: earlier modules import them from here
 
 ffi = _vk.ffi
 lib = _vk.lib
 vk = _vk  # the binding module itself, for constants and struct helpers
 
 NULL = ffi.NULL
-WHOLE_SIZE = 0xFFFFFFFFFFFFFFFF
-QUEUE_FAMILY_IGNORED = 0xFFFFFFFF
 
-# --- constants the binding lacks (values from the Vulkan registry) -------------------------------------------------
-BUFFER_USAGE_SHADER_DEVICE_ADDRESS = 0x00020000
-BUFFER_USAGE_AS_BUILD_INPUT_READ_ONLY = 0x00080000
-BUFFER_USAGE_AS_STORAGE = 0x00100000
-MEMORY_ALLOCATE_DEVICE_ADDRESS = 0x00000002
+# --- constants the binding lacks (values from the Vulkan registry; named in vk/enums.py) --------------------------
+BUFFER_USAGE_SHADER_DEVICE_ADDRESS = BufferUsage.SHADER_DEVICE_ADDRESS
+BUFFER_USAGE_AS_BUILD_INPUT_READ_ONLY = BufferUsage.ACCELERATION_STRUCTURE_BUILD_INPUT_READ_ONLY
+BUFFER_USAGE_AS_STORAGE = BufferUsage.ACCELERATION_STRUCTURE_STORAGE
+MEMORY_ALLOCATE_DEVICE_ADDRESS = MemoryAllocate.DEVICE_ADDRESS
 PIPELINE_STAGE_2_ALL_TRANSFER = 0x00001000
 PIPELINE_STAGE_2_ALL_COMMANDS = 0x00010000
 PIPELINE_STAGE_2_NONE = 0
@@ -51,6 +57,9 @@ ACCESS_2_TRANSFER_READ = 0x00000800
 ACCESS_2_MEMORY_READ = 0x00008000
 ACCESS_2_MEMORY_WRITE = 0x00010000
 ACCESS_2_HOST_READ = 0x00002000
+STRUCTURE_TYPE_RAY_TRACING_PIPELINE_CREATE_INFO = 1000150015
+STRUCTURE_TYPE_RAY_TRACING_SHADER_GROUP_CREATE_INFO = 1000150016
+PIPELINE_BIND_POINT_RAY_TRACING = 1000165000
 
 _RESULT_NAMES: dict[int, str] = {}
 for _name in dir(_vk):
@@ -96,9 +105,9 @@ def keep(*objs: Any) -> list[Any]:
     return list(objs)
 
 
-def device_proc(device: Any, name: str) -> Any:
-    """Return the raw extension function ``name`` of ``device`` cast to its ``PFN_`` type, or ``None``."""
-    ptr = lib.vkGetDeviceProcAddr(device, name.encode())
+def device_proc(vk_device: Any, name: str) -> Any:
+    """Return the raw extension function ``name`` of ``vk_device`` cast to its ``PFN_`` type, or ``None``."""
+    ptr = lib.vkGetDeviceProcAddr(vk_device, name.encode())
     if ptr == NULL:
         return None
     return ffi.cast("PFN_" + name, ptr)
@@ -112,18 +121,18 @@ def instance_proc(instance: Any, name: str) -> Any:
     return ffi.cast("PFN_" + name, ptr)
 
 
-def buffer_device_address(device: Any, buffer: Any) -> int:
+def buffer_device_address(vk_device: Any, buffer: Any) -> int:
     """Return the GPU address of ``buffer`` (the wrapper of ``vkGetBufferDeviceAddress`` returns its input)."""
     info = ffi.new(
         "VkBufferDeviceAddressInfo*", {"sType": _vk.VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO, "buffer": buffer}
     )
-    return int(lib.vkGetBufferDeviceAddress(device, info))
+    return int(lib.vkGetBufferDeviceAddress(vk_device, info))
 
 
-def map_memory(device: Any, memory: Any, offset: int, size: int) -> tuple[int, Any]:
+def map_memory(vk_device: Any, memory: Any, offset: int, size: int) -> tuple[int, Any]:
     """Map ``size`` bytes of ``memory``; return the host address and a writable cffi buffer over them."""
     pp = ffi.new("void**")
-    check(lib.vkMapMemory(device, memory, offset, size, 0, pp), "vkMapMemory")
+    check(lib.vkMapMemory(vk_device, memory, offset, size, 0, pp), "vkMapMemory")
     return int(ffi.cast("uintptr_t", pp[0])), ffi.buffer(pp[0], size)
 
 
@@ -138,7 +147,7 @@ def to_str(cchar: Any) -> str:
     """Decode a fixed-size ``char[]`` field of a Vulkan struct (the binding sometimes hands back ``str`` already)."""
     if isinstance(cchar, str):
         return cchar
-    return ffi.string(cchar).decode(errors="replace")
+    return str(ffi.string(cchar).decode(errors="replace"))
 
 
 def version_str(v: int) -> str:
@@ -156,7 +165,7 @@ class DebugCallback:
     _next = 1
 
     @staticmethod
-    @ffi.callback("PFN_vkDebugUtilsMessengerCallbackEXT")
+    @ffi.callback("PFN_vkDebugUtilsMessengerCallbackEXT")  # type: ignore[untyped-decorator]  # cffi is untyped
     def _trampoline(severity: int, types: int, data: Any, user: Any) -> int:
         key = int(ffi.cast("uintptr_t", user))
         handler = DebugCallback._handlers.get(key)

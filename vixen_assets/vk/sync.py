@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .shim import NULL, check, ffi, lib, vk
+
+if TYPE_CHECKING:
+    from .logical import LogicalDevice
 
 FOREVER = 0xFFFFFFFFFFFFFFFF
 
@@ -12,13 +15,13 @@ FOREVER = 0xFFFFFFFFFFFFFFFF
 class Fence:
     """A ``VkFence``: ``wait()``, ``done``, ``reset()``, ``destroy()``."""
 
-    def __init__(self, device: Any, *, signaled: bool = False) -> None:
-        """Create the fence on the logical device ``device`` (a :class:`~vixen_assets.vk.logical.LogicalDevice`)."""
-        self._dev = device
+    def __init__(self, dev: LogicalDevice, *, signaled: bool = False) -> None:
+        """Create the fence on the logical device ``dev``."""
+        self._dev = dev
         info = ffi.new("VkFenceCreateInfo*", {"sType": vk.VK_STRUCTURE_TYPE_FENCE_CREATE_INFO,
                                               "flags": vk.VK_FENCE_CREATE_SIGNALED_BIT if signaled else 0})
         p = ffi.new("VkFence*")
-        check(lib.vkCreateFence(device.handle, info, NULL, p), "vkCreateFence")
+        check(lib.vkCreateFence(dev.handle, info, NULL, p), "vkCreateFence")
         self.handle = p[0]
         self._p = p
 
@@ -54,15 +57,15 @@ class Fence:
 class TimelineSemaphore:
     """A timeline ``VkSemaphore``: a 64-bit counter the GPU and the host can signal and wait on."""
 
-    def __init__(self, device: Any, initial: int = 0) -> None:
-        """Create the semaphore with the ``initial`` counter value."""
-        self._dev = device
+    def __init__(self, dev: LogicalDevice, initial: int = 0) -> None:
+        """Create the semaphore on ``dev`` with the ``initial`` counter value."""
+        self._dev = dev
         tinfo = ffi.new("VkSemaphoreTypeCreateInfo*", {"sType": vk.VK_STRUCTURE_TYPE_SEMAPHORE_TYPE_CREATE_INFO,
                                                        "semaphoreType": vk.VK_SEMAPHORE_TYPE_TIMELINE,
                                                        "initialValue": initial})
         info = ffi.new("VkSemaphoreCreateInfo*", {"sType": vk.VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO, "pNext": tinfo})
         p = ffi.new("VkSemaphore*")
-        check(lib.vkCreateSemaphore(device.handle, info, NULL, p), "vkCreateSemaphore")
+        check(lib.vkCreateSemaphore(dev.handle, info, NULL, p), "vkCreateSemaphore")
         self.handle = p[0]
         self._p = p
         self._value_p = ffi.new("uint64_t*")

@@ -126,7 +126,7 @@ def test_identical_points_are_uploaded_once(vixen_device: Any, pm: Any, tmp_path
         assert set(insts) == {"/World/A", "/World/B", "/World/Other"}
         assert insts["/World/A"].mesh is insts["/World/B"].mesh  # one entry, one buffer
         assert insts["/World/Other"].mesh is not insts["/World/A"].mesh
-        assert len(scene.extra["entries"]) == 2
+        assert len(scene.entries) == 2
         cacher = vixen_device.cachers["points"]
         assert cacher.stats.misses == 2
         assert len(cacher) == 2
@@ -134,7 +134,7 @@ def test_identical_points_are_uploaded_once(vixen_device: Any, pm: Any, tmp_path
         assert scene.stats.cache_misses == 2
         assert scene.stats.bytes_uploaded == 2 * 16 + 1 * 16
         # the plugin's vixen_stage_loaded hook summarised the point sets
-        assert scene.extra["points"] == {"prims": 3, "unique": 2, "points": 5, "bytes": 3 * 16}
+        assert scene.plugin_data["points"] == {"prims": 3, "unique": 2, "points": 5, "bytes": 3 * 16}
     # released: still cached (evictable), no longer referenced
     assert cacher.refcount(insts["/World/A"].mesh.key) == 0
 

@@ -206,13 +206,13 @@ def vixen_register_cachers(registry: Any) -> None:
 
 @hookimpl
 def vixen_stage_loaded(scene: Any) -> None:
-    """Summarise the scene's point sets in ``scene.extra["points"]``: prims, unique sets, points, bytes.
+    """Summarise the scene's point sets in ``scene.plugin_data["points"]``: prims, unique sets, points, bytes.
 
     :param scene: the loaded :class:`~vixen_assets.Scene`.
     """
     insts = [i for i in scene.instances if isinstance(i.mesh, GpuPoints)]
     unique = {id(i.mesh): i.mesh for i in insts}.values()
-    scene.extra["points"] = {
+    scene.plugin_data["points"] = {
         "prims": len(insts),
         "unique": len(unique),
         "points": sum(i.mesh.count for i in insts),
