@@ -187,6 +187,40 @@ def test_every_mesh_is_byte_identical_to_the_pinned_loader(device, tmp_path, nam
     assert not diff, f"{len(diff)} of {len(want['meshes'])} placed meshes changed bytes, e.g. {diff[:5]}"
 
 
+@pytest.mark.parametrize("chunk", ["default", "small"])
+@pytest.mark.parametrize("name", sorted(SCENES))
+def test_pipelined_preparation_gives_the_same_bytes(device, tmp_path, monkeypatch, name, chunk):
+    """With cores to spare, meshes are prepared on a worker while the next batch is read (``geometry/pipeline.py``)
+    and chunks on several threads: default chunks give the pinned bytes; small chunks (so that reading and
+    preparing overlap on these small scenes) the bytes of the same chunks on one thread. The pipeline's results
+    are really used."""
+    from vixen_assets.geometry import pipeline, prepare
+
+    monkeypatch.setattr(prepare, "PREPARE_THREADS", 2)
+    if chunk == "small":
+        monkeypatch.setattr(prepare, "CHUNK_CORNERS", 1 << 14)
+    used = []
+    take = pipeline.PreparePipeline.take
+
+    def spy(self, sources, attributes):
+        got = take(self, sources, attributes)
+        used.append(got is not None)
+        return got
+
+    monkeypatch.setattr(pipeline.PreparePipeline, "take", spy)
+    path = Path(SCENES[name](tmp_path))
+    got = _scene_digests(device, path)
+    assert used == [True]
+    if chunk == "default":
+        want = json.loads(DIGESTS.read_text())[name]["meshes"]
+    else:
+        device.cachers["mesh"].evict()
+        monkeypatch.setattr(prepare, "PREPARE_THREADS", 1)  # the same chunks on one thread, no pipeline
+        want = _scene_digests(device, path)
+        assert used == [True]
+    assert got == want
+
+
 @pytest.mark.parametrize("name", ["generated_mixed", "chess"])
 def test_chunks_on_several_threads_give_the_bytes_of_one_thread(device, tmp_path, monkeypatch, name):
     """Many chunks prepared on three threads give the bytes the same chunks give on one thread.
@@ -218,3 +252,31 @@ def test_prepare_threads_from_the_environment(monkeypatch):
         prepare.prepare_threads()
     monkeypatch.delenv("VIXEN_PREPARE_THREADS")
     assert prepare.prepare_threads() == (1 if (os.cpu_count() or 1) < 4 else min(8, os.cpu_count() - 2))
+
+
+def test_a_pipeline_left_by_a_failed_load_is_replaced(device, tmp_path, monkeypatch):
+    """A load that read (and fed the pipeline) but never built leaves a pipeline behind: the next load replaces it
+    and still gets its own prepared meshes; device close stops it."""
+    from vixen_assets.cachers import LoadContext
+    from vixen_assets.geometry import pipeline, prepare
+    from vixen_assets.geometry.usd_mesh import read_mesh_sources
+
+    monkeypatch.setattr(prepare, "PREPARE_THREADS", 2)
+    path = Path(SCENES["edge_cases"](tmp_path))
+    _scene_digests(device, path)  # creates the mesh cacher
+    cacher = device.cachers["mesh"]
+    cacher.evict()
+    stage = Usd.Stage.Open(str(path))
+    stale = read_mesh_sources([p for p in stage.Traverse() if p.IsA(UsdGeom.Mesh)])
+    cacher.prefetch(stale, LoadContext())
+    left = cacher._pipeline[1]
+    used = []
+    take = pipeline.PreparePipeline.take
+    monkeypatch.setattr(pipeline.PreparePipeline, "take",
+                        lambda self, s, a: used.append(self is not left) or take(self, s, a))
+    got = _scene_digests(device, Path(SCENES["generated_mixed"](tmp_path)))
+    assert used == [True] and left._closed
+    assert got == json.loads(DIGESTS.read_text())["generated_mixed"]["meshes"]
+    cacher.prefetch(stale, LoadContext())
+    cacher.clear()
+    assert cacher._pipeline is None

@@ -21,7 +21,8 @@ import numpy as np
 from ..errors import FormatError
 from ..geometry.mesh_source import MeshSource, validate_sources
 from ..geometry.packing import Submesh
-from ..geometry.prepare import prepare_meshes
+from ..geometry.pipeline import PreparePipeline
+from ..geometry.prepare import prepare_meshes, prepare_threads
 from ..geometry.usd_mesh import read_mesh_source, read_mesh_sources
 from ..hookspecs import hookimpl
 from ..memory.buffers import Buffer
@@ -77,6 +78,7 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
     name = "mesh"
     prim_types = ("Mesh",)
     attributes: tuple[str, ...] = ("position", "normal", "st")
+    _pipeline: tuple[LoadContext, PreparePipeline] | None = None  # (the load it serves, the pipeline)
 
     def read_prim(self, prim: Any, context: LoadContext) -> MeshSource:
         """Read the mesh's arrays and check them (FormatError names file, prim and field)."""
@@ -88,6 +90,30 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
         :class:`FormatError` reading it raised."""
         primvars = tuple(a for a in self.attributes if a not in ("position", "normal"))
         return list(read_mesh_sources(prims, context.time, primvars=primvars))
+
+    def prefetch(self, sources: Sequence[MeshSource], context: LoadContext) -> None:
+        """Start preparing ``sources`` (the next ones the loader read, in order) on a worker thread while it reads
+        on; :meth:`build` uses the results when it is handed exactly those sources (see
+        :mod:`~vixen_assets.geometry.pipeline`). Only where there are cores to spare (``prepare_threads() > 1``)."""
+        pipeline = self._pipeline
+        if pipeline is not None and pipeline[0] is not context:  # left over from a load that failed before build
+            pipeline[1].close()
+            pipeline = self._pipeline = None
+        if pipeline is None:
+            if prepare_threads() < 2:
+                return
+            try:
+                pipeline = self._pipeline = (context, PreparePipeline(self.attributes, self.__contains__))
+            except ValueError:  # attributes of batch-dependent component counts: prepare at build time
+                return
+        pipeline[1].feed(sources)
+
+    def clear(self) -> None:
+        """Destroy every entry, referenced or not (device close), and stop a pipeline left by a failed load."""
+        if self._pipeline is not None:
+            self._pipeline[1].close()
+            self._pipeline = None
+        super().clear()
 
     def check_sources(self, sources: Sequence[MeshSource]) -> list[Exception | None]:
         """One vectorized check over the whole batch; only when it fails, mesh by mesh to find the bad ones."""
@@ -111,7 +137,12 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
 
     def build(self, sources: Sequence[MeshSource], group: AllocationGroup) -> list[GpuMesh]:
         """Prepare all sources in one vectorized pass, allocate arena ranges, enqueue the uploads."""
-        prepared = prepare_meshes(sources, attributes=self.attributes, validate=False)
+        prepared = None
+        if self._pipeline is not None:
+            pipeline, self._pipeline = self._pipeline[1], None
+            prepared = pipeline.take(sources, self.attributes)
+        if prepared is None:
+            prepared = prepare_meshes(sources, attributes=self.attributes, validate=False)
         up = self.device.uploader
         out = []
         for src, pm in zip(sources, prepared):
