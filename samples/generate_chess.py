@@ -80,8 +80,8 @@ def lathe(profile: list[tuple[float, float]], segments: int, rings_per_span: int
             continue
         if pole[k]:  # fan up from a pole
             idx = np.stack([np.full(segments, a), b + (cols + 1) % segments, b + cols], 1)
-            uv = np.stack([np.stack([(u0 + u1) / 2, np.full(segments, v0)], 1), np.stack([u1, np.full(segments, v1)], 1),
-                           np.stack([u0, np.full(segments, v1)], 1)], 1)
+            uv = np.stack([np.stack([(u0 + u1) / 2, np.full(segments, v0)], 1),
+                           np.stack([u1, np.full(segments, v1)], 1), np.stack([u0, np.full(segments, v1)], 1)], 1)
             counts.append(np.full(segments, 3))
         elif pole[k + 1]:  # fan into a pole
             idx = np.stack([a + cols, a + (cols + 1) % segments, np.full(segments, b)], 1)

@@ -137,7 +137,8 @@ def _mesh_digest(device: Any, mesh: Any) -> str:
     meta = [np.dtype(mesh.index_dtype).str, mesh.vertex_count, mesh.index_count, mesh.triangle_count, mesh.stride,
             sorted((k, list(v)) for k, v in mesh.layout.items()),
             [[s.name, s.first_index, s.index_count, _stable(s.material_path)] for s in mesh.submeshes],
-            np.asarray(mesh.bounds[0], np.float32).tobytes().hex(), np.asarray(mesh.bounds[1], np.float32).tobytes().hex()]
+            np.asarray(mesh.bounds[0], np.float32).tobytes().hex(),
+            np.asarray(mesh.bounds[1], np.float32).tobytes().hex()]
     h.update(json.dumps(meta).encode())
     return h.hexdigest()[:32]
 

@@ -311,8 +311,8 @@ class _Walker:
         append = items.append
         item = _Item
         # per prototype, what every placement of each of its items repeats (built once, not per point)
-        parts = [[(k, it.registration, it.prim, it.label, it.material, it.file, it.prim_path) for k, it in enumerate(sub)]
-                 if sub else None for sub in protos]
+        parts = [[(k, it.registration, it.prim, it.label, it.material, it.file, it.prim_path)
+                  for k, it in enumerate(sub)] if sub else None for sub in protos]
         for i, pidx in enumerate(indices.tolist()):
             if i in invisible:
                 continue
