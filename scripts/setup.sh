@@ -2,7 +2,9 @@
 # Make this machine ready for vixen-assets, idempotently:
 #   1. system packages: Mesa lavapipe >= 25 from Debian bookworm-backports (acceleration structures, ray query),
 #      the Khronos validation layer, glslang and SPIR-V tools;
-#   2. a virtualenv in .venv with vixen-assets (editable, with its test extra) and every plugin under plugins/;
+#      and Debian's chromium (the HTML report's browser test);
+#   2. a virtualenv in .venv with vixen-assets (editable, with its test, basis, cluster and omniverse extras)
+#      and every plugin under plugins/;
 #   3. a second one in .venv-blender with the same plus bpy (it pins numpy < 2) for the Blender plugin.
 # As root it installs directly; otherwise it uses sudo when present, else prints the exact commands and stops.
 set -euo pipefail
@@ -15,6 +17,7 @@ need_system() {
   command -v glslangValidator >/dev/null 2>&1 || return 0
   dpkg -s vulkan-validationlayers >/dev/null 2>&1 || return 0
   dpkg -s spirv-tools >/dev/null 2>&1 || return 0
+  command -v chromium >/dev/null 2>&1 || return 0
   local v
   v=$(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || true)
   [ -n "$v" ] || return 0
@@ -35,11 +38,13 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q -t bookworm-backports mesa-vulkan-drivers vulkan-tools
 apt-get install -y -q vulkan-validationlayers glslang-tools spirv-tools python3-venv
+# the HTML validation report is tested in a real headless browser (Playwright drives this binary; no download)
+apt-get install -y -q chromium
 CMDS
 }
 
 if need_system; then
-  echo "setup: installing Mesa lavapipe (bookworm-backports), validation layers and glslang" >&2
+  echo "setup: installing Mesa lavapipe (bookworm-backports), validation layers, glslang and chromium" >&2
   if [ "$(id -u)" = 0 ]; then
     bash -c "$(system_commands)"
   elif command -v sudo >/dev/null 2>&1; then
@@ -54,14 +59,14 @@ fi
 # Python environments: reinstall only when a project file changed.
 want=$(cat pyproject.toml plugins/*/pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)
 
-# 1. .venv: vixen-assets (editable, test extra) and every plugin under plugins/ (numpy 2).
+# 1. .venv: vixen-assets (editable; test, basis, cluster and omniverse extras) and every plugin under plugins/ (numpy 2).
 stamp="$VENV/.vixen-setup-stamp"
 if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python" ]; }; then
   if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
   fi
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  args=(-e "$ROOT[test,basis]")
+  args=(-e "$ROOT[test,basis,cluster,omniverse]")
   for p in plugins/*/; do
     [ -f "$p/pyproject.toml" ] && args+=(-e "$ROOT/$p")
   done
