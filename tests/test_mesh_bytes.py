@@ -269,7 +269,7 @@ def test_a_pipeline_left_by_a_failed_load_is_replaced(device, tmp_path, monkeypa
     cacher.evict()
     stage = Usd.Stage.Open(str(path))
     stale = read_mesh_sources([p for p in stage.Traverse() if p.IsA(UsdGeom.Mesh)])
-    cacher.prefetch(stale, LoadContext())
+    cacher.prepare_ahead(stale, LoadContext())
     left = cacher._pipeline[1]
     used = []
     take = pipeline.PreparePipeline.take
@@ -278,6 +278,6 @@ def test_a_pipeline_left_by_a_failed_load_is_replaced(device, tmp_path, monkeypa
     got = _scene_digests(device, Path(SCENES["generated_mixed"](tmp_path)))
     assert used == [True] and left._closed
     assert got == json.loads(DIGESTS.read_text())["generated_mixed"]["meshes"]
-    cacher.prefetch(stale, LoadContext())
+    cacher.prepare_ahead(stale, LoadContext())
     cacher.clear()
     assert cacher._pipeline is None

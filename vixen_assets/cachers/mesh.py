@@ -91,7 +91,7 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
         primvars = tuple(a for a in self.attributes if a not in ("position", "normal"))
         return list(read_mesh_sources(prims, context.time, primvars=primvars))
 
-    def prefetch(self, sources: Sequence[MeshSource], context: LoadContext) -> None:
+    def prepare_ahead(self, sources: Sequence[MeshSource], context: LoadContext) -> None:
         """Start preparing ``sources`` (the next ones the loader read, in order) on a worker thread while it reads
         on; :meth:`build` uses the results when it is handed exactly those sources (see
         :mod:`~vixen_assets.geometry.pipeline`). Only where there are cores to spare (``prepare_threads() > 1``)."""

@@ -47,7 +47,7 @@ class PreparePipeline:
         self._attrs = attrs
         self._layout = build_layout(comps)
         self._is_cached = is_cached
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vixen-prefetch")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vixen-prepare-ahead")
         self._jobs: list[Future] = []
         # worker-thread state (only the worker touches it, jobs run one after the other)
         self._seen: set[str] = set()

@@ -577,9 +577,9 @@ def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, pur
                 failed(ppath, reg, value)
             else:
                 sources[ppath] = value
-        prefetch = getattr(cacher, "prefetch", None)
-        if prefetch is not None:  # the cacher may prepare this batch on a worker while the next one is read
-            prefetch([sources[p] for p, _ in batch if p in sources], context)
+        prepare_ahead = getattr(cacher, "prepare_ahead", None)
+        if prepare_ahead is not None:  # the cacher may prepare this batch on a worker while the next one is read
+            prepare_ahead([sources[p] for p, _ in batch if p in sources], context)
 
     for n, (ppath, (reg, item)) in enumerate(unique_prims.items(), 1):
         cacher = by_cacher.setdefault(reg.name, (cacher_for(device, reg, pm), {}))[0]
