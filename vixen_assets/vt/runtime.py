@@ -21,7 +21,6 @@ import math
 import os
 import time
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,7 @@ import numpy as np
 
 from ..errors import BudgetExceededError, ConfigError, DeviceClosedError, FormatError, UnsupportedFeatureError
 from ..vk import resources as vkr
-from ..vk.images import ImageCopy, cmd_copy_buffer_to_image, cmd_image_barrier
+from ..vk.images import buffer_image_copies, cmd_copy_buffer_to_image_array, cmd_image_barrier
 from ..vk.enums import FormatFeature
 from ..vk.physical import format_properties
 from .gpu import (ACCESS_HOST_READ, ACCESS_SHADER_READ, ACCESS_SHADER_WRITE, ACCESS_TRANSFER_WRITE,
@@ -128,7 +127,6 @@ class VirtualTexture:
         self._last_value = 0
         self._feedback_value = 0
         self._gpu: VtGpu | None = None
-        self._pool: ThreadPoolExecutor | None = None
         self._closed = False
         try:
             self._open(budget_mb, max_uploads_per_update, sample_capacity, feedback_capacity, threads)
@@ -248,8 +246,7 @@ class VirtualTexture:
             vkr.cmd_fill_buffer(cmd, buf.handle, buf.offset, buf.size & ~3, 0)
         g.barrier(cmd, STAGE_TRANSFER, STAGE_COMPUTE, ACCESS_TRANSFER_WRITE, ACCESS_SHADER_READ | ACCESS_SHADER_WRITE)
         self._last_value = g.submit(idx)
-        self._pool = ThreadPoolExecutor(max_workers=threads or max(2, min(16, os.cpu_count() or 2)),
-                                        thread_name_prefix="vixen-vt-read")
+        self.threads = int(threads or max(1, min(32, os.cpu_count() or 1)))
         self.table = PageTable(lay)
         self.residency = Residency(lay, slots, pinned_levels)
         self._requests: Counter[int] = Counter()
@@ -257,6 +254,7 @@ class VirtualTexture:
         self._stats = VtStats(slots=slots, pinned=len(self.residency.pinned))
         self._tile_ms = 0.0
         self._base = np.array(lay.level_base[:-1], dtype=np.int64)
+        self._level_base = self._base
         self._tps = np.array([lay.tiles_per_side(lv) for lv in range(lay.levels)], dtype=np.int64)
         pinned = [(t, self.residency.resident[t]) for t in self.residency.pinned]
         for i in range(0, len(pinned), self.max_uploads):  # coarsest first: every lookup resolves from here on
@@ -276,96 +274,104 @@ class VirtualTexture:
         self.device.check_open()
 
     # -- loading ---------------------------------------------------------------------------------------------------
-    def _read(self, tile: int, view: np.ndarray) -> int:
-        self.file.read_tile(tile, view)
-        return int(self.file.index[tile]["length"])
-
-    def _read_interior(self, tile: int, view: np.ndarray) -> int:
-        """Read a tile and copy its interior (no border) into ``view``: a sparse page."""
-        lay = self.layout
-        b, t = lay.border, lay.tile
-        page = self.file.read_tile(tile).reshape(lay.page, lay.page, 4)
-        np.copyto(view.reshape(t, t, 4), page[b:b + t, b:b + t])
-        return int(self.file.index[tile]["length"])
+    def _coords(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(level, tx, ty)`` arrays of tile numbers."""
+        lv = np.searchsorted(self._level_base, tiles, side="right") - 1
+        i = tiles - self._level_base[lv]
+        n = self._tps[lv]
+        return lv, i % n, i // n
 
     def _load(self, loads: list[tuple[int, int]], evictions: list[int] = ()) -> tuple[int, int, list[FormatError]]:
-        """Read ``(tile, slot)`` pairs into staging in parallel, then submit their copies and the page-table rows
-        that changed in one command buffer (sparse: after binding the pages, and unbinding the ``evictions``').
-        Returns ``(uploaded, compressed bytes read, errors)``."""
+        """Read and decompress the ``(tile, slot)`` pairs straight into one staging range (the whole batch at once,
+        on zstd's threads), then submit their copies (one ``vkCmdCopyBufferToImage`` with a region per tile) and
+        the changed page-table rows (one ``vkCmdCopyBuffer``) in one command buffer (sparse: after binding the
+        pages, and unbinding the ``evictions``'). Returns ``(uploaded, compressed bytes read, errors)``."""
         lay = self.layout
-        page = lay.page
-        slices = [self.ring.alloc(self.slot_bytes) for _ in loads]
-        assert self._pool is not None
-        read = self._read_interior if self.sparse is not None else self._read
-        futures = [self._pool.submit(read, t, s.view) for (t, _slot), s in zip(loads, slices)]
+        page, raw = lay.page, lay.raw_bytes
+        n = len(loads)
         errors: list[FormatError] = []
-        ok: list[tuple[int, int, Any]] = []
         nbytes = 0
-        for (t, slot), s, f in zip(loads, slices, futures):
-            try:
-                nbytes += f.result()
-            except FormatError as exc:
+        ok_pos = np.zeros(0, np.int64)
+        stage = None
+        if n:
+            tiles = np.fromiter((t for t, _ in loads), np.int64, n)
+            stage = self.ring.alloc(n * raw)
+            rows = stage.view.reshape(n, raw)
+            nbytes, bad = self.file.read_tiles(tiles, rows, threads=max(1, min(self.threads, n // 4)))
+            failed = np.zeros(n, bool)
+            for i, exc in bad:
                 errors.append(exc)
-                self.residency.failed(t)
-                continue
-            ok.append((t, slot, s))
-            lv, tx, ty = lay.tile_coords(t)
-            self.table.make_resident(lv, tx, ty, slot)
-        pt_slices = []
-        for a, b in self.table.take_dirty():
-            if self.pt_buf is None:
-                continue  # sparse: the host copy only answers resident_level()
-            s = self.ring.alloc((b - a) * 4)
-            s.view[:] = self.table.entries[a:b].view(np.uint8)
-            pt_slices.append((a, s))
+                failed[i] = True
+                self.residency.failed(loads[i][0])
+            ok_pos = np.flatnonzero(~failed)
+            lv, tx, ty = self._coords(tiles)
+            for i in ok_pos.tolist():
+                self.table.make_resident(int(lv[i]), int(tx[i]), int(ty[i]), loads[i][1])
+        dirty = self.table.take_dirty()
+        if self.pt_buf is None:
+            dirty = []  # sparse: the host copy only answers resident_level()
+        pt_stage = None
+        if dirty:
+            total = sum(b - a for a, b in dirty)
+            pt_stage = self.ring.alloc(total * 4)
+            pt_regions = vkr.copy_regions(len(dirty))
+            at = 0
+            pt_words = pt_stage.view.view(np.uint32)
+            for k, (a, b) in enumerate(dirty):
+                pt_words[at:at + b - a] = self.table.entries[a:b]
+                pt_regions[k] = (pt_stage.buffer.offset + pt_stage.offset + at * 4, self.pt_buf.offset + a * 4,
+                                 (b - a) * 4)
+                at += b - a
         g = self._gpu
         assert g is not None
         bound = 0
-        if self.sparse is not None and (ok or evictions):
-            bound = self.sparse.bind([(t, slot) for t, slot, _s in ok], list(evictions),
+        if self.sparse is not None and (len(ok_pos) or evictions):
+            bound = self.sparse.bind([loads[i] for i in ok_pos.tolist()], list(evictions),
                                      after=max(g.latest, self._last_value))
             self._last_value = bound
-        if not ok and not pt_slices:
+        if not len(ok_pos) and pt_stage is None:
             return 0, nbytes, errors
         idx, cmd = g.record()
         g.barrier(cmd, STAGE_COMPUTE, STAGE_TRANSFER, 0, 0)  # earlier samples finished reading what is rewritten
         image = self.sparse.image if self.sparse is not None else self.atlas
-        if ok:
+        if len(ok_pos):
+            assert stage is not None
             old = image.layout
             cmd_image_barrier(cmd, image, old_layout=old, new_layout=LAYOUT_TRANSFER_DST,
                               src_stage=STAGE_COMPUTE if old else STAGE_TOP, dst_stage=STAGE_TRANSFER,
                               src_access=0, dst_access=ACCESS_TRANSFER_WRITE)
-            by_segment: dict[int, tuple[Any, list[ImageCopy]]] = {}
-            for t, slot, s in ok:
-                entry = by_segment.setdefault(id(s.buffer), (s.buffer, []))
-                if self.sparse is not None:  # the tile's place in the full image
-                    lv, tx, ty = lay.tile_coords(t)
-                    entry[1].append(ImageCopy(buffer_offset=s.offset, size=self.slot_bytes, level=lv, base_layer=0,
-                                              layer_count=1, width=lay.tile, height=lay.tile, x=tx * lay.tile,
-                                              y=ty * lay.tile))
-                else:  # the slot's page in the atlas
-                    x, y = (slot % self.cols) * page, (slot // self.cols) * page
-                    entry[1].append(ImageCopy(buffer_offset=s.offset, size=lay.raw_bytes, level=0, base_layer=0,
-                                              layer_count=1, width=page, height=page, x=x, y=y))
-            for seg, copies in by_segment.values():
-                cmd_copy_buffer_to_image(cmd, seg.handle, seg.offset, image, copies)
+            regions = buffer_image_copies(len(ok_pos))
+            first = stage.buffer.offset + stage.offset + ok_pos * raw
+            if self.sparse is not None:  # the page's interior (its border skipped) to the tile's place in the image
+                b, t = lay.border, lay.tile
+                regions["buffer_offset"] = first + (b * page + b) * 4
+                regions["row_length"] = page
+                regions["level"] = lv[ok_pos]
+                regions["x"] = tx[ok_pos] * t
+                regions["y"] = ty[ok_pos] * t
+                regions["width"] = regions["height"] = t
+            else:  # the whole bordered page to its slot in the atlas
+                slots = np.fromiter((loads[i][1] for i in ok_pos.tolist()), np.int64, len(ok_pos))
+                regions["buffer_offset"] = first
+                regions["x"] = (slots % self.cols) * page
+                regions["y"] = (slots // self.cols) * page
+                regions["width"] = regions["height"] = page
+            cmd_copy_buffer_to_image_array(cmd, stage.buffer.handle, image, regions)
             cmd_image_barrier(cmd, image, old_layout=LAYOUT_TRANSFER_DST, new_layout=LAYOUT_SHADER_READ,
                               src_stage=STAGE_TRANSFER, dst_stage=STAGE_COMPUTE, src_access=ACCESS_TRANSFER_WRITE,
                               dst_access=ACCESS_SHADER_READ)
-        for a, s in pt_slices:
-            regions = vkr.copy_regions(1)
-            regions[0] = (s.buffer.offset + s.offset, self.pt_buf.offset + a * 4, s.size)
-            vkr.cmd_copy_buffer(cmd, s.buffer.handle, self.pt_buf.handle, regions)
+        if pt_stage is not None:
+            vkr.cmd_copy_buffer(cmd, pt_stage.buffer.handle, self.pt_buf.handle, pt_regions)
         g.barrier(cmd, STAGE_TRANSFER, STAGE_COMPUTE, ACCESS_TRANSFER_WRITE, ACCESS_SHADER_READ)
         value = g.submit(idx, after=bound)
         self.ring.submit(value)
-        if ok:
+        if len(ok_pos):
             image.layout = LAYOUT_SHADER_READ
         for res in (self.atlas, self.pt_buf):
             if res is not None:
                 res.last_use = value
         self._last_value = value
-        return len(ok), nbytes, errors
+        return len(ok_pos), nbytes, errors
 
     # -- requests --------------------------------------------------------------------------------------------------
     def tile_ids(self, u: Any, v: Any, lod: Any, *, bias: float = 0.0) -> np.ndarray:
@@ -623,8 +629,6 @@ class VirtualTexture:
             if self._gpu is not None and not self.device.closed:
                 self._gpu.wait(max(self._last_value, self._feedback_value, *self._gpu.values))
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
             if self._gpu is not None:
                 self._gpu.destroy()
             if self.sparse is not None:
@@ -669,7 +673,7 @@ def open_virtual_texture(path: str | os.PathLike[str], device: Device, *, budget
     :param sample_capacity: samples per :meth:`VirtualTexture.sample` dispatch (larger calls are split).
     :param feedback_capacity: samples per feedback dispatch (larger arrays are split); default a 1080p frame's
         (129,600, one per 4 x 4 pixels as in UE), fewer for budgets under 128 MB.
-    :param threads: tile-reading threads.
+    :param threads: threads that read and decompress tiles in each update (default: the CPU count, at most 32).
     :param backend: ``"pagetable"`` (an atlas of bordered pages and a page table; any size) or ``"sparse"`` (a
         sparse-resident image of the whole texture, pages bound with ``vkQueueBindSparse``; RGBA8, tiles of the
         sparse page shape, textures up to ``maxImageDimension2D``).

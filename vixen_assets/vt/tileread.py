@@ -1,0 +1,118 @@
+"""Batch tile reading (what :meth:`VirtualTexture.update` uses): read, check and decompress many tiles of a ``.vtex``
+file straight into staging rows, on all cores.
+
+Why it is shaped like this: a thread pool running one Python task per tile (pread, checksum, decompress into a new
+``bytes``, copy into staging) passes the GIL between threads several times per tile; on a 16-core machine a 256-tile
+batch then runs at about what one core decompresses (the H200 run: 18.6 ms for 18.9 MB). Here the batch is cut into
+one contiguous chunk per thread; for each of its tiles a thread makes one ``pread`` into its own scratch buffer, checks
+the xxh3 checksum, and makes one call of libzstd's ``ZSTD_decompressDCtx`` that writes the page straight into its
+staging row: python-zstandard's CFFI bindings (``zstandard.backend_cffi``), which release the GIL for the call. There
+is no intermediate ``bytes`` object and no copy; the GIL is taken a couple of times per tile, not per step. Where the
+CFFI backend cannot be imported, python-zstandard's C backend decompresses and the page is copied into the row.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xxhash
+import zstandard
+
+from ..errors import FormatError
+
+if TYPE_CHECKING:
+    from .tilefile import TileFile
+
+try:  # python-zstandard's own CFFI bindings of libzstd (it ships them beside its C backend)
+    from zstandard.backend_cffi import ffi as _ffi
+    from zstandard.backend_cffi import lib as _zstd
+except ImportError:  # pragma: no cover - wheels without the CFFI backend: the C backend path below
+    _ffi = _zstd = None
+
+#: True when pages are decompressed straight into the destination (no intermediate copy)
+DIRECT = _zstd is not None
+
+
+class _Scratch(threading.local):
+    """Per-thread state: a buffer for compressed bytes and a decompression context."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(0)
+        self.mv = memoryview(self.buf)
+        self.src: Any = None
+        self.dctx: Any = None
+        self.dec: zstandard.ZstdDecompressor | None = None
+
+    def ensure(self, size: int) -> None:
+        if len(self.buf) < size:
+            self.buf = bytearray(size)
+            self.mv = memoryview(self.buf)
+            self.src = _ffi.from_buffer(self.buf) if DIRECT else None
+        if DIRECT and self.dctx is None:
+            self.dctx = _ffi.gc(_zstd.ZSTD_createDCtx(), _zstd.ZSTD_freeDCtx)
+        if not DIRECT and self.dec is None:
+            self.dec = zstandard.ZstdDecompressor()
+
+
+_scratch = _Scratch()
+
+
+def read_chunk(tf: TileFile, fd: int, items: list[tuple[int, int, int, int, int]], out: np.ndarray,
+               dst: Any) -> tuple[int, list[tuple[int, FormatError]]]:
+    """Read, check and decompress ``items`` = ``(row, tile, offset, length, checksum)`` into ``out[row]`` (``dst``:
+    the CFFI pointer to ``out``'s first byte, or ``None``). Entries are already bounds-checked. Returns the compressed
+    bytes of the tiles that loaded and ``(row, FormatError)`` for the others."""
+    raw = tf.layout.raw_bytes
+    stride = out.strides[0]
+    sc = _scratch
+    sc.ensure(tf.max_length)
+    mv = sc.mv
+    errors: list[tuple[int, FormatError]] = []
+    nbytes = 0
+    for row, tile, off, length, checksum in items:
+        part = mv[:length]
+        got = os.preadv(fd, [part], off)
+        if got != length:
+            errors.append((row, tf._bad(tile, f"read {got} of {length} bytes (file truncated?)")))
+            continue
+        if xxhash.xxh3_64_intdigest(part) != checksum:
+            errors.append((row, tf._bad(tile, "checksum mismatch")))
+            continue
+        if dst is not None:
+            r = _zstd.ZSTD_decompressDCtx(sc.dctx, dst + row * stride, raw, sc.src, length)
+            if _zstd.ZSTD_isError(r):
+                why = _ffi.string(_zstd.ZSTD_getErrorName(r)).decode()
+                errors.append((row, tf._bad(tile, f"zstd: {why}")))
+                continue
+            if r != raw:
+                errors.append((row, tf._bad(tile, f"decompressed to {r} bytes, expected {raw}")))
+                continue
+        else:
+            assert sc.dec is not None
+            try:
+                page = sc.dec.decompress(part, max_output_size=raw)
+            except zstandard.ZstdError as exc:
+                errors.append((row, tf._bad(tile, f"zstd: {exc}")))
+                continue
+            if len(page) != raw:
+                errors.append((row, tf._bad(tile, f"decompressed to {len(page)} bytes, expected {raw}")))
+                continue
+            np.copyto(out[row, :raw], np.frombuffer(page, np.uint8))
+        nbytes += length
+    return nbytes, errors
+
+
+def destination(out: np.ndarray) -> Any:
+    """The CFFI pointer to a writable array's memory for :func:`read_chunk` (``None`` without the CFFI backend).
+
+    :param out: the destination rows.
+    """
+    if not DIRECT:
+        return None
+    return _ffi.from_buffer("char[]", out, require_writable=True)
+
+
+__all__ = ["read_chunk", "destination", "DIRECT"]
