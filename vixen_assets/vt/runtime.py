@@ -305,8 +305,8 @@ class VirtualTexture:
                 self.residency.failed(loads[i][0])
             ok_pos = np.flatnonzero(~failed)
             lv, tx, ty = self._coords(tiles)
-            for i in ok_pos.tolist():
-                self.table.make_resident(int(lv[i]), int(tx[i]), int(ty[i]), loads[i][1])
+            slots = np.fromiter((s for _t, s in loads), np.int64, n)
+            self.table.make_resident_many(lv[ok_pos], tx[ok_pos], ty[ok_pos], slots[ok_pos])
         dirty = self.table.take_dirty()
         if self.pt_buf is None:
             dirty = []  # sparse: the host copy only answers resident_level()
@@ -351,10 +351,9 @@ class VirtualTexture:
                 regions["y"] = ty[ok_pos] * t
                 regions["width"] = regions["height"] = t
             else:  # the whole bordered page to its slot in the atlas
-                slots = np.fromiter((loads[i][1] for i in ok_pos.tolist()), np.int64, len(ok_pos))
                 regions["buffer_offset"] = first
-                regions["x"] = (slots % self.cols) * page
-                regions["y"] = (slots // self.cols) * page
+                regions["x"] = (slots[ok_pos] % self.cols) * page
+                regions["y"] = (slots[ok_pos] // self.cols) * page
                 regions["width"] = regions["height"] = page
             cmd_copy_buffer_to_image_array(cmd, stage.buffer.handle, image, regions)
             cmd_image_barrier(cmd, image, old_layout=LAYOUT_TRANSFER_DST, new_layout=LAYOUT_SHADER_READ,
