@@ -129,16 +129,17 @@ def _batch(tf: TileFile, ids: list[int], threads: int) -> tuple[np.ndarray, int,
     return out, nbytes, errors
 
 
-@pytest.mark.parametrize("direct", [True, False])
+@pytest.mark.parametrize("mode", ["direct", "bounce", "c-backend"])
 @pytest.mark.parametrize("threads", [1, 3])
-def test_read_tiles_equals_read_tile(vtex: Path, threads: int, direct: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_tiles_equals_read_tile(vtex: Path, threads: int, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from vixen_assets.vt import tileread
 
     assert tileread.DIRECT  # the wheels ship python-zstandard's CFFI backend: pages go straight into staging
-    monkeypatch.setattr(tileread, "DIRECT", direct)  # False: the C-backend path (decompress, then copy)
+    monkeypatch.setattr(tileread, "DIRECT", mode != "c-backend")  # the fallback: C backend, then a copy
     with TileFile(vtex) as tf:
         ids = [20, 3, 7, 0, 19, 7]  # any order, repeats allowed
-        out, nbytes, errors = _batch(tf, ids, threads)
+        out = np.full((len(ids), tf.layout.raw_bytes), 0xAB, np.uint8)
+        nbytes, errors = tf.read_tiles(ids, out, threads=threads, direct=mode == "direct")
         assert errors == []
         assert nbytes == int(tf.index["length"][ids].sum())
         for row, t in zip(out, ids):

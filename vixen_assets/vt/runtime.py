@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import BudgetExceededError, ConfigError, DeviceClosedError, FormatError, UnsupportedFeatureError
 from ..vk import resources as vkr
 from ..vk.images import buffer_image_copies, cmd_copy_buffer_to_image_array, cmd_image_barrier
-from ..vk.enums import FormatFeature
+from ..vk.enums import FormatFeature, MemoryProperty
 from ..vk.physical import format_properties
 from .gpu import (ACCESS_HOST_READ, ACCESS_SHADER_READ, ACCESS_SHADER_WRITE, ACCESS_TRANSFER_WRITE,
                   LAYOUT_SHADER_READ, LAYOUT_TRANSFER_DST, STAGE_COMPUTE, STAGE_HOST, STAGE_TOP, STAGE_TRANSFER,
@@ -50,6 +50,7 @@ FILTERS = {"nearest": 0, "bilinear": 1}
 PINNED_FRACTION = 8  # the pinned coarse levels take at most 1/8 of the cache
 FEEDBACK_SAMPLES = 1920 * 1080 // 16  # UE: one feedback texel per 4x4 pixels
 BACKENDS = ("pagetable", "sparse")
+STAGING = ("host_cached", "host_visible")
 
 
 @dataclass
@@ -113,11 +114,15 @@ class VirtualTexture:
 
     def __init__(self, path: str | os.PathLike[str], device: Device, *, budget_mb: float = 256,
                  max_uploads_per_update: int | None = None, sample_capacity: int = 1 << 14,
-                 feedback_capacity: int | None = None, threads: int | None = None, backend: str = "pagetable") -> None:
+                 feedback_capacity: int | None = None, threads: int | None = None, backend: str = "pagetable",
+                 staging: str = "host_cached") -> None:
         """Open the file, size and allocate everything, upload the pinned levels; nothing is left on failure."""
         device.check_open()
         if backend not in BACKENDS:
             raise ConfigError(f"{backend!r} is not one of {', '.join(BACKENDS)}", option="backend")
+        if staging not in STAGING:
+            raise ConfigError(f"{staging!r} is not one of {', '.join(STAGING)}", option="staging")
+        self.staging = staging
         self.backend = backend
         self.sparse: SparseCache | None = None
         self.device = device
@@ -225,7 +230,16 @@ class VirtualTexture:
                                  category="vt"))
         self.feedback_in = own(mk(feedback_capacity * 16, "storage", strategy="host_visible",
                                   name=f"vt-feedback-samples:{name}", category="vt"))
-        self.ring = own(dev.staging_ring(segment_size=seg, segments=2))
+        ring = dev.staging_ring(segment_size=seg, segments=2, strategy=self.staging)
+        flags = dev.info.memory_types[ring.segments[0].allocation.block.type_index].flags
+        if not flags & MemoryProperty.HOST_COHERENT:  # a cached type that needs flushes: the plain staging type
+            ring.destroy()
+            ring = dev.staging_ring(segment_size=seg, segments=2)
+            flags = dev.info.memory_types[ring.segments[0].allocation.block.type_index].flags
+        self.ring = own(ring)
+        #: decompress straight into staging (cached memory); else through a cached page per thread and a copy, as
+        #: zstd reads back its output and write-combined memory is slow to read
+        self.direct = bool(flags & MemoryProperty.HOST_CACHED)
         self._gpu = VtGpu(dev, self.atlas, vk_format)  # no atlas with the sparse backend
         g = self._gpu
         assert g.feedback_pipe is not None
@@ -297,7 +311,8 @@ class VirtualTexture:
             tiles = np.fromiter((t for t, _ in loads), np.int64, n)
             stage = self.ring.alloc(n * raw)
             rows = stage.view.reshape(n, raw)
-            nbytes, bad = self.file.read_tiles(tiles, rows, threads=max(1, min(self.threads, n // 4)))
+            nbytes, bad = self.file.read_tiles(tiles, rows, threads=max(1, min(self.threads, n // 4)),
+                                               direct=self.direct)
             failed = np.zeros(n, bool)
             for i, exc in bad:
                 errors.append(exc)
@@ -661,7 +676,7 @@ class VirtualTexture:
 def open_virtual_texture(path: str | os.PathLike[str], device: Device, *, budget_mb: float = 256,
                          max_uploads_per_update: int | None = None, sample_capacity: int = 1 << 14,
                          feedback_capacity: int | None = None, threads: int | None = None,
-                         backend: str = "pagetable") -> VirtualTexture:
+                         backend: str = "pagetable", staging: str = "host_cached") -> VirtualTexture:
     """Open a ``.vtex`` file for streaming on ``device`` (a context manager; :meth:`VirtualTexture.release`).
 
     :param path: the tile file (see :func:`vixen_assets.vt.build`).
@@ -676,6 +691,9 @@ def open_virtual_texture(path: str | os.PathLike[str], device: Device, *, budget
     :param backend: ``"pagetable"`` (an atlas of bordered pages and a page table; any size) or ``"sparse"`` (a
         sparse-resident image of the whole texture, pages bound with ``vkQueueBindSparse``; RGBA8, tiles of the
         sparse page shape, textures up to ``maxImageDimension2D``).
+    :param staging: memory of the staging ring: ``"host_cached"`` (tiles are decompressed straight into it) or
+        ``"host_visible"`` (write-combined on discrete GPUs: each tile is decompressed into a cached page, then
+        copied); a cached type that is not coherent falls back to ``"host_visible"``.
     :raises FormatError: for a bad file or a corrupt pinned tile.
     :raises UnsupportedFeatureError: when the device or the file does not suit the sparse backend.
     :raises ConfigError: when the budget cannot hold the pinned levels and a few streamed tiles.
@@ -683,7 +701,7 @@ def open_virtual_texture(path: str | os.PathLike[str], device: Device, *, budget
     """
     return VirtualTexture(path, device, budget_mb=budget_mb, max_uploads_per_update=max_uploads_per_update,
                           sample_capacity=sample_capacity, feedback_capacity=feedback_capacity, threads=threads,
-                          backend=backend)
+                          backend=backend, staging=staging)
 
 
 __all__ = ["VirtualTexture", "UpdateStats", "VtStats", "open_virtual_texture"]

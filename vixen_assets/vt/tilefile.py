@@ -291,7 +291,7 @@ class TileFile:
         return out
 
     def read_tiles(self, tile_ids: Sequence[int] | np.ndarray, out: np.ndarray, *,
-                   threads: int = 1) -> tuple[int, list[tuple[int, FormatError]]]:
+                   threads: int = 1, direct: bool = True) -> tuple[int, list[tuple[int, FormatError]]]:
         """Read, check and decompress a batch of tiles straight into the rows of ``out`` (e.g. a mapped staging
         range), one contiguous chunk of the batch per thread (see :mod:`vixen_assets.vt.tileread`). A tile that
         fails its checks is skipped (its row is not written) and reported; the others are still loaded.
@@ -299,6 +299,8 @@ class TileFile:
         :param tile_ids: the tile numbers.
         :param out: C-contiguous uint8 rows of at least ``raw_bytes`` each; row ``i`` receives tile ``tile_ids[i]``.
         :param threads: threads to use (1: only the calling thread); the file keeps a pool of that size.
+        :param direct: decompress straight into ``out`` (cached memory); ``False`` for write-combined memory (a
+            discrete GPU's plain host-visible staging): through a cached page per thread, then copied.
         :returns: ``(compressed bytes read, [(position in tile_ids, FormatError), ...])`` in position order.
         :raises FormatError: when the file was closed.
         """
@@ -338,8 +340,9 @@ class TileFile:
                         self._pool.shutdown(wait=True)
                     self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="vixen-vt-read")
                     self._pool_size = threads - 1
-                futures = [self._pool.submit(tileread.read_chunk, self, self._fd, c, out, dst) for c in chunks[1:]]
-            results = [tileread.read_chunk(self, self._fd, chunks[0], out, dst)]  # this thread takes a chunk too
+                futures = [self._pool.submit(tileread.read_chunk, self, self._fd, c, out, dst, direct)
+                           for c in chunks[1:]]
+            results = [tileread.read_chunk(self, self._fd, chunks[0], out, dst, direct)]  # this thread reads too
             results += [f.result() for f in futures]
         for got, errs in results:
             nbytes += got

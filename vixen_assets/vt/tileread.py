@@ -9,6 +9,11 @@ the xxh3 checksum, and makes one call of libzstd's ``ZSTD_decompressDCtx`` that 
 staging row: python-zstandard's CFFI bindings (``zstandard.backend_cffi``), which release the GIL for the call. There
 is no intermediate ``bytes`` object and no copy; the GIL is taken a couple of times per tile, not per step. Where the
 CFFI backend cannot be imported, python-zstandard's C backend decompresses and the page is copied into the row.
+
+zstd reads back what it wrote (matches copy from earlier output), so the destination must be cached memory: on a
+discrete GPU's write-combined staging memory, reads are uncached and very slow. For such destinations
+(``direct=False``) each page is decompressed into the thread's cached scratch page and then copied into its row (a
+streaming write, what write-combined memory is good at).
 """
 
 from __future__ import annotations
@@ -45,6 +50,13 @@ class _Scratch(threading.local):
         self.src: Any = None
         self.dctx: Any = None
         self.dec: zstandard.ZstdDecompressor | None = None
+        self.page = np.zeros(0, np.uint8)  # the bounce page for write-combined destinations
+        self.page_ptr: Any = None
+
+    def bounce(self, size: int) -> None:
+        if len(self.page) < size:
+            self.page = np.zeros(size, np.uint8)
+            self.page_ptr = _ffi.from_buffer("char[]", self.page, require_writable=True) if DIRECT else None
 
     def ensure(self, size: int) -> None:
         if len(self.buf) < size:
@@ -61,14 +73,17 @@ _scratch = _Scratch()
 
 
 def read_chunk(tf: TileFile, fd: int, items: list[tuple[int, int, int, int, int]], out: np.ndarray,
-               dst: Any) -> tuple[int, list[tuple[int, FormatError]]]:
+               dst: Any, direct: bool = True) -> tuple[int, list[tuple[int, FormatError]]]:
     """Read, check and decompress ``items`` = ``(row, tile, offset, length, checksum)`` into ``out[row]`` (``dst``:
-    the CFFI pointer to ``out``'s first byte, or ``None``). Entries are already bounds-checked. Returns the compressed
-    bytes of the tiles that loaded and ``(row, FormatError)`` for the others."""
+    the CFFI pointer to ``out``'s first byte, or ``None``; ``direct=False``: through the thread's cached bounce
+    page). Entries are already bounds-checked. Returns the compressed bytes of the tiles that loaded and
+    ``(row, FormatError)`` for the others."""
     raw = tf.layout.raw_bytes
     stride = out.strides[0]
     sc = _scratch
     sc.ensure(tf.max_length)
+    if not direct:
+        sc.bounce(raw)
     mv = sc.mv
     errors: list[tuple[int, FormatError]] = []
     nbytes = 0
@@ -82,7 +97,8 @@ def read_chunk(tf: TileFile, fd: int, items: list[tuple[int, int, int, int, int]
             errors.append((row, tf._bad(tile, "checksum mismatch")))
             continue
         if dst is not None:
-            r = _zstd.ZSTD_decompressDCtx(sc.dctx, dst + row * stride, raw, sc.src, length)
+            target = dst + row * stride if direct else sc.page_ptr
+            r = _zstd.ZSTD_decompressDCtx(sc.dctx, target, raw, sc.src, length)
             if _zstd.ZSTD_isError(r):
                 why = _ffi.string(_zstd.ZSTD_getErrorName(r)).decode()
                 errors.append((row, tf._bad(tile, f"zstd: {why}")))
@@ -90,6 +106,8 @@ def read_chunk(tf: TileFile, fd: int, items: list[tuple[int, int, int, int, int]
             if r != raw:
                 errors.append((row, tf._bad(tile, f"decompressed to {r} bytes, expected {raw}")))
                 continue
+            if not direct:
+                np.copyto(out[row, :raw], sc.page[:raw])  # a streaming write into write-combined memory
         else:
             assert sc.dec is not None
             try:
