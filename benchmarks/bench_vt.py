@@ -16,7 +16,9 @@ For each size (default 16384^2 and 65536^2, procedural level 0; ``--quick``: 204
 - **256-tile updates**: updates that each load 256 new level-0 tiles (``max_uploads_per_update=256``): p50/p99 ms
   beside two floors of the same batches with no GPU, measured in the same run: read + check + decompress + copy on
   all the reader's threads (what ``update()`` is compared with) and on one thread (the goal is p99 < 16 ms on an
-  H100-class GPU).
+  H100-class GPU); on the page-table backend once with the default host-cached staging ring (tiles decompressed
+  straight into it) and once with plain host-visible staging (write-combined on discrete GPUs: through a cached
+  page per thread).
 
 Usage: ``python benchmarks/bench_vt.py [--quick] [--sizes 16384,65536] [--budget-mb 256] [--frames 300]
 [--keep DIR] [--device I] [--json PATH]`` (default JSON ``benchmarks/results/vt-<device>[-quick].json``).
@@ -225,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     try:
         info = dev.info
-        print(f"device: {info.name} ({info.device_type}); {os.cpu_count()} CPUs; budget {args.budget_mb} MB",
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        print(f"device: {info.name} ({info.device_type}); {os.cpu_count()} CPUs, {cores} usable; budget "
+              f"{args.budget_mb} MB",
               flush=True)
         with tempfile.TemporaryDirectory(prefix="bench-vt-", dir=args.keep) as tmp:
             folder = args.keep or Path(tmp)

@@ -260,7 +260,8 @@ class VirtualTexture:
             vkr.cmd_fill_buffer(cmd, buf.handle, buf.offset, buf.size & ~3, 0)
         g.barrier(cmd, STAGE_TRANSFER, STAGE_COMPUTE, ACCESS_TRANSFER_WRITE, ACCESS_SHADER_READ | ACCESS_SHADER_WRITE)
         self._last_value = g.submit(idx)
-        self.threads = int(threads or max(1, min(32, os.cpu_count() or 1)))
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.threads = int(threads or max(1, min(32, cpus)))  # the cores this process may run on
         self.table = PageTable(lay)
         self.residency = Residency(lay, slots, pinned_levels)
         self._requests: Counter[int] = Counter()
@@ -687,7 +688,8 @@ def open_virtual_texture(path: str | os.PathLike[str], device: Device, *, budget
     :param sample_capacity: samples per :meth:`VirtualTexture.sample` dispatch (larger calls are split).
     :param feedback_capacity: samples per feedback dispatch (larger arrays are split); default a 1080p frame's
         (129,600, one per 4 x 4 pixels as in UE), fewer for budgets under 128 MB.
-    :param threads: threads that read and decompress tiles in each update (default: the CPU count, at most 32).
+    :param threads: threads that read and decompress tiles in each update (default: the cores this process may
+        run on, at most 32).
     :param backend: ``"pagetable"`` (an atlas of bordered pages and a page table; any size) or ``"sparse"`` (a
         sparse-resident image of the whole texture, pages bound with ``vkQueueBindSparse``; RGBA8, tiles of the
         sparse page shape, textures up to ``maxImageDimension2D``).
