@@ -269,7 +269,6 @@ class VirtualTexture:
         self._stats = VtStats(slots=slots, pinned=len(self.residency.pinned))
         self._tile_ms = 0.0
         self._base = np.array(lay.level_base[:-1], dtype=np.int64)
-        self._level_base = self._base
         self._tps = np.array([lay.tiles_per_side(lv) for lv in range(lay.levels)], dtype=np.int64)
         pinned = [(t, self.residency.resident[t]) for t in self.residency.pinned]
         for i in range(0, len(pinned), self.max_uploads):  # coarsest first: every lookup resolves from here on
@@ -291,14 +290,14 @@ class VirtualTexture:
     # -- loading ---------------------------------------------------------------------------------------------------
     def _coords(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(level, tx, ty)`` arrays of tile numbers."""
-        lv = np.searchsorted(self._level_base, tiles, side="right") - 1
-        i = tiles - self._level_base[lv]
+        lv = np.searchsorted(self._base, tiles, side="right") - 1
+        i = tiles - self._base[lv]
         n = self._tps[lv]
         return lv, i % n, i // n
 
     def _load(self, loads: list[tuple[int, int]], evictions: list[int] = ()) -> tuple[int, int, list[FormatError]]:
-        """Read and decompress the ``(tile, slot)`` pairs straight into one staging range (the whole batch at once,
-        on zstd's threads), then submit their copies (one ``vkCmdCopyBufferToImage`` with a region per tile) and
+        """Read and decompress the ``(tile, slot)`` pairs into one staging range (the whole batch at once, on the
+        reader's threads: :meth:`TileFile.read_tiles`), then submit their copies (one ``vkCmdCopyBufferToImage`` with a region per tile) and
         the changed page-table rows (one ``vkCmdCopyBuffer``) in one command buffer (sparse: after binding the
         pages, and unbinding the ``evictions``'). Returns ``(uploaded, compressed bytes read, errors)``."""
         lay = self.layout
