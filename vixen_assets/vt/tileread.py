@@ -99,12 +99,12 @@ def read_chunk(tf: TileFile, fd: int, items: list[tuple[int, int, int, int, int]
         if dst is not None:
             target = dst + row * stride if direct else sc.page_ptr
             r = _zstd.ZSTD_decompressDCtx(sc.dctx, target, raw, sc.src, length)
-            if _zstd.ZSTD_isError(r):
-                why = _ffi.string(_zstd.ZSTD_getErrorName(r)).decode()
-                errors.append((row, tf._bad(tile, f"zstd: {why}")))
-                continue
-            if r != raw:
-                errors.append((row, tf._bad(tile, f"decompressed to {r} bytes, expected {raw}")))
+            if r != raw:  # only then ask what went wrong: every CFFI call hands the GIL over and back
+                if _zstd.ZSTD_isError(r):
+                    why = _ffi.string(_zstd.ZSTD_getErrorName(r)).decode()
+                    errors.append((row, tf._bad(tile, f"zstd: {why}")))
+                else:
+                    errors.append((row, tf._bad(tile, f"decompressed to {r} bytes, expected {raw}")))
                 continue
             if not direct:
                 np.copyto(out[row, :raw], sc.page[:raw])  # a streaming write into write-combined memory
