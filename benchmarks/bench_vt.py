@@ -18,7 +18,8 @@ For each size (default 16384^2 and 65536^2, procedural level 0; ``--quick``: 204
   all the reader's threads (what ``update()`` is compared with) and on one thread (the goal is p99 < 16 ms on an
   H100-class GPU); on the page-table backend once with the default host-cached staging ring (tiles decompressed
   straight into it) and once with plain host-visible staging (write-combined on discrete GPUs: through a cached
-  page per thread).
+  page per thread). Once per size, the batch reader's p50 at 1, 2, 4, ... threads beside its peer, one thread-pool
+  task per tile (the reader before it), on the same batches (``--no-reader-scaling`` skips it).
 
 Usage: ``python benchmarks/bench_vt.py [--quick] [--sizes 16384,65536] [--budget-mb 256] [--frames 300]
 [--keep DIR] [--device I] [--json PATH]`` (default JSON ``benchmarks/results/vt-<device>[-quick].json``).
@@ -38,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,29 @@ def floor_read(tf: TileFile, batch: list[int], threads: int, staging: np.ndarray
         best = min(best, time.perf_counter() - t0)
         assert not errors, errors
     return best
+
+
+def reader_scaling(tf: TileFile, batches: list[list[int]], threads: int, buf: np.ndarray) -> dict[str, float]:
+    """p50 ms per batch of the batch reader at 1, 2, 4, ... ``threads`` threads, beside its peer: one thread-pool
+    task per tile (``read_tile`` into the row, the reader before the batch reader) on ``threads`` workers."""
+    out: dict[str, float] = {}
+    k = 1
+    while True:
+        out[str(k)] = float(np.median([floor_read(tf, b, k, buf) for b in batches]) * 1e3)
+        if k >= threads:
+            break
+        k = min(threads, 2 * k)
+    with ThreadPoolExecutor(threads) as pool:
+        def per_tile(batch: list[int]) -> float:
+            best = float("inf")
+            for _ in range(3):
+                t0 = time.perf_counter()
+                list(pool.map(lambda it: tf.read_tile(it[1], buf[it[0]]), enumerate(batch)))
+                best = min(best, time.perf_counter() - t0)
+            return best
+
+        out[f"pool of {threads}, one task per tile"] = float(np.median([per_tile(b) for b in batches]) * 1e3)
+    return out
 
 
 def run_paths(dev: Any, path: Path, size: int, args: argparse.Namespace, backend: str) -> list[dict[str, Any]]:
@@ -176,6 +201,8 @@ def run_big_updates(dev: Any, path: Path, args: argparse.Namespace, backend: str
         with TileFile(path) as tf:
             floor_mt = [floor_read(tf, b, threads, buf) * 1e3 for b in batches]
             floor_st = [floor_read(tf, b, 1, buf) * 1e3 for b in batches]
+            once = args.reader_scaling and backend == "pagetable" and staging == "host_cached"  # once per size
+            scaling = reader_scaling(tf, batches, threads, buf) if once and batches else {}
     if not times:
         return {"backend": backend, "staging": staging, "tiles_per_update": n, "updates": 0}
     r = {"backend": backend, "staging": staging, "decompress_into_staging": direct, "tiles_per_update": n,
@@ -196,6 +223,10 @@ def run_big_updates(dev: Any, path: Path, args: argparse.Namespace, backend: str
           f"{r['floor_single_thread_p50_ms']:.2f} p99 {r['floor_single_thread_p99_ms']:.2f} ms; update() p50 = "
           f"{r['update_over_threaded_floor_p50']:.2f}x the threaded floor (goal p99 < 16 ms on an H100-class GPU)",
           flush=True)
+    if scaling:
+        r["reader_scaling_ms"] = scaling
+        print(f"  {'':9s} batch reader p50 ms by threads: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in scaling.items()), flush=True)
     return r
 
 
@@ -210,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--big-update", type=int, default=256, help="tiles per update in the latency measurement")
     ap.add_argument("--big-updates", type=int, default=None, help="updates in it (default 20, quick 4)")
     ap.add_argument("--keep", type=Path, default=None, help="build into this folder and keep the files")
+    ap.add_argument("--reader-scaling", action=argparse.BooleanOptionalAction, default=True,
+                    help="time the batch reader at 1, 2, 4, ... threads and one pool task per tile (256-tile batches)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--child-build", nargs=3, help=argparse.SUPPRESS)
