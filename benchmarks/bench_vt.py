@@ -18,8 +18,9 @@ For each size (default 16384^2 and 65536^2, procedural level 0; ``--quick``: 204
   all the reader's threads (what ``update()`` is compared with) and on one thread (the goal is p99 < 16 ms on an
   H100-class GPU); on the page-table backend once with the default host-cached staging ring (tiles decompressed
   straight into it) and once with plain host-visible staging (write-combined on discrete GPUs: through a cached
-  page per thread). Once per size, the batch reader's p50 at 1, 2, 4, ... threads beside its peer, one thread-pool
-  task per tile (the reader before it), on the same batches (``--no-reader-scaling`` skips it).
+  page per thread), and once with ``reader="chunks"``. Once per size, both batch-reader methods' p50 at 1, 2, 4, ...
+  threads beside their peer on the same batches: one thread-pool task per tile (the reader before them)
+  (``--no-reader-scaling`` skips it).
 
 Usage: ``python benchmarks/bench_vt.py [--quick] [--sizes 16384,65536] [--budget-mb 256] [--frames 300]
 [--keep DIR] [--device I] [--json PATH]`` (default JSON ``benchmarks/results/vt-<device>[-quick].json``).
@@ -86,7 +87,8 @@ def run_build(size: int, out: Path, tile: int) -> dict[str, Any]:
     return r
 
 
-def floor_read(tf: TileFile, batch: list[int], threads: int, staging: np.ndarray, repeat: int = 3) -> float:
+def floor_read(tf: TileFile, batch: list[int], threads: int, staging: np.ndarray, repeat: int = 3, *,
+               method: str = "zstd") -> float:
     """Seconds to read + check + decompress + copy one batch of tiles into a staging-like array with no GPU, with
     ``threads`` decompression threads (the batch reader ``update()`` uses; 1: the single-thread floor): the best of
     ``repeat`` runs, measured right after the update that loaded the same batch (same machine load, which matters on
@@ -94,22 +96,25 @@ def floor_read(tf: TileFile, batch: list[int], threads: int, staging: np.ndarray
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
-        _nbytes, errors = tf.read_tiles(batch, staging, threads=threads)
+        _nbytes, errors = tf.read_tiles(batch, staging, threads=threads, method=method)
         best = min(best, time.perf_counter() - t0)
         assert not errors, errors
     return best
 
 
 def reader_scaling(tf: TileFile, batches: list[list[int]], threads: int, buf: np.ndarray) -> dict[str, float]:
-    """p50 ms per batch of the batch reader at 1, 2, 4, ... ``threads`` threads, beside its peer: one thread-pool
-    task per tile (``read_tile`` into the row, the reader before the batch reader) on ``threads`` workers."""
+    """p50 ms per batch of both batch-reader methods at 1, 2, 4, ... ``threads`` threads, beside their peer: one
+    thread-pool task per tile (``read_tile`` into the row, the reader before the batch reader) on ``threads``
+    workers."""
     out: dict[str, float] = {}
-    k = 1
-    while True:
-        out[str(k)] = float(np.median([floor_read(tf, b, k, buf) for b in batches]) * 1e3)
-        if k >= threads:
-            break
-        k = min(threads, 2 * k)
+    for method in ("zstd", "chunks"):
+        k = 1
+        while True:
+            out[f"{method} {k}"] = float(np.median([floor_read(tf, b, k, buf, method=method)
+                                                    for b in batches]) * 1e3)
+            if k >= threads:
+                break
+            k = min(threads, 2 * k)
     with ThreadPoolExecutor(threads) as pool:
         def per_tile(batch: list[int]) -> float:
             best = float("inf")
@@ -173,12 +178,12 @@ def run_paths(dev: Any, path: Path, size: int, args: argparse.Namespace, backend
     return rows
 
 
-def run_big_updates(dev: Any, path: Path, args: argparse.Namespace, backend: str,
-                    staging: str = "host_cached") -> dict[str, Any]:
-    """Updates of ``n`` fresh level-0 tiles each, with the staging ring in ``staging`` memory."""
+def run_big_updates(dev: Any, path: Path, args: argparse.Namespace, backend: str, staging: str = "host_cached",
+                    reader: str = "zstd") -> dict[str, Any]:
+    """Updates of ``n`` fresh level-0 tiles each, with the staging ring in ``staging`` memory and ``reader``."""
     n = args.big_update
     with open_virtual_texture(path, dev, budget_mb=args.budget_mb, max_uploads_per_update=n, backend=backend,
-                              staging=staging) as vt:
+                              staging=staging, reader=reader) as vt:
         direct = vt.direct
         lay = vt.layout
         side = lay.tiles_per_side(0)
@@ -199,13 +204,15 @@ def run_big_updates(dev: Any, path: Path, args: argparse.Namespace, backend: str
         threads = vt.threads
         buf = np.empty((n, vt.layout.raw_bytes), np.uint8)  # cached host memory: the floor's staging
         with TileFile(path) as tf:
-            floor_mt = [floor_read(tf, b, threads, buf) * 1e3 for b in batches]
-            floor_st = [floor_read(tf, b, 1, buf) * 1e3 for b in batches]
-            once = args.reader_scaling and backend == "pagetable" and staging == "host_cached"  # once per size
+            floor_mt = [floor_read(tf, b, threads, buf, method=reader) * 1e3 for b in batches]
+            floor_st = [floor_read(tf, b, 1, buf, method=reader) * 1e3 for b in batches]
+            once = (args.reader_scaling and backend == "pagetable" and staging == "host_cached"
+                    and reader == "zstd")  # once per size
             scaling = reader_scaling(tf, batches, threads, buf) if once and batches else {}
     if not times:
-        return {"backend": backend, "staging": staging, "tiles_per_update": n, "updates": 0}
-    r = {"backend": backend, "staging": staging, "decompress_into_staging": direct, "tiles_per_update": n,
+        return {"backend": backend, "staging": staging, "reader": reader, "tiles_per_update": n, "updates": 0}
+    r = {"backend": backend, "staging": staging, "reader": reader, "decompress_into_staging": direct and reader == "chunks",
+         "tiles_per_update": n,
          "updates": len(times), "threads": threads,
          "p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99)),
          "resident_p50_ms": float(np.percentile(resident, 50)), "resident_p99_ms": float(np.percentile(resident, 99)),
@@ -215,8 +222,9 @@ def run_big_updates(dev: Any, path: Path, args: argparse.Namespace, backend: str
          "floor_single_thread_p99_ms": float(np.percentile(floor_st, 99)), "goal_p99_ms": 16.0}
     # update() does the threaded floor's work and more; a ratio under 1 means the floor run was disturbed
     r["update_over_threaded_floor_p50"] = r["p50_ms"] / r["floor_threaded_p50_ms"]
-    how = "straight into it" if direct else "through a cached page"
-    print(f"  {backend:9s} {n}-tile updates ({len(times)}; {staging} staging, decompressed {how}): update() p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms; "
+    how = ("zstd's C threads, then copied" if reader == "zstd" else
+           "Python threads, " + ("straight into it" if direct else "through a cached page"))
+    print(f"  {backend:9s} {n}-tile updates ({len(times)}; {staging} staging, decompressed on {how}): update() p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms; "
           f"request to resident on the GPU p50 {r['resident_p50_ms']:.2f} p99 {r['resident_p99_ms']:.2f} ms\n"
           f"  {'':9s} floor of read + check + decompress + copy per batch (no GPU): {threads} threads p50 "
           f"{r['floor_threaded_p50_ms']:.2f} p99 {r['floor_threaded_p99_ms']:.2f} ms, 1 thread p50 "
@@ -283,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         rows += run_paths(dev, path, size, args, backend)
                         big.append(run_big_updates(dev, path, args, backend))
-                        if backend == "pagetable":  # the peer: plain host-visible (write-combined) staging
+                        if backend == "pagetable":  # peers: plain host-visible (write-combined) staging; the
                             big.append(run_big_updates(dev, path, args, backend, staging="host_visible"))
+                            big.append(run_big_updates(dev, path, args, backend, reader="chunks"))  # other reader
                     except UnsupportedFeatureError as exc:
                         skipped[backend] = str(exc)
                         print(f"  {backend:9s} not available: {exc}", flush=True)

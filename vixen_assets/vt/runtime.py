@@ -51,6 +51,7 @@ PINNED_FRACTION = 8  # the pinned coarse levels take at most 1/8 of the cache
 FEEDBACK_SAMPLES = 1920 * 1080 // 16  # UE: one feedback texel per 4x4 pixels
 BACKENDS = ("pagetable", "sparse")
 STAGING = ("host_cached", "host_visible")
+READERS = ("zstd", "chunks")  # TileFile.read_tiles methods
 
 
 @dataclass
@@ -115,14 +116,17 @@ class VirtualTexture:
     def __init__(self, path: str | os.PathLike[str], device: Device, *, budget_mb: float = 256,
                  max_uploads_per_update: int | None = None, sample_capacity: int = 1 << 14,
                  feedback_capacity: int | None = None, threads: int | None = None, backend: str = "pagetable",
-                 staging: str = "host_cached") -> None:
+                 staging: str = "host_cached", reader: str = "zstd") -> None:
         """Open the file, size and allocate everything, upload the pinned levels; nothing is left on failure."""
         device.check_open()
         if backend not in BACKENDS:
             raise ConfigError(f"{backend!r} is not one of {', '.join(BACKENDS)}", option="backend")
         if staging not in STAGING:
             raise ConfigError(f"{staging!r} is not one of {', '.join(STAGING)}", option="staging")
+        if reader not in READERS:
+            raise ConfigError(f"{reader!r} is not one of {', '.join(READERS)}", option="reader")
         self.staging = staging
+        self.reader = reader
         self.backend = backend
         self.sparse: SparseCache | None = None
         self.device = device
@@ -296,9 +300,9 @@ class VirtualTexture:
         return lv, i % n, i // n
 
     def _load(self, loads: list[tuple[int, int]], evictions: list[int] = ()) -> tuple[int, int, list[FormatError]]:
-        """Read and decompress the ``(tile, slot)`` pairs into one staging range (the whole batch at once, on the
-        reader's threads: :meth:`TileFile.read_tiles`), then submit their copies (one ``vkCmdCopyBufferToImage`` with a region per tile) and
-        the changed page-table rows (one ``vkCmdCopyBuffer``) in one command buffer (sparse: after binding the
+        """Read and decompress the ``(tile, slot)`` pairs into one staging range (the whole batch at once, on all
+        cores: :meth:`TileFile.read_tiles`), then submit their copies (one ``vkCmdCopyBufferToImage`` with a region
+        per tile) and the changed page-table rows (one ``vkCmdCopyBuffer``) in one command buffer (sparse: after binding the
         pages, and unbinding the ``evictions``'). Returns ``(uploaded, compressed bytes read, errors)``."""
         lay = self.layout
         page, raw = lay.page, lay.raw_bytes
@@ -312,7 +316,7 @@ class VirtualTexture:
             stage = self.ring.alloc(n * raw)
             rows = stage.view.reshape(n, raw)
             nbytes, bad = self.file.read_tiles(tiles, rows, threads=max(1, min(self.threads, n // 4)),
-                                               direct=self.direct)
+                                               direct=self.direct, method=self.reader)
             failed = np.zeros(n, bool)
             for i, exc in bad:
                 errors.append(exc)
@@ -676,7 +680,8 @@ class VirtualTexture:
 def open_virtual_texture(path: str | os.PathLike[str], device: Device, *, budget_mb: float = 256,
                          max_uploads_per_update: int | None = None, sample_capacity: int = 1 << 14,
                          feedback_capacity: int | None = None, threads: int | None = None,
-                         backend: str = "pagetable", staging: str = "host_cached") -> VirtualTexture:
+                         backend: str = "pagetable", staging: str = "host_cached",
+                         reader: str = "zstd") -> VirtualTexture:
     """Open a ``.vtex`` file for streaming on ``device`` (a context manager; :meth:`VirtualTexture.release`).
 
     :param path: the tile file (see :func:`vixen_assets.vt.build`).
@@ -695,6 +700,9 @@ def open_virtual_texture(path: str | os.PathLike[str], device: Device, *, budget
     :param staging: memory of the staging ring: ``"host_cached"`` (tiles are decompressed straight into it) or
         ``"host_visible"`` (write-combined on discrete GPUs: each tile is decompressed into a cached page, then
         copied); a cached type that is not coherent falls back to ``"host_visible"``.
+    :param reader: how an update reads its batch (:meth:`TileFile.read_tiles` ``method``): ``"zstd"`` (reads in the
+        calling thread, decompression in zstd's C threads, then a copy: no GIL hand-offs) or ``"chunks"`` (one chunk
+        per Python thread, decompressed straight into staging).
     :raises FormatError: for a bad file or a corrupt pinned tile.
     :raises UnsupportedFeatureError: when the device or the file does not suit the sparse backend.
     :raises ConfigError: when the budget cannot hold the pinned levels and a few streamed tiles.
@@ -702,7 +710,7 @@ def open_virtual_texture(path: str | os.PathLike[str], device: Device, *, budget
     """
     return VirtualTexture(path, device, budget_mb=budget_mb, max_uploads_per_update=max_uploads_per_update,
                           sample_capacity=sample_capacity, feedback_capacity=feedback_capacity, threads=threads,
-                          backend=backend, staging=staging)
+                          backend=backend, staging=staging, reader=reader)
 
 
 __all__ = ["VirtualTexture", "UpdateStats", "VtStats", "open_virtual_texture"]

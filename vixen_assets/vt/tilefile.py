@@ -179,6 +179,7 @@ class TileFile:
         self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
+        self._scratch = bytearray(0)  # compressed bytes of a batch ("zstd" method), reused
         try:
             self._parse()
         except BaseException:
@@ -291,16 +292,20 @@ class TileFile:
         return out
 
     def read_tiles(self, tile_ids: Sequence[int] | np.ndarray, out: np.ndarray, *,
-                   threads: int = 1, direct: bool = True) -> tuple[int, list[tuple[int, FormatError]]]:
-        """Read, check and decompress a batch of tiles straight into the rows of ``out`` (e.g. a mapped staging
-        range), one contiguous chunk of the batch per thread (see :mod:`vixen_assets.vt.tileread`). A tile that
-        fails its checks is skipped (its row is not written) and reported; the others are still loaded.
+                   threads: int = 1, direct: bool = True,
+                   method: str = "zstd") -> tuple[int, list[tuple[int, FormatError]]]:
+        """Read, check and decompress a batch of tiles into the rows of ``out`` (e.g. a mapped staging range) on
+        ``threads`` cores (see :mod:`vixen_assets.vt.tileread`). A tile that fails its checks is skipped (its row is
+        not written) and reported; the others are still loaded.
 
         :param tile_ids: the tile numbers.
         :param out: C-contiguous uint8 rows of at least ``raw_bytes`` each; row ``i`` receives tile ``tile_ids[i]``.
-        :param threads: threads to use (1: only the calling thread); the file keeps a pool of that size.
-        :param direct: decompress straight into ``out`` (cached memory); ``False`` for write-combined memory (a
-            discrete GPU's plain host-visible staging): through a cached page per thread, then copied.
+        :param threads: threads to use (1: only the calling thread).
+        :param direct: (``"chunks"``) decompress straight into ``out`` (cached memory); ``False`` for write-combined
+            memory (a discrete GPU's plain host-visible staging): through a cached page per thread, then copied.
+        :param method: ``"zstd"``: reads in this thread, the batch decompressed in zstd's own C threads (no GIL
+            hand-offs), pages copied into ``out``; ``"chunks"``: one chunk of the batch per Python thread (a pool
+            the file keeps), each tile decompressed straight into its row (one GIL hand-off per step).
         :returns: ``(compressed bytes read, [(position in tile_ids, FormatError), ...])`` in position order.
         :raises FormatError: when the file was closed.
         """
@@ -326,12 +331,20 @@ class TileFile:
         pos = np.flatnonzero(good)
         items = list(zip(pos.tolist(), ids[pos].tolist(), off[pos].tolist(), length[pos].tolist(),
                          e["checksum"][pos].tolist()))
+        if method not in tileread.METHODS:
+            raise ValueError(f"method {method!r} is not one of {tileread.METHODS}")
         threads = max(1, min(int(threads), len(items)))
         nbytes = 0
         with self._lock:
             if self._fd < 0:
                 raise FormatError("file is closed", path=self.path)
             dst = tileread.destination(out)
+            if method == "zstd":
+                need = int(length[pos].sum())
+                if len(self._scratch) < need:
+                    self._scratch = bytearray(need)
+                got, errs = tileread.read_batch(self, self._fd, items, out, dst, threads, self._scratch)
+                return got, sorted(errors + errs, key=lambda p: p[0])
             chunks = [items[k * len(items) // threads:(k + 1) * len(items) // threads] for k in range(threads)]
             futures = []
             if threads > 1:

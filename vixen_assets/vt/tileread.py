@@ -1,14 +1,18 @@
 """Batch tile reading (what :meth:`VirtualTexture.update` uses): read, check and decompress many tiles of a ``.vtex``
-file straight into staging rows, on all cores.
+file into staging rows, on all cores.
 
-Why it is shaped like this: a thread pool running one Python task per tile (pread, checksum, decompress into a new
-``bytes``, copy into staging) passes the GIL between threads several times per tile; on a 16-core machine a 256-tile
-batch then runs at about what one core decompresses (the H200 run: 18.6 ms for 18.9 MB). Here the batch is cut into
-one contiguous chunk per thread; for each of its tiles a thread makes one ``pread`` into its own scratch buffer, checks
-the xxh3 checksum, and makes one call of libzstd's ``ZSTD_decompressDCtx`` that writes the page straight into its
-staging row: python-zstandard's CFFI bindings (``zstandard.backend_cffi``), which release the GIL for the call. There
-is no intermediate ``bytes`` object and no copy; the GIL is taken a couple of times per tile, not per step. Where the
-CFFI backend cannot be imported, python-zstandard's C backend decompresses and the page is copied into the row.
+Why: a thread pool running one Python task per tile (pread, checksum, decompress into a new ``bytes``, copy into
+staging) passes the GIL between threads several times per tile; on a 16-core machine a 256-tile batch then ran at
+about what one core decompresses (the H200 run: 18.6 ms for 18.9 MB). Two methods avoid that:
+
+- :func:`read_batch` (``"zstd"``, the default): reads and checksums in the calling thread, whose GIL releases are
+  uncontended; the whole batch decompressed in zstd's own C threads (``multi_decompress_to_buffer``, one GIL
+  release); each page then copied into its row.
+- :func:`read_chunk` on one contiguous chunk per thread (``"chunks"``): per tile one ``pread`` into the thread's
+  scratch buffer, the xxh3 check, and one call of libzstd's ``ZSTD_decompressDCtx`` through python-zstandard's CFFI
+  bindings (``zstandard.backend_cffi``, GIL released) that writes the page straight into its staging row: no
+  intermediate ``bytes`` and no copy, but a GIL hand-off at each of those steps. Where the CFFI backend cannot be
+  imported, python-zstandard's C backend decompresses and the page is copied into the row.
 
 zstd reads back what it wrote (matches copy from earlier output), so the destination must be cached memory: on a
 discrete GPU's write-combined staging memory, reads are uncached and very slow. For such destinations
@@ -39,6 +43,8 @@ except ImportError:  # pragma: no cover - wheels without the CFFI backend: the C
 
 #: True when pages are decompressed straight into the destination (no intermediate copy)
 DIRECT = _zstd is not None
+#: ``"zstd"``: :func:`read_batch`; ``"chunks"``: :func:`read_chunk` on one chunk per thread
+METHODS = ("zstd", "chunks")
 
 
 class _Scratch(threading.local):
@@ -123,6 +129,44 @@ def read_chunk(tf: TileFile, fd: int, items: list[tuple[int, int, int, int, int]
     return nbytes, errors
 
 
+def read_batch(tf: TileFile, fd: int, items: list[tuple[int, int, int, int, int]], out: np.ndarray, dst: Any,
+               threads: int, scratch: bytearray) -> tuple[int, list[tuple[int, FormatError]]]:
+    """The ``"zstd"`` method: reads and checksums in the calling thread into ``scratch`` (no other Python thread
+    wants the GIL, so its releases cost nothing), the whole batch decompressed in zstd's own C threads
+    (``multi_decompress_to_buffer``: one GIL release), then each page copied into its row. Frames that pass their
+    checksum but do not decode are found and named tile by tile. Same items and result as :func:`read_chunk`."""
+    raw = tf.layout.raw_bytes
+    mv = memoryview(scratch)
+    errors: list[tuple[int, FormatError]] = []
+    ok: list[tuple[int, int, int, int, int]] = []
+    segments = np.empty((len(items), 2), np.uint64)
+    at = 0
+    for item in items:
+        row, tile, off, length, checksum = item
+        part = mv[at:at + length]
+        got = os.preadv(fd, [part], off)
+        if got != length:
+            errors.append((row, tf._bad(tile, f"read {got} of {length} bytes (file truncated?)")))
+        elif xxhash.xxh3_64_intdigest(part) != checksum:
+            errors.append((row, tf._bad(tile, "checksum mismatch")))
+        else:
+            segments[len(ok)] = (at, length)
+            ok.append(item)
+            at += length
+    if not ok:
+        return 0, errors
+    try:
+        pages = zstandard.ZstdDecompressor().multi_decompress_to_buffer(
+            zstandard.BufferWithSegments(scratch, segments[:len(ok)].tobytes()),
+            decompressed_sizes=np.full(len(ok), raw, np.uint64).tobytes(), threads=max(1, threads))
+    except zstandard.ZstdError:  # a frame that passed its checksum but does not decode: find it tile by tile
+        got, errs = read_chunk(tf, fd, ok, out, dst, direct=False)
+        return got, errors + errs
+    for k, item in enumerate(ok):
+        np.copyto(out[item[0], :raw], np.frombuffer(pages[k], np.uint8))
+    return int(segments[:len(ok), 1].sum()), errors
+
+
 def destination(out: np.ndarray) -> Any:
     """The CFFI pointer to a writable array's memory for :func:`read_chunk` (``None`` without the CFFI backend).
 
@@ -133,4 +177,4 @@ def destination(out: np.ndarray) -> Any:
     return _ffi.from_buffer("char[]", out, require_writable=True)
 
 
-__all__ = ["read_chunk", "destination", "DIRECT"]
+__all__ = ["read_chunk", "read_batch", "destination", "DIRECT", "METHODS"]
