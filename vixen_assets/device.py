@@ -372,10 +372,17 @@ class Device:
         self.check_open()
         return self._uploader.flush()
 
-    def staging_ring(self, *, segment_size: int = 4 << 20, segments: int = 3) -> StagingRing:
-        """Create a :class:`StagingRing` for streaming uploads (destroyed at close)."""
+    def staging_ring(self, *, segment_size: int = 4 << 20, segments: int = 3,
+                     strategy: str = "host_visible") -> StagingRing:
+        """Create a :class:`StagingRing` for streaming uploads (destroyed at close).
+
+        :param segment_size: bytes per segment.
+        :param segments: segments used in turn.
+        :param strategy: ``host_visible`` (default) or ``host_cached`` (see :class:`StagingRing`).
+        """
         self.check_open()
-        ring = StagingRing(self._ctx.buffers, self._ctx.lifetime, segment_size=segment_size, segments=segments)
+        ring = StagingRing(self._ctx.buffers, self._ctx.lifetime, segment_size=segment_size, segments=segments,
+                           strategy=strategy)
         self._rings.append(ring)
         return ring
 
