@@ -425,10 +425,22 @@ class Device:
         """A JSON-serialisable report: heaps, budget, per-category use, every block's used and free ranges."""
         return memory_report(self._ctx)
 
-    def defragment(self, *, max_bytes: int | None = None) -> DefragResult:
-        """Move live buffers into fewer blocks with GPU copies; return what was done (see ``memory.defrag``)."""
+    def defragment(self, *, max_bytes: int | None = None, max_ms: float | None = None,
+                   images: bool = True) -> DefragResult:
+        """Compact memory with GPU copies (buffers, images, small-buffer slabs); free the blocks that empty.
+
+        Runs in the caller's thread (nothing moves memory behind your back). Every moved object's ``generation``
+        goes up by one: re-fetch a buffer's ``handle``/``offset``/``device_address`` and an image's ``handle`` (and
+        re-create its views) after a pass, or let ``BindingTable.update()`` rebind what changed.
+
+        :param max_bytes: copy at most this many bytes in this pass (incremental: call once per frame).
+        :param max_ms: keep this pass within about this many milliseconds (incremental).
+        :param images: move images too (default ``True``).
+        :returns: what was done (``moved``, ``bytes_moved``, ``images_moved``, ``remaining``, ...; see
+            ``memory.defrag``).
+        """
         self.check_open()
-        return defragment(self._ctx, max_bytes=max_bytes)
+        return defragment(self._ctx, max_bytes=max_bytes, max_ms=max_ms, images=images)
 
     def live_resources(self) -> list[Any]:
         """Every live GPU object created through this device."""

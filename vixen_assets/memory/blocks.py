@@ -199,6 +199,8 @@ class Suballocator(DeviceAllocator):
         self._alloc_cost: dict[int, list[int]] = {}
         #: forced vkAllocateMemory cost per heap in µs (benchmarks: replay a costly device's policy elsewhere)
         self.assume_allocate_us: float | None = None
+        #: bytes per second the last defragmentation pass copied (``defrag.py`` sizes ``max_ms`` passes with it)
+        self.defrag_copy_rate: float = 0.0
         self.lock = threading.RLock()
         self.on_new_block: dict[str, Callable[[MemoryBlock], None]] = {}
         self.on_release_block: dict[str, Callable[[MemoryBlock], None]] = {}
@@ -495,9 +497,8 @@ class Suballocator(DeviceAllocator):
                             return False
             return True
 
-    def trim(self) -> int:
-        """Free idle slabs and every empty block (also the one kept for reuse); return how many blocks were freed."""
-        n = 0
+    def trim_slabs(self) -> None:
+        """Give every idle size-class slab back to its block's TLSF (an emptied block is then freed as usual)."""
         with self.lock:
             for pool in self._pools.values():
                 for key, slab in list(pool.slab_index.items()):
@@ -505,6 +506,12 @@ class Suballocator(DeviceAllocator):
                         slab.partial.remove(slab)
                         del pool.slab_index[key]
                         self.free_range(slab.block, slab.base, pool.key[1], count=False)
+
+    def trim(self) -> int:
+        """Free idle slabs and every empty block (also the one kept for reuse); return how many blocks were freed."""
+        n = 0
+        with self.lock:
+            self.trim_slabs()
             for pool in self._pools.values():
                 for block in [b for b in pool.blocks if b.tlsf.is_empty]:
                     self._release_block(pool, block, pool.key[1])
