@@ -1,4 +1,4 @@
-"""Acceleration-structure benchmark: BLAS build rate and compaction, TLAS build/refit, ray-query throughput.
+"""Acceleration-structure benchmark: BLAS build rate and compaction, TLAS build/refit, trace throughput per backend.
 
 On a generated scene (default: ``samples/generate_scene.py`` with 1,000 meshes and 1,000,000 triangles, cached
 under ``benchmarks/results/`` as ``bench_prepare.py`` does) loaded with ``load_stage`` (meshes only), it reports,
@@ -15,9 +15,11 @@ best of ``--repeat`` runs after a warm-up run, validation off:
   the geometry onto the device, to set the BLAS build beside.
 - **TLAS** over ``--instances`` (10,000) placements of those BLASes: build (allocation + instance upload + build),
   ``refit`` to new transforms, and a full ``rebuild``.
-- **ray queries**: ``trace_rays`` through the scene's own TLAS (``Scene.build_acceleration_structures``, the
-  cacher path, also timed) for ``--rays`` (1,000,000) random rays: Mrays/s end to end (upload rays, dispatch,
-  read back, map hits). Where the device has no ray queries, or tracing fails, that is caught and reported.
+- **tracing**: ``trace_rays`` through the scene's own TLAS (``Scene.build_acceleration_structures``, the
+  cacher path, also timed) for ``--rays`` (1,000,000) random rays with each backend, one after the other on the
+  same rays: ray queries (compute shader) and the ray-tracing pipeline (``vkCmdTraceRaysKHR``). Mrays/s end to end
+  (upload rays, trace, read back, map hits), the two side by side, and the share of identical answers. Where the
+  device lacks a backend (NVIDIA: no ray queries), or tracing fails, that is caught and reported.
 
 Writes a table and ``benchmarks/results/accel-<device>[-quick].json``.
 
@@ -52,6 +54,8 @@ from vixen_assets.cachers.mesh import MESH_USAGE  # noqa: E402
 from vixen_assets.device import open_device  # noqa: E402
 from vixen_assets.memory.group import AllocationGroup  # noqa: E402
 from vixen_assets.trace import trace_rays  # noqa: E402
+
+BACKENDS = ("ray_query", "pipeline")  # trace_rays backends: compute + ray queries, ray-tracing pipeline
 from vixen_assets.usd.walker import load_stage  # noqa: E402
 
 MiB = 1 << 20
@@ -120,6 +124,7 @@ def device_info(device: Any) -> dict[str, Any]:
             "unified_memory": info.unified_memory,
             "acceleration_structure": bool(device.features.get("acceleration_structure")),
             "ray_query": bool(device.features.get("ray_query")),
+            "ray_tracing_pipeline": bool(device.features.get("ray_tracing_pipeline")),
             "heaps": [{"index": i, "size": h.size, "device_local": h.device_local} for i, h in enumerate(info.heaps)]}
 
 
@@ -145,7 +150,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         d = result["device"]
         print(f"device: {d['name']} ({d['type']}, {d['driver']}, Vulkan {d['api_version']}); "
               f"acceleration structures: {'yes' if d['acceleration_structure'] else 'NO'}; "
-              f"ray queries advertised: {'yes' if d['ray_query'] else 'no'}", flush=True)
+              f"ray queries: {'yes' if d['ray_query'] else 'no'}; ray-tracing pipelines: "
+              f"{'yes' if d['ray_tracing_pipeline'] else 'no'}", flush=True)
         if not d["acceleration_structure"]:
             result["error"] = "device has no VK_KHR_acceleration_structure"
             return result
@@ -268,33 +274,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.perf_counter() - t0, mtris_per_s=tris / (time.perf_counter() - t0) / 1e6)
         lo, hi = scene.bounds
         o, dirs = random_rays(np.asarray(lo, np.float64), np.asarray(hi, np.float64), args.rays, 7)
-        trace: dict[str, Any] = {"rays": args.rays, "ran": False}
-        result["ray_query"] = trace
-        try:
-            trace_rays(scene, o[:4096], dirs[:4096])  # warm-up: pipeline creation, first dispatch
-            times = []
-            hits: dict[str, np.ndarray] = {}
-            for _ in range(args.repeat):  # a software tracer can take many seconds per million rays: cap the total
-                gc.collect()
-                start = time.perf_counter()
-                hits = trace_rays(scene, o, dirs)
-                times.append(time.perf_counter() - start)
-                if sum(times) > 20.0:
-                    break
-            best, med = min(times), statistics.median(times)
-            trace.update(ran=True, hit_fraction=float(hits["hit"].mean()), mrays_per_s=args.rays / best / 1e6,
-                         timed_runs=len(times))
-            sample = np.nonzero(hits["hit"])[0][:1000]
-            # sanity: the hit points lie on the reported triangles' planes (cheap plausibility check)
-            trace["sane"] = bool(_plausible(device, scene, o, dirs, hits, sample))
-            row(f"trace_rays, {args.rays:,} rays (upload, ray-query dispatch, readback; {len(times)} run(s))",
-                best, med, mrays_per_s=args.rays / best / 1e6, hit_fraction=trace["hit_fraction"])
-        except Exception as exc:  # no ray queries, or the driver failed: report, don't stop
-            trace["error"] = f"{type(exc).__name__}: {exc}"
-            trace["traceback"] = traceback.format_exc(limit=3)
-        print(f"ray queries: {'RAN' if trace['ran'] else 'did not run'} on {d['name']}"
-              + (f" ({trace['hit_fraction'] * 100:.1f}% of rays hit, hits plausible: {trace['sane']})"
-                 if trace["ran"] else f": {trace.get('error')}"), flush=True)
+        result["trace"] = {}
+        answers: dict[str, dict[str, np.ndarray]] = {}
+        for backend in BACKENDS:  # the same rays through each backend, one after the other in this run
+            trace: dict[str, Any] = {"rays": args.rays, "ran": False, "backend": backend}
+            result["trace"][backend] = trace
+            try:
+                trace_rays(scene, o[:4096], dirs[:4096], backend=backend)  # warm-up: pipeline creation, first trace
+                times = []
+                hits: dict[str, np.ndarray] = {}
+                for _ in range(args.repeat):  # a software tracer can take seconds per million rays: cap the total
+                    gc.collect()
+                    start = time.perf_counter()
+                    hits = trace_rays(scene, o, dirs, backend=backend)
+                    times.append(time.perf_counter() - start)
+                    if sum(times) > 20.0:
+                        break
+                best, med = min(times), statistics.median(times)
+                trace.update(ran=True, hit_fraction=float(hits["hit"].mean()), mrays_per_s=args.rays / best / 1e6,
+                             timed_runs=len(times))
+                sample = np.nonzero(hits["hit"])[0][:1000]
+                # sanity: the hit points lie on the reported triangles' planes (cheap plausibility check)
+                trace["sane"] = bool(_plausible(device, scene, o, dirs, hits, sample))
+                answers[backend] = hits
+                row(f"trace_rays [{backend}], {args.rays:,} rays (upload, trace, readback; {len(times)} run(s))",
+                    best, med, mrays_per_s=args.rays / best / 1e6,
+                    hit_fraction=trace["hit_fraction"], backend=backend)
+            except Exception as exc:  # the device lacks the backend, or the driver failed: report, don't stop
+                trace["error"] = f"{type(exc).__name__}: {exc}"
+                trace["traceback"] = traceback.format_exc(limit=3)
+            print(f"trace_rays [{backend}]: {'RAN' if trace['ran'] else 'did not run'} on {d['name']}"
+                  + (f" ({trace['hit_fraction'] * 100:.1f}% of rays hit, hits plausible: {trace['sane']})"
+                     if trace["ran"] else f": {trace.get('error')}"), flush=True)
+        result["ray_query"] = result["trace"]["ray_query"]  # the key earlier results used
+        if len(answers) == 2:  # the backends beside each other: same answers?
+            a, b = answers.values()
+            result["trace_agreement"] = {k: float((a[k] == b[k]).mean()) for k in ("hit", "instance", "primitive")}
         scene.release()
         result["accel_stats_cacher"] = {k: v for k, v in vars(accel_cacher(device).accel_stats).items()
                                         if k != "per_blas"}
@@ -345,10 +360,16 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"compaction: {c['bytes_before']:,} -> {c['bytes_after']:,} bytes, {c['saved_percent']:.1f}% "
                      f"saved; transient peak {c['transient_peak_bytes']:,} bytes (originals + compact copies); "
                      f"BLASes that grew: {c['per_blas_grew']}")
-    rq = result.get("ray_query")
-    if rq is not None:
-        lines.append(f"ray queries on {result['device']['name']}: "
-                     + ("ran" if rq["ran"] else f"did not run ({rq.get('error')})"))
+    traces = result.get("trace") or ({"ray_query": result["ray_query"]} if "ray_query" in result else {})
+    if traces:
+        parts = [f"{b} {t['mrays_per_s']:.3f} Mrays/s" if t["ran"] else f"{b} did not run ({t.get('error')})"
+                 for b, t in traces.items()]
+        lines.append(f"trace_rays backends on {result['device']['name']}, same rays: " + " | ".join(parts))
+        ran = [t for t in traces.values() if t["ran"]]
+        if len(ran) == 2:
+            agree = result.get("trace_agreement", {})
+            lines.append(f"pipeline / ray_query throughput: {ran[1]['mrays_per_s'] / ran[0]['mrays_per_s']:.2f}x; "
+                         "answers identical on " + ", ".join(f"{100 * v:.2f}% ({k})" for k, v in agree.items()))
     return "\n".join(lines)
 
 

@@ -30,7 +30,7 @@ from vixen_assets.accel import geometries_for_mesh as _geometries_for_mesh
 from vixen_assets.errors import BudgetExceededError, OutOfDeviceMemoryError, VixenError
 from vixen_assets.memory.group import AllocationGroup
 from vixen_assets.testing import finish_test_device, open_test_device
-from vixen_assets.trace import trace_rays
+from vixen_assets.trace import trace_backends, trace_rays
 from vixen_assets.accel import TlasMap
 from vixen_assets.scene import Instance
 from vixen_assets.usd.walker import load_stage
@@ -45,6 +45,7 @@ T_REL = 1e-4          # t must agree within this (relative)
 MAX_EXCLUDED = 0.02   # at most this share of the rays may be excluded
 CLUSTER = 128
 N_RAYS = 4096
+BACKENDS = ["ray_query", "pipeline"]  # trace_rays backends; every comparison below runs on each
 
 USD_SCENES = {
     "teapot": "usd/usd-wg/_common/teapot.usda",
@@ -328,26 +329,31 @@ def compare(label: str, gpu: dict[str, np.ndarray], ref: dict[str, np.ndarray], 
     return keep
 
 
-def can_trace(device: Any) -> bool:
-    """Whether ``trace_rays`` can run here; a device without ray queries fails under CI (whose lavapipe has them)."""
-    if device.features.get("ray_query"):
+def can_trace(device: Any, backend: str = "auto") -> bool:
+    """Whether ``trace_rays(backend=...)`` can run here; a device without it fails under CI (whose lavapipe has both
+    ray queries and ray-tracing pipelines)."""
+    have = trace_backends(device)
+    if have and (backend == "auto" or backend in have):
         return True
     if os.environ.get("CI"):
-        pytest.fail(f"{device.name} has no VK_KHR_ray_query: trace_rays cannot run")
+        pytest.fail(f"{device.name} cannot run trace_rays(backend={backend!r}) (has: {have})")
     return False
 
 
-def need_ray_query(device: Any) -> None:
-    """Skip (fail under CI) where the device has no ray queries."""
-    if not can_trace(device):
-        pytest.skip(f"{device.name} has no VK_KHR_ray_query: trace_rays cannot run")
+def need_backend(device: Any, backend: str = "auto") -> None:
+    """Skip (fail under CI) where the device cannot trace with ``backend``."""
+    if not can_trace(device, backend):
+        pytest.skip(f"{device.name} cannot run trace_rays(backend={backend!r})")
 
 
 def check_scene(label: str, device: Any, scene: Any, *, seed: int = 0, n: int = N_RAYS, tracer: Any = None,
                 transforms: np.ndarray | None = None, extra_sets: list[Any] = (), rays: Any = None,
-                key: str = "instance") -> dict:
-    """Trace random rays through ``scene`` on the GPU and against the reference; assert they agree."""
-    need_ray_query(device)
+                key: str = "instance", backend: str = "auto") -> dict:
+    """Trace random rays through ``scene`` on the GPU (with ``backend``) and against the reference; assert they
+    agree."""
+    need_backend(device, backend)
+    if backend != "auto":
+        label = f"{label} [{backend}]"
     geoms = world_triangles(device, scene, transforms)
     lo, hi = bounds_of(geoms) if geoms else (None, None)
     for s in extra_sets:
@@ -355,7 +361,7 @@ def check_scene(label: str, device: Any, scene: Any, *, seed: int = 0, n: int = 
         hi = s.hi[0] if hi is None else np.maximum(hi, s.hi[0])
     scale = float(np.linalg.norm(hi - lo))
     o, d, t_max = random_rays(lo, hi, n, seed) if rays is None else rays
-    gpu = trace_rays(tracer or scene, o, d, t_max=t_max)
+    gpu = trace_rays(tracer or scene, o, d, t_max=t_max, backend=backend)
     assert gpu["hit"].dtype == bool and gpu["t"].dtype == np.float32
     assert gpu["instance"].dtype == np.int32 and gpu["primitive"].dtype == np.int32
     ref = reference_trace(triangle_sets(geoms, scale) + list(extra_sets), o, d, 0.0, t_max, scale)
@@ -461,18 +467,21 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.assets
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", list(USD_SCENES))
-def test_trace_rays_matches_reference_usd_assets(device: Any, vixen_assets_dir: Path, name: str) -> None:
+def test_trace_rays_matches_reference_usd_assets(device: Any, vixen_assets_dir: Path, name: str, backend: str) -> None:
     """Third-party USD scenes: ``trace_rays`` agrees with the numpy reference on thousands of random rays."""
     path = vixen_assets_dir / USD_SCENES[name]
     with load_stage(path, device, acceleration_structures=True) as scene:
         assert scene.tlas is not None and scene.tlas.count == len(scene.instances)
         assert scene.instances, "no instances loaded"
-        check_scene(name, device, scene, seed=zlib.crc32(name.encode()) % 1000)
+        check_scene(name, device, scene, seed=zlib.crc32(name.encode()) % 1000, backend=backend)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", list(GENERATED) + ["gen-soup-uint32", "small-sample"])
-def test_trace_rays_matches_reference_generated(device: Any, generated: dict[str, Path], name: str) -> None:
+def test_trace_rays_matches_reference_generated(device: Any, generated: dict[str, Path], name: str,
+                                                backend: str) -> None:
     """Generated scenes (plain references, native instancing, point instancer, uint32 soup with subsets)."""
     with load_stage(generated[name], device) as scene:
         assert scene.tlas is None
@@ -481,22 +490,38 @@ def test_trace_rays_matches_reference_generated(device: Any, generated: dict[str
             assert len(scene.instances[0].mesh.submeshes) == 3
         if name != "gen-xform" and name != "small-sample":
             assert len({id(i.mesh) for i in scene.instances}) < len(scene.instances), "expected shared meshes"
-        check_scene(name, device, scene, seed=17)  # builds the structures on demand
+        check_scene(name, device, scene, seed=17, backend=backend)  # builds the structures on demand
         assert scene.tlas is not None
 
 
-def test_trace_rays_edge_cases(device: Any, generated: dict[str, Path]) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_trace_rays_edge_cases(device: Any, generated: dict[str, Path], backend: str) -> None:
     """No rays, t_min beyond every hit, mismatched shapes."""
-    need_ray_query(device)
+    need_backend(device, backend)
     with load_stage(generated["gen-xform"], device, acceleration_structures=True) as scene:
-        empty = trace_rays(scene, np.zeros((0, 3)), np.zeros((0, 3)))
+        empty = trace_rays(scene, np.zeros((0, 3)), np.zeros((0, 3)), backend=backend)
         assert all(len(v) == 0 for v in empty.values())
         lo, hi = scene.bounds
         o, d, _ = random_rays(lo, hi, 256, 5, misses=0, limited=0)
-        far = trace_rays(scene, o, d, t_min=1e6)
+        far = trace_rays(scene, o, d, t_min=1e6, backend=backend)
         assert not far["hit"].any() and (far["instance"] == -1).all() and (far["primitive"] == -1).all()
         with pytest.raises(VixenError):
-            trace_rays(scene, np.zeros((3, 3)), np.zeros((2, 3)))
+            trace_rays(scene, np.zeros((3, 3)), np.zeros((2, 3)), backend=backend)
+
+
+@pytest.mark.parametrize("name", ["gen-pointinstancer", "gen-soup-uint32"])
+def test_trace_backends_agree(device: Any, generated: dict[str, Path], name: str) -> None:
+    """The ray-query and the ray-tracing-pipeline backends agree with each other (and each with the reference) on the
+    same rays: hit/miss, instance, primitive and record exactly on every unambiguous ray, t within 1e-6."""
+    for backend in BACKENDS:
+        need_backend(device, backend)
+    with load_stage(generated[name], device) as scene:
+        res = {b: check_scene(f"{name} (both backends)", device, scene, seed=31, backend=b) for b in BACKENDS}
+        a, b = (res[k]["gpu"] for k in BACKENDS)
+        keep = res[BACKENDS[0]]["keep"]
+        for k in ("hit", "instance", "primitive", "record"):
+            np.testing.assert_array_equal(a[k][keep], b[k][keep], err_msg=k)
+        np.testing.assert_allclose(a["t"][keep], b["t"][keep], rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- compaction
@@ -567,22 +592,23 @@ def _random_transforms(n: int, rng: np.random.Generator, spread: float) -> np.nd
     return out
 
 
-def test_refit_matches_rebuild(device: Any, generated: dict[str, Path]) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_refit_matches_rebuild(device: Any, generated: dict[str, Path], backend: str) -> None:
     """After ``update_transforms`` (a refit) the answers equal a full rebuild's, a fresh TLAS's and the reference."""
     with load_stage(generated["gen-instanceable"], device, acceleration_structures=True) as scene:
         tlas = scene.tlas
         original = np.stack([i.transform for i in scene.instances])
-        first = check_scene("refit: before", device, scene, seed=21)
+        first = check_scene("refit: before", device, scene, seed=21, backend=backend)
         lo, hi = scene.bounds
         new = _random_transforms(len(scene.instances), np.random.default_rng(5), float(np.abs(hi - lo).max()) / 3)
         scene.update_transforms(new)
         assert scene.tlas is tlas
-        refit = check_scene("refit: after update_transforms", device, scene, seed=22)
+        refit = check_scene("refit: after update_transforms", device, scene, seed=22, backend=backend)
         moved = (refit["gpu"]["hit"] != first["gpu"]["hit"]).mean()
         assert moved > 0.05, "the new transforms barely changed anything; the test would prove nothing"
         rays = refit["rays"]
         tlas.rebuild(new)
-        rebuilt = trace_rays(scene, *rays[:2], t_max=rays[2])
+        rebuilt = trace_rays(scene, *rays[:2], t_max=rays[2], backend=backend)
         cacher = accel_cacher(device)
         meshes = [i.mesh for i in scene.instances]
         keys = [cacher.key_for(m) for m in meshes]
@@ -590,7 +616,7 @@ def test_refit_matches_rebuild(device: Any, generated: dict[str, Path]) -> None:
         try:
             fresh_tlas = Tlas(device, blases, new, name="fresh")
             try:
-                fresh = trace_rays(mesh_tracer(device, scene, fresh_tlas), *rays[:2], t_max=rays[2])
+                fresh = trace_rays(mesh_tracer(device, scene, fresh_tlas), *rays[:2], t_max=rays[2], backend=backend)
             finally:
                 fresh_tlas.destroy()
         finally:
@@ -603,7 +629,7 @@ def test_refit_matches_rebuild(device: Any, generated: dict[str, Path]) -> None:
             np.testing.assert_allclose(refit["gpu"]["t"], other["t"], rtol=1e-6)
         # and back: refitting to the original transforms gives the original answers
         scene.update_transforms(original)
-        back = trace_rays(scene, *first["rays"][:2], t_max=first["rays"][2])
+        back = trace_rays(scene, *first["rays"][:2], t_max=first["rays"][2], backend=backend)
         for k in ("hit", "instance", "primitive"):
             np.testing.assert_array_equal(back[k][first["keep"]], first["gpu"][k][first["keep"]])
 
@@ -764,7 +790,8 @@ class Boxes:
         return [(self.blas, self.address, m) for m in self.placements]
 
 
-def test_aabb_blas_hits_expected_boxes(device: Any, vixen_assets_dir: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_aabb_blas_hits_expected_boxes(device: Any, vixen_assets_dir: Path, backend: str) -> None:
     """Boxes built with ``build_aabb_blas``, placed twice (one placement rotated and non-uniformly scaled) under a
     scaled parent instance beside triangle instances in one scene: every ray reports exactly the expected box (or
     triangle), TLAS record, instance and t."""
@@ -793,7 +820,7 @@ def test_aabb_blas_hits_expected_boxes(device: Any, vixen_assets_dir: Path) -> N
                     for k, m in enumerate((placed, turned))]
             # records: one per mesh instance (in order), then the two box placements
             res = check_scene("aabb boxes + triangles (by TLAS record)", device, scene, seed=62, extra_sets=sets,
-                              key="record")
+                              key="record", backend=backend)
             gpu, keep = res["gpu"], res["keep"]
             hit = gpu["hit"]
             np.testing.assert_array_equal(gpu["instance"][hit], scene.tlas_map.instance[gpu["record"][hit]])

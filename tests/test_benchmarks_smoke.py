@@ -43,11 +43,15 @@ def test_bench_accel_quick(tmp_path: Path) -> None:
     assert all(r["best_s"] > 0 for r in result["rows"]), log
     c = result["compaction"]
     assert 0 < c["bytes_after"] <= c["bytes_before"] and c["per_blas_grew"] == 0, c
-    rq = result["ray_query"]
-    assert rq["ran"] or rq.get("error"), "the ray-query result must say whether it ran"
-    if rq["ran"]:
-        assert rq["mrays_per_s"] > 0 and rq["sane"], f"{rq}\n{log}"
-    assert "ray queries" in proc.stdout
+    assert result["ray_query"] is result["trace"]["ray_query"] or result["ray_query"] == result["trace"]["ray_query"]
+    for backend in ("ray_query", "pipeline"):  # both backends, same rays, same run
+        tr = result["trace"][backend]
+        assert tr["ran"] or tr.get("error"), f"the {backend} result must say whether it ran"
+        if tr["ran"]:
+            assert tr["mrays_per_s"] > 0 and tr["sane"], f"{tr}\n{log}"
+    if all(result["trace"][b]["ran"] for b in ("ray_query", "pipeline")):
+        assert min(result["trace_agreement"].values()) > 0.99, result["trace_agreement"]
+    assert "trace_rays backends" in proc.stdout
 
 
 def test_bench_voxels_quick(tmp_path: Path, vixen_assets_dir: Path) -> None:

@@ -81,8 +81,9 @@ def test_stash_holds_one_object_per_type_until_close() -> None:
     dev = open_test_device()
     try:
         _Thing.made = 0
+        assert dev.stashed(_Thing) is None  # looking makes nothing
         a = dev.stash(_Thing, _Thing)
-        assert dev.stash(_Thing, _Thing) is a and _Thing.made == 1
+        assert dev.stash(_Thing, _Thing) is a and _Thing.made == 1 and dev.stashed(_Thing) is a
         with pytest.raises(VixenError, match="returned a"):
             dev.stash(dict, list)  # type: ignore[arg-type]
     finally:

@@ -18,6 +18,7 @@ PREFIX = {
     "BufferUsage": ("VK_BUFFER_USAGE_", "_BIT"), "MemoryProperty": ("VK_MEMORY_PROPERTY_", "_BIT"),
     "FormatFeature": ("VK_FORMAT_FEATURE_", "_BIT"), "ShaderStage": ("VK_SHADER_STAGE_", "_BIT"),
     "MemoryAllocate": ("VK_MEMORY_ALLOCATE_", "_BIT"),
+    "RayTracingShaderGroupType": ("VK_RAY_TRACING_SHADER_GROUP_TYPE_", "_KHR"),
 }
 PKG = Path(vixen_assets.__file__).parent
 
@@ -38,6 +39,8 @@ def test_values_match_the_binding() -> None:
                 assert value == found[0], f"{cls_name}.{name} = {value:#x}, binding says {found[0]:#x}"
                 checked += 1
     assert enums.ImageType.TYPE_3D == vk.VK_IMAGE_TYPE_3D
+    assert enums.SHADER_UNUSED == vk.VK_SHADER_UNUSED_KHR
+    assert enums.ShaderStage.RAYGEN == vk.VK_SHADER_STAGE_RAYGEN_BIT_KHR  # the ray-tracing members are checked too
     assert checked >= 30
     assert enums.PipelineStage.COMPUTE_SHADER != enums.ShaderStage.COMPUTE  # the two "compute" bits
 

@@ -1,8 +1,11 @@
-"""The shipped SPIR-V is current: every ``vixen_assets/shaders/*.comp`` recompiled with glslang equals its ``.spv``.
+"""The shipped SPIR-V is current: every GLSL source under ``vixen_assets/shaders`` recompiled with glslang equals its
+shipped SPIR-V: ``NAME.comp`` -> ``NAME.spv``; ray-tracing stages ``NAME.rgen`` / ``.rmiss`` / ``.rchit`` / ``.rint``
+-> ``NAME.STAGE.spv`` (one pipeline's stages share a name).
 
 Regenerate a shader with (from the repository root)::
 
     glslangValidator --target-env vulkan1.2 -V vixen_assets/shaders/NAME.comp -o vixen_assets/shaders/NAME.spv
+    glslangValidator --target-env vulkan1.2 -V vixen_assets/shaders/NAME.rgen -o vixen_assets/shaders/NAME.rgen.spv
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ import pytest
 
 SHADERS = Path(__file__).resolve().parent.parent / "vixen_assets" / "shaders"
 FLAGS = ["--target-env", "vulkan1.2", "-V"]
-SOURCES = sorted(SHADERS.glob("*.comp"))
+STAGES = (".comp", ".rgen", ".rmiss", ".rchit", ".rint")
+SOURCES = sorted(p for p in SHADERS.iterdir() if p.suffix in STAGES)
+
+
+def spirv_of(src: Path) -> Path:
+    """The shipped SPIR-V of a GLSL source."""
+    return src.with_suffix(".spv") if src.suffix == ".comp" else src.with_name(src.name + ".spv")
 
 
 def _glslang() -> str:
@@ -30,28 +39,29 @@ def _glslang() -> str:
 
 
 def _regenerate(src: Path) -> str:
-    spv = src.with_suffix(".spv")
+    spv = spirv_of(src)
     return (f"glslangValidator {' '.join(FLAGS)} {src.relative_to(SHADERS.parent.parent)} "
             f"-o {spv.relative_to(SHADERS.parent.parent)}")
 
 
 def test_there_are_shaders() -> None:
     """The package ships shaders, each with its SPIR-V, and no SPIR-V without a source."""
-    assert SOURCES, f"no *.comp under {SHADERS}"
-    spvs = {p.stem for p in SHADERS.glob("*.spv")}
-    comps = {p.stem for p in SOURCES}
+    assert SOURCES, f"no GLSL sources ({', '.join(STAGES)}) under {SHADERS}"
+    assert {".comp", ".rgen", ".rmiss", ".rchit", ".rint"} <= {p.suffix for p in SOURCES}
+    spvs = {p.name for p in SHADERS.glob("*.spv")}
+    comps = {spirv_of(p).name for p in SOURCES}
     assert comps <= spvs, f"shaders without shipped SPIR-V: {sorted(comps - spvs)}"
     assert spvs <= comps, f"SPIR-V without a GLSL source: {sorted(spvs - comps)}"
 
 
-@pytest.mark.parametrize("src", SOURCES, ids=[p.stem for p in SOURCES])
+@pytest.mark.parametrize("src", SOURCES, ids=[p.name for p in SOURCES])
 def test_shipped_spirv_is_current(src: Path, tmp_path: Path) -> None:
     """Compile the GLSL source into ``tmp_path`` and compare the bytes with the shipped ``.spv``."""
     exe = _glslang()
-    out = tmp_path / (src.stem + ".spv")
+    out = tmp_path / spirv_of(src).name
     proc = subprocess.run([exe, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"glslangValidator failed on {src.name}:\n{proc.stdout}\n{proc.stderr}"
-    shipped = src.with_suffix(".spv")
+    shipped = spirv_of(src)
     assert shipped.exists(), f"{shipped.name} is missing; generate it with:\n    {_regenerate(src)}"
     version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
     assert out.read_bytes() == shipped.read_bytes(), (

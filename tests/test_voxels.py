@@ -8,6 +8,7 @@ grid, walked in model space through the inverse of each placement's world transf
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import pytest
 
 from vixen_assets.errors import BudgetExceededError, FormatError
 from vixen_assets.testing import finish_test_device, open_test_device
-from vixen_assets.trace import trace_rays
+from vixen_assets.trace import trace_backends, trace_rays
 from vixen_assets.voxels import load_vox
 
 pytestmark = pytest.mark.assets
@@ -29,8 +30,18 @@ ALL_FILES = (
     "mmmm_obj_splatter1.vox", "mmmm_scene_store8.vox", "ogt_test_multiple_model_scene.vox",
 )
 MULTI = "ogt_test_multiple_model_scene.vox"
+BACKENDS = ["ray_query", "pipeline"]  # trace_rays backends: the DDA comparisons run on each
 BRICK = 8
 BUFFER_NAMES = ("meta", "models", "instances", "palette", "materials", "bricks", "brick_data", "aabbs")
+
+
+def need_backend(device: Any, backend: str) -> None:
+    """Skip (fail under CI, whose lavapipe has both) where the device cannot trace with ``backend``."""
+    if backend not in trace_backends(device):
+        msg = f"{device.name} cannot run trace_rays(backend={backend!r})"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -626,12 +637,14 @@ def _seed(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name, n_axis, n_oblique", [
     ("mmmm_chr_robot.vox", 10_000, 1500),
     ("bevy_vox_mesh_chicken.vox", 6000, 3000),
     (MULTI, 5000, 3000),
 ])
-def test_trace_rays_hits_exactly_the_dda_voxel(device, vixen_assets_dir, name, n_axis, n_oblique):
+def test_trace_rays_hits_exactly_the_dda_voxel(device, vixen_assets_dir, name, n_axis, n_oblique, backend):
+    need_backend(device, backend)
     path = _file(vixen_assets_dir, name)
     raw = raw_of(path)
     with load_vox(path, device) as scene:
@@ -641,13 +654,15 @@ def test_trace_rays_hits_exactly_the_dda_voxel(device, vixen_assets_dir, name, n
         lo, hi = world_bounds(records)
         assert np.array_equal(lo, scene.bounds[0]) and np.array_equal(hi, scene.bounds[1])
         o, d = make_rays(lo, hi, np.random.default_rng(_seed(name)), n_axis, n_oblique)
-        stats = check_trace(trace_rays(scene, o, d), records, o, d)
+        stats = check_trace(trace_rays(scene, o, d, backend=backend), records, o, d)
         assert stats["hits"] > 0.2 * stats["rays"] and stats["rays"] - stats["hits"] > 0.05 * stats["rays"], stats
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", ["bevy_vox_mesh_chicken.vox", MULTI])
-def test_trace_rays_brick_mode(device, vixen_assets_dir, name):
+def test_trace_rays_brick_mode(device, vixen_assets_dir, name, backend):
     """Brick mode: the hit is the first solid brick's box (clipped to the model) the ray enters."""
+    need_backend(device, backend)
     path = _file(vixen_assets_dir, name)
     raw = raw_of(path)
     with load_vox(path, device, aabb_mode="brick") as scene:
@@ -656,7 +671,7 @@ def test_trace_rays_brick_mode(device, vixen_assets_dir, name):
         lo, hi = world_bounds(records)
         o, d = make_rays(lo, hi, np.random.default_rng(_seed(name) + 1), 3000, 2000)
         brec = device.read_buffer(scene.buffer_objects["bricks"]).view(np.uint32).reshape(-1, 8)
-        got = trace_rays(scene, o, d)
+        got = trace_rays(scene, o, d, backend=backend)
         model_of = {r.record: r.model for r in records}
 
         def brick_of(i: int) -> tuple[int, int, int]:
@@ -736,8 +751,10 @@ def _vox_bytes(models: list[tuple[tuple[int, int, int], list[list[int]]]]) -> by
     return b"VOX " + struct.pack("<i", 150) + chunk(b"MAIN", b"", body)
 
 
-def test_empty_models_get_no_tlas_record(device, tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_models_get_no_tlas_record(device, tmp_path, backend):
     """Models without voxels have no AABBs and no BLAS; a scene of only empty models traces as all misses."""
+    need_backend(device, backend)
     empty = tmp_path / "empty.vox"
     empty.write_bytes(_vox_bytes([((4, 4, 4), [])]))
     mixed = tmp_path / "mixed.vox"
@@ -747,13 +764,13 @@ def test_empty_models_get_no_tlas_record(device, tmp_path):
         assert scene.voxel_count == 0 and scene.models[0].voxel_count == 0
         scene.build_acceleration_structures()
         assert len(scene.tlas_map.instance) == 0
-        got = trace_rays(scene, o, d)
+        got = trace_rays(scene, o, d, backend=backend)
         assert not got["hit"].any() and (got["record"] == -1).all() and (got["primitive"] == -1).all()
     with load_vox(mixed, device) as scene:
         scene.build_acceleration_structures()
         records = voxel_records(scene, {0: parse_vox(mixed.read_bytes()).models})
         assert [r.model for r in records] == [1]
-        got = trace_rays(scene, o, d)
+        got = trace_rays(scene, o, d, backend=backend)
         assert got["hit"].all() and got["primitive"].tolist() == [0, 1] and got["record"].tolist() == [0, 0]
         assert np.allclose(got["t"], [3.0, 4.0])
 

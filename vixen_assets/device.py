@@ -311,6 +311,13 @@ class Device:
         self.check_open()
         return self._stash.get(key, factory)
 
+    def stashed(self, key: type[T]) -> T | None:
+        """The object of type ``key`` in :meth:`stash`, or ``None`` when none was made (nothing is made here).
+
+        :param key: the object's type.
+        """
+        return self._stash.peek(key)
+
     def stats(self) -> dict[str, dict[str, Any]]:
         """The stats hub: a snapshot of every source by name (``budget``, ``allocator``, ``uploader``,
         ``registry``, ``tracker``, ``lifetime``)."""

@@ -1,7 +1,9 @@
-"""``trace_rays(scene, origins, directions)``: trace rays against the scene's TLAS on the GPU with ray queries.
+"""``trace_rays(scene, origins, directions)``: trace rays against the scene's TLAS on the GPU.
 
-A compute shader (``shaders/trace_rays.comp``, compiled SPIR-V shipped beside it) runs one ``GL_EXT_ray_query``
-per ray and reports the closest hit. Users call it to check that what is on the GPU is the scene they meant.
+Two backends give the same answers. ``ray_query``: a compute shader (``shaders/trace_rays.comp``, compiled SPIR-V
+shipped beside it) runs one ``GL_EXT_ray_query`` per ray and reports the closest hit. ``pipeline``: a ray-tracing
+pipeline (:mod:`vixen_assets.trace_pipeline`) for devices without ray queries (NVIDIA's driver). Users call it to
+check that what is on the GPU is the scene they meant.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import ConfigError, UnsupportedFeatureError
+from .trace_pipeline import PipelineTracer
 from .vk import resources as vkr
 from .vk.commands import begin, end, submit
 from .vk.enums import Access, PipelineStage
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 
 SHADER = "trace_rays"
 WORKGROUP = 64
+BACKENDS = ("auto", "ray_query", "pipeline")
 
 
 def shader_spirv(name: str = SHADER) -> bytes:
@@ -41,7 +45,47 @@ def _pipeline(device: Device) -> ComputePipeline:
         push_constant_bytes=4))
 
 
-def trace_rays(scene: Scene, origins: Any, directions: Any, *, t_max: float | Any = np.inf, t_min: float = 0.0) -> dict[str, np.ndarray]:
+def _rt_pipeline(device: Device) -> PipelineTracer:
+    return device.stash(PipelineTracer, lambda: PipelineTracer(device))
+
+
+def trace_backends(device: Device) -> list[str]:
+    """The ``trace_rays`` backends this device can run (``ray_query``, ``pipeline``), preferred first.
+
+    :param device: an open device.
+    """
+    f = device.features
+    if not f.get("acceleration_structure"):
+        return []
+    return [name for name, feat in (("ray_query", "ray_query"), ("pipeline", "ray_tracing_pipeline")) if f.get(feat)]
+
+
+def choose_backend(device: Device, backend: str = "auto") -> str:
+    """Resolve ``backend`` (``auto``, ``ray_query`` or ``pipeline``) for ``device``.
+
+    :param device: an open device.
+    :param backend: ``auto`` picks ray queries where the device has them, else the ray-tracing pipeline.
+    :raises ConfigError: for an unknown backend name.
+    :raises UnsupportedFeatureError: when the device lacks the backend (or both, for ``auto``).
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"trace_rays: backend={backend!r}; expected one of {', '.join(BACKENDS)}", option="backend")
+    have = trace_backends(device)
+    if backend == "auto":
+        if not have:
+            raise UnsupportedFeatureError(
+                f"{device.name} supports neither VK_KHR_ray_query nor VK_KHR_ray_tracing_pipeline (with "
+                "acceleration structures): trace_rays cannot run", feature="ray_query")
+        return have[0]
+    if backend not in have:
+        ext = "VK_KHR_ray_query" if backend == "ray_query" else "VK_KHR_ray_tracing_pipeline"
+        raise UnsupportedFeatureError(f"{device.name} does not support {ext}: trace_rays(backend={backend!r}) cannot "
+                                      f"run (available: {', '.join(have) or 'none'})", feature=backend)
+    return backend
+
+
+def trace_rays(scene: Scene, origins: Any, directions: Any, *, t_max: float | Any = np.inf, t_min: float = 0.0,
+               backend: str = "auto") -> dict[str, np.ndarray]:
     """Trace rays against ``scene.tlas`` (built on demand); return ``hit``, ``t``, ``instance``, ``primitive``.
 
     :param scene: a loaded scene (``load_stage``) or anything with ``device``, ``instances`` and ``tlas``.
@@ -49,6 +93,9 @@ def trace_rays(scene: Scene, origins: Any, directions: Any, *, t_max: float | An
     :param directions: (N, 3) ray directions (need not be normalised; ``t`` is in units of the direction).
     :param t_max: farthest hit distance, scalar or (N,).
     :param t_min: nearest hit distance.
+    :param backend: ``auto`` (ray queries where the device has them, else a ray-tracing pipeline), ``ray_query``
+        or ``pipeline``; both give the same results.
+    :raises UnsupportedFeatureError: the device lacks the backend asked for (see :func:`trace_backends`).
     :returns: numpy arrays ``hit`` (bool), ``t`` (float32), ``instance`` (int32, index into ``scene.instances``,
         -1 on a miss), ``primitive`` (int32: the triangle index in the instance's mesh, or the box index of
         procedural geometry such as a voxel model's AABB; -1 on a miss) and ``record`` (int32: the TLAS record hit,
@@ -56,9 +103,7 @@ def trace_rays(scene: Scene, origins: Any, directions: Any, *, t_max: float | An
     """
     device = scene.device
     device.check_open()
-    if not device.features.get("ray_query"):
-        raise UnsupportedFeatureError(f"{device.name} does not support VK_KHR_ray_query: trace_rays needs ray queries",
-                                      feature="ray_query")
+    use = choose_backend(device, backend)
     if getattr(scene, "tlas", None) is None:
         scene.build_acceleration_structures()
     o = np.ascontiguousarray(origins, dtype=np.float32).reshape(-1, 3)
@@ -78,7 +123,7 @@ def trace_rays(scene: Scene, origins: Any, directions: Any, *, t_max: float | An
     tmap = scene.tlas_map
     aabb_table = np.zeros(max(len(tmap.instance), 1), dtype=np.uint64)
     aabb_table[:len(tmap.instance)] = tmap.aabb_address
-    pipe = _pipeline(device)
+    pipe: ComputePipeline | PipelineTracer = _pipeline(device) if use == "ray_query" else _rt_pipeline(device)
     ray_buf = device.create_buffer(rays.nbytes, "storage", strategy="auto", name="trace-rays", category="trace")
     hit_buf = device.create_buffer(n * 16, "storage", strategy="auto", name="trace-hits", category="trace")
     tab_buf = device.create_buffer(aabb_table.nbytes, "storage", strategy="auto", name="trace-aabbs", category="trace")
@@ -95,8 +140,11 @@ def trace_rays(scene: Scene, origins: Any, directions: Any, *, t_max: float | An
         cmd = ctx.command_pool.allocate()
         try:
             begin(cmd)
-            pipe.cmd_dispatch(cmd, (n + WORKGROUP - 1) // WORKGROUP, np.uint32(n).tobytes())
-            readback_barrier_compute(cmd)
+            if isinstance(pipe, PipelineTracer):
+                pipe.cmd_trace(cmd, n)
+            else:
+                pipe.cmd_dispatch(cmd, (n + WORKGROUP - 1) // WORKGROUP, np.uint32(n).tobytes())
+                readback_barrier_compute(cmd)
             end(cmd)
             with lt.submit_lock:
                 value = lt.next_value()
@@ -104,6 +152,8 @@ def trace_rays(scene: Scene, origins: Any, directions: Any, *, t_max: float | An
             for b in (ray_buf, hit_buf, tab_buf):
                 b.last_use = value
             tlas.structure.last_use = value
+            if isinstance(pipe, PipelineTracer):
+                pipe.mark_used(value)
             lt.wait(value)
         finally:
             ctx.command_pool.free(cmd)
@@ -134,4 +184,4 @@ def readback_barrier_compute(cmd: Any) -> None:
                            dst_access=Access.TRANSFER_READ | Access.HOST_READ)
 
 
-__all__ = ["trace_rays", "shader_spirv", "readback_barrier_compute"]
+__all__ = ["trace_rays", "trace_backends", "choose_backend", "shader_spirv", "readback_barrier_compute"]

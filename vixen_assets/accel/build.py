@@ -137,6 +137,7 @@ def build_blases(device: Device, items: Sequence[tuple[str, list[vka.Geometry]]]
                 buf = group.create_buffer(sizes[j][0], AS_STORAGE_USAGE, name=f"blas:{items[j][0]}", category="accel",
                                           alignment=256)
                 a = AccelerationStructure(device, items[j][0], vka.BLAS, buf, sizes[j][0])
+                a.procedural = any(g.kind == vka.GEOMETRY_AABBS for g in items[j][1])
                 group.adopt(a)
                 built.append(a)
             query = vka.create_compacted_size_query(dev, len(batch)) if compact else None
@@ -189,6 +190,7 @@ def _compact(device: Device, group: AllocationGroup, built: list[AccelerationStr
             continue
         buf = group.create_buffer(csize, AS_STORAGE_USAGE, name=f"blas:{a.name}", category="accel", alignment=256)
         c = AccelerationStructure(device, a.name, vka.BLAS, buf, csize)
+        c.procedural = a.procedural
         group.adopt(c)
         pairs.append((i, a, c))
         extra += c.buffer.nbytes

@@ -45,6 +45,8 @@ class AccelerationStructure(TrackedResource):
         :param size: bytes of the structure.
         """
         self.kind = kind
+        #: True for a BLAS of boxes (AABB geometry): a ray-tracing pipeline needs a procedural hit group for it
+        self.procedural = False
         self.buffer = buffer
         self.size = size
         self.handle = vka.create_as(device.context.logical, buffer.handle, buffer.offset, size, kind)
@@ -95,6 +97,8 @@ class Tlas(TrackedResource):
         self.custom_index = (np.arange(n, dtype=np.uint32) if custom_index is None
                              else np.asarray(custom_index, np.uint32))
         self._addresses = np.array([b.device_address for b in blas], dtype=np.uint64)
+        #: hit group per record for ray-tracing pipelines: 0 triangles, 1 boxes (``trace_rays(backend="pipeline")``)
+        self.sbt_offset = np.array([1 if getattr(b, "procedural", False) else 0 for b in blas], dtype=np.uint32)
         self.structure: AccelerationStructure | None = None
         self.instance_buffer: Buffer | None = None
         self._staging: Buffer | None = None
@@ -126,7 +130,7 @@ class Tlas(TrackedResource):
 
     def _records(self, transforms: np.ndarray) -> np.ndarray:
         t = np.asarray(transforms, np.float32).reshape(self.count, 4, 4)
-        return vka.instance_records(t, self._addresses, self.custom_index)
+        return vka.instance_records(t, self._addresses, self.custom_index, sbt_offset=self.sbt_offset)
 
     def _write_and_build(self, records: np.ndarray, mode: int) -> None:
         """Write the instance records and (re)build: one command buffer, one submission, waited for."""

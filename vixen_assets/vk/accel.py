@@ -208,12 +208,17 @@ def cmd_copy_compact(dev: LogicalDevice, cmd: Any, src: Any, dst: Any) -> None:
 
 
 def instance_records(transforms: np.ndarray, blas_addresses: np.ndarray, custom_index: np.ndarray, *,
-                     mask: int = 0xFF, flags: int = INSTANCE_TRIANGLE_CULL_DISABLE) -> np.ndarray:
-    """Build ``VkAccelerationStructureInstanceKHR`` records from (N,4,4) column-vector transforms."""
+                     mask: int = 0xFF, flags: int = INSTANCE_TRIANGLE_CULL_DISABLE,
+                     sbt_offset: np.ndarray | int = 0) -> np.ndarray:
+    """Build ``VkAccelerationStructureInstanceKHR`` records from (N,4,4) column-vector transforms.
+
+    :param sbt_offset: ``instanceShaderBindingTableRecordOffset`` per record (or one for all): the hit group a
+        ray-tracing pipeline runs for the instance (ray queries ignore it).
+    """
     n = len(blas_addresses)
     rec = np.zeros(n, dtype=INSTANCE_DTYPE)
     rec["transform"] = np.asarray(transforms, dtype=np.float32)[:, :3, :4]
     rec["index_mask"] = (np.asarray(custom_index, dtype=np.uint32) & 0xFFFFFF) | np.uint32(mask << 24)
-    rec["sbt_flags"] = np.uint32((flags & 0xFF) << 24)
+    rec["sbt_flags"] = (np.asarray(sbt_offset, dtype=np.uint32) & 0xFFFFFF) | np.uint32((flags & 0xFF) << 24)
     rec["blas"] = np.asarray(blas_addresses, dtype=np.uint64)
     return rec

@@ -25,6 +25,8 @@ class PipelineStage:
     HOST: Final = 0x4000
     ALL_COMMANDS: Final = 0x10000
     ACCELERATION_STRUCTURE_BUILD: Final = 0x02000000
+    # ray-tracing pipelines (trace_pipeline)
+    RAY_TRACING_SHADER: Final = 0x00200000
 
 
 class Access:
@@ -86,6 +88,8 @@ class BufferUsage:
     SHADER_DEVICE_ADDRESS: Final = 0x00020000
     ACCELERATION_STRUCTURE_BUILD_INPUT_READ_ONLY: Final = 0x00080000
     ACCELERATION_STRUCTURE_STORAGE: Final = 0x00100000
+    # ray-tracing pipelines (trace_pipeline)
+    SHADER_BINDING_TABLE: Final = 0x00000400
 
 
 class MemoryProperty:
@@ -114,11 +118,28 @@ class ShaderStage:
     """``VkShaderStageFlagBits`` (not a pipeline stage: ``ShaderStage.COMPUTE`` is 0x20)."""
 
     COMPUTE: Final = 0x20
+    # ray-tracing pipelines (vk/raytracing)
+    RAYGEN: Final = 0x100
+    ANY_HIT: Final = 0x200
+    CLOSEST_HIT: Final = 0x400
+    MISS: Final = 0x800
+    INTERSECTION: Final = 0x1000
+    CALLABLE: Final = 0x2000
+
+
+class RayTracingShaderGroupType:
+    """``VkRayTracingShaderGroupTypeKHR``."""
+
+    GENERAL: Final = 0
+    TRIANGLES_HIT_GROUP: Final = 1
+    PROCEDURAL_HIT_GROUP: Final = 2
 
 
 #: ``VK_QUEUE_FAMILY_IGNORED``
 QUEUE_FAMILY_IGNORED: Final = 0xFFFFFFFF
 #: ``VK_WHOLE_SIZE``
 WHOLE_SIZE: Final = 0xFFFFFFFFFFFFFFFF
+#: ``VK_SHADER_UNUSED_KHR`` (no shader of that kind in a ray-tracing shader group)
+SHADER_UNUSED: Final = 0xFFFFFFFF
 #: the 32 bits of ``VkMemoryRequirements.memoryTypeBits``
 ALL_MEMORY_TYPES: Final = 0xFFFFFFFF

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import DeviceNotFoundError, VulkanError
+from .pinning import LibraryWatch
 from .shim import NULL, DebugCallback, check, cstrings, ffi, lib, to_str, translate_errors, vk
 
 log = logging.getLogger("vixen_assets.vk")
@@ -79,6 +80,7 @@ class Instance:
         self._messenger = None
         self._debug_key = 0
         self.handle: Any = None
+        watch = LibraryWatch()  # the loader maps the drivers from the first query on
         try:
             layers = available_layers()
             exts = available_instance_extensions()
@@ -139,6 +141,7 @@ class Instance:
             info.pNext = messenger_info  # also catches messages from vkCreateInstance / vkDestroyInstance
         p_instance = ffi.new("VkInstance*")
         result = lib.vkCreateInstance(info, NULL, p_instance)
+        watch.pin_new()  # the drivers and layers stay mapped after the last instance (see vk/pinning.py)
         if result == vk.VK_ERROR_INCOMPATIBLE_DRIVER:
             DebugCallback.unregister(self._debug_key)
             raise DeviceNotFoundError("no Vulkan driver found (VK_ERROR_INCOMPATIBLE_DRIVER); install mesa-vulkan-drivers")

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import UnsupportedFeatureError
 from .faults import FaultInjector
+from .pinning import keep_new_libraries_loaded
 from .physical import OPTIONAL_EXTENSIONS, RAY_TRACING_PIPELINE_EXTENSION, DeviceInfo, FeatureChain
 from .shim import NULL, check, cstrings, device_proc, ffi, lib, vk
 
@@ -65,14 +66,16 @@ class LogicalDevice:
         want = [ext for ext in OPTIONAL_EXTENSIONS.values() if ext in exts]
         if not info.features.get("acceleration_structure") or "VK_KHR_deferred_host_operations" not in want:
             want = [e for e in want if e not in ("VK_KHR_acceleration_structure", "VK_KHR_ray_query")]
-        elif not info.features.get("ray_query"):
-            want = [e for e in want if e != "VK_KHR_ray_query"]
-            # acceleration-structure commands are only valid with rayQuery or rayTracingPipeline enabled
-            # (VUID-vkGetAccelerationStructureBuildSizesKHR-rayTracingPipeline-03617, ...): without ray queries
-            # (NVIDIA's driver here) enable ray-tracing pipelines; with neither, acceleration structures are off
+        else:
+            if not info.features.get("ray_query"):
+                want = [e for e in want if e != "VK_KHR_ray_query"]
+            # ray-tracing pipelines are enabled wherever they exist (trace_rays' "pipeline" backend; the only way to
+            # trace on NVIDIA's driver, which has no ray queries). Acceleration-structure commands are only valid
+            # with rayQuery or rayTracingPipeline enabled (VUID-vkGetAccelerationStructureBuildSizesKHR-
+            # rayTracingPipeline-03617, ...): with neither, acceleration structures are off
             if info.features.get("ray_tracing_pipeline"):
                 want.append(RAY_TRACING_PIPELINE_EXTENSION)
-            else:
+            elif not info.features.get("ray_query"):
                 want = [e for e in want if e != "VK_KHR_acceleration_structure"]
         self.extensions = frozenset(want)
         self.features = {k: bool(v) for k, v in info.features.items()}
@@ -140,7 +143,8 @@ class LogicalDevice:
             },
         )
         p_dev = ffi.new("VkDevice*")
-        check(lib.vkCreateDevice(physical, dinfo, NULL, p_dev), "vkCreateDevice")
+        with keep_new_libraries_loaded():  # what the driver loads for a device stays too (see vk/pinning.py)
+            check(lib.vkCreateDevice(physical, dinfo, NULL, p_dev), "vkCreateDevice")
         self.handle = p_dev[0]
         self._procs: dict[str, Any] = {}
 

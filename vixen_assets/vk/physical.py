@@ -17,9 +17,10 @@ OPTIONAL_EXTENSIONS = {
     "memory_budget": "VK_EXT_memory_budget",
 }
 
-#: Enabled only on devices with acceleration structures but no ray queries: acceleration-structure commands need the
-#: ``rayQuery`` or the ``rayTracingPipeline`` feature enabled (VUID-vkGetAccelerationStructureBuildSizesKHR-
-#: rayTracingPipeline-03617 and the matching VUIDs of the build, copy and property commands).
+#: Enabled with acceleration structures wherever present (``trace_rays(backend="pipeline")``); on devices without ray
+#: queries it is also what makes acceleration-structure commands valid: they need the ``rayQuery`` or the
+#: ``rayTracingPipeline`` feature enabled (VUID-vkGetAccelerationStructureBuildSizesKHR-rayTracingPipeline-03617 and
+#: the matching VUIDs of the build, copy and property commands).
 RAY_TRACING_PIPELINE_EXTENSION = "VK_KHR_ray_tracing_pipeline"
 
 _MEMORY_PROPERTY_NAMES = {

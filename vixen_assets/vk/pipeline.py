@@ -1,4 +1,8 @@
-"""A compute pipeline with one descriptor set of storage buffers and acceleration structures, and push constants."""
+"""Pipelines with one descriptor set of storage buffers and acceleration structures, and push constants.
+
+:class:`DescriptorPipeline` holds what they share; :class:`ComputePipeline` is the compute one (the ray-tracing
+pipeline is in :mod:`vixen_assets.vk.raytracing`).
+"""
 
 from __future__ import annotations
 
@@ -15,21 +19,21 @@ SHADER_STAGE_COMPUTE = ShaderStage.COMPUTE
 BIND_POINT_COMPUTE = 1
 
 
-class ComputePipeline:
-    """Shader module + set layout + pipeline layout + pipeline + one descriptor set; ``destroy()`` frees all."""
+class DescriptorPipeline:
+    """What every pipeline here shares: shader modules, one descriptor set layout + pool + set, a pipeline layout
+    with optional push constants, and ``destroy()``. Subclasses create ``self.pipeline`` over ``self.layout``."""
 
-    def __init__(self, dev: LogicalDevice, spirv: bytes, bindings: Sequence[int], *, push_constant_bytes: int = 0,
-                 entry: str = "main") -> None:
-        """Create it; ``bindings[i]`` is the descriptor type of binding ``i``."""
+    bind_point = BIND_POINT_COMPUTE
+
+    def __init__(self, dev: LogicalDevice, bindings: Sequence[int], *, stages: int, push_constant_bytes: int = 0
+                 ) -> None:
+        """Create the set layout (``bindings[i]`` is the descriptor type of binding ``i``, visible to ``stages``),
+        the pipeline layout, a pool and the set; on failure everything created so far is destroyed."""
         self._dev = dev
         self.bindings = list(bindings)
-        code = ffi.new("uint32_t[]", len(spirv) // 4)
-        ffi.memmove(code, spirv, len(spirv))
-        minfo = ffi.new("VkShaderModuleCreateInfo*", {"sType": vk.VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
-                                                      "codeSize": len(spirv), "pCode": code})
-        p_mod = ffi.new("VkShaderModule*")
-        check(lib.vkCreateShaderModule(dev.handle, minfo, NULL, p_mod), "vkCreateShaderModule")
-        self.module = p_mod[0]
+        self.stages = stages
+        self.push_constant_bytes = push_constant_bytes
+        self.modules: list[Any] = []
         self.set_layout = self.layout = self.pipeline = self.pool = None
         try:
             blist = ffi.new("VkDescriptorSetLayoutBinding[]", len(bindings))
@@ -37,31 +41,20 @@ class ComputePipeline:
                 blist[i].binding = i
                 blist[i].descriptorType = t
                 blist[i].descriptorCount = 1
-                blist[i].stageFlags = SHADER_STAGE_COMPUTE
+                blist[i].stageFlags = stages
             linfo = ffi.new("VkDescriptorSetLayoutCreateInfo*", {
                 "sType": vk.VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO, "bindingCount": len(bindings),
                 "pBindings": blist})
             p_sl = ffi.new("VkDescriptorSetLayout*")
             check(lib.vkCreateDescriptorSetLayout(dev.handle, linfo, NULL, p_sl), "vkCreateDescriptorSetLayout")
             self.set_layout = p_sl[0]
-            pc = ffi.new("VkPushConstantRange*", {"stageFlags": SHADER_STAGE_COMPUTE, "offset": 0,
-                                                "size": push_constant_bytes})
+            pc = ffi.new("VkPushConstantRange*", {"stageFlags": stages, "offset": 0, "size": push_constant_bytes})
             plinfo = ffi.new("VkPipelineLayoutCreateInfo*", {
                 "sType": vk.VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO, "setLayoutCount": 1, "pSetLayouts": p_sl,
                 "pushConstantRangeCount": 1 if push_constant_bytes else 0, "pPushConstantRanges": pc if push_constant_bytes else NULL})
             p_pl = ffi.new("VkPipelineLayout*")
             check(lib.vkCreatePipelineLayout(dev.handle, plinfo, NULL, p_pl), "vkCreatePipelineLayout")
             self.layout = p_pl[0]
-            name = ffi.new("char[]", entry.encode())
-            stage = ffi.new("VkPipelineShaderStageCreateInfo*", {
-                "sType": vk.VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, "stage": SHADER_STAGE_COMPUTE,
-                "module": self.module, "pName": name})
-            cinfo = ffi.new("VkComputePipelineCreateInfo*", {
-                "sType": vk.VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO, "stage": stage[0], "layout": self.layout})
-            p_pipe = ffi.new("VkPipeline*")
-            check(lib.vkCreateComputePipelines(dev.handle, NULL, 1, cinfo, NULL, p_pipe),
-                  "vkCreateComputePipelines")
-            self.pipeline = p_pipe[0]
             counts: dict[int, int] = {}
             for t in bindings:
                 counts[t] = counts.get(t, 0) + 1
@@ -84,6 +77,20 @@ class ComputePipeline:
         except BaseException:
             self.destroy()
             raise
+
+    def create_module(self, spirv: bytes) -> Any:
+        """Create a ``VkShaderModule`` from SPIR-V bytes; it is destroyed with the pipeline.
+
+        :param spirv: the SPIR-V words as bytes.
+        """
+        code = ffi.new("uint32_t[]", len(spirv) // 4)
+        ffi.memmove(code, spirv, len(spirv))
+        minfo = ffi.new("VkShaderModuleCreateInfo*", {"sType": vk.VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
+                                                      "codeSize": len(spirv), "pCode": code})
+        p_mod = ffi.new("VkShaderModule*")
+        check(lib.vkCreateShaderModule(self._dev.handle, minfo, NULL, p_mod), "vkCreateShaderModule")
+        self.modules.append(p_mod[0])
+        return p_mod[0]
 
     def write(self, resources: Sequence[Any]) -> None:
         """Point each binding at its resource: ``(buffer_handle, offset, size)`` or an acceleration structure."""
@@ -111,15 +118,18 @@ class ComputePipeline:
                 w.pBufferInfo = bi
         lib.vkUpdateDescriptorSets(self._dev.handle, n, writes, 0, NULL)
 
-    def cmd_dispatch(self, cmd: Any, groups: int, push_constants: bytes = b"") -> None:
-        """Bind and dispatch ``groups`` x 1 x 1 workgroups."""
-        lib.vkCmdBindPipeline(cmd, BIND_POINT_COMPUTE, self.pipeline)
+    def cmd_bind(self, cmd: Any, push_constants: bytes = b"") -> None:
+        """Bind the pipeline and its descriptor set; push ``push_constants`` (to every stage of the layout).
+
+        :param cmd: a command buffer in the recording state.
+        :param push_constants: the push-constant bytes (none: nothing pushed).
+        """
+        lib.vkCmdBindPipeline(cmd, self.bind_point, self.pipeline)
         sets = ffi.new("VkDescriptorSet[]", [self.set])
-        lib.vkCmdBindDescriptorSets(cmd, BIND_POINT_COMPUTE, self.layout, 0, 1, sets, 0, NULL)
+        lib.vkCmdBindDescriptorSets(cmd, self.bind_point, self.layout, 0, 1, sets, 0, NULL)
         if push_constants:
             buf = ffi.new("char[]", push_constants)
-            lib.vkCmdPushConstants(cmd, self.layout, SHADER_STAGE_COMPUTE, 0, len(push_constants), buf)
-        lib.vkCmdDispatch(cmd, groups, 1, 1)
+            lib.vkCmdPushConstants(cmd, self.layout, self.stages, 0, len(push_constants), buf)
 
     def destroy(self) -> None:
         """Destroy everything; safe to call twice."""
@@ -138,6 +148,41 @@ class ComputePipeline:
         if self.set_layout is not None:
             lib.vkDestroyDescriptorSetLayout(h, self.set_layout, NULL)
             self.set_layout = None
-        if self.module is not None:
-            lib.vkDestroyShaderModule(h, self.module, NULL)
+        while self.modules:
+            lib.vkDestroyShaderModule(h, self.modules.pop(), NULL)
+
+
+class ComputePipeline(DescriptorPipeline):
+    """Shader module + set layout + pipeline layout + pipeline + one descriptor set; ``destroy()`` frees all."""
+
+    def __init__(self, dev: LogicalDevice, spirv: bytes, bindings: Sequence[int], *, push_constant_bytes: int = 0,
+                 entry: str = "main") -> None:
+        """Create it; ``bindings[i]`` is the descriptor type of binding ``i``."""
+        self.module: Any = None
+        super().__init__(dev, bindings, stages=SHADER_STAGE_COMPUTE, push_constant_bytes=push_constant_bytes)
+        try:
+            self.module = self.create_module(spirv)
+            name = ffi.new("char[]", entry.encode())
+            stage = ffi.new("VkPipelineShaderStageCreateInfo*", {
+                "sType": vk.VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, "stage": SHADER_STAGE_COMPUTE,
+                "module": self.module, "pName": name})
+            cinfo = ffi.new("VkComputePipelineCreateInfo*", {
+                "sType": vk.VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO, "stage": stage[0], "layout": self.layout})
+            p_pipe = ffi.new("VkPipeline*")
+            check(lib.vkCreateComputePipelines(dev.handle, NULL, 1, cinfo, NULL, p_pipe),
+                  "vkCreateComputePipelines")
+            self.pipeline = p_pipe[0]
+        except BaseException:
+            self.destroy()
+            raise
+
+    def cmd_dispatch(self, cmd: Any, groups: int, push_constants: bytes = b"") -> None:
+        """Bind and dispatch ``groups`` x 1 x 1 workgroups."""
+        self.cmd_bind(cmd, push_constants)
+        lib.vkCmdDispatch(cmd, groups, 1, 1)
+
+    def destroy(self) -> None:
+        """Destroy everything; safe to call twice."""
+        super().destroy()
+        if not self.modules:
             self.module = None

@@ -4,6 +4,11 @@ Seen on the project's machines (``../shared/notes/vulkan.md``):
 
 - Several ``_KHR`` / 1.2 constants are missing or ``None`` (``VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT`` is
   ``0x20000``; ``VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT`` is ``0x2``): they are defined here by value.
+- Some ``VK_KHR_ray_tracing_pipeline`` constants have wrong values (computed from extension 348 where the registry
+  places them under extension 151): ``VK_STRUCTURE_TYPE_RAY_TRACING_PIPELINE_CREATE_INFO_KHR`` is 1000150015, not
+  1000347015; ``..._SHADER_GROUP_CREATE_INFO_KHR`` 1000150016, not 1000347016;
+  ``VK_PIPELINE_BIND_POINT_RAY_TRACING_KHR`` 1000165000, not 1000347000 (the validation layer rejects the binding's
+  values): defined here by value.
 - Wrappers of value-returning calls that take an input struct (``vkGetBufferDeviceAddress`` and every
   ``vkGet...DeviceAddress...``) return their input struct: the raw ``lib`` function is called instead.
 - Extension functions come from ``vkGetDeviceProcAddr``; the binding's own wrapper refuses names it does not know,
@@ -52,6 +57,9 @@ ACCESS_2_TRANSFER_READ = 0x00000800
 ACCESS_2_MEMORY_READ = 0x00008000
 ACCESS_2_MEMORY_WRITE = 0x00010000
 ACCESS_2_HOST_READ = 0x00002000
+STRUCTURE_TYPE_RAY_TRACING_PIPELINE_CREATE_INFO = 1000150015
+STRUCTURE_TYPE_RAY_TRACING_SHADER_GROUP_CREATE_INFO = 1000150016
+PIPELINE_BIND_POINT_RAY_TRACING = 1000165000
 
 _RESULT_NAMES: dict[int, str] = {}
 for _name in dir(_vk):
