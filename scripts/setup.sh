@@ -2,6 +2,7 @@
 # Make this machine ready for vixen-assets, idempotently:
 #   1. system packages: Mesa lavapipe >= 25 from Debian bookworm-backports (acceleration structures, ray query),
 #      the Khronos validation layer, glslang and SPIR-V tools;
+#      and Debian's chromium (the HTML report's browser test);
 #   2. a virtualenv in .venv with vixen-assets (editable, with its test extra) and every plugin under plugins/.
 # As root it installs directly; otherwise it uses sudo when present, else prints the exact commands and stops.
 set -euo pipefail
@@ -14,6 +15,7 @@ need_system() {
   command -v glslangValidator >/dev/null 2>&1 || return 0
   dpkg -s vulkan-validationlayers >/dev/null 2>&1 || return 0
   dpkg -s spirv-tools >/dev/null 2>&1 || return 0
+  command -v chromium >/dev/null 2>&1 || return 0
   local v
   v=$(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || true)
   [ -n "$v" ] || return 0
@@ -34,11 +36,13 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q -t bookworm-backports mesa-vulkan-drivers vulkan-tools
 apt-get install -y -q vulkan-validationlayers glslang-tools spirv-tools python3-venv
+# the HTML validation report is tested in a real headless browser (Playwright drives this binary; no download)
+apt-get install -y -q chromium
 CMDS
 }
 
 if need_system; then
-  echo "setup: installing Mesa lavapipe (bookworm-backports), validation layers and glslang" >&2
+  echo "setup: installing Mesa lavapipe (bookworm-backports), validation layers, glslang and chromium" >&2
   if [ "$(id -u)" = 0 ]; then
     bash -c "$(system_commands)"
   elif command -v sudo >/dev/null 2>&1; then

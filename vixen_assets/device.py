@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import warnings
+from pathlib import Path
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ from .memory.images import Image, check_extent
 from .memory.lifetime import Lifetime
 from .memory.options import BudgetOptions
 from .memory.registry import ResourceRegistry
+from .memory.memory_map import write_memory_map
 from .memory.report import memory_report
 from .memory.resource import GpuResource
 from .memory.stats import CallableStats, StatsSource
@@ -431,6 +433,19 @@ class Device:
     def memory_report(self) -> dict[str, Any]:
         """A JSON-serialisable report: heaps, budget, per-category use, every block's used and free ranges."""
         return memory_report(self._ctx)
+
+    def memory_report_html(self, path: str | Path, *, before: dict[str, Any] | None = None,
+                           title: str = "memory map") -> Path:
+        """Write the memory map of :meth:`memory_report` (every block a bar, ranges by category, hover for details)
+        to ``path``: one self-contained HTML page (see ``memory.memory_map``).
+
+        :param path: the HTML file to write.
+        :param before: an earlier :meth:`memory_report` (e.g. taken before :meth:`defragment`): the page then shows
+            before and after.
+        :param title: the page title.
+        :returns: the path written.
+        """
+        return write_memory_map(path, self.memory_report(), before=before, title=title)
 
     def defragment(self, *, max_bytes: int | None = None, max_ms: float | None = None,
                    images: bool = True) -> DefragResult:

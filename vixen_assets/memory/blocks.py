@@ -18,7 +18,8 @@ The block policy (issue 17: hold little more than is live, without a defragmenta
 - **Best fit across blocks, fullest first**: a request that does not fit the block used last goes to the fullest
   block with room, so the emptiest blocks drain and can be freed.
 - **Empty blocks with hysteresis**: one empty block per pool is kept (steady churn makes no ``vkAllocateMemory``
-  calls); the rest are freed at once; ``trim()`` frees the kept ones too.
+  calls) unless the pool's other blocks have a block's worth of free bytes between them; the rest are freed at
+  once; ``trim()`` frees the kept ones too.
 
 ``block_size=`` (``open_device``) overrides the pool block size and restores VMA's rule for dedicated memory (above
 half a block), which tests of the block machinery rely on. Host-visible blocks are mapped once, persistently. The
@@ -475,8 +476,20 @@ class Suballocator(DeviceAllocator):
                         pool.spares.append(block)
                     else:
                         self._release_block(pool, block, purpose)
-                elif any(b is not block and not b.dedicated and b.tlsf.is_empty for b in pool.blocks):
+                elif self._surplus(pool, block):
                     self._release_block(pool, block, purpose)
+
+    def _surplus(self, pool: BlockPool, block: MemoryBlock) -> bool:
+        """Free an emptied pool block? Yes when the pool has another empty block, or when its other blocks have a
+        block's worth of free bytes between them (the empty block then only adds held memory)."""
+        free = 0
+        for b in pool.blocks:
+            if b is block or b.dedicated:
+                continue
+            if b.tlsf.is_empty:
+                return True
+            free += b.tlsf.free_bytes
+        return free >= block.size and not self._block_size
 
     def _keep_spare(self, pool: BlockPool, block: MemoryBlock) -> bool:
         """Keep an emptied dedicated block for reuse? Only on a costly heap, only policy-sized ones, and only while

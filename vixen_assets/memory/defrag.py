@@ -20,9 +20,11 @@ handles) stays where it is and pins its block. Every moved object's ``generation
 idle; when a move writes into a range another move of the same pass read from, a transfer barrier orders them.
 
 ``max_bytes=`` and ``max_ms=`` make a pass *incremental* (a frame loop calls it once per frame): the plan stops
-before the move that would pass ``max_bytes`` copied bytes, or once planning and recording have taken ``max_ms`` or
-the bytes planned would take longer to copy than ``max_ms`` at the copy rate measured by earlier passes; the next
-call goes on from the new state. ``DefragResult.remaining`` says whether the pass stopped early.
+before the move that would pass ``max_bytes`` copied bytes (a hard limit), and, with ``max_ms``, once planning has
+taken half of it or the bytes planned would take longer than the other half to copy at the rate earlier passes
+measured (a soft limit: the first move of a pass is always made, so every pass progresses; fixed costs, such as
+waiting for the device to go idle, come on top). The next call goes on from the new state.
+``DefragResult.remaining`` says whether the pass stopped early.
 """
 
 from __future__ import annotations
@@ -161,10 +163,11 @@ def _units(ctx: GpuContext, pool: BlockPool, blocks: list[MemoryBlock], images: 
     return out
 
 
-def _plan_compaction(ctx: GpuContext, pool: BlockPool, images: bool, max_bytes: float, deadline: float,
-                     planned: list[_Move], total: list[int]) -> bool:
+def _plan_compaction(ctx: GpuContext, pool: BlockPool, images: bool, max_bytes: float, soft_bytes: float,
+                     deadline: float, planned: list[_Move], total: list[int]) -> bool:
     """Append the moves that compact ``pool`` to ``planned`` (reserving destinations, freeing sources in the TLSF);
-    return False when a limit stopped the plan."""
+    return False when a limit stopped the plan. ``max_bytes`` is a hard limit; ``soft_bytes`` (what ``max_ms``
+    allows at the measured copy rate) yields to the first move of a pass, so that every pass makes progress."""
     blocks = [b for b in pool.blocks if not b.dedicated]
     if not blocks:
         return True
@@ -176,9 +179,9 @@ def _plan_compaction(ctx: GpuContext, pool: BlockPool, images: bool, max_bytes: 
     done = True
     for rank, blk in enumerate(order):
         for kind, obj, off, size, align, gkind, members in sorted(units.get(blk.id, ()), key=lambda u: u[2]):
-            if time.perf_counter() > deadline:
+            if planned and time.perf_counter() > deadline:
                 return False
-            if total[0] + size > max_bytes:
+            if total[0] + size > max_bytes or (planned and total[0] + size > soft_bytes):
                 done = False  # too big for what is left of this pass: a later pass may move it
                 continue
             dst = None
@@ -352,18 +355,19 @@ def defragment(ctx: GpuContext, *, max_bytes: int | None = None, max_ms: float |
     before = sub.stats()
     held_before = _held(sub)
     limit: float = float("inf") if max_bytes is None else max_bytes
+    soft = limit
     deadline = float("inf")
     rate = sub.defrag_copy_rate or _DEFAULT_COPY_RATE
-    if max_ms is not None:
-        deadline = t0 + max_ms / 1000.0
-        limit = min(limit, rate * max_ms / 1000.0)
+    if max_ms is not None:  # half the time for planning, half for the copies at the measured rate
+        deadline = t0 + max_ms / 2000.0
+        soft = min(limit, rate * max_ms / 2000.0)
     moves: list[_Move] = []
     complete = True
     with sub.lock:
         sub.trim_slabs()
         total = [0]
         for pool in sub.pools():
-            if not _plan_compaction(ctx, pool, images, limit, deadline, moves, total):
+            if not _plan_compaction(ctx, pool, images, limit, soft, deadline, moves, total):
                 complete = False
         if moves:
             try:
