@@ -112,3 +112,20 @@ def test_bench_load_stage_quick(tmp_path: Path) -> None:
         assert scene["profile"]["top_tottime"]
     assert result["scenes"]["instances"]["instances"] > result["scenes"]["instances"]["unique_meshes"]
     assert "cold/floor" in proc.stdout and ("PASS" in proc.stdout or "MISS" in proc.stdout)
+
+
+def test_bench_churn_device_quick(tmp_path: Path) -> None:
+    out = tmp_path / "churn_device.json"
+    page = tmp_path / "churn.html"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_churn.py"), "--device", "--quick",
+                           "--json", str(out), "--html", str(page)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    dev, vma = result["device"], result["vma_simulation"]
+    assert result["ops"] == 20_000 and dev["ops"] == 20_000 and dev["device"]
+    for key in ("at_end", "worst", "after_incremental", "after_full_pass"):
+        assert dev[key]["held_bytes"] > 0 and dev[key]["overhead"] >= 1.0
+    assert dev["vk_allocate_memory_per_1000_ops"] > 0 and vma["at_end"]["overhead"] >= 1.0
+    assert "VMA policy (sim)" in proc.stdout and "vkAllocateMemory per 1,000 ops" in proc.stdout
+    assert page.read_text().startswith("<!DOCTYPE html>")

@@ -5,12 +5,14 @@ The block policy (issue 17: hold little more than is live, without a defragmenta
 - **Large requests get their own block** ("dedicated": one resource per ``VkDeviceMemory``, exact size, so no
   fragmentation at all) from :meth:`Suballocator.dedicated_min` (4 MiB) up. What the measured cost of
   ``vkAllocateMemory`` on a heap changes (every call the suballocator makes is timed) is the hysteresis below, not
-  the threshold: on the issue-17 churn trace (``benchmarks/bench_churn.py --device``, 100k ops, calls forced to
-  cost 2 ms) a 16 MiB threshold held 33 % over live at the end (46 % at worst), 8 MiB 18 % (31 %), 4 MiB with
-  spares 13 % (22 %), 27 vs 50 ``vkAllocateMemory`` per 1,000 operations without spares.
+  the threshold: on the issue-17 churn trace (``benchmarks/bench_churn.py --device``, calls forced to cost 2 ms)
+  a 16 MiB threshold held 33 % over live at the end (46 % at worst), 8 MiB 18 % (31 %) (100k operations);
+  4 MiB with spares capped at 1/16 of the heap and 1/4 slack 19.4 % (22.6 %, 27 ``vkAllocateMemory`` per 1,000
+  operations), at 1/32 and 1/8 14.0 % (17.2 %, 39 per 1,000), with no spares 10.2 % (13.2 %, 50 per 1,000)
+  (200k operations).
 - **Spare dedicated blocks** (hysteresis for heaps where ``vkAllocateMemory`` costs more than
   :data:`COSTLY_ALLOCATE_US`, e.g. 1.5-2 ms on an NVIDIA H200): a freed dedicated block is kept, while the heap's
-  spares stay under 1/16 of its held bytes, and reused by a later large request it exceeds by at most 1/4 (best
+  spares stay under 1/32 of its held bytes, and reused by a later large request it exceeds by at most 1/8 (best
   fit). Where a call is cheap (lavapipe, tens of µs) none is kept: held memory wins.
 - **Pool blocks fitted to what they serve**: a pool only serves requests below the dedicated threshold, so its
   blocks are 8 x that threshold (32 MiB), capped by VMA's default (256 MiB, heap/8 on heaps of 1 GiB or less) and
@@ -54,9 +56,9 @@ COSTLY_ALLOCATE_US = 250.0
 #: pool blocks hold this many of their largest requests
 POOL_BLOCK_FACTOR = 8
 #: a spare dedicated block is reused for a request it exceeds by at most 1/SPARE_SLACK
-SPARE_SLACK = 4
+SPARE_SLACK = 8
 #: spare dedicated blocks of a costly heap stay under 1/SPARE_SHARE of the heap's held bytes
-SPARE_SHARE = 16
+SPARE_SHARE = 32
 _ids = itertools.count(1)
 
 
@@ -312,7 +314,7 @@ class Suballocator(DeviceAllocator):
         return n
 
     def _take_spare(self, pool: BlockPool, size: int) -> MemoryBlock | None:
-        """The smallest spare dedicated block of ``pool`` that holds ``size`` bytes with at most 1/4 to spare."""
+        """The smallest spare dedicated block of ``pool`` that holds ``size`` bytes with at most 1/8 to spare."""
         best = None
         for b in pool.spares:
             if size <= b.size <= size + size // SPARE_SLACK and (best is None or b.size < best.size):
@@ -493,7 +495,7 @@ class Suballocator(DeviceAllocator):
 
     def _keep_spare(self, pool: BlockPool, block: MemoryBlock) -> bool:
         """Keep an emptied dedicated block for reuse? Only on a costly heap, only policy-sized ones, and only while
-        the heap's spares stay under 1/16 of its held bytes."""
+        the heap's spares stay under 1/32 of its held bytes."""
         if self._block_size or not self.costly(block.heap) or block.size < pool.dedicated_min:
             return False
         spare = sum(b.size for p in self._pools.values() for b in p.spares if b.heap == block.heap)
