@@ -59,6 +59,10 @@ class DefragResult:
     fragmentation_after: float
     #: images among ``moved``
     images_moved: int = 0
+    #: ranges moved (a slab of small buffers counts once; ``moved`` counts its buffers)
+    copies: int = 0
+    #: moves that slid a resource down over its own old range (copied in chunks)
+    slides: int = 0
     #: wall-clock seconds of the pass (planning, copies, rebinding, freeing)
     seconds: float = 0.0
     #: True when ``max_bytes``/``max_ms`` stopped the pass before its plan was done (call again to go on)
@@ -108,8 +112,11 @@ def _plan_pool(blocks: list[MemoryBlock], residents: dict[int, list[Buffer]]) ->
 
 
 
-#: copy throughput assumed before any pass was measured (bytes per second)
-_DEFAULT_COPY_RATE = 2e9
+#: a slide over its own range is copied in chunks of the shift: at most this many (else the shift is not worth it)
+MAX_SLIDE_CHUNKS = 64
+#: copy throughput assumed before any pass was measured (bytes per second): lavapipe's ~150 MB/s rounded up, so a
+#: first ``max_ms`` pass on a fast GPU is merely small
+_DEFAULT_COPY_RATE = 256e6
 
 
 @dataclass
@@ -122,6 +129,8 @@ class _Move:
     dst: MemoryBlock
     dst_off: int
     barrier: bool = False
+    #: the new range overlaps the old one (same block, lower offset): copied in chunks of the shift, with barriers
+    slide: bool = False
     members: tuple[Buffer, ...] = ()
     new_handle: Any = None
 
@@ -195,10 +204,22 @@ def _plan_compaction(ctx: GpuContext, pool: BlockPool, images: bool, max_bytes: 
                 new = blk.tlsf.alloc_lowest(size, align, granularity_kind=gkind, below=off)
                 if new is not None:
                     dst = blk
-            if dst is None or new is None:
+            slide = False
+            if dst is None and kind != "image":
+                # no hole below holds it whole: slide it down over its own old range, in chunks (see _record)
+                blk.tlsf.free(off)
+                new = blk.tlsf.alloc_lowest(size, align, granularity_kind=gkind, below=off + size)
+                if new is None or (off - new) * MAX_SLIDE_CHUNKS < size:  # no shift, or too small to pay
+                    if new is not None:
+                        blk.tlsf.free(new)
+                    blk.tlsf.reserve(off, size)
+                    continue
+                dst, slide = blk, True
+            elif dst is None or new is None:
                 continue
-            blk.tlsf.free(off)
-            mv = _Move(kind, obj, blk, off, size, dst, new, members=members)
+            else:
+                blk.tlsf.free(off)
+            mv = _Move(kind, obj, blk, off, size, dst, new, members=members, slide=slide)
             if any(s < new + size and new < e for s, e in dirty.get(dst.id, ())):
                 mv.barrier = True
                 dirty.clear()
@@ -254,13 +275,22 @@ def _record(cmd: Any, moves: list[_Move]) -> None:
             vkr.cmd_memory_barrier(cmd, src_stage=PipelineStage.TRANSFER, dst_stage=PipelineStage.TRANSFER,
                                    src_access=Access.TRANSFER_READ | Access.TRANSFER_WRITE,
                                    dst_access=Access.TRANSFER_READ | Access.TRANSFER_WRITE)
-        if mv.kind == "own":
-            region[0] = (0, 0, mv.obj.size)
-            vkr.cmd_copy_buffer(cmd, mv.obj._handle, mv.new_handle, region)
-        elif mv.kind in ("arena", "slab"):
-            n = mv.obj.size if mv.kind == "arena" else SLAB_BYTES
-            region[0] = (mv.src_off, mv.dst_off, n)
-            vkr.cmd_copy_buffer(cmd, mv.src.payload[0], mv.dst.payload[0], region)
+        if mv.kind in ("own", "arena", "slab"):
+            n = mv.obj.size if mv.kind != "slab" else SLAB_BYTES
+            if mv.kind == "own":
+                src, dst, s0, d0 = mv.obj._handle, mv.new_handle, 0, 0
+            else:
+                src, dst, s0, d0 = mv.src.payload[0], mv.dst.payload[0], mv.src_off, mv.dst_off
+            step = mv.src_off - mv.dst_off if mv.slide else n
+            pos = 0
+            while pos < n:  # a slide: chunk i writes where chunk i-1 was read, after a barrier
+                ln = min(step, n - pos)
+                region[0] = (s0 + pos, d0 + pos, ln)
+                vkr.cmd_copy_buffer(cmd, src, dst, region)
+                pos += ln
+                if pos < n:
+                    vkr.cmd_memory_barrier(cmd, src_stage=PipelineStage.TRANSFER, dst_stage=PipelineStage.TRANSFER,
+                                           src_access=Access.TRANSFER_READ, dst_access=Access.TRANSFER_WRITE)
         else:
             img = mv.obj
             new = _Handle(mv.new_handle, img)
@@ -390,5 +420,6 @@ def defragment(ctx: GpuContext, *, max_bytes: int | None = None, max_ms: float |
         bytes_moved=sum(m.obj.size if m.kind == "arena" or m.kind == "own" else m.size for m in moves),
         blocks_freed=freed, blocks_before=before["blocks"], blocks_after=after["blocks"],
         fragmentation_before=before["fragmentation"], fragmentation_after=after["fragmentation"],
-        images_moved=sum(1 for m in moves if m.kind == "image"), seconds=time.perf_counter() - t0,
+        images_moved=sum(1 for m in moves if m.kind == "image"), copies=len(moves),
+        slides=sum(1 for m in moves if m.slide), seconds=time.perf_counter() - t0,
         remaining=not complete, held_before=held_before, held_after=_held(sub))
