@@ -50,7 +50,7 @@ def memory_report(ctx: GpuContext) -> dict[str, Any]:
                     free += sf
             blocks.append({
                 "id": block.id, "memory_type": block.type_index, "heap": block.heap, "size": block.size,
-                "purpose": block.pool_key[1], "dedicated": block.dedicated, "used": sum(n for _o, n in used),
+                "purpose": block.pool_key[1], "device_address": block.device_address, "dedicated": block.dedicated, "used": sum(n for _o, n in used),
                 "free": sum(n for _o, n in free), "largest_free": t.largest_free, "fragmentation": t.fragmentation(),
                 "used_ranges": [list(r) for r in sorted(used)], "free_ranges": [list(r) for r in sorted(free)],
                 "allocations": [[o, n, *owners.get((block.id, o), ("?", "?", "?"))] for o, n in sorted(used)],
