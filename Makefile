@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export XDG_RUNTIME_DIR ?= /tmp/vixen-xdg-$(shell id -u)
 
-.PHONY: setup demo test typecheck test-slow bench shaders clean
+.PHONY: setup demo test typecheck test-slow bench shaders clean blender-extension
 
 setup:
 	@bash scripts/setup.sh
@@ -26,6 +26,11 @@ typecheck: setup
 
 test-slow: setup
 	VIXEN_VALIDATION=1 $(PY) -m pytest tests plugins -q -m slow
+
+# The Blender extension zip (plugins/vixen-assets-blender), built and validated with Blender's extension tool
+# (from the bpy wheel in .venv-blender, which scripts/setup.sh makes: bpy pins numpy < 2).
+blender-extension: setup
+	.venv-blender/bin/python -m vixen_assets_blender.build_extension -o dist
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -3,7 +3,8 @@
 #   1. system packages: Mesa lavapipe >= 25 from Debian bookworm-backports (acceleration structures, ray query),
 #      the Khronos validation layer, glslang and SPIR-V tools;
 #      and Debian's chromium (the HTML report's browser test);
-#   2. a virtualenv in .venv with vixen-assets (editable, with its test extra) and every plugin under plugins/.
+#   2. a virtualenv in .venv with vixen-assets (editable, with its test extra) and every plugin under plugins/;
+#   3. a second one in .venv-blender with the same plus bpy (it pins numpy < 2) for the Blender plugin.
 # As root it installs directly; otherwise it uses sudo when present, else prints the exact commands and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,20 +55,44 @@ if need_system; then
   fi
 fi
 
-# Python environment: reinstall only when a project file changed.
-stamp="$VENV/.vixen-setup-stamp"
+# Python environments: reinstall only when a project file changed.
 want=$(cat pyproject.toml plugins/*/pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
-  exit 0
+
+# 1. .venv: vixen-assets (editable, test extra) and every plugin under plugins/ (numpy 2).
+stamp="$VENV/.vixen-setup-stamp"
+if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python" ]; }; then
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+  fi
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  args=(-e "$ROOT[test,basis]")
+  for p in plugins/*/; do
+    [ -f "$p/pyproject.toml" ] && args+=(-e "$ROOT/$p")
+  done
+  "$VENV/bin/python" -m pip install -q "${args[@]}"
+  # bpy pins numpy < 2 (and strict mypy needs numpy 2's stubs): it lives in its own venv, below, never in this one
+  if "$VENV/bin/python" -m pip show -q bpy >/dev/null 2>&1; then
+    "$VENV/bin/python" -m pip uninstall -q -y bpy
+    "$VENV/bin/python" -m pip install -q --upgrade numpy
+  fi
+  echo "$want" > "$stamp"
+  echo "setup: ready ($VENV)" >&2
 fi
-if [ ! -x "$VENV/bin/python" ]; then
-  "$PY" -m venv "$VENV"
+
+# 2. .venv-blender: the same packages plus bpy (PyPI's Blender as a module) for the Blender plugin's tests, its
+#    benchmark and `make blender-extension`. bpy has wheels for CPython 3.11 (bpy <= 5.0, numpy < 2) and 3.13+ only.
+BVENV=${VIXEN_BLENDER_VENV:-$ROOT/.venv-blender}
+bstamp="$BVENV/.vixen-setup-stamp"
+if "$VENV/bin/python" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) or sys.version_info >= (3, 13) else 1)'; then
+  if ! { [ -f "$bstamp" ] && [ "$(cat "$bstamp")" = "$want" ] && [ -x "$BVENV/bin/python" ]; }; then
+    if [ ! -x "$BVENV/bin/python" ]; then
+      "$VENV/bin/python" -m venv "$BVENV"
+    fi
+    "$BVENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+    "$BVENV/bin/python" -m pip install -q -e "$ROOT[test]" -e "$ROOT/plugins/vixen-assets-blender[bpy]"
+    echo "$want" > "$bstamp"
+    echo "setup: ready ($BVENV, with bpy)" >&2
+  fi
+else
+  echo "setup: no bpy wheel for this Python: the Blender plugin's tests will skip" >&2
 fi
-"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-args=(-e "$ROOT[test,basis]")
-for p in plugins/*/; do
-  [ -f "$p/pyproject.toml" ] && args+=(-e "$ROOT/$p")
-done
-"$VENV/bin/python" -m pip install -q "${args[@]}"
-echo "$want" > "$stamp"
-echo "setup: ready ($VENV)" >&2

@@ -114,6 +114,35 @@ def test_bench_load_stage_quick(tmp_path: Path) -> None:
     assert "cold/floor" in proc.stdout and ("PASS" in proc.stdout or "MISS" in proc.stdout)
 
 
+def test_bench_blender_quick(tmp_path: Path) -> None:
+    import importlib.util
+
+    import pytest
+
+    # bpy lives in its own virtualenv (.venv-blender, made by scripts/setup.sh: it pins numpy < 2)
+    python = os.environ.get("VIXEN_BLENDER_PYTHON") or str(REPO / ".venv-blender" / "bin" / "python")
+    if importlib.util.find_spec("bpy") is not None:
+        python = sys.executable
+    elif not Path(python).exists():
+        if sys.version_info[:2] != (3, 11) and sys.version_info < (3, 13):
+            pytest.skip("PyPI has no bpy wheel for this Python (3.11 and 3.13+ have one)")
+        pytest.fail("no bpy virtualenv: run `make setup` (it creates .venv-blender) or set VIXEN_BLENDER_PYTHON")
+    out = tmp_path / "blender.json"
+    proc = subprocess.run([python, str(REPO / "benchmarks" / "bench_blender.py"), "--quick", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    whats = [r["what"] for r in result["rows"]]
+    for prefix in ("floor: foreach_get", "load_blend via arrays, evaluated", "load_blend via usd",
+                   "peer: Blender's own USD import"):
+        assert any(w.startswith(prefix) for w in whats), f"{prefix!r} missing:\n{proc.stdout[-3000:]}"
+    assert all(r["best_s"] > 0 and r["x_floor"] > 0 for r in result["rows"])
+    arrays = next(r for r in result["rows"] if r["what"].startswith("load_blend via arrays, evaluated"))
+    usd = next(r for r in result["rows"] if r["what"].startswith("load_blend via usd"))
+    assert arrays["triangles"] == usd["triangles"] > 0  # the two paths load the same scene
+    assert "Targets:" in proc.stdout
+
+
 def test_bench_churn_device_quick(tmp_path: Path) -> None:
     out = tmp_path / "churn_device.json"
     page = tmp_path / "churn.html"

@@ -1021,3 +1021,33 @@ def test_open_stage_object_is_accepted(device, vixen_assets_dir):
     with load_stage(stage, device) as scene:
         assert not scene.stats.warm and len(scene.instances) == 1
         verify_scene(device, scene, stage, start_time(stage))
+
+
+def test_point_instancer_prototypes_beneath_an_over(device: Any, tmp_path: Path) -> None:
+    """Prototypes kept beneath an ``over`` (so that a plain traversal does not draw them, as the PointInstancer
+    documentation recommends and Blender's USD exporter writes) are instanced; the over itself is not drawn."""
+    path = tmp_path / "over_protos.usda"
+    path.write_text('''#usda 1.0
+def PointInstancer "pi"
+{
+    point3f[] positions = [(0, 0, 0), (5, 0, 0), (0, 7, 0)]
+    int[] protoIndices = [0, 0, 0]
+    rel prototypes = </pi/Prototypes/tri>
+
+    over "Prototypes"
+    {
+        def Mesh "tri"
+        {
+            int[] faceVertexCounts = [3]
+            int[] faceVertexIndices = [0, 1, 2]
+            point3f[] points = [(0, 0, 0), (1, 0, 0), (0, 1, 0)]
+        }
+    }
+}
+''')
+    with load_stage(path, device) as scene:
+        assert not scene.warnings
+        assert sorted(i.prim_path for i in scene.instances) == ["/pi[0]", "/pi[1]", "/pi[2]"]
+        offsets = sorted(tuple(np.round(i.transform[:3, 3], 5)) for i in scene.instances)
+        assert offsets == [(0, 0, 0), (0, 7, 0), (5, 0, 0)]
+        assert scene.triangle_count == 3

@@ -421,6 +421,91 @@ def test_resolve_asset_path_that_raises_names_the_hook(pm: Any, add_plugin: Call
     assert "vixen_resolve_asset_path(asset_path, anchor)" in str(info.value)
 
 
+# ---------------------------------------------------------------- vixen_load_scene_file(path, device, options)
+
+
+class Tri:
+    """The docs/plugins.md example: a ``.tri`` file of one triangle per line of nine numbers, through the mesh
+    cacher. ``seen`` records every call (also the ones it declines)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+
+    @hookimpl
+    def vixen_load_scene_file(self, path: str, device: Any, options: dict[str, Any]) -> Any:
+        from vixen_assets.cachers.mesh import MeshCacher
+        from vixen_assets.errors import FormatError
+        from vixen_assets.geometry.mesh_source import MeshSource
+        from vixen_assets.scene import Instance, Scene
+
+        self.seen.append((path, options))
+        if not path.endswith(".tri"):
+            return None
+        try:
+            points = np.loadtxt(path, dtype=np.float32).reshape(-1, 3)
+        except ValueError as exc:
+            raise FormatError(f"not a .tri file: {exc}", path=path) from exc
+        n = len(points) // 3
+        src = MeshSource(points, np.full(n, 3, np.int32), np.arange(3 * n, dtype=np.int32), prim_path="/tri")
+        scene = Scene(device, path)
+        scene.up_axis, scene.meters_per_unit = "Z", 1.0
+        cacher = MeshCacher.for_device(device)
+        key = cacher.key_for(src)
+        (mesh,) = cacher.get_many([src], [key])
+        scene.hold(cacher, key)
+        device.uploader.flush().wait()
+        scene.meshes = [mesh]
+        scene.instances = [Instance(mesh, np.eye(4, dtype=np.float32), "/tri")]
+        return scene
+
+
+def test_load_scene_file_hook(pm: Any, add_plugin: Callable[..., Any], device: Any, tmp_path: Path) -> None:
+    tri = add_plugin(Tri(), "tri")
+    rec = add_plugin(Recorder(), "recorder")
+    path = tmp_path / "two.tri"
+    path.write_text("0 0 0 1 0 0 0 1 0\n0 0 1 1 0 1 0 1 1\n")
+    with vixen_assets.load_stage(path, device, plugin_manager=pm, up_axis="Y", meters_per_unit=0.01,
+                                 acceleration_structures=True) as scene:
+        assert scene.triangle_count == 2
+        assert tri.seen[-1][0] == str(path) and tri.seen[-1][1]["plugin_manager"] is pm
+        assert rec.scenes == [scene]  # the core notifies, once
+        assert scene.tlas is not None  # and builds what was asked for
+        assert (scene.up_axis, scene.meters_per_unit) == ("Y", 0.01)
+        lo, hi = scene.bounds  # Z-up meters -> Y-up centimeters: (x, y, z) -> 100 * (x, z, -y)
+        assert np.allclose(lo, [0, 0, -100]) and np.allclose(hi, [100, 100, 0])
+    # USD files never reach the hook; unknown suffixes nobody handles fail as before, naming the file
+    quad = write_stage(tmp_path / "quad.usda", QUAD)
+    with vixen_assets.load_stage(quad, device, plugin_manager=pm):
+        pass
+    assert all(p != str(quad) for p, _o in tri.seen)
+    other = tmp_path / "scene.xyz"
+    other.write_text("nothing")
+    from vixen_assets.errors import FormatError
+
+    with pytest.raises(FormatError, match="scene.xyz"):
+        vixen_assets.load_stage(other, device, plugin_manager=pm)
+    assert tri.seen[-1][0] == str(other)  # asked, declined
+    bad = tmp_path / "bad.tri"
+    bad.write_text("one two three\n")
+    with pytest.raises(FormatError, match="bad.tri"):
+        vixen_assets.load_stage(bad, device, plugin_manager=pm)
+
+
+def test_load_scene_file_that_raises_names_the_hook(pm: Any, add_plugin: Callable[..., Any], device: Any,
+                                                    tmp_path: Path) -> None:
+    class Broken:
+        @hookimpl
+        def vixen_load_scene_file(self, path: str, device: Any, options: dict[str, Any]) -> Any:
+            raise RuntimeError("parser crashed")
+
+    add_plugin(Broken(), "broken")
+    path = tmp_path / "x.tri"
+    path.write_text("0 0 0 1 0 0 0 1 0\n")
+    with pytest.raises(PluginError, match=r"parser crashed") as info:
+        vixen_assets.load_stage(path, device, plugin_manager=pm)
+    assert "vixen_load_scene_file(path, device, options)" in str(info.value)
+
+
 # ---------------------------------------------------------------- entry points
 
 

@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .cachers.registry import CacherRegistry
+    from .device import Device
     from .scene import Scene
 
 PROJECT_NAME = "vixen_assets"
@@ -100,6 +103,26 @@ def vixen_resolve_asset_path(asset_path: str, anchor: str) -> str | None:
     .. versionadded:: 0.1
 
     Implementing this hook: map custom URI schemes or asset libraries to files. The first non-``None`` answer wins.
+    """
+
+
+@hookspec(firstresult=True)
+def vixen_load_scene_file(path: str, device: Device, options: dict[str, Any]) -> Scene | None:
+    """Load a whole file that is not a USD layer (a ``.blend``, ...) as a :class:`~vixen_assets.scene.Scene`.
+
+    :param path: the file's path, as given to ``load_stage`` (it exists; its suffix is not a USD file format's).
+    :param device: the :class:`~vixen_assets.Device` to load onto.
+    :param options: ``load_stage``'s options: ``progress`` (a ``progress(phase, done, total)`` callback or
+        ``None``), ``strict``, ``textures``, ``time``, ``plugin_manager``. Ignore those you do not support.
+    :returns: the loaded scene (its ``up_axis`` and ``meters_per_unit`` set to the frame of its data), or ``None``
+        when the plugin does not handle this file.
+
+    .. versionadded:: 0.1
+
+    Implementing this hook: look at the suffix first and return ``None`` quickly for files that are not yours. The
+    core converts the returned scene to the requested frame, builds acceleration structures when asked, and calls
+    ``vixen_stage_loaded``; do not do those yourself. On bad input raise ``FormatError`` naming the file and
+    release whatever you created: nothing may be left on the device.
     """
 
 

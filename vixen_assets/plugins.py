@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -24,6 +24,10 @@ from . import hookspecs
 from .cachers.registry import CacherRegistry
 from .errors import PluginError
 from .hookcalls import _impls, notify_asset_cached, notify_progress, notify_stage_loaded
+
+if TYPE_CHECKING:
+    from .device import Device
+    from .scene import Scene
 
 log = logging.getLogger("vixen_assets.plugins")
 
@@ -199,3 +203,24 @@ def resolve_asset_path(pm: pluggy.PluginManager, asset_path: str, anchor: str) -
         return pm.hook.vixen_resolve_asset_path(asset_path=asset_path, anchor=anchor)
     except Exception as exc:
         raise PluginError(f"{type(exc).__name__}: {exc}", hook="vixen_resolve_asset_path(asset_path, anchor)") from exc
+
+
+def load_scene_file(pm: pluggy.PluginManager, path: str, device: Device, options: dict[str, Any]) -> Scene | None:
+    """Call ``vixen_load_scene_file``: the first plugin's ``Scene`` for a non-USD file, or ``None``.
+
+    :param pm: the plugin manager.
+    :param path: the file.
+    :param device: the :class:`~vixen_assets.Device`.
+    :param options: ``load_stage``'s options (see the hook's documentation).
+    :returns: the scene, or ``None`` when no plugin handles the file.
+    :raises VixenError: what the plugin raised (``FormatError`` naming the file, ...); any other exception becomes a
+        ``PluginError`` naming the hook.
+    """
+    from .errors import VixenError
+
+    try:
+        return pm.hook.vixen_load_scene_file(path=path, device=device, options=options)
+    except VixenError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{type(exc).__name__}: {exc}", hook="vixen_load_scene_file(path, device, options)") from exc

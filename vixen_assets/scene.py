@@ -113,6 +113,10 @@ class Scene:
         self.tlas: Tlas | None = None
         self.tlas_map: TlasMap | None = None
         self.plugin_data: dict[str, Any] = {}
+        #: the frame of the data: which axis is up (``"Y"`` or ``"Z"``) and the length of one unit in meters (USD's
+        #: fallbacks until a loader sets them; ``load_stage(up_axis=, meters_per_unit=)`` converts to another frame)
+        self.up_axis: str = "Y"
+        self.meters_per_unit: float = 0.01
         self.entry_keys: dict[int, tuple[str, str]] = {}  # id(entry) -> (cacher name, key), for warm reloads
         self._refs: list[tuple[Any, str]] = []  # (cacher, key) references held
         self._owned: list[Any] = []             # objects destroyed at release (acceleration structures, ...)
@@ -217,6 +221,7 @@ class Scene:
         """Counts, bytes, timings and peak budget use as a JSON-friendly dict."""
         lo, hi = self.bounds
         return {"path": self.path, **self.stats.as_dict(), "triangle_count": self.triangle_count,
+                "up_axis": self.up_axis, "meters_per_unit": self.meters_per_unit,
                 "bounds": [lo.tolist(), hi.tolist()], "warnings": len(self.warnings),
                 "peak_budget_bytes": self.device.budget.peak}
 

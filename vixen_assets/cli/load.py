@@ -1,4 +1,7 @@
-"""``vixen-assets load SCENE [--device N] [--json] [--budget-mb N]``: load a USD scene with a progress bar."""
+"""``vixen-assets load SCENE [--device N] [--json] [--budget-mb N]``: load a USD scene with a progress bar.
+
+Files of other suffixes go to the plugins' ``vixen_load_scene_file`` hook (``.blend`` with vixen-assets-blender).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ MiB = 1 << 20
 def register(sub: Any) -> None:
     """Add the ``load`` subcommand."""
     p = sub.add_parser("load", help="load a USD scene onto a GPU and print a summary")
-    p.add_argument("scene", help="a .usd/.usda/.usdc/.usdz file")
+    p.add_argument("scene", help="a .usd/.usda/.usdc/.usdz file, or one a plugin loads (.blend: vixen-assets-blender)")
     p.add_argument("--device", default=None, help="device index or name substring (default: VIXEN_DEVICE or 0)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--budget-mb", type=float, default=None, help="cap the device budget at this many MiB")

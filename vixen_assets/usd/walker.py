@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
-from pxr import Gf, Tf, Usd, UsdGeom, UsdShade
+from pxr import Gf, Sdf, Tf, Usd, UsdGeom, UsdShade
 
 from ..cachers import LoadContext, cacher_for
 from ..cachers.registry import Registration
 from ..errors import FormatError, VixenError
-from ..plugins import cacher_registry, default_plugin_manager, notify_progress, notify_stage_loaded, resolve_asset_path
+from ..plugins import (cacher_registry, default_plugin_manager, load_scene_file, notify_progress, notify_stage_loaded,
+                       resolve_asset_path)
+from .frame import check_meters_per_unit, check_up_axis, convert_scene_frame, layer_meters_per_unit, unit_scale_of_arcs
 from .materials import load_material_textures
 from ..scene import Instance, Scene
 
@@ -35,6 +37,11 @@ if TYPE_CHECKING:
     from ..device import Device
 
 ProgressFn = Callable[[str, int, int], None]
+
+#: Which prims of a point instancer's prototype subtree are walked: active, loaded and not abstract; unlike the
+#: default traversal, prims under an ``over`` count (prototypes are often kept beneath one, as Blender's exporter
+#: and the PointInstancer documentation do, so that they are not drawn except through the instancer).
+PROTOTYPE_PREDICATE = Usd.PrimIsActive & Usd.PrimIsLoaded & ~Usd.PrimIsAbstract
 
 #: An ``asset`` attribute naming a file that a suffix-registered cacher loads (e.g. ``asset vixen:file = @a.vox@``).
 FILE_ATTRIBUTE = "vixen:file"
@@ -126,6 +133,9 @@ class _Walker:
         self.xfc = UsdGeom.XformCache(time)
         self.visited = 0
         self._protos: dict[str, list[_Item]] = {}
+        #: the stage's meters per unit when some referenced layer authors another one (see ``_unit_matrix``)
+        self.unit_context: float | None = None
+        self._unit_factors: dict[str, float] = {}
 
     def _pruned(self, prim: Any) -> bool:
         if not prim.IsA(UsdGeom.Imageable):
@@ -145,13 +155,46 @@ class _Walker:
         return False
 
     def _matrix(self, prim: Any, relative_to: Any) -> Any:
+        if self.unit_context is not None:
+            return self._unit_matrix(prim, relative_to)
         if relative_to is None:
             return self.xfc.GetLocalToWorldTransform(prim)
         return self.xfc.ComputeRelativeTransform(prim, relative_to)[0]
 
-    def walk(self, root: Any, relative_to: Any = None) -> list[_Item]:
+    def _unit_factor(self, prim: Any) -> float:
+        key = str(prim.GetPath())
+        f = self._unit_factors.get(key)
+        if f is None:
+            f = self._unit_factors[key] = unit_scale_of_arcs(prim, self.unit_context) if prim.HasAuthoredReferences() \
+                or prim.HasAuthoredPayloads() else 1.0
+        return f
+
+    def _unit_matrix(self, prim: Any, relative_to: Any) -> Any:
+        """``_matrix`` when referenced layers author other units: the content below a prim whose reference (or
+        payload) names a layer of another ``metersPerUnit`` is scaled into the stage's unit, just inside that prim's
+        own transform (which the referencing layer places in its own units)."""
+        p = prim
+        while p and not p.IsPseudoRoot() and p != relative_to:
+            f = self._unit_factor(p)
+            if f != 1.0:
+                break
+            p = p.GetParent()
+        else:
+            if relative_to is None:
+                return self.xfc.GetLocalToWorldTransform(prim)
+            return self.xfc.ComputeRelativeTransform(prim, relative_to)[0]
+        rel = Gf.Matrix4d(1.0) if p == prim else self.xfc.ComputeRelativeTransform(prim, p)[0]
+        local, resets = self.xfc.GetLocalTransformation(p)
+        parent = p.GetParent()
+        if resets or parent.IsPseudoRoot() or parent == relative_to:
+            up = Gf.Matrix4d(1.0)
+        else:
+            up = self._unit_matrix(parent, relative_to)
+        return rel * Gf.Matrix4d().SetScale(f) * local * up
+
+    def walk(self, root: Any, relative_to: Any = None, predicate: Any = None) -> list[_Item]:
         items: list[_Item] = []
-        it = iter(Usd.PrimRange(root))
+        it = iter(Usd.PrimRange(root) if predicate is None else Usd.PrimRange(root, predicate))
         for prim in it:
             self.visited += 1
             if self._pruned(prim):
@@ -277,8 +320,10 @@ class _Walker:
         return items
 
     def _walk_proto_subtree(self, proto_root: Any) -> list[_Item]:
-        # prototype items carry matrices relative to the prototype root; the instance transform includes the root's
-        items = self.walk(proto_root, relative_to=proto_root)
+        # prototype items carry matrices relative to the prototype root; the instance transform includes the root's.
+        # Prototypes are often kept beneath an ``over`` so that a plain traversal does not draw them (the
+        # PointInstancer documentation recommends it): they need not be *defined* to be instanced.
+        items = self.walk(proto_root, relative_to=proto_root, predicate=PROTOTYPE_PREDICATE)
         root = str(proto_root.GetPath())
         for it in items:
             it.label = it.label[len(root):] if it.label.startswith(root) else it.label
@@ -319,10 +364,12 @@ def _to_numpy(m: Any) -> np.ndarray:
 
 def load_stage(path_or_stage: Any, device: Device, *, time: Any = None, purposes: Sequence[str] = ("default", "render"),
                progress: ProgressFn | None = None, strict: bool = False, plugin_manager: Any = None,
-               acceleration_structures: bool = False, warm: bool = True, textures: bool = True) -> Scene:
+               acceleration_structures: bool = False, warm: bool = True, textures: bool = True,
+               up_axis: str | None = None, meters_per_unit: float | None = None) -> Scene:
     """Load a USD stage onto ``device``; return the :class:`Scene` (release it, or use ``with``).
 
-    :param path_or_stage: a file path (``.usd``, ``.usda``, ``.usdc``, ``.usdz``) or an open ``Usd.Stage``.
+    :param path_or_stage: a file path (``.usd``, ``.usda``, ``.usdc``, ``.usdz``) or an open ``Usd.Stage``; a file
+        of another suffix (``.blend``, ...) is handed to the plugins' ``vixen_load_scene_file`` hook.
     :param device: the :class:`~vixen_assets.Device`.
     :param time: time code to sample; ``None``: the stage's start time code if it authors a range, else default.
     :param purposes: prim purposes to load.
@@ -332,8 +379,16 @@ def load_stage(path_or_stage: Any, device: Device, *, time: Any = None, purposes
     :param acceleration_structures: also build BLAS/TLAS (``Scene.tlas``).
     :param warm: reuse the remembered walk of unchanged files on this device (a warm reload).
     :param textures: load the textures of bound ``UsdPreviewSurface`` materials (``Scene.textures``).
+    :param up_axis: ``"Y"`` or ``"Z"``: convert the whole scene (instance transforms, bounds, TLAS) to that up axis;
+        ``None`` keeps the stage's ``upAxis``. ``Scene.up_axis`` tells the result's.
+    :param meters_per_unit: convert the scene to this unit length (meters); ``None`` keeps the stage's
+        ``metersPerUnit``. Referenced layers that author another ``metersPerUnit`` are scaled into the stage's unit
+        either way. ``Scene.meters_per_unit`` tells the result's.
     :raises FormatError: the stage cannot be opened (naming the file), or a bad prim with ``strict=True``.
+    :raises ConfigError: ``up_axis`` or ``meters_per_unit`` is not a valid value.
     """
+    up_axis = check_up_axis(up_axis)
+    meters_per_unit = check_meters_per_unit(meters_per_unit)
     device.check_open()
     pm = plugin_manager if plugin_manager is not None else default_plugin_manager()
     t0 = _time.perf_counter()
@@ -343,9 +398,25 @@ def load_stage(path_or_stage: Any, device: Device, *, time: Any = None, purposes
             progress(phase, done, total)
         notify_progress(pm, phase, done, total)
 
+    if not isinstance(path_or_stage, Usd.Stage) and _is_foreign_file(os.fspath(path_or_stage)):
+        options = {"progress": progress, "strict": strict, "textures": textures, "time": time, "plugin_manager": pm}
+        scene = load_scene_file(pm, os.fspath(path_or_stage), device, options)
+        if scene is not None:
+            try:
+                convert_scene_frame(scene, up_axis, meters_per_unit)
+                if acceleration_structures:
+                    scene.build_acceleration_structures()
+            except BaseException:
+                scene.release()
+                raise
+            scene.stats.seconds["total"] = _time.perf_counter() - t0
+            notify_stage_loaded(pm, scene)
+            return scene
+
     plan_key = None
     if warm and not isinstance(path_or_stage, Usd.Stage):
-        plan_key = (os.path.abspath(os.fspath(path_or_stage)), repr(time), tuple(purposes), strict, id(pm))
+        plan_key = (os.path.abspath(os.fspath(path_or_stage)), repr(time), tuple(purposes), strict, id(pm), up_axis,
+                    meters_per_unit)
         plan = device.stash(StagePlans, StagePlans).get(plan_key)
         if plan is not None and _stats_unchanged(plan["layers"]):
             scene = _warm_scene(device, pm, plan, plan_key[0], report)
@@ -360,6 +431,7 @@ def load_stage(path_or_stage: Any, device: Device, *, time: Any = None, purposes
     try:
         _cold_load(stage, scene, device, pm, resolve_time(stage, time), purposes, strict, report, textures)
         scene.stats.seconds["open"] = t_open - t0
+        convert_scene_frame(scene, up_axis, meters_per_unit)
         if acceleration_structures:
             scene.build_acceleration_structures()
     except BaseException:
@@ -372,6 +444,14 @@ def load_stage(path_or_stage: Any, device: Device, *, time: Any = None, purposes
             device.stash(StagePlans, StagePlans)[plan_key] = _make_plan(scene, layers)
     notify_stage_loaded(pm, scene)
     return scene
+
+
+def _is_foreign_file(path: str) -> bool:
+    """True for an existing file whose suffix no USD file format reads (plugins may load it as a scene)."""
+    ext = os.path.splitext(path)[1].lstrip(".").lower()
+    if not os.path.isfile(path):
+        return False
+    return not ext or Sdf.FileFormat.FindByExtension(ext) is None
 
 
 def _error_site(cerr: Any, root_layer: str) -> tuple[str, str]:
@@ -390,6 +470,8 @@ def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, pur
                report: Callable[[str, int, int], None], textures: bool = True) -> None:
     registry = cacher_registry(pm)
     root_layer = stage.GetRootLayer().realPath or stage.GetRootLayer().identifier
+    scene.up_axis = str(UsdGeom.GetStageUpAxis(stage))
+    scene.meters_per_unit = float(UsdGeom.GetStageMetersPerUnit(stage))
 
     def warn(prim_path: str, field: str | None, message: str, layer: str | None = None) -> None:
         err = FormatError(message, path=layer or root_layer, prim_path=prim_path, field=field)
@@ -407,6 +489,8 @@ def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, pur
     walker = _Walker(stage, time, purposes, registry.prim_types(), lambda p, f, m: warn(p, f, m),
                      attributes=registry.prim_attributes(), suffixes=registry.suffixes(),
                      resolve=lambda a, anchor: resolve_asset_path(pm, a, anchor))
+    if any(layer_meters_per_unit(layer) not in (None, scene.meters_per_unit) for layer in stage.GetUsedLayers()):
+        walker.unit_context = scene.meters_per_unit  # some reference authors other units: scale it into the stage's
     items = walker.walk(stage.GetPseudoRoot())
     scene.stats.prims_visited = walker.visited
     report("walk", walker.visited, walker.visited)
@@ -530,7 +614,8 @@ def _make_plan(scene: Scene, layers: Any) -> dict[str, Any]:
                   [getattr(t, "key", None) for t in i.textures]) for i in scene.instances]
     return {"layers": layers, "refs": {n: list(keys) for n, (_c, keys) in refs.items()},
             "cachers": {n: c for n, (c, _k) in refs.items()}, "instances": instances,
-            "warnings": list(scene.warnings), "stats": scene.stats.as_dict()}
+            "warnings": list(scene.warnings), "stats": scene.stats.as_dict(),
+            "frame": (scene.up_axis, scene.meters_per_unit)}
 
 
 def _warm_scene(device: Device, pm: Any, plan: dict[str, Any], path: str,
@@ -566,6 +651,7 @@ def _warm_scene(device: Device, pm: Any, plan: dict[str, Any], path: str,
     scene.meshes = [v for v in unique.values() if it_is_mesh(v)]
     scene.entries = [v for v in unique.values() if not it_is_mesh(v)]
     scene.warnings = list(plan["warnings"])
+    scene.up_axis, scene.meters_per_unit = plan["frame"]
     old = plan["stats"]
     st = scene.stats
     st.prims_visited = old["prims_visited"]
