@@ -13,8 +13,8 @@ freed (``Suballocator.trim``). What moves:
   still in ``UNDEFINED`` layout holds nothing and is simply re-created;
 - size-class slabs (64 KiB ranges of arena buffers of at most 4 KiB) move whole, with every buffer in them.
 
-Anything else (buffer sets, acceleration structures, resources still retiring, slabs of buffers with their own
-handles) stays where it is and pins its block. Every moved object's ``generation`` goes up by one; a buffer's
+Anything else (buffer sets, buffers holding acceleration structures, resources still retiring, slabs of buffers with
+their own handles) stays where it is and pins its block. Every moved object's ``generation`` goes up by one; a buffer's
 ``handle``/``offset``/``device_address`` and an image's ``handle`` change: re-fetch them (or let
 ``BindingTable.update()`` rebind what changed) after each pass. Copies run in one submission after the device is
 idle; when a move writes into a range another move of the same pass read from, a transfer barrier orders them.
@@ -37,6 +37,7 @@ from ..vk import images as vki
 from ..vk import resources as vkr
 from ..vk.commands import one_shot
 from ..vk.enums import Access, ImageLayout, PipelineStage
+from ..vk.shim import BUFFER_USAGE_AS_STORAGE
 from .allocation import Allocation
 from .blocks import SLAB_BYTES, BlockPool, MemoryBlock, Slab
 from .buffers import Buffer
@@ -143,8 +144,8 @@ def _units(ctx: GpuContext, pool: BlockPool, blocks: list[MemoryBlock], images: 
     slab_members: dict[int, list[Buffer]] = {}
     for obj in ctx.registry.live():
         if isinstance(obj, Buffer):
-            if not obj.alive:
-                continue
+            if not obj.alive or obj.usage & BUFFER_USAGE_AS_STORAGE:
+                continue  # an acceleration structure lives in it: the VkAccelerationStructure names its VkBuffer
             a = obj.allocation
             if a.block.id not in ids or a.block.pool_key != pool.key:
                 continue
