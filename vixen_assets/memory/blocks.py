@@ -546,12 +546,14 @@ class Suballocator(DeviceAllocator):
             pools = []
             total_free = 0
             largest = 0
+            largest_per_pool = 0
             for pool in self._pools.values():
                 general = [b for b in pool.blocks if not b.dedicated]
                 free = sum(b.tlsf.free_bytes for b in general)
                 big = max((b.tlsf.largest_free for b in general), default=0)
                 total_free += free
                 largest = max(largest, big)
+                largest_per_pool += big
                 pools.append({
                     "memory_type": pool.key[0], "purpose": pool.key[1], "device_address": pool.key[2],
                     "blocks": len(pool.blocks), "bytes": sum(b.size for b in pool.blocks),
@@ -565,6 +567,8 @@ class Suballocator(DeviceAllocator):
                 "block_bytes": sum(p["bytes"] for p in pools),
                 "heap_block_bytes": dict(self._heap_bytes),
                 "fragmentation": (1 - largest / total_free) if total_free else 0.0,
+                # a request only ever goes to one pool: 1 - sum of each pool's largest free range / free bytes
+                "fragmentation_per_pool": (1 - largest_per_pool / total_free) if total_free else 0.0,
                 "pools": pools,
             }
 
