@@ -53,7 +53,8 @@ class DeviceOptions:
     :param budget: the memory budget.
     :param separate_transfer_queue: ``None`` uses a transfer-only family when present; ``True`` forces that path.
     :param buffer_image_granularity: force a larger ``bufferImageGranularity`` (tests of the suballocator).
-    :param block_size: override the memory block size (default: VMA's, 256 MiB or heap/8).
+    :param block_size: override the memory block size (default: 32 MiB pool blocks, requests of 4 MiB and more in
+        their own blocks; with it, VMA's rule: dedicated above half a block).
     :param rebar: let ``strategy="auto"`` use a resizable-BAR heap on discrete GPUs.
     """
 
@@ -613,7 +614,8 @@ def open_device(index: int | str | None = None, *, validation: bool | None = Non
         ``staging_quota``, ``overflow``, ``staging_timeout_s``).
     :param separate_transfer_queue: ``None`` uses a transfer-only family when present; ``True`` forces that path.
     :param buffer_image_granularity: force a larger ``bufferImageGranularity`` (tests of the suballocator).
-    :param block_size: override the memory block size (default: VMA's, 256 MiB or heap/8).
+    :param block_size: override the memory block size (default: 32 MiB pool blocks, requests of 4 MiB and more in
+        their own blocks; with it, VMA's rule: dedicated above half a block).
     :param rebar: let ``strategy="auto"`` use a resizable-BAR heap on discrete GPUs.
     :param budget_keywords: the earlier keywords, still accepted: ``budget_fraction``, ``warning_fraction``,
         ``staging_quota``, ``overflow``, ``staging_timeout_s`` (mapped into ``budget``).

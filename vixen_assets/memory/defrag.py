@@ -136,18 +136,20 @@ class _Move:
     new_handle: Any = None
 
 
-def _units(ctx: GpuContext, pool: BlockPool, blocks: list[MemoryBlock], images: bool
-           ) -> dict[int, list[tuple[str, Any, int, int, int, int, tuple[Buffer, ...]]]]:
-    """Movable residents per block id: ``(kind, obj, offset, reserved size, alignment, granularity kind, members)``."""
-    ids = {b.id for b in blocks}
-    out: dict[int, list[tuple[str, Any, int, int, int, int, tuple[Buffer, ...]]]] = {}
+Unit = tuple[str, Any, int, int, int, int, tuple[Buffer, ...]]
+
+
+def _residents(ctx: GpuContext, images: bool) -> tuple[dict[int, list[Unit]], dict[int, list[Buffer]]]:
+    """One scan of the live objects: movable residents of pool blocks by block id, as ``(kind, obj, offset,
+    reserved size, alignment, granularity kind, members)``, and the buffers in each slab (by ``id(slab)``)."""
+    out: dict[int, list[Unit]] = {}
     slab_members: dict[int, list[Buffer]] = {}
     for obj in ctx.registry.live():
         if isinstance(obj, Buffer):
             if not obj.alive or obj.usage & BUFFER_USAGE_AS_STORAGE:
                 continue  # an acceleration structure lives in it: the VkAccelerationStructure names its VkBuffer
             a = obj.allocation
-            if a.block.id not in ids or a.block.pool_key != pool.key:
+            if a.block.dedicated:
                 continue
             if a.slab is not None:
                 slab_members.setdefault(id(a.slab), []).append(obj)
@@ -162,26 +164,35 @@ def _units(ctx: GpuContext, pool: BlockPool, blocks: list[MemoryBlock], images: 
                 (kind, obj, a.offset, a.block.tlsf.allocation_size(a.offset), a.alignment, 0, ()))
         elif images and isinstance(obj, Image) and obj.alive and obj._alloc is not None:
             a = obj._alloc
-            if a.block.id not in ids or a.block.pool_key != pool.key or a.block.dedicated:
+            if a.block.dedicated:
                 continue
             out.setdefault(a.block.id, []).append(
-                (("image"), obj, a.offset, a.block.tlsf.allocation_size(a.offset), a.alignment, 1, ()))
+                ("image", obj, a.offset, a.block.tlsf.allocation_size(a.offset), a.alignment, 1, ()))
+    return out, slab_members
+
+
+def _units(pool: BlockPool, blocks: list[MemoryBlock], residents: dict[int, list[Unit]],
+           slab_members: dict[int, list[Buffer]]) -> dict[int, list[Unit]]:
+    """The movable units of ``pool``'s ``blocks`` by block id; a slab moves whole when every slot user is a buffer
+    found alive and its pool has arena buffers to copy through."""
+    out = {b.id: list(residents.get(b.id, ())) for b in blocks}
     for (bid, base), slab in pool.slab_index.items():
         members = slab_members.get(id(slab), [])
-        if bid in ids and slab.used and len(members) == slab.used and slab.block.payload is not None:
-            out.setdefault(bid, []).append(("slab", slab, base, SLAB_BYTES, max(slab.cls, 256), 0, tuple(members)))
+        if bid in out and slab.used and len(members) == slab.used and slab.block.payload is not None:
+            out[bid].append(("slab", slab, base, SLAB_BYTES, max(slab.cls, 256), 0, tuple(members)))
     return out
 
 
-def _plan_compaction(ctx: GpuContext, pool: BlockPool, images: bool, max_bytes: float, soft_bytes: float,
-                     deadline: float, planned: list[_Move], total: list[int]) -> bool:
+def _plan_compaction(pool: BlockPool, residents: dict[int, list[Unit]], slab_members: dict[int, list[Buffer]],
+                     max_bytes: float, soft_bytes: float, deadline: float, planned: list[_Move],
+                     total: list[int]) -> bool:
     """Append the moves that compact ``pool`` to ``planned`` (reserving destinations, freeing sources in the TLSF);
     return False when a limit stopped the plan. ``max_bytes`` is a hard limit; ``soft_bytes`` (what ``max_ms``
     allows at the measured copy rate) yields to the first move of a pass, so that every pass makes progress."""
     blocks = [b for b in pool.blocks if not b.dedicated]
     if not blocks:
         return True
-    units = _units(ctx, pool, blocks, images)
+    units = _units(pool, blocks, residents, slab_members)
     movable = {b.id: sum(u[3] for u in units.get(b.id, ())) for b in blocks}
     # blocks with something that cannot move first (they stay anyway), then fullest first
     order = sorted(blocks, key=lambda b: (b.tlsf.used_bytes == movable[b.id], -b.tlsf.used_bytes, b.id))
@@ -397,8 +408,9 @@ def defragment(ctx: GpuContext, *, max_bytes: int | None = None, max_ms: float |
     with sub.lock:
         sub.trim_slabs()
         total = [0]
+        residents, slab_members = _residents(ctx, images)
         for pool in sub.pools():
-            if not _plan_compaction(ctx, pool, images, limit, soft, deadline, moves, total):
+            if not _plan_compaction(pool, residents, slab_members, limit, soft, deadline, moves, total):
                 complete = False
         if moves:
             try:
