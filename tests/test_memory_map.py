@@ -74,6 +74,8 @@ def test_before_and_after_a_defragment(browser: Any, tmp_path: Path) -> None:
         used = sum(len(b["allocations"]) for b in after["blocks"])
         assert page.locator("#view-after .seg:not(.free)").count() == used
         assert page.locator("#view-after .seg.free").count() == sum(len(b["free_ranges"]) for b in after["blocks"])
+        cats = page.locator("#view-after table.categories tr").all_inner_texts()
+        assert any(t.startswith("meshes") for t in cats) and len(cats) == 1 + len(after["categories"])
         legend = page.inner_text("#legend")
         for cat in ("meshes", "textures", "accel", "free"):
             assert cat in legend

@@ -83,6 +83,18 @@ function drawHeader(rep, into){
                      fmt(mine.reduce((a, x) => a + x.size, 0)), String(mine.length)]) row.insertCell().textContent = v;
   }
   into.appendChild(h);
+  const cats = Object.entries(rep.categories || {});
+  if (cats.length){
+    const c = el('table'); c.className = 'categories';
+    c.innerHTML = '<tr><th>category</th><th>bytes</th><th>peak</th><th>live objects</th></tr>';
+    for (const [name, v] of cats){
+      const row = c.insertRow();
+      const cell = row.insertCell(); const i = el('i'); i.style.cssText = 'display:inline-block;width:10px;height:10px;margin-right:4px;background:' + colour(name);
+      cell.appendChild(i); cell.appendChild(document.createTextNode(name));
+      for (const x of [fmt(v.bytes || 0), fmt(v.peak || 0), String(v.count || 0)]) row.insertCell().textContent = x;
+    }
+    into.appendChild(c);
+  }
 }
 function drawBlocks(rep, into){
   const blocks = rep.blocks || [];
