@@ -527,13 +527,15 @@ def test_trace_backends_agree(device: Any, generated: dict[str, Path], name: str
 # ---------------------------------------------------------------------------------------------- compaction
 
 
-def test_compaction_never_grows_memory(device: Any, generated: dict[str, Path]) -> None:
-    """Each compacted BLAS is no larger than its original; the originals are gone; uncompacted builds trace the same."""
+@pytest.mark.parametrize("stage_instances", [None, True], ids=["auto", "staged"])
+def test_compaction_never_grows_memory(device: Any, generated: dict[str, Path], stage_instances: bool | None) -> None:
+    """Each compacted BLAS is no larger than its original; the originals are gone; uncompacted builds trace the same.
+    ``staged`` forces the TLAS's staged instance path (the default on discrete GPUs) on unified memory too."""
     traced = can_trace(device)
     with load_stage(generated["gen-xform"], device) as scene:
         cacher = accel_cacher(device)
         stats = cacher.accel_stats
-        scene.build_acceleration_structures(compact=True)
+        scene.build_acceleration_structures(compact=True, stage_instances=stage_instances)
         meshes = {id(i.mesh): i.mesh for i in scene.instances}
         assert stats.blas_built == len(meshes) == len(stats.per_blas)
         assert stats.triangles == sum(m.triangle_count for m in meshes.values())
@@ -545,17 +547,26 @@ def test_compaction_never_grows_memory(device: Any, generated: dict[str, Path]) 
         # originals and the compact copies that were actually made coexist (a BLAS that would not shrink is kept)
         copied = sum(a for b, a in stats.per_blas if a < b)
         assert stats.transient_peak_bytes >= stats.bytes_before_compaction + copied
-        # only the compact copies are alive, and the budget holds exactly them (+ the TLAS)
+        # only the compact copies are alive, and the budget holds exactly them + the TLAS, its instance records and,
+        # on the staged path (discrete GPUs), the persistent staging buffer those records are written through
         blases = [o for o in device.live_resources() if getattr(o, "kind", None) == vka.BLAS]
         assert sorted(b.nbytes for b in blases) == sorted(a for _b, a in stats.per_blas)
-        accel_bytes = device.budget.stats()["categories"]["accel"]["bytes"]
         tlas = scene.tlas
-        assert accel_bytes == sum(b.nbytes for b in blases) + tlas.structure.nbytes + tlas.instance_buffer.nbytes
+        staging = tlas.staging_buffer
+        assert (staging is not None) == (stage_instances or tlas.instance_buffer.mapped is None)
+        expected = [b.buffer for b in blases] + [tlas.structure.buffer, tlas.instance_buffer]
+        expected += [staging] if staging is not None else []
+        charged = [o for o in device.live_resources() if getattr(o, "category", None) == "accel"]
+        assert sorted(map(id, charged)) == sorted(map(id, expected)), "every live 'accel' buffer is one of these"
+        accel_bytes = device.budget.stats()["categories"]["accel"]["bytes"]
+        assert accel_bytes == sum(b.nbytes for b in expected)
         lo, hi = scene.bounds
         rays = random_rays(lo, hi, 2048, 9)
         compacted = trace_rays(scene, *rays[:2], t_max=rays[2]) if traced else None
     saved = stats.bytes_before_compaction - stats.bytes_after_compaction
-    _REPORT.append(f"compaction on {device.name}: {stats.bytes_before_compaction} -> {stats.bytes_after_compaction} "
+    path = "staged" if stage_instances else "auto"
+    _REPORT.append(f"compaction on {device.name} [{path} TLAS instances]: {stats.bytes_before_compaction} -> "
+                   f"{stats.bytes_after_compaction} "
                    f"bytes ({100 * saved / stats.bytes_before_compaction:.1f}% saved), "
                    f"transient peak {stats.transient_peak_bytes}")
     # the same scene without compaction: different cache key, no per-BLAS records, the originals' sizes, same answers

@@ -143,6 +143,22 @@ def test_bench_blender_quick(tmp_path: Path) -> None:
     assert "Targets:" in proc.stdout
 
 
+def test_bench_vt_quick(tmp_path: Path) -> None:
+    out = tmp_path / "vt.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_vt.py"), "--quick", "--sizes", "1024",
+                           "--frames", "10", "--budget-mb", "48", "--big-update", "32", "--big-updates", "2",
+                           "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    (r,) = result["results"]
+    assert r["build"]["mb_per_s"] > 0 and r["build"]["peak_rss_bytes"] > 0
+    rows = r["paths"]
+    assert {row["path"] for row in rows} == {"spiral", "zoom", "random"}
+    assert all(row["tiles"] > 0 and row["floor_tiles_per_s"] > 0 and 0 <= row["hit_rate"] <= 1 for row in rows)
+    assert {b["backend"] for b in r["big_updates"]} | set(r["backends_not_available"]) == {"pagetable", "sparse"}
+    assert "tiles/s (floor" in proc.stdout
+
+
 def test_bench_churn_device_quick(tmp_path: Path) -> None:
     out = tmp_path / "churn_device.json"
     page = tmp_path / "churn.html"

@@ -18,7 +18,7 @@ LAYERS = {
     "errors": 0, "hookspecs": 0, "hookcalls": 0, "formats": 0, "geometry": 0,
     "vk": 1, "memory": 2, "transfer": 3,
     "cachers": 4, "accel": 4, "plugins": 4, "device": 4, "stash": 4,
-    "scene": 5, "usd": 5, "voxels": 5, "textures": 5, "trace": 5, "trace_pipeline": 5,
+    "scene": 5, "usd": 5, "voxels": 5, "textures": 5, "trace": 5, "trace_pipeline": 5, "vt": 5,
     "testing": 6, "cli": 7,
 }
 #: layers that must never receive, hold or import a ``Device`` (everything below ``cachers``)

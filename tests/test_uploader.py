@@ -771,3 +771,21 @@ def test_ring_overrun_without_submit_is_an_error(device: Any) -> None:
         ring.alloc(40 * KiB)  # would reuse segment 0 before any submit covers it
     ring.submit(device.context.lifetime.submitted)
     assert ring.alloc(40 * KiB).buffer is ring.segments[0]
+
+
+def test_ring_creation_is_all_or_nothing() -> None:
+    """A segment that fails to allocate frees the segments created before it."""
+    from vixen_assets.vk.faults import FaultInjector
+
+    device = open_test_device(block_size=1 << 20)  # each 1 MiB segment needs a block of its own
+    try:
+        before = {id(o) for o in device.live_resources()}
+        device.context.logical.faults = FaultInjector(fail_allocation_at=2)
+        try:
+            with pytest.raises(VixenError):
+                device.staging_ring(segment_size=1 << 20, segments=3)
+        finally:
+            device.context.logical.faults = None
+        assert {id(o) for o in device.live_resources()} == before
+    finally:
+        finish_test_device(device)

@@ -45,6 +45,8 @@ from .usd import load_stage
 from .vk import DeviceInfo
 from .voxels import VoxelScene
 from .voxels import load_vox
+from .vt import VirtualTexture
+from .vt import open_virtual_texture
 
 try:
     __version__ = importlib.metadata.version("vixen-assets")
@@ -80,6 +82,7 @@ __all__ = [
     "UnsupportedFeatureError",
     "UnsupportedFormatError",
     "ValidationMessageError",
+    "VirtualTexture",
     "VixenDeprecationWarning",
     "VixenError",
     "VixenWarning",
@@ -92,5 +95,6 @@ __all__ = [
     "load_texture",
     "load_vox",
     "open_device",
+    "open_virtual_texture",
     "trace_rays",
 ]

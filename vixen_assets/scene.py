@@ -196,14 +196,17 @@ class Scene:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-    def build_acceleration_structures(self, *, compact: bool = True) -> Tlas:
+    def build_acceleration_structures(self, *, compact: bool = True, stage_instances: bool | None = None) -> Tlas:
         """Build (cached) BLASes for the unique meshes, take procedural entries' BLASes (``tlas_items``), and one
         TLAS over every placement; returns ``self.tlas``. ``self.tlas_map`` maps TLAS records back to instances.
 
         :param compact: compact the BLASes built for meshes.
+        :param stage_instances: write the TLAS instance records through its persistent staging buffer (``True``),
+            straight into the mapped instance buffer (``False``), or whichever the memory allows (``None``: staged
+            on discrete GPUs whose instance buffer is not host-visible).
         """
         if self.tlas is None:
-            self.tlas, self.tlas_map = build_scene_tlas(self, compact=compact)
+            self.tlas, self.tlas_map = build_scene_tlas(self, compact=compact, stage_instances=stage_instances)
         return self.tlas
 
     def update_transforms(self, transforms: Any) -> None:

@@ -127,19 +127,22 @@ def record_world(instances: Sequence[Any], record_instance: np.ndarray, local: n
     return np.einsum("nij,njk->nik", parent, local).astype(np.float32)
 
 
-def build_scene_tlas(scene: TracedScene, *, compact: bool = True, name: str = "tlas") -> tuple[Tlas, TlasMap]:
+def build_scene_tlas(scene: TracedScene, *, compact: bool = True, name: str = "tlas",
+                     stage_instances: bool | None = None) -> tuple[Tlas, TlasMap]:
     """Build the BLASes ``scene`` still needs and its TLAS (one submission); the scene owns the TLAS.
 
     :param scene: the scene.
     :param compact: compact the BLASes built for meshes.
     :param name: the TLAS's label.
+    :param stage_instances: passed to :class:`Tlas` (``True`` forces the staged instance path, ``None`` picks it
+        where the instance buffer is not mapped).
     :returns: the TLAS and the map from its records to scene instances.
     """
     records = tlas_records(scene, compact=compact)
     local = np.stack([r.local for r in records]) if records else np.zeros((0, 4, 4), np.float32)
     tmap = TlasMap.build(records, local)
     tlas = Tlas(scene.device, [r.blas for r in records], record_world(scene.instances, tmap.instance, local),
-                name=name)
+                name=name, stage_instances=stage_instances)
     scene.own(tlas)
     return tlas, tmap
 

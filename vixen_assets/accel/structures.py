@@ -89,7 +89,8 @@ class Tlas(TrackedResource):
         :param custom_index: per-instance custom index (default ``0..N-1``).
         :param name: a label for reprs and the leak report.
         :param stage_instances: write the instance records through a host-visible staging buffer copied in the
-            build's command buffer; ``None``: only when the instance buffer is not mapped (discrete GPUs).
+            build's command buffer; ``None``: only when the instance buffer is not mapped (discrete GPUs); ``False``:
+            straight into a mapped instance buffer (host-visible memory on a discrete GPU, read by the build).
         """
         self.name = name
         n = len(blas)
@@ -109,7 +110,8 @@ class Tlas(TrackedResource):
             records = self._records(transforms)
             nbytes = max(records.nbytes, 64)
             self.instance_buffer = group.create_buffer(nbytes, INPUT_USAGE, name=f"{name}-instances",
-                                                       category="accel", alignment=16, strategy="auto")
+                                                       category="accel", alignment=16,
+                                                       strategy="host_visible" if stage_instances is False else "auto")
             if stage_instances is None:
                 stage_instances = self.instance_buffer.mapped is None
             if stage_instances:  # device-only memory: stage, copied in the build's submission
@@ -171,6 +173,12 @@ class Tlas(TrackedResource):
         """The TLAS's device address."""
         assert self.structure is not None
         return self.structure.device_address
+
+    @property
+    def staging_buffer(self) -> Buffer | None:
+        """The persistent host-visible buffer the instance records are written to on the staged path (kept for
+        refits, charged to the ``"accel"`` budget category like the instance buffer); ``None`` on the mapped path."""
+        return self._staging
 
     @property
     def nbytes(self) -> int:

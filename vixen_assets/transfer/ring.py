@@ -51,8 +51,15 @@ class StagingRing:
         self._lifetime = lifetime
         self.segment_size = segment_size
         self.alignment = alignment
-        self.segments = [factory.create(segment_size, TRANSFER, strategy="host_visible", name=f"staging-ring-{i}",
-                                        category="staging") for i in range(segments)]
+        self.segments: list[Buffer] = []
+        try:  # all or nothing: a failed segment frees the ones created before it
+            for i in range(segments):
+                self.segments.append(factory.create(segment_size, TRANSFER, strategy="host_visible",
+                                                    name=f"staging-ring-{i}", category="staging"))
+        except BaseException:
+            for seg in self.segments:
+                seg.destroy()
+            raise
         self._fence_values = [0] * segments
         self._current = 0
         self._cursor = 0

@@ -105,7 +105,8 @@ class LogicalDevice:
             enable.rtp.rayTracingPipeline = 1
         core = supported.root.features
         for name in ("shaderInt64", "textureCompressionBC", "textureCompressionETC2", "textureCompressionASTC_LDR",
-                     "sparseBinding", "sparseResidencyBuffer", "sparseResidencyImage2D", "samplerAnisotropy",
+                     "sparseBinding", "sparseResidencyBuffer", "sparseResidencyImage2D", "shaderResourceResidency",
+                     "samplerAnisotropy",
                      "shaderInt16", "fragmentStoresAndAtomics", "vertexPipelineStoresAndAtomics"):
             setattr(enable.root.features, name, getattr(core, name))
         self.enabled_chain = enable

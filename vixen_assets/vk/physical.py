@@ -248,6 +248,7 @@ def query_device_info(pd: Any, index: int) -> DeviceInfo:
         "memory_budget": has(OPTIONAL_EXTENSIONS["memory_budget"]),
         "sparse_binding": bool(chain.root.features.sparseBinding),
         "sparse_residency_image2d": bool(chain.root.features.sparseResidencyImage2D),
+        "shader_resource_residency": bool(chain.root.features.shaderResourceResidency),
         "texture_compression_bc": bool(chain.root.features.textureCompressionBC),
         "texture_compression_etc2": bool(chain.root.features.textureCompressionETC2),
         "texture_compression_astc_ldr": bool(chain.root.features.textureCompressionASTC_LDR),

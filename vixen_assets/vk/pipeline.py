@@ -1,4 +1,5 @@
-"""Pipelines with one descriptor set of storage buffers and acceleration structures, and push constants.
+"""Pipelines with one descriptor set of storage buffers, acceleration structures and
+combined image samplers, and push constants.
 
 :class:`DescriptorPipeline` holds what they share; :class:`ComputePipeline` is the compute one (the ray-tracing
 pipeline is in :mod:`vixen_assets.vk.raytracing`).
@@ -14,6 +15,7 @@ from .shim import NULL, check, ffi, lib, vk
 
 DESC_STORAGE_BUFFER = 7
 DESC_ACCELERATION_STRUCTURE = 1000150000
+DESC_COMBINED_IMAGE_SAMPLER = 1
 #: ``VK_SHADER_STAGE_COMPUTE_BIT`` (a shader stage; the pipeline stage is ``PipelineStage.COMPUTE_SHADER``)
 SHADER_STAGE_COMPUTE = ShaderStage.COMPUTE
 BIND_POINT_COMPUTE = 1
@@ -93,7 +95,11 @@ class DescriptorPipeline:
         return p_mod[0]
 
     def write(self, resources: Sequence[Any]) -> None:
-        """Point each binding at its resource: ``(buffer_handle, offset, size)`` or an acceleration structure."""
+        """Point each binding at its resource.
+
+        :param resources: per binding, ``(buffer_handle, offset, size)`` for a storage buffer, an acceleration
+            structure handle, or ``(image_view, sampler, image_layout)`` for a combined image sampler.
+        """
         n = len(resources)
         writes = ffi.new("VkWriteDescriptorSet[]", n)
         keep: list[Any] = []
@@ -111,6 +117,11 @@ class DescriptorPipeline:
                     "accelerationStructureCount": 1, "pAccelerationStructures": handles})
                 keep += [handles, asw]
                 w.pNext = asw
+            elif self.bindings[i] == DESC_COMBINED_IMAGE_SAMPLER:
+                view, sampler, layout = res
+                ii = ffi.new("VkDescriptorImageInfo*", {"sampler": sampler, "imageView": view, "imageLayout": layout})
+                keep.append(ii)
+                w.pImageInfo = ii
             else:
                 handle, offset, size = res
                 bi = ffi.new("VkDescriptorBufferInfo*", {"buffer": handle, "offset": offset, "range": size})

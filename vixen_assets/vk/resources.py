@@ -137,6 +137,11 @@ def cmd_copy_buffer(cmd: Any, src: Any, dst: Any, regions: np.ndarray) -> None:
     lib.vkCmdCopyBuffer(cmd, src, dst, len(regions), ffi.cast("VkBufferCopy*", ffi.from_buffer(regions)))
 
 
+def cmd_fill_buffer(cmd: Any, buffer: Any, offset: int, size: int, value: int = 0) -> None:
+    """Record ``vkCmdFillBuffer``: ``size`` bytes (a multiple of 4) at ``offset`` set to the 32-bit ``value``."""
+    lib.vkCmdFillBuffer(cmd, buffer, offset, size, value)
+
+
 def cmd_buffer_barrier(cmd: Any, buffer: Any, *, src_stage: int, dst_stage: int, src_access: int, dst_access: int,
                        offset: int = 0, size: int = 0xFFFFFFFFFFFFFFFF, src_family: int = QUEUE_FAMILY_IGNORED,
                        dst_family: int = QUEUE_FAMILY_IGNORED) -> None:
