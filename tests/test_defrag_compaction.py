@@ -154,6 +154,11 @@ def test_images_pinned_when_asked(dev: Any) -> None:
         assert result.images_moved == 0
         assert all(where[m.name] == (m.allocation.block.id, m.allocation.offset, m.generation) for m in imgs)
         check_contents(dev, bufs, imgs, data)
+        imgs[0].movable = False  # one image pinned on its own (a view of it lives somewhere)
+        result = dev.defragment()
+        assert result.images_moved == len(imgs) - 1 > 0
+        assert where[imgs[0].name] == (imgs[0].allocation.block.id, imgs[0].allocation.offset, imgs[0].generation)
+        check_contents(dev, bufs, imgs, data)
     finally:
         destroy_all(bufs, imgs)
 

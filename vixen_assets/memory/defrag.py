@@ -13,8 +13,8 @@ freed (``Suballocator.trim``). What moves:
   still in ``UNDEFINED`` layout holds nothing and is simply re-created;
 - size-class slabs (64 KiB ranges of arena buffers of at most 4 KiB) move whole, with every buffer in them.
 
-Anything else (buffer sets, buffers holding acceleration structures, resources still retiring, slabs of buffers with
-their own handles) stays where it is and pins its block. Every moved object's ``generation`` goes up by one; a buffer's
+Anything else (buffer sets, buffers holding acceleration structures, images with ``movable = False``, resources
+still retiring, slabs of buffers with their own handles) stays where it is and pins its block. Every moved object's ``generation`` goes up by one; a buffer's
 ``handle``/``offset``/``device_address`` and an image's ``handle`` change: re-fetch them (or let
 ``BindingTable.update()`` rebind what changed) after each pass. Copies run in one submission after the device is
 idle; when a move writes into a range another move of the same pass read from, a transfer barrier orders them.
@@ -162,7 +162,7 @@ def _residents(ctx: GpuContext, images: bool) -> tuple[dict[int, list[Unit]], di
                 continue
             out.setdefault(a.block.id, []).append(
                 (kind, obj, a.offset, a.block.tlsf.allocation_size(a.offset), a.alignment, 0, ()))
-        elif images and isinstance(obj, Image) and obj.alive and obj._alloc is not None:
+        elif images and isinstance(obj, Image) and obj.alive and obj.movable and obj._alloc is not None:
             a = obj._alloc
             if a.block.dedicated:
                 continue

@@ -51,6 +51,8 @@ class Image(TrackedResource):
         self.usage = usage | USAGE_TRANSFER_DST | USAGE_TRANSFER_SRC
         #: goes up by one each time ``handle`` changes (``Device.defragment()`` moved it): re-create views then
         self.generation = 1
+        #: ``False`` keeps ``Device.defragment()`` from moving it (e.g. a view of it lives on where nobody re-creates it)
+        self.movable = True
         dev = ctx.logical
         self.handle = vki.create_image(dev, image_type=self.image_type, vk_format=vk_format, width=width, height=height,
                                        depth=depth, levels=levels, layers=self.layers,
