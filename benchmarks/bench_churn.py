@@ -33,8 +33,8 @@ the other half a uniformly random live one (assets).
 MiB, 10 % 4-64 MiB, live near 2 GiB) through the real device's ``create_buffer``/``destroy`` and prints held / live,
 fragmentation, ``vkAllocateMemory`` calls per 1,000 operations and the cost per operation, before and after
 ``defragment()`` (incremental passes, then a full pass), beside the VMA-policy simulation of the same trace;
-``--html OUT.html`` writes the memory map before/after. 1M operations through Python take about a minute on
-lavapipe: ``--ops 200000`` is plenty for the figures.
+``--html OUT.html`` writes the memory map before/after. 1M operations through Python take ~20-30 s on
+lavapipe (2 cores); ``--ops 200000`` is plenty for the figures.
 
 Usage: ``python benchmarks/bench_churn.py [--ops N] [--seed S] [--granularity G] [--json PATH] [--quick]``
 ``[--device [--html OUT.html] [--assume-allocate-us US]]``
