@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..errors import VixenError
+
 if TYPE_CHECKING:
     from .context import GpuContext
 
@@ -14,7 +16,7 @@ def _owners(ctx: GpuContext) -> dict[tuple[int, int], tuple[str, str, str]]:
     for obj in ctx.registry.live():
         try:
             a = obj.allocation
-        except Exception:  # destroyed meanwhile, or an object without one
+        except (AttributeError, VixenError):  # an object without one, or destroyed meanwhile
             continue
         block = getattr(a, "block", None)
         if block is not None:
