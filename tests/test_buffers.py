@@ -411,7 +411,9 @@ _ops = st.lists(st.one_of(_create, _create, _destroy), min_size=1, max_size=40)
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=_ops)
 def test_random_create_destroy_sequences_keep_the_invariants(device: Any, ops: list[tuple]) -> None:
-    base_used = device.budget.used
+    budget = device.budget
+    heaps = range(len(device.info.heaps))
+    base_used = [budget.heap_used(h) for h in heaps]
     baseline = device.context.registry.live()
     live: list[Any] = []
 
@@ -425,7 +427,14 @@ def test_random_create_destroy_sequences_keep_the_invariants(device: Any, ops: l
             else:
                 assert b.memory_offset % device.context.buffers.arena_alignment == 0 and b.offset == b.memory_offset
             assert b.nbytes >= b.size
-        assert device.budget.used == base_used + sum(b.nbytes for b in live)
+            # charged to the heap its memory lives in (on a discrete GPU host_visible lands in the host heap)
+            block = b.allocation.block
+            assert b.allocation.heap == block.heap == device.info.memory_types[block.type_index].heap
+        # every heap's budget grows by exactly the live buffers placed in it (one heap on unified memory)
+        for h in heaps:
+            placed = sum(b.nbytes for b in live if b.allocation.heap == h)
+            assert budget.heap_used(h) == base_used[h] + placed, f"heap {h}"
+        assert budget.used == budget.heap_used(budget.primary_heap)
         # every byte of every block is accounted for: live TLSF allocations + size-class slabs + free ranges tile
         # the block, and each slab's live slots are exactly the live buffers inside it
         per_block: dict[int, int] = {}
@@ -457,4 +466,4 @@ def test_random_create_destroy_sequences_keep_the_invariants(device: Any, ops: l
     finally:
         for b in live:
             b.destroy()
-    assert device.budget.used == base_used and device.context.registry.live() == baseline
+    assert [budget.heap_used(h) for h in heaps] == base_used and device.context.registry.live() == baseline

@@ -182,13 +182,17 @@ def test_evicted_entry_is_rebuilt_on_next_use(device: Any, cacher: BlobCacher) -
     np.testing.assert_array_equal(device.read_buffer(again.buffer), a.data)
 
 
-@pytest.fixture
-def small_device() -> Iterator[Any]:
-    """A validated device with a 64 MiB budget and a 32 MiB warning threshold."""
-    info = vixen_assets.list_devices()[0]
-    heap = max(h.size for h in info.heaps if h.device_local)
-    dev = open_test_device(budget_fraction=64 * MiB / heap, warning_fraction=32 * MiB / heap)
+@pytest.fixture(params=["direct", "staging"])
+def small_device(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A validated device with a 64 MiB budget and a 32 MiB warning threshold (exact bytes on any heap size).
+
+    ``staging``: uploads go through the staging pool even where device-local memory is host-visible (lavapipe), as
+    they always do on a discrete GPU; the pool then grows by the tiers the uploads take, and staging memory is
+    charged to the device budget (``BudgetManager.acquire_staging``).
+    """
+    dev = open_test_device(budget=vixen_assets.BudgetOptions(limit_bytes=64 * MiB, warning_fraction=0.5))
     try:
+        dev.uploader.direct_writes = request.param == "direct"
         yield dev
     finally:
         finish_test_device(dev)
@@ -200,15 +204,19 @@ def test_crossing_the_warning_threshold_evicts_lru_unreferenced_entries(small_de
     cacher = BlobCacher(dev)
     threshold = dev.budget.warning_threshold
     assert threshold == 32 * MiB
-    baseline = dev.budget.used
+
+    held = cacher.get(blob(100, size))  # the oldest entry, but referenced: never evicted
+    settle(dev)
+    # what the device holds besides the entries, measured after the first upload: a staged upload (discrete GPUs)
+    # grew the staging pool by the 4 MiB tier it took, and staging is charged to the device budget
+    staging = category_bytes(dev, "staging")
+    baseline = dev.budget.used - held.buffer.nbytes
     # how many 4 MiB entries fit below the threshold, and how many the crossing one forces out
     below = (threshold - baseline - 1) // size
     assert below >= 4, "the device already uses too much for this test"
     crossing_used = baseline + (below + 1) * size
     expect_evicted = max(1, math.ceil((crossing_used - threshold) / size))
 
-    held = cacher.get(blob(100, size))  # the oldest entry, but referenced: never evicted
-    settle(dev)
     olds = []
     for seed in range(below - 1):
         e = cacher.get(blob(seed, size))
@@ -229,6 +237,7 @@ def test_crossing_the_warning_threshold_evicts_lru_unreferenced_entries(small_de
     assert all(k in cacher for k in lru[expect_evicted:])
     assert dev.budget.used < threshold
     assert dev.budget.stats()["warnings"] >= 1
+    assert category_bytes(dev, "staging") == staging, "the staging pool reused its buffers after the first upload"
     np.testing.assert_array_equal(dev.read_buffer(new.buffer, 64), blob(1000, size).data[:64])
 
 

@@ -5,10 +5,17 @@
   buffers; pieces above 512 KiB skip the packing and take whole pool buffers, split at the largest tier (4 MiB).
 - Staging fills of large pieces run on a small thread pool (``numpy.copyto`` releases the GIL), so host copies do
   not cap the DMA engine. Once a batch holds ``AUTO_FLUSH_BYTES`` it is sealed and submitted as soon as its fills
-  are done, while enqueueing goes on into the next batch: host fills overlap the copies of earlier batches.
+  are done, while enqueueing goes on into the next batch: host fills overlap the copies of earlier batches. With
+  many fill threads (discrete GPUs' hosts) each staging chunk is filled in slices so that one wave of the threads
+  fills about one batch: batches complete in order, the first copy starts after one batch's fill (not after a
+  chunk per thread), and the fill thread that completes a sealed batch submits it at once (it does not wait for
+  the enqueueing thread to come back).
 - When the destination is host-visible (unified memory, e.g. lavapipe; resizable BAR) and ``direct_writes`` is on,
-  the bytes go straight into the mapped destination: no staging copy, no GPU work (with 4 or more fill threads,
-  pieces of 2 MiB and more are written by several threads at once).
+  the bytes go straight into the mapped destination: no staging copy, no GPU work. With 4 or more fill threads,
+  pieces of 2 MiB and more are written by several fill threads at once and ``enqueue`` returns without waiting for
+  them (the next piece's ``create_buffer`` and enqueue overlap the writes; at most ``DIRECT_INFLIGHT`` bytes are
+  outstanding); ``flush()`` (and any read, retire or staged submission) waits for them. As for staged pieces, the
+  source must not change until ``flush()``.
 - ``flush()`` makes one ``vkQueueSubmit`` per batch on the upload queue (the dedicated transfer queue when the device
   has one) and returns a :class:`Ticket` (``wait()`` / ``done``) covering everything enqueued before it. With a
   separate transfer queue, the destinations are released by the transfer family and acquired by the main family
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import os
 import threading
+from time import thread_time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +54,8 @@ LARGE_COPY = 512 << 10      # pieces above this skip linear packing (Hydra Storm
 PARALLEL_FILL = 1 << 20     # pieces above this are filled on the thread pool
 FILL_SPLIT = 1 << 20        # direct writes are split over the fill threads in slices of at least this
 AUTO_FLUSH_BYTES = 16 << 20  # staged bytes that seal a batch for submission (starts the DMA engine early)
+TIMED_COPY = 64 << 10       # host copies of at least this are timed (thread CPU) into ``UploadStats.copy_cpu_s``
+DIRECT_INFLIGHT = 256 << 20  # bytes of direct writes that may run on the fill threads while enqueueing goes on
 
 # short names of the vk/enums.py values the barriers below use
 STAGE_TRANSFER = PipelineStage.TRANSFER
@@ -60,6 +70,13 @@ ACCESS_HOST_READ = Access.HOST_READ
 
 _U8 = np.dtype(np.uint8)
 _ndarray = np.ndarray
+
+
+def _timed_copy(dst: np.ndarray, src: np.ndarray) -> float:
+    """``numpy.copyto(dst, src)`` (releases the GIL); return the calling thread's CPU seconds it took."""
+    t0 = thread_time()
+    np.copyto(dst, src)
+    return thread_time() - t0
 
 
 def as_bytes(data: Any) -> np.ndarray:
@@ -129,6 +146,9 @@ class UploadStats:
     direct_writes: int = 0
     direct_bytes: int = 0
     staged_bytes: int = 0
+    #: thread CPU seconds spent in the host copies of buffer uploads' bytes (staging fills and direct writes of at
+    #: least ``TIMED_COPY`` bytes, on whichever thread ran them): what an overhead measure subtracts
+    copy_cpu_s: float = 0.0
     regions: int = 0
     coalesced: int = 0
     flushes: int = 0
@@ -178,6 +198,11 @@ class BatchedUploader:
         # pieces up to this are packed into shared pool buffers (never more than the largest tier holds)
         self._small_max = min(LARGE_COPY, self.pool.max_chunk)
         self.stats = UploadStats()
+        self._error: BaseException | None = None
+        # direct writes running on the fill threads: (future, bytes), their destinations, their bytes
+        self._direct: deque[tuple[Future[float], int]] = deque()
+        self._direct_dsts: dict[int, Buffer] = {}
+        self._direct_bytes = 0
         self._closed = False
 
     # -- enqueue --------------------------------------------------------------------------------------------------
@@ -206,7 +231,9 @@ class BatchedUploader:
                     self.lifetime.wait(dst.last_use)  # never write under the GPU's feet
                 start = alloc.offset + dst_offset
                 if n >= 2 * FILL_SPLIT and self._split_direct:
-                    self._fill_parallel(mapped[start:start + n], src)
+                    self._write_direct_async(dst, mapped[start:start + n], src)
+                elif n >= TIMED_COPY:
+                    stats.copy_cpu_s += _timed_copy(mapped[start:start + n], src)
                 else:
                     mapped[start:start + n] = src
                 stats.direct_writes += 1
@@ -222,20 +249,34 @@ class BatchedUploader:
             if self._sealed:
                 self._submit_ready()
 
-    def _fill_parallel(self, view: np.ndarray, src: np.ndarray) -> None:
-        """Copy ``src`` into ``view`` in slices of at least ``FILL_SPLIT`` bytes, one per fill thread, the calling
-        thread copying the last one (``numpy.copyto`` releases the GIL); inline when one slice would do."""
+    def _write_direct_async(self, dst: Buffer, view: np.ndarray, src: np.ndarray) -> None:
+        """Write ``src`` into the mapped ``view`` on the fill threads, in slices that spread one piece over all of
+        them (at least ``FILL_SPLIT`` bytes each); :meth:`flush` waits for them."""
         n = src.shape[0]
-        parts = min(self._workers + 1, n // FILL_SPLIT)
-        if parts <= 1:
-            view[:] = src
+        step = max(FILL_SPLIT, (-(-n // self._workers) + 0xFFFF) & ~0xFFFF)
+        with self._lock:
+            submit = self._threads.submit
+            for i in range(0, n, step):
+                self._direct.append((submit(_timed_copy, view[i:i + step], src[i:i + step]), min(step, n - i)))
+            self._direct_dsts[id(dst)] = dst
+            self._direct_bytes += n
+            while self._direct_bytes > DIRECT_INFLIGHT:  # bound the work (and source arrays) held in flight
+                fut, nbytes = self._direct.popleft()
+                self.stats.copy_cpu_s += fut.result()
+                self._direct_bytes -= nbytes
+
+    def _wait_direct(self) -> None:
+        """Wait for the direct writes still running on the fill threads (call with the lock held)."""
+        if not self._direct:
             return
-        step = -(-n // parts)
-        last = (parts - 1) * step
-        futs = [self._threads.submit(np.copyto, view[i:i + step], src[i:i + step]) for i in range(0, last, step)]
-        view[last:] = src[last:]
-        for f in futs:
-            f.result()
+        try:
+            while self._direct:
+                fut, nbytes = self._direct.popleft()
+                self._direct_bytes -= nbytes
+                self.stats.copy_cpu_s += fut.result()
+        finally:
+            if not self._direct:
+                self._direct_dsts.clear()
 
     def _record(self, src_buf: Buffer, src_off: int, dst: Buffer, dst_off: int, n: int) -> list[int]:
         batch = self._batch
@@ -270,7 +311,10 @@ class BatchedUploader:
         if (last is not None and batch.last_dst is dst._handle and last[1] + last[2] == dst_abs
                 and buf is not None and last[0] + last[2] == buf._offset + cursor and cursor + n <= buf.size):
             # this piece continues the previous one in the destination: pack it back to back, extend the region
-            batch.cursor_view[cursor:cursor + n] = src
+            if n >= TIMED_COPY:
+                self.stats.copy_cpu_s += _timed_copy(batch.cursor_view[cursor:cursor + n], src)
+            else:
+                batch.cursor_view[cursor:cursor + n] = src
             batch.cursor = cursor + n
             last[2] += n
             batch.nbytes += n
@@ -286,15 +330,27 @@ class BatchedUploader:
             batch.cursor_buf = buf
             batch.cursor_view = buf.mapped
             start = 0
-        batch.cursor_view[start:start + n] = src
+        if n >= TIMED_COPY:
+            self.stats.copy_cpu_s += _timed_copy(batch.cursor_view[start:start + n], src)
+        else:
+            batch.cursor_view[start:start + n] = src
         batch.cursor = start + n
         batch.last = self._record(buf, start, dst, dst_offset, n)
         batch.last_dst = dst._handle
         self.stats.staged_bytes += n
 
+    def _fill_slice(self) -> int:
+        """Bytes per fill task: a wave of the fill threads fills about one auto-flush batch (so batches complete
+        in order and the first copy starts early), at least ``FILL_SPLIT``; a whole chunk with few threads."""
+        step = (AUTO_FLUSH_BYTES // self._workers) & ~0xFFFF
+        return max(FILL_SPLIT, step)
+
     def _stage_large(self, dst: Buffer, src: np.ndarray, dst_offset: int) -> None:
         n = src.size
         pos = 0
+        step = self._fill_slice()
+        submit = self._threads.submit
+        done = self._fill_done
         while pos < n:
             chunk = min(n - pos, self.pool.max_chunk)
             buf = self.pool.checkout(chunk)
@@ -302,7 +358,13 @@ class BatchedUploader:
             batch.staging.append(buf)
             part = src[pos:pos + chunk]
             if chunk >= PARALLEL_FILL:
-                batch.fills.append(self._threads.submit(np.copyto, buf.host_bytes[:chunk], part))
+                view = buf.host_bytes[:chunk]
+                for i in range(0, chunk, step):
+                    fut = submit(_timed_copy, view[i:i + step], part[i:i + step])
+                    batch.fills.append(fut)
+                    fut.add_done_callback(done)
+            elif chunk >= TIMED_COPY:
+                self.stats.copy_cpu_s += _timed_copy(buf.host_bytes[:chunk], part)
             else:
                 buf.host_bytes[:chunk] = part
             self._record(buf, 0, dst, dst_offset + pos, chunk)
@@ -366,6 +428,10 @@ class BatchedUploader:
         an auto-flush sealed and whose staging fills were still running.
         """
         with self._lock:
+            if self._error is not None:  # a submission made by a fill thread failed
+                err, self._error = self._error, None
+                raise err
+            self._wait_direct()
             batch = self._batch
             self._batch = _Batch()
             self.collect()
@@ -393,11 +459,26 @@ class BatchedUploader:
         while self._sealed and all(f.done() for f in self._sealed[0].fills):
             self._submit_batch(self._sealed.popleft())
 
+    def _fill_done(self, _fut: Future[Any]) -> None:
+        """A fill finished (on a fill thread): submit the sealed batches it completed, unless another thread holds
+        the uploader (that thread submits them: every enqueue and flush calls :meth:`_submit_ready`)."""
+        if not self._sealed or self._closed or not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._submit_ready()
+        except BaseException as e:  # noqa: BLE001 - raised again by the next flush, never lost on a fill thread
+            self._error = e
+        finally:
+            self._lock.release()
+
     def _submit_batch(self, batch: _Batch, prev: Ticket | None = None) -> Ticket:
         """Record and submit one batch once its fills are done; the ticket also counts ``prev``'s batches."""
         with self._lock:
+            self._wait_direct()  # a staged copy never lands before a direct write enqueued earlier
+            cpu = 0.0
             for f in batch.fills:
-                f.result()
+                cpu += f.result()
+            self.stats.copy_cpu_s += cpu
             self.stats.flushes += 1
             cmd = self._cmd("upload")
             begin(cmd)
@@ -551,6 +632,8 @@ class BatchedUploader:
         """True when copies into ``resource`` (a buffer or an image) are recorded and not yet submitted."""
         key = id(resource)
         with self._lock:
+            if key in self._direct_dsts:
+                return True
             for batch in (self._batch, *self._sealed):
                 if key in batch.dsts or any(img is resource for _b, img, _c, _l in batch.images):
                     return True
@@ -559,13 +642,13 @@ class BatchedUploader:
     @property
     def has_pending(self) -> bool:
         """True when anything (buffer or image copies) is enqueued and not yet submitted."""
-        return bool(self._sealed) or not self._batch.empty()
+        return bool(self._sealed) or not self._batch.empty() or bool(self._direct)
 
     def flush_if_pending(self, resource: object) -> None:
         """Submit the pending batches when they copy into ``resource`` (a buffer or an image); the pending-flush
         callback the device registers on its ``GpuContext`` (called before ``resource`` retires)."""
         batch = self._batch
-        if id(resource) in batch.dsts or batch.images or self._sealed:  # cheap test first: destroy is a hot path
+        if id(resource) in batch.dsts or batch.images or self._sealed or self._direct_dsts:  # cheap test first
             with self._lock:
                 if self.pending_for(resource):
                     self.flush()
