@@ -281,6 +281,8 @@ def write_mesh(stage: Usd.Stage, path: str, data: MeshData, index: int, material
                 mesh, "partA", UsdGeom.Tokens.face, Vt.IntArray.FromNumpy(faces), "materialBind"
             )
             UsdShade.MaterialBindingAPI.Apply(subset.GetPrim()).Bind(materials[(index + 1) % len(materials)])
+            # a materialBind family must say its faces do not overlap (usdShadeValidators:SubsetsMaterialBindFamily)
+            UsdGeom.Subset.SetFamilyType(mesh, "materialBind", UsdGeom.Tokens.nonOverlapping)
     return mesh
 
 

@@ -3,7 +3,8 @@
 #   1. system packages: Mesa lavapipe >= 25 from Debian bookworm-backports (acceleration structures, ray query),
 #      the Khronos validation layer, glslang and SPIR-V tools;
 #      and Debian's chromium (the HTML report's browser test);
-#   2. a virtualenv in .venv with vixen-assets (editable, with its test extra) and every plugin under plugins/;
+#   2. a virtualenv in .venv with vixen-assets (editable, with its test, basis, cluster and omniverse extras)
+#      and every plugin under plugins/;
 #   3. a second one in .venv-blender with the same plus bpy (it pins numpy < 2) for the Blender plugin.
 # As root it installs directly; otherwise it uses sudo when present, else prints the exact commands and stops.
 set -euo pipefail
@@ -58,14 +59,14 @@ fi
 # Python environments: reinstall only when a project file changed.
 want=$(cat pyproject.toml plugins/*/pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)
 
-# 1. .venv: vixen-assets (editable, test extra) and every plugin under plugins/ (numpy 2).
+# 1. .venv: vixen-assets (editable; test, basis, cluster and omniverse extras) and every plugin under plugins/ (numpy 2).
 stamp="$VENV/.vixen-setup-stamp"
 if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python" ]; }; then
   if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
   fi
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  args=(-e "$ROOT[test,basis]")
+  args=(-e "$ROOT[test,basis,cluster,omniverse]")
   for p in plugins/*/; do
     [ -f "$p/pyproject.toml" ] && args+=(-e "$ROOT/$p")
   done

@@ -114,6 +114,21 @@ def test_bench_load_stage_quick(tmp_path: Path) -> None:
     assert "cold/floor" in proc.stdout and ("PASS" in proc.stdout or "MISS" in proc.stdout)
 
 
+def test_bench_validate_quick(tmp_path: Path) -> None:
+    out = tmp_path / "validate.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_validate.py"), "--quick", "--no-dask",
+                           "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["quick"] and result["assets"] == 60
+    assert {r["what"].split(",")[0] for r in result["per_asset"]} == {
+        "check_asset usd", "check_asset usd without UsdValidation", "check_asset ktx2", "check_asset vox"}
+    assert all(r["floor_ms"] > 0 and r["ratio"] > 0 for r in result["per_asset"])
+    assert [j["what"].split("(")[0] for j in result["jobs"]] == ["validate", "validate"]
+    assert all(j["crashed"] == 0 and j["assets"] == 60 and j["errors"] == 0 for j in result["jobs"])
+    assert "Targets:" in proc.stdout
+
+
 def test_bench_blender_quick(tmp_path: Path) -> None:
     import importlib.util
 

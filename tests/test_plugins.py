@@ -614,7 +614,7 @@ def test_cli_plugins_json_lists_plugins_versions_and_hooks() -> None:
     points = by_name[POINTS_PLUGIN]
     assert points["builtin"] is False
     assert points["version"] == importlib.metadata.version("vixen-assets-points")
-    assert points["hooks"] == ["vixen_register_cachers", "vixen_stage_loaded"]
+    assert points["hooks"] == ["vixen_register_cachers", "vixen_register_validators", "vixen_stage_loaded"]
     cachers = {c["cacher"]: c for c in data["cachers"]}
     assert cachers["mesh"]["prim_types"] == ["Mesh"] and cachers["mesh"]["plugin"] == MESH_PLUGIN
     assert cachers["points"]["prim_types"] == ["Points"] and cachers["points"]["plugin"] == POINTS_PLUGIN
@@ -630,3 +630,46 @@ def test_cli_plugins_table_and_disabled_autoload() -> None:
     assert off.returncode == 0, off.stderr
     names = [p["name"] for p in json.loads(off.stdout)["plugins"]]
     assert names == list(plugins.DEFAULT_PLUGINS)
+
+
+# ---------------------------------------------------------------- vixen_register_validators(register)
+
+
+def test_register_validators_hook_fills_the_rule_registry_all_or_nothing(pm: Any, add_plugin: Any,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    from vixen_assets.validate.engine import build_registry
+
+    def check(ctx: Any) -> Any:
+        yield ("mine.rule", "warning", ctx.path, "", "found")
+
+    class Mine:
+        @hookimpl
+        def vixen_register_validators(self, register: Any) -> None:
+            register("mine.rule", severity="warning", doc="a rule", check=check, suffixes=(".mine",))
+            register("mine.other", severity="info", doc="another", check=check)
+
+    class Clash:
+        @hookimpl
+        def vixen_register_validators(self, register: Any) -> None:
+            register("clash.fine", severity="info", doc="would be fine alone", check=check)
+            register("mine.rule", severity="error", doc="the same id", check=check)
+
+    class Broken:
+        @hookimpl
+        def vixen_register_validators(self, register: Any) -> None:
+            raise RuntimeError("boom")
+
+    add_plugin(Mine(), "mine")
+    add_plugin(Clash(), "clash")
+    add_plugin(Broken(), "broken")
+    reg = build_registry(pm)
+    assert reg.rules["mine.rule"].plugin == "mine" and reg.rules["mine.rule"].suffixes == (".mine",)
+    assert "mine.other" in reg.rules
+    assert "clash.fine" not in reg.rules  # all-or-nothing: the clash dropped every rule of that plugin
+    assert "geom.points-nan" in reg.rules and "usd.open-failed" in reg.rules  # built-ins through the same hook
+    assert any(r.startswith("usd.usdGeomValidators:") for r in reg.rules)
+    text = caplog.text
+    assert "'mine.rule' is already registered by plugin 'mine'" in text and "plugin 'clash'" in text
+    assert "plugin 'broken'" in text and "RuntimeError: boom" in text
+    names = [p for p, _ in plugins.validator_impls(pm)]
+    assert names.index("mine") < names.index("clash") < names.index("broken")

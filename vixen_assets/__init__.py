@@ -30,6 +30,8 @@ from .errors import UnsupportedFormatError
 from .errors import ValidationMessageError
 from .errors import VixenDeprecationWarning
 from .errors import VixenError
+from .estimate import Estimate
+from .estimate import estimate
 from .errors import VixenWarning
 from .errors import VulkanError
 from .hookspecs import hookimpl
@@ -42,6 +44,8 @@ from .scene import Scene
 from .textures import load_texture
 from .trace import trace_rays
 from .usd import load_stage
+from .validate import ValidationReport
+from .validate import validate
 from .vk import DeviceInfo
 from .voxels import VoxelScene
 from .voxels import load_vox
@@ -66,6 +70,7 @@ __all__ = [
     "DeviceInfo",
     "DeviceLostError",
     "DeviceNotFoundError",
+    "Estimate",
     "FormatError",
     "HeldEntry",
     "Image",
@@ -82,6 +87,7 @@ __all__ = [
     "UnsupportedFeatureError",
     "UnsupportedFormatError",
     "ValidationMessageError",
+    "ValidationReport",
     "VirtualTexture",
     "VixenDeprecationWarning",
     "VixenError",
@@ -89,6 +95,7 @@ __all__ = [
     "VoxelScene",
     "VulkanError",
     "__version__",
+    "estimate",
     "hookimpl",
     "list_devices",
     "load_stage",
@@ -97,4 +104,5 @@ __all__ = [
     "open_device",
     "open_virtual_texture",
     "trace_rays",
+    "validate",
 ]

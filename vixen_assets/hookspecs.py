@@ -12,13 +12,12 @@ This module imports only pluggy and the standard library at run time; project ty
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
-    from typing import Any
-
     from .cachers.registry import CacherRegistry
     from .device import Device
     from .scene import Scene
@@ -103,6 +102,30 @@ def vixen_resolve_asset_path(asset_path: str, anchor: str) -> str | None:
     .. versionadded:: 0.1
 
     Implementing this hook: map custom URI schemes or asset libraries to files. The first non-``None`` answer wins.
+    """
+
+
+@hookspec
+def vixen_register_validators(register: Callable[..., Any]) -> None:
+    """Register validation rules for ``vixen-assets validate`` / :func:`vixen_assets.validate`.
+
+    :param register: call ``register(rule_id, severity=..., doc=..., check=..., prim_types=..., suffixes=...,
+        fix=...)`` (or ``register(Rule(...))``) once per rule. ``rule_id`` is ``family.name`` (``geom.points-nan``);
+        ``severity`` is ``error``, ``warning`` or ``info``; ``doc`` is one line. ``prim_types`` (USD type names)
+        makes ``check(ctx, prim)`` run once per matching prim; otherwise ``suffixes`` (``(".ktx2",)``) name the
+        files ``check(ctx)`` runs on, and a rule with neither checks every asset. ``check`` yields issues as
+        ``(code, severity, file, pointer, message)`` tuples or :class:`~vixen_assets.validate.Issue` objects;
+        ``pointer`` is a prim path with an optional ``.property``, a KTX2 field or a .vox chunk.
+    :returns: nothing.
+
+    .. versionadded:: 0.2
+
+    Implementing this hook: register every rule of your plugin in one call; registration is all-or-nothing per
+    plugin, and an id another plugin already registered drops your rules with an error naming both. Checks run in
+    worker processes (your plugin is imported there through its entry point), must be importable functions, and
+    should be quick: an exception raised by a check is reported as an error of that rule, never stops the job. The
+    built-in rules (``usd.*``, ``geom.*``, ``ktx2.*``, ``vox.*``, ``budget.*``, ``gpu.*``) register through this
+    same hook.
     """
 
 

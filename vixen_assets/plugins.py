@@ -197,6 +197,16 @@ def cacher_registry(pm: pluggy.PluginManager) -> CacherRegistry:
     return reg
 
 
+def validator_impls(pm: pluggy.PluginManager) -> list[tuple[str, Any]]:
+    """``(plugin name, function)`` of every ``vixen_register_validators`` implementation, in registration order;
+    the validation package calls each with its registry's ``register`` (built-in rule plugins first).
+
+    :param pm: the plugin manager.
+    :returns: the implementations, first registered first.
+    """
+    return [(impl.plugin_name, impl.function) for impl in reversed(_impls(pm, "vixen_register_validators"))]
+
+
 def resolve_asset_path(pm: pluggy.PluginManager, asset_path: str, anchor: str) -> str | None:
     """Call ``vixen_resolve_asset_path``; the first non-``None`` answer, or ``None``."""
     try:

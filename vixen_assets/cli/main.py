@@ -16,7 +16,7 @@ import traceback
 from ..errors import ConfigError, DeviceNotFoundError, FormatError, VixenError
 
 #: Subcommand modules under ``vixen_assets.cli``; each defines ``register(subparsers)``.
-SUBCOMMANDS = ("devices", "memory", "load", "plugins", "texture", "vt")
+SUBCOMMANDS = ("devices", "memory", "load", "plugins", "texture", "validate", "vt")
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2

@@ -10,12 +10,20 @@ worker, or hashed (:meth:`MeshSource.content_hash`) to look a prepared mesh up i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from vixen_assets.errors import FormatError
+from vixen_assets.geometry.checks import (
+    MeshFinding,
+    attribute_findings,
+    first_error,
+    primvar_findings,
+    shape_findings,
+    topology_findings,
+)
 
 try:  # pragma: no cover - depends on the environment
     import xxhash as _xxhash
@@ -182,62 +190,20 @@ class MeshSource:
         return digest
 
 
-def _expected_count(interp: str, points: int, faces: int, corners: int) -> int:
-    if interp == "faceVarying":
-        return corners
-    if interp == "vertex" or interp == "varying":
-        return points
-    return faces if interp == "uniform" else 1
-
-
-_umax = np.maximum.reduce
-_umin = np.minimum.reduce
-
-
-def _out_of_range(idx: np.ndarray, n: int) -> bool:
-    """Whether any of the int32 ``idx`` is outside ``[0, n)``: one reduction (negatives wrap to huge uint32)."""
-    if not len(idx):
-        return False
-    if idx.dtype == np.int32:
-        return int(_umax(idx.view(np.uint32))) >= n
-    return int(_umin(idx)) < 0 or int(_umax(idx)) >= n
+def _raise_first(src: MeshSource, findings: Iterator[MeshFinding]) -> None:
+    """Raise the first error of ``findings`` (see :mod:`vixen_assets.geometry.checks`) as a FormatError."""
+    bad = first_error(findings)
+    if bad is not None:
+        raise bad.error(src)
 
 
 def _check_primvar(src: MeshSource, name: str, field_name: str, pv: PrimvarData, index_ranges: bool = True) -> None:
-    if pv.interpolation not in INTERPOLATIONS:
-        raise src.error(f"unknown interpolation {pv.interpolation!r}", field_name)
-    values = pv.values
-    if not isinstance(values, np.ndarray) or values.dtype.kind not in "fiub":
-        raise src.error(f"{name} values must be a numeric array", field_name)
-    if pv.element_size < 1 or len(values) % pv.element_size:
-        raise src.error(f"{len(values)} values are not a multiple of elementSize {pv.element_size}", field_name)
-    expected = _expected_count(pv.interpolation, src.point_count, src.face_count, src.corner_count)
-    n_elem = pv.element_count
-    if pv.indices is not None:
-        idx = pv.indices
-        if len(idx) != expected:
-            raise src.error(
-                f"{len(idx)} indices for {pv.interpolation} interpolation, expected {expected}", field_name + ":indices"
-            )
-        if index_ranges and _out_of_range(idx, n_elem):
-            bad = int(np.flatnonzero((idx < 0) | (idx >= n_elem))[0])
-            raise src.error(
-                f"index {int(idx[bad])} at position {bad} is out of range for {n_elem} values", field_name + ":indices"
-            )
-    elif n_elem != expected and not (pv.interpolation == "constant" and n_elem >= 1):
-        raise src.error(f"{n_elem} values for {pv.interpolation} interpolation, expected {expected}", field_name)
+    _raise_first(src, primvar_findings(src, name, field_name, pv, index_ranges))
 
 
 def check_shapes(src: MeshSource) -> None:
     """Check the dtypes and shapes of ``src``'s points, counts and indices."""
-    p = src.points
-    if not isinstance(p, np.ndarray) or p.dtype != np.float32 or p.ndim != 2 or p.shape[1] != 3:
-        what = f"{p.dtype}{list(p.shape)}" if isinstance(p, np.ndarray) else type(p).__name__
-        raise src.error(f"points must be a (N, 3) float32 array (point3f[]), got {what}", "points")
-    for name, a in (("faceVertexCounts", src.face_vertex_counts), ("faceVertexIndices", src.face_vertex_indices)):
-        if not isinstance(a, np.ndarray) or a.dtype.kind not in "iu" or a.ndim != 1:
-            what = f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray) else type(a).__name__
-            raise src.error(f"{name} must be a 1-D int array, got {what}", name)
+    _raise_first(src, shape_findings(src))
 
 
 def validate_sources(sources: Sequence[MeshSource], *, attributes: Sequence[str] | None = None) -> None:
@@ -268,40 +234,11 @@ def validate_sources(sources: Sequence[MeshSource], *, attributes: Sequence[str]
 
 
 def _check_one(src: MeshSource) -> None:
-    counts, idx = src.face_vertex_counts, src.face_vertex_indices
-    total = 0
-    if len(counts):
-        if int(_umin(counts)) < 3:
-            bad = int(np.flatnonzero(counts < 3)[0])
-            raise src.error(f"face {bad} has {int(counts[bad])} vertices; every face needs at least 3",
-                            "faceVertexCounts")
-        total = int(counts.sum(dtype=np.int64))
-    if total != len(idx):
-        raise src.error(f"faceVertexCounts sum to {total} but faceVertexIndices has {len(idx)} entries",
-                        "faceVertexCounts")
-    n = src.point_count
-    if _out_of_range(idx, n):
-        pos = int(np.flatnonzero((idx < 0) | (idx >= n))[0])
-        raise src.error(f"index {int(idx[pos])} at position {pos} is out of range for {n} points",
-                        "faceVertexIndices")
-    _check_face_sets(src, True)
+    _raise_first(src, topology_findings(src))
 
 
 def _check_face_sets(src: MeshSource, subsets: bool) -> None:
-    n_faces = src.face_count
-    if src.hole_indices is not None and len(src.hole_indices):
-        h = src.hole_indices
-        if _out_of_range(h, n_faces):
-            raise src.error(f"hole index out of range for {n_faces} faces", "holeIndices")
-    for sub in src.subsets if subsets else ():
-        s = sub.indices
-        if _out_of_range(s, n_faces):
-            bad_i = int(np.flatnonzero((s < 0) | (s >= n_faces))[0])
-            raise src.error(
-                f"GeomSubset {sub.name!r}: face index {int(s[bad_i])} out of range for {n_faces} faces",
-                "indices",
-                prim_path=sub.prim_path or f"{src.prim_path}/{sub.name}",
-            )
+    _raise_first(src, topology_findings(src, subsets=subsets))
 
 
 def check_topology(
@@ -322,10 +259,7 @@ def check_topology(
     if len(counts) and int(counts.min()) < 3:
         bad_face = int(np.flatnonzero(counts < 3)[0])
         mesh = int(np.searchsorted(np.cumsum(face_n), bad_face, side="right"))
-        local = bad_face - int(face_n[:mesh].sum())
-        raise sources[mesh].error(
-            f"face {local} has {int(counts[bad_face])} vertices; every face needs at least 3", "faceVertexCounts"
-        )
+        _raise_first(sources[mesh], topology_findings(sources[mesh], holes=False, subsets=False))
     face_start = np.zeros(len(face_n), dtype=np.int64)
     np.cumsum(face_n[:-1], out=face_start[1:])
     nonempty = face_n > 0
@@ -335,10 +269,7 @@ def check_topology(
     mismatch = np.flatnonzero(sums != corner_n)
     if len(mismatch):
         i = int(mismatch[0])
-        raise sources[i].error(
-            f"faceVertexCounts sum to {int(sums[i])} but faceVertexIndices has {int(corner_n[i])} entries",
-            "faceVertexCounts",
-        )
+        _raise_first(sources[i], topology_findings(sources[i], holes=False, subsets=False))
     if len(indices):
         corner_start = np.zeros(len(corner_n), dtype=np.int64)
         np.cumsum(corner_n[:-1], out=corner_start[1:])
@@ -358,13 +289,7 @@ def check_topology(
             bad = np.flatnonzero((hi >= point_n) | (lo < 0))
         if len(bad):
             i = int(bad[0])
-            src = sources[i]
-            idx = src.face_vertex_indices
-            pos = int(np.flatnonzero((idx < 0) | (idx >= src.point_count))[0])
-            raise src.error(
-                f"index {int(idx[pos])} at position {pos} is out of range for {src.point_count} points",
-                "faceVertexIndices",
-            )
+            _raise_first(sources[i], topology_findings(sources[i], holes=False, subsets=False))
     for src in sources:
         if (face_sets and src.subsets) or src.hole_indices is not None:
             _check_face_sets(src, face_sets)
@@ -375,12 +300,4 @@ def check_attributes(
 ) -> None:
     """Check the sizes of ``src``'s normals and primvars (those named in ``attributes`` when given); with
     ``index_ranges`` also that indexed primvars' indices are in range (prepare_meshes checks those vectorized)."""
-    if src.normals is not None and (attributes is None or "normal" in attributes):
-        n = src.normals
-        if not isinstance(n, np.ndarray) or n.ndim != 2 or n.shape[1] != 3:
-            raise src.error("normals must be a (N, 3) array", "normals")
-        _check_primvar(src, "normals", "normals", src.normals_primvar(), index_ranges)
-    for name, pv in src.primvars.items():
-        if attributes is None or name in attributes:
-            _check_primvar(src, f"primvar {name!r}", f"primvars:{name}", pv, index_ranges)
-
+    _raise_first(src, attribute_findings(src, attributes, index_ranges=index_ranges))

@@ -196,3 +196,17 @@ def test_warm_reload_reuses_the_cached_entry(vixen_device: Any, pm: Any, tmp_pat
         [again] = points_instances(warm)
         assert again.mesh is first.mesh  # the same GPU entry, nothing uploaded again
         assert vixen_device.cachers["points"].stats.misses == 1
+
+
+def test_widths_rule_through_validate(tmp_path: Path) -> None:
+    """The plugin's ``points.widths`` rule runs in the validation workers (loaded through the entry point)."""
+    good, bad = tmp_path / "good.usda", tmp_path / "bad.usda"
+    for path, widths in ((good, [0.1, 0.2]), (bad, [0.1, -1.0])):
+        stage = Usd.Stage.CreateNew(str(path))
+        add_points(stage, "/pts", [(0, 0, 0), (1, 0, 0)], widths, "vertex")
+        stage.Save()
+    report = vixen_assets.validate([tmp_path], rules=["points.widths"], workers=1,
+                                   plugins=("vixen_assets_points",))
+    by = {Path(a.uri).name: a for a in report.assets}
+    assert by["good.usda"].issues == []
+    assert [(i.code, i.pointer) for i in by["bad.usda"].issues] == [("points.widths", "/pts.widths")]

@@ -222,3 +222,26 @@ def vixen_stage_loaded(scene: Any) -> None:
 
 __all__ = ["DEFAULT_WIDTH", "LAYOUT", "STRIDE", "GpuPoints", "PointsCacher", "PointsSource", "vixen_register_cachers",
            "vixen_stage_loaded"]
+
+
+def check_widths(ctx: Any, prim: Any) -> Any:
+    """The ``points.widths`` rule: every authored width is finite and not negative (the loader accepts them, a
+    renderer does not draw them). Yields ``(code, severity, file, pointer, message)`` tuples."""
+    from pxr import UsdGeom
+
+    raw = UsdGeom.Points(prim).GetWidthsAttr().Get()
+    if raw is None:
+        return
+    widths = np.asarray(raw, dtype=np.float64).reshape(-1)
+    bad = np.flatnonzero(~np.isfinite(widths) | (widths < 0))
+    if len(bad):
+        yield ("points.widths", "error", ctx.path, f"{prim.GetPath()}.widths",
+               f"{len(bad)} of {len(widths)} widths are negative or not finite (first: width {int(bad[0])} = "
+               f"{widths[bad[0]]})")
+
+
+@hookimpl
+def vixen_register_validators(register: Any) -> None:
+    """Register the ``points.widths`` validation rule for ``Points`` prims."""
+    register("points.widths", severity="error", doc="point widths are finite and not negative", check=check_widths,
+             prim_types=("Points",))
