@@ -79,18 +79,28 @@ def test_bench_textures_quick(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["quick"] and result["device"]["name"]
-    assert set(result["sets"]) == {"bc7", "etc2"}
+    assert set(result["sets"]) == {"bc7", "etc2", "bc7_small"}
     assert result["sets"]["bc7"]["gpu_format"] == ["BC7_SRGB_BLOCK"]
+    assert result["sets"]["bc7_small"]["files"] == 64
     whats = [r["what"] for r in result["throughput"]]
     for prefix in ("floor: read + zstd inflate (BC7", "load_texture BC7", "floor: read + zstd inflate (ETC2",
-                   "floor: read + zstd + CPU ETC2 decode", "load_texture ETC2"):
+                   "floor: read + zstd + CPU ETC2 decode", "load_texture ETC2", "load_textures BC7 + zstd ->",
+                   "load_textures ETC2", "load_textures BC7 + zstd, small", "peer: upload alone",
+                   "floor: read + zstd inflate on "):
         assert any(w.startswith(prefix) for w in whats), prefix
     assert all(r["mb_s"] > 0 and r["seconds"] > 0 for r in result["throughput"])
+    for r in result["throughput"]:
+        if r["what"].startswith("load_textures"):  # each beside its floors, measured in the same run
+            assert r["vs_floor"] > 0 and r["vs_threaded_floor"] > 0 and r["one_by_one_us_per_texture"] > 0
+    goals = [t["target"] for t in result["targets"]]
+    assert any("all-cores read + inflate floor" in g for g in goals)
+    assert any("threaded decode floor" in g for g in goals)
+    assert "fixed µs/tex" in proc.stdout
     rows = result["memory_psnr"]
-    assert {r["kind"] for r in rows} == {"bc7", "bc1"}
+    assert {r["kind"] for r in rows} == {"bc7", "bc1", "auto"}
     for r in rows:
         assert r["psnr_readback_db"] == r["psnr_db"] or abs(r["psnr_readback_db"] - r["psnr_db"]) < 1e-6
-        assert r["saved_payload"] == (0.75 if r["kind"] == "bc7" else 0.875)
+        assert r["saved_payload"] == {"bc7": 0.75, "bc1": 0.875}.get(r["choice"], 0.0)
     generated = [r for r in rows if r["image"].startswith("generated") and r["kind"] == "bc7"]
     assert generated and all(r["pass"] for r in generated)
     assert "O3 BC7" in proc.stdout and ("PASS" in proc.stdout or "MISS" in proc.stdout)

@@ -15,6 +15,7 @@ from .device import Device
 from .device import list_devices
 from .device import open_device
 from .errors import BudgetExceededError
+from .errors import CompressionQualityWarning
 from .errors import ConfigError
 from .errors import DeviceClosedError
 from .errors import DeviceLostError
@@ -42,6 +43,7 @@ from .memory.options import BudgetOptions
 from .scene import Instance
 from .scene import Scene
 from .textures import load_texture
+from .textures import load_textures
 from .trace import trace_rays
 from .usd import load_stage
 from .validate import ValidationReport
@@ -64,6 +66,7 @@ __all__ = [
     "BudgetOptions",
     "Buffer",
     "CacherRegistry",
+    "CompressionQualityWarning",
     "ConfigError",
     "Device",
     "DeviceClosedError",
@@ -100,6 +103,7 @@ __all__ = [
     "list_devices",
     "load_stage",
     "load_texture",
+    "load_textures",
     "load_vox",
     "open_device",
     "open_virtual_texture",

@@ -130,5 +130,10 @@ class VixenWarning(UserWarning):
     """Base class of every warning vixen-assets emits (deprecated names, skipped prims, lossy compression)."""
 
 
+class CompressionQualityWarning(VixenWarning):
+    """A texture compressed at load (an explicit ``compress="bc1"``, ...) misses the PSNR bar (``min_psnr``), or a
+    requested format was replaced (normal maps never go to BC1)."""
+
+
 class VixenDeprecationWarning(VixenWarning, DeprecationWarning):
     """A public name was renamed; the old spelling still works for now and says what to use instead."""

@@ -265,6 +265,22 @@ class TypedCacher(Generic[S, E]):
             if self.plugin_manager is not None:
                 notify_asset_cached(self.plugin_manager, self.name, key, nbytes)
 
+    def discard(self, keys: Sequence[str]) -> int:
+        """Destroy the entries ``keys`` that nobody references (a failed batch load takes back what it built);
+        referenced or absent keys are left alone. Returns how many were destroyed."""
+        count = 0
+        with self._lock:
+            for key in dict.fromkeys(keys):
+                entry = self._entries.get(key)
+                if entry is None or entry.refs:
+                    continue
+                del self._entries[key]
+                self.destroy_entry(entry.value)
+                count += 1
+                self.stats.entries -= 1
+                self.stats.bytes -= entry.nbytes
+        return count
+
     def release(self, key: str) -> None:
         """Drop one reference to the entry ``key`` (it stays cached, evictable, once unreferenced)."""
         with self._lock:

@@ -6,11 +6,17 @@
   ``texture2ddecoder`` to RGBA8, sRGB kept (``"decoded"``).
 - BasisLZ/ETC1S and UASTC payloads need a Basis Universal transcoder: ``UnsupportedFormatError`` naming the scheme
   when none is installed.
-- PNG/JPEG (and what else Pillow opens): RGBA8, sRGB; with ``compress="bc7"`` or ``"bc1"`` (needs ``etcpak``) the
-  pixels are compressed at load (``"transcoded"``), and the memory saved and PSNR against the source are recorded.
+- PNG/JPEG (and what else Pillow opens): RGBA8, sRGB; with ``compress="bc7"``, ``"bc1"`` or ``"auto"`` (needs
+  ``etcpak``, see ``texture_compress.py``) the pixels are compressed at load (``"transcoded"``), and the memory saved
+  and PSNR against the source are recorded.
 
-Every image goes through the batched uploader as buffer-to-image copies with layout transitions, split into pieces
-that fit a staging chunk. Assets inside ``.usdz`` packages (``pkg.usdz[tex.png]``) are read through USD's resolver.
+Loading is two steps. :meth:`TextureCacher.prepare` is CPU-only and thread-safe (``load_textures`` runs it on a thread
+pool; see ``texture_batch.py``): one parse of the header (``read_file``), then every level inflated (Zstandard
+straight into the payload), decoded or compressed into ONE contiguous payload per texture. ``build`` then creates
+the image (suballocated from a memory block like a buffer) and enqueues all its levels in one ``enqueue_image``
+call: buffer-to-image copies split into pieces that fit a staging chunk, the layout transitions of every image of an
+upload batch recorded as one barrier. Format support is asked of Vulkan once per (format, type, extent) and cached.
+Assets inside ``.usdz`` packages (``pkg.usdz[tex.png]``) are read through USD's resolver.
 """
 
 from __future__ import annotations
@@ -18,19 +24,24 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import FormatError, UnsupportedFormatError
+from ..errors import CompressionQualityWarning, FormatError, UnsupportedFormatError
 from ..formats import ktx2 as k2
 from ..formats.vkformat import format_info
 from ..hookspecs import hookimpl
 from ..memory.group import AllocationGroup
 from ..memory.images import IMAGE_1D, IMAGE_2D, IMAGE_3D, Image, format_supported
 from ..transfer.image_regions import level_copies, mip_extent
+from ..vk.images import ImageCopy
 from .base import HeldEntry, LoadContext, TypedCacher
+from .texture_compress import DEFAULT_MIN_PSNR, choose, psnr
 
 if TYPE_CHECKING:
     from ..device import Device
@@ -40,6 +51,20 @@ R8G8B8A8_SRGB = 43
 BC1_RGBA_UNORM, BC1_RGBA_SRGB = 133, 134
 BC7_UNORM, BC7_SRGB = 145, 146
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tga", ".bmp")
+
+
+try:  # XXH3-128 (~30 GB/s) when installed, as the mesh cacher does; BLAKE2b-128 (~1 GB/s) otherwise
+    import xxhash as _xxhash
+except ImportError:  # pragma: no cover - xxhash is a dependency
+    _xxhash = None
+
+
+def content_digest(data: bytes) -> str:
+    """The content hash of a file's bytes (the cache key's core): ~75 µs of BLAKE2b on a 256² BC7 file, ~3 µs of
+    XXH3."""
+    if _xxhash is not None:
+        return "xxh3:" + _xxhash.xxh3_128_hexdigest(data)
+    return "b2:" + hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def read_asset_bytes(path: str) -> bytes:
@@ -58,12 +83,6 @@ def read_asset_bytes(path: str) -> bytes:
         raise FormatError(f"cannot read: {exc.strerror}", path=path) from exc
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB between two uint8 images (inf when identical)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
-
-
 @dataclass(eq=False)
 class TextureSource:
     """A texture as read: a parsed KTX2 file or decoded RGBA8 pixels, plus the load options."""
@@ -74,6 +93,80 @@ class TextureSource:
     pixels: np.ndarray | None = None  # (h, w, 4) uint8 for PNG/JPEG
     srgb: bool = True
     compress: str | None = None
+    min_psnr: float = DEFAULT_MIN_PSNR
+    normal_map: bool = False
+    prepared: PreparedTexture | None = None  # set by ``TextureCacher.prepare`` (on a worker thread in a batch)
+
+
+@dataclass(eq=False)
+class PreparedTexture:
+    """A texture ready for the GPU: its ``VkFormat``, extent and every level back to back in ``payload`` (level 0
+    first; inside a level the layers, faces and z slices in KTX2 order), ``level_offsets[i]`` where level ``i``
+    starts; plus what ``GpuTexture`` reports and the warnings to emit on the calling thread."""
+
+    vk_format: int
+    width: int
+    height: int
+    depth: int
+    levels: int
+    layers: int
+    faces: int
+    image_type: int
+    payload: np.ndarray | None  # None when the levels were written straight into staging (``staged``)
+    level_offsets: list[int]
+    path_taken: str
+    source_format: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    #: ``(staging buffer, copies)`` already written by a worker (``load_textures``), until the build enqueues them
+    staged: list[tuple[Any, list[ImageCopy]]] | None = None
+    staged_bytes: int = 0
+
+
+class StagingLender:
+    """What a worker needs to write a texture's levels straight into staging: ``lend(sizes)`` checks out one pool
+    buffer per size (all or none, ``None`` beyond ``limit`` bytes lent and not yet enqueued: the rest of the
+    quota stays for the batches), ``give_back`` returns unused ones, ``settle`` counts enqueued ones out."""
+
+    def __init__(self, pool: Any, limit: int) -> None:
+        """:param pool: the uploader's ``StagingBufferPool``. :param limit: the most bytes lent at once."""
+        self.pool = pool
+        self.limit = limit
+        self.max_chunk: int = pool.max_chunk
+        self._lent = 0
+        self._lock = threading.Lock()
+
+    def lend(self, sizes: Sequence[int]) -> list[Any] | None:
+        """Check out a staging buffer per size, or ``None`` when that would lend more than ``limit``."""
+        total = sum(sizes)
+        with self._lock:
+            if self._lent + total > self.limit:
+                return None
+            self._lent += total
+        bufs: list[Any] = []
+        try:
+            for size in sizes:
+                bufs.append(self.pool.checkout(size))
+        except BaseException:
+            self.give_back(bufs, total)
+            raise
+        return bufs
+
+    def give_back(self, bufs: Sequence[Any], nbytes: int) -> None:
+        """Return buffers that were never enqueued."""
+        self.pool.give_back(list(bufs))
+        self.settle(nbytes)
+
+    def settle(self, nbytes: int) -> None:
+        """``nbytes`` lent are now enqueued (the batch returns their buffers) or given back."""
+        with self._lock:
+            self._lent -= nbytes
+
+    def drop(self, prep: PreparedTexture | None) -> None:
+        """Give back what ``prep`` holds in staging and has not enqueued (a cache hit, a failed batch)."""
+        if prep is not None and prep.staged is not None:
+            staged, prep.staged = prep.staged, None
+            self.give_back([buf for buf, _c in staged], prep.staged_bytes)
 
 
 @dataclass(eq=False)
@@ -108,34 +201,6 @@ class GpuTexture(HeldEntry):
                 f"x{self.depth} levels={self.levels} layers={self.layers} faces={self.faces} {self.path_taken}>")
 
 
-def _compress(pixels: np.ndarray, kind: str, srgb: bool) -> tuple[int, bytes, np.ndarray]:
-    """Compress RGBA8 pixels with etcpak; return (vkFormat, blocks, decoded pixels for PSNR)."""
-    try:
-        import etcpak
-        import texture2ddecoder
-    except ImportError as exc:  # pragma: no cover - etcpak is in the test extra
-        raise UnsupportedFormatError(f"compress={kind!r} needs the 'etcpak' package ({exc})") from exc
-    h, w = pixels.shape[:2]
-    pw, ph = -(-w // 4) * 4, -(-h // 4) * 4
-    padded = np.zeros((ph, pw, 4), np.uint8)
-    padded[:h, :w] = pixels
-    padded[:h, w:] = pixels[:, -1:]
-    padded[h:, :] = padded[h - 1:h, :]
-    rgba = padded.tobytes()  # etcpak's BC encoders take RGBA rows (texture2ddecoder returns BGRA)
-    if kind == "bc7":
-        blocks = etcpak.compress_bc7(rgba, pw, ph)
-        fmt = BC7_SRGB if srgb else BC7_UNORM
-        dec = texture2ddecoder.decode_bc7(blocks, pw, ph)
-    elif kind == "bc1":
-        blocks = etcpak.compress_bc1(rgba, pw, ph)
-        fmt = BC1_RGBA_SRGB if srgb else BC1_RGBA_UNORM
-        dec = texture2ddecoder.decode_bc1(blocks, pw, ph)
-    else:
-        raise UnsupportedFormatError(f"unknown compression {kind!r}; use 'bc7' or 'bc1'")
-    decoded = np.frombuffer(dec, np.uint8).reshape(ph, pw, 4)[:h, :w][..., [2, 1, 0, 3]]
-    return fmt, bytes(blocks), decoded
-
-
 class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
     """KTX2/PNG/JPEG files → :class:`GpuTexture`, deduplicated by file content and options."""
 
@@ -143,12 +208,36 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
     suffixes = (".ktx2",) + IMAGE_SUFFIXES
     compress: str | None = None
 
+    def __init__(self, device: Device, *, plugin_manager: Any = None) -> None:
+        """Attach to ``device``; format support answers are cached per (format, type, extent)."""
+        super().__init__(device, plugin_manager=plugin_manager)
+        self._support: dict[tuple[int, ...], bool] = {}
+        self._pools: dict[int, ThreadPoolExecutor] = {}
+        device.on_close(self._shutdown_pools)
+
+    def thread_pool(self, workers: int) -> ThreadPoolExecutor:
+        """The pool of ``workers`` threads batch loads prepare files on, kept between calls (starting and joining
+        the threads of a pool per call cost ~10 ms) and shut down when the device closes."""
+        with self._lock:
+            pool = self._pools.get(workers)
+            if pool is None:
+                pool = self._pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vixen-tex")
+            return pool
+
+    def _shutdown_pools(self) -> None:
+        for pool in self._pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._pools.clear()
+
     def read_file(self, path: str, context: LoadContext) -> TextureSource:
-        """Parse (KTX2) or decode (PNG/JPEG) the file; every field is checked before anything is allocated."""
+        """Read the file once: parse the KTX2 header, index and DFD (every field checked before anything is
+        allocated) or decode PNG/JPEG pixels. Thread-safe."""
         opts = context.options or {}
         data = read_asset_bytes(path)
-        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        digest = content_digest(data)
         compress = opts.get("compress", self.compress)
+        min_psnr = float(opts.get("min_psnr") or DEFAULT_MIN_PSNR)
+        normal = bool(opts.get("normal_map", False))
         base = path.split("[", 1)[-1].rstrip("]") if path.endswith("]") else path
         if base.lower().endswith(".ktx2"):
             return TextureSource(path, digest, ktx=k2.read_ktx2(data, path=path))
@@ -156,54 +245,95 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
             from PIL import Image as PILImage
 
             with PILImage.open(io.BytesIO(data)) as im:
-                pixels = np.asarray(im.convert("RGBA"), dtype=np.uint8).copy()
+                rgba = im if im.mode == "RGBA" else im.convert("RGBA")
+                pixels = np.asarray(rgba, dtype=np.uint8)  # one copy out of Pillow, read-only: never written
         except Exception as exc:
             raise FormatError(f"cannot decode image: {exc}", path=path) from exc
         # colour textures are sRGB-encoded unless the caller says raw (UsdUVTexture sourceColorSpace = "raw")
-        return TextureSource(path, digest, pixels=pixels, srgb=bool(opts.get("srgb", True)), compress=compress)
+        return TextureSource(path, digest, pixels=pixels, srgb=bool(opts.get("srgb", True)), compress=compress,
+                             min_psnr=min_psnr, normal_map=normal)
 
     def key_for(self, source: TextureSource) -> str:
         """File digest plus options."""
-        return f"tex:{source.digest}:{source.compress}:{int(source.srgb)}"
+        key = f"tex:{source.digest}:{source.compress}:{int(source.srgb)}"
+        if source.compress and source.normal_map:
+            key += ":normal"
+        if source.compress and source.min_psnr != DEFAULT_MIN_PSNR:
+            key += f":{source.min_psnr:g}dB"
+        return key
 
-    def build(self, sources: Sequence[TextureSource], group: AllocationGroup) -> list[GpuTexture]:
-        """Create each image and enqueue its uploads."""
-        return [self._build_one(src, group) for src in sources]
+    def supported(self, vk_format: int, *, image_type: int = IMAGE_2D, cube: bool = False, width: int = 1,
+                  height: int = 1, depth: int = 1, levels: int = 1, layers: int = 1) -> bool:
+        """:func:`~vixen_assets.memory.images.format_supported`, asked of Vulkan once per distinct question."""
+        q = (vk_format, image_type, int(cube), width, height, depth, levels, layers)
+        ok = self._support.get(q)
+        if ok is None:
+            ok = self._support[q] = format_supported(self.device.context, vk_format, image_type=image_type,
+                                                     cube=cube, width=width, height=height, depth=depth,
+                                                     levels=levels, layers=layers)
+        return ok
 
-    def _build_one(self, src: TextureSource, group: AllocationGroup) -> GpuTexture:
+    # -- CPU: prepare (thread-safe) --------------------------------------------------------------------------------
+    def prepare(self, src: TextureSource, lender: StagingLender | None = None) -> PreparedTexture:
+        """Inflate, decode or compress ``src`` into one payload in the format the GPU will hold (CPU only).
+
+        :param src: a source from :meth:`read_file`.
+        :param lender: staging to write KTX2 levels straight into (each level one copy of at most a staging chunk):
+            no payload in between; without it (or when it lends nothing) the levels go into one payload array.
+        :raises FormatError: corrupt level data (naming the file and level).
+        :raises UnsupportedFormatError: a format this device cannot sample and no decoder handles.
+        """
+        if src.prepared is not None:
+            return src.prepared
         if src.ktx is not None:
-            return self._build_ktx2(src, group)
+            prep = self._prepare_ktx2(src, lender)
+        else:
+            prep = self._prepare_pixels(src)
+        src.prepared = prep
+        return prep
+
+    def _prepare_pixels(self, src: TextureSource) -> PreparedTexture:
         assert src.pixels is not None
         pixels = src.pixels
         h, w = pixels.shape[:2]
-        extra: dict[str, Any] = {}
         if src.compress:
-            fmt, blocks, decoded = _compress(pixels, src.compress, src.srgb)
-            if not format_supported(self.device.context, fmt, width=w, height=h):
-                fmt = 0
-            if fmt:
-                data = np.frombuffer(blocks, np.uint8)
-                extra.update(psnr_db=psnr(decoded, pixels), rgba8_bytes=w * h * 4, compressed_bytes=len(blocks),
-                             memory_saved=1 - len(blocks) / (w * h * 4))
-                return self._upload(src, group, fmt, w, h, 1, 1, 1, 1, [(0, data)], "transcoded", "RGBA8", extra,
-                                    IMAGE_2D)
+            label = os.path.basename(src.path)
+            enc, extra, warns = choose(pixels, src.compress, srgb=src.srgb, min_psnr=src.min_psnr,
+                                       normal_map=src.normal_map, label=label,
+                                       supported=lambda fmt: self.supported(fmt, width=w, height=h))
+            if enc is not None:
+                return PreparedTexture(enc.vk_format, w, h, 1, 1, 1, 1, IMAGE_2D, enc.blocks, [0], "transcoded",
+                                       "RGBA8", extra, warns)
+            if src.compress != "auto":  # the device samples none of the asked formats: RGBA8 as before
+                extra = {}
+        else:
+            extra, warns = {}, []
         fmt = R8G8B8A8_SRGB if src.srgb else R8G8B8A8_UNORM
-        return self._upload(src, group, fmt, w, h, 1, 1, 1, 1, [(0, pixels.reshape(-1))], "native", "RGBA8", extra,
-                            IMAGE_2D)
+        return PreparedTexture(fmt, w, h, 1, 1, 1, 1, IMAGE_2D, pixels.reshape(-1), [0], "native", "RGBA8", extra,
+                               warns)
 
-    def _build_ktx2(self, src: TextureSource, group: AllocationGroup) -> GpuTexture:
+    def _prepare_ktx2(self, src: TextureSource, lender: StagingLender | None = None) -> PreparedTexture:
         ktx = src.ktx
         assert ktx is not None
         w, h, d = ktx.pixel_width, max(1, ktx.pixel_height), max(1, ktx.pixel_depth)
         layers, faces, levels = max(1, ktx.layer_count), ktx.face_count, len(ktx.levels)
         itype = IMAGE_3D if ktx.is_3d else IMAGE_1D if ktx.pixel_height == 0 else IMAGE_2D
         source_name = ktx.format.name if ktx.format else (ktx.transcode_codec or "?")
-        if ktx.format is not None and format_supported(self.device.context, ktx.vk_format, image_type=itype, cube=faces == 6,
-                                                       width=w, height=h, depth=d, levels=levels,
-                                                       layers=layers * faces):
-            data = [(lv.index, np.frombuffer(ktx.level_data(lv.index), np.uint8)) for lv in ktx.levels]
-            return self._upload(src, group, ktx.vk_format, w, h, d, levels, layers, faces, data, "native", source_name,
-                                {}, itype)
+        if ktx.format is not None and self.supported(ktx.vk_format, image_type=itype, cube=faces == 6, width=w,
+                                                     height=h, depth=d, levels=levels, layers=layers * faces):
+            sizes = [lv.uncompressed_byte_length for lv in ktx.levels]
+            offsets = [sum(sizes[:i]) for i in range(levels)]
+            if lender is not None:
+                staged = _write_staged(lender, format_info(ktx.vk_format), w, h, d, layers * faces, sizes,
+                                       lambda level, out: ktx.level_into(level, out))
+                if staged is not None:
+                    return PreparedTexture(ktx.vk_format, w, h, d, levels, layers, faces, itype, None, offsets,
+                                           "native", source_name, staged=staged[0], staged_bytes=staged[1])
+            payload = np.empty(sum(sizes), np.uint8)
+            for lv, off, size in zip(ktx.levels, offsets, sizes):
+                ktx.level_into(lv.index, memoryview(payload)[off:off + size])
+            return PreparedTexture(ktx.vk_format, w, h, d, levels, layers, faces, itype, payload, offsets, "native",
+                                   source_name)
         target = ktx.decode_target
         clamp = False
         if target is None and ktx.format is not None and ktx.format.is_hdr:
@@ -215,35 +345,72 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
                 + (f" ({source_name}" + ("" if ktx.supercompression_scheme in (0, 1) else f" + {ktx.scheme_name}")
                    + " needs a Basis Universal transcoder: install the optional 'alktx2' package)"
                    if ktx.format is None else ""), path=src.path, field="vkFormat")
-        levels_data = []
-        for lv in ktx.levels:
-            parts = [k2.decode_to_rgba8(ktx, lv.index, layer, face, clamp_hdr=clamp).reshape(-1)
-                     for layer in range(layers) for face in range(faces)]
-            levels_data.append((lv.index, np.concatenate(parts)))
+        images = layers * faces
+        sizes = [lw * lh * ld * 4 * images for lw, lh, ld in (mip_extent(w, h, d, lv.index) for lv in ktx.levels)]
+        offsets = [sum(sizes[:i]) for i in range(levels)]
         path_taken = "transcoded" if ktx.format is None else "decoded"
-        return self._upload(src, group, target, w, h, d, levels, layers, faces, levels_data, path_taken, source_name,
-                            {"hdr_clamped": True} if clamp else {}, itype)
+        extra = {"hdr_clamped": True} if clamp else {}
 
-    def _upload(self, src: TextureSource, group: AllocationGroup, fmt: int, w: int, h: int, d: int, levels: int,
-                layers: int, faces: int, data: list[tuple[int, np.ndarray]], path_taken: str, source_name: str,
-                extra: dict[str, Any], itype: int) -> GpuTexture:
-        label = os.path.basename(src.path.rstrip("]").split("[")[-1]) or src.digest[:12]
-        image = Image(self.device.context, name=f"tex:{label}", vk_format=fmt, width=w, height=h, depth=d, levels=levels,
-                      layers=layers, faces=faces, image_type=itype, category=self.name)
-        group.adopt(image)
-        info = format_info(fmt)
-        up = self.device.uploader
-        for level, arr in data:
+        def decode_level(level: int, out: Any) -> None:
+            one = sizes[level] // images
             lw, lh, ld = mip_extent(w, h, d, level)
-            copies = level_copies(info, lw, lh, ld, level=level, base_layer=0, layer_count=layers * faces,
-                                  buffer_offset=0, max_bytes=up.pool.max_chunk)
-            expected = sum(c.size for c in copies)
-            if arr.size < expected:
-                raise FormatError(f"level {level} holds {arr.size} bytes, {expected} expected", path=src.path,
+            shape = (ld, lh, lw, 4) if itype == IMAGE_3D else (lh, lw, 4)
+            for i in range(images):  # each image decoded (and swizzled) straight into its place
+                k2.decode_to_rgba8(ktx, level, i // faces, i % faces, clamp_hdr=clamp,
+                                   out=out[i * one:(i + 1) * one].reshape(shape))
+
+        if lender is not None:
+            staged = _write_staged(lender, format_info(target), w, h, d, images, sizes, decode_level)
+            if staged is not None:
+                return PreparedTexture(target, w, h, d, levels, layers, faces, itype, None, offsets, path_taken,
+                                       source_name, extra, staged=staged[0], staged_bytes=staged[1])
+        payload = np.empty(sum(sizes), np.uint8)
+        for lv, off, size in zip(ktx.levels, offsets, sizes):
+            decode_level(lv.index, payload[off:off + size])
+        return PreparedTexture(target, w, h, d, levels, layers, faces, itype, payload, offsets, path_taken,
+                               source_name, extra)
+
+    # -- GPU: build (the calling thread) ---------------------------------------------------------------------------
+    def build(self, sources: Sequence[TextureSource], group: AllocationGroup) -> list[GpuTexture]:
+        """Create each image and enqueue its uploads (sources not yet prepared are prepared here)."""
+        return [self._build_one(src, group) for src in sources]
+
+    def _build_one(self, src: TextureSource, group: AllocationGroup) -> GpuTexture:
+        prep = self.prepare(src)
+        for message in prep.warnings:
+            warnings.warn(message, CompressionQualityWarning, stacklevel=6)
+        w, h, d = prep.width, prep.height, prep.depth
+        info = format_info(prep.vk_format)
+        up = self.device.uploader
+        label = os.path.basename(src.path.rstrip("]").split("[")[-1]) or src.digest[:12]
+        if prep.staged is not None:  # a worker wrote the levels straight into staging
+            image = Image(self.device.context, name=f"tex:{label}", vk_format=prep.vk_format, width=w, height=h,
+                          depth=d, levels=prep.levels, layers=prep.layers, faces=prep.faces,
+                          image_type=prep.image_type, category=self.name)
+            group.adopt(image)
+            staged, prep.staged = prep.staged, None
+            up.enqueue_image_staged(image, staged)
+            return GpuTexture(self.key_for(src), image, info.name, w, h, d, prep.levels, prep.layers, prep.faces,
+                              prep.path_taken, src.path, prep.source_format, prep.extra)
+        assert prep.payload is not None
+        copies = []
+        for level, off in enumerate(prep.level_offsets):
+            lw, lh, ld = mip_extent(w, h, d, level)
+            level_copy = level_copies(info, lw, lh, ld, level=level, base_layer=0, layer_count=prep.layers * prep.faces,
+                                      buffer_offset=off, max_bytes=up.pool.max_chunk)
+            end = prep.level_offsets[level + 1] if level + 1 < prep.levels else prep.payload.size
+            expected = sum(c.size for c in level_copy)
+            if end - off < expected:
+                raise FormatError(f"level {level} holds {end - off} bytes, {expected} expected", path=src.path,
                                   field=f"levels[{level}]")
-            up.enqueue_image(image, arr, copies)
-        return GpuTexture(self.key_for(src), image, info.name, w, h, d, levels, layers, faces, path_taken, src.path,
-                          source_name, extra)
+            copies.extend(level_copy)
+        image = Image(self.device.context, name=f"tex:{label}", vk_format=prep.vk_format, width=w, height=h,
+                      depth=d, levels=prep.levels, layers=prep.layers, faces=prep.faces, image_type=prep.image_type,
+                      category=self.name)
+        group.adopt(image)
+        up.enqueue_image(image, prep.payload, copies)  # every level in one call: packed into shared staging chunks
+        return GpuTexture(self.key_for(src), image, info.name, w, h, d, prep.levels, prep.layers, prep.faces,
+                          prep.path_taken, src.path, prep.source_format, prep.extra)
 
     def entry_nbytes(self, entry: GpuTexture) -> int:
         """Bytes of the image."""
@@ -252,6 +419,42 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
     def destroy_entry(self, entry: GpuTexture) -> None:
         """Destroy the image (deferred while in use)."""
         entry.image.destroy()
+
+
+def _write_staged(lender: StagingLender, info: Any, w: int, h: int, d: int, images: int, sizes: list[int],
+                  write: Callable[[int, Any], None]) -> tuple[list[tuple[Any, list[ImageCopy]]], int] | None:
+    """Write every level straight into staging buffers the lender checks out: levels packed into pieces of at
+    most a staging chunk (16-byte aligned), ``write(level, view)`` filling each. ``None`` (nothing lent) when a
+    level needs more than one copy (bands of a level larger than a chunk) or the lender declines."""
+    pieces: list[tuple[int, list[ImageCopy]]] = []
+    cur: list[ImageCopy] = []
+    used = 0
+    for level, size in enumerate(sizes):
+        lw, lh, ld = mip_extent(w, h, d, level)
+        cps = level_copies(info, lw, lh, ld, level=level, base_layer=0, layer_count=images, buffer_offset=0,
+                           max_bytes=lender.max_chunk)
+        if len(cps) != 1 or cps[0].size != size:
+            return None  # bands, or a size the build would refuse: the payload path reports it
+        start = (used + 15) & ~15
+        if cur and start + size > lender.max_chunk:
+            pieces.append((used, cur))
+            cur, start = [], 0
+        cur.append(cps[0].rebased(start))
+        used = start + size
+    pieces.append((used, cur))
+    total = sum(p[0] for p in pieces)
+    bufs = lender.lend([p[0] for p in pieces])
+    if bufs is None:
+        return None
+    try:
+        for buf, (_size, cps) in zip(bufs, pieces):
+            view = buf.host_bytes
+            for c in cps:
+                write(c.level, view[c.buffer_offset:c.buffer_offset + c.size])
+    except BaseException:
+        lender.give_back(bufs, total)
+        raise
+    return [(buf, cps) for buf, (_size, cps) in zip(bufs, pieces)], total
 
 
 def texture_cacher(device: Device) -> TextureCacher:

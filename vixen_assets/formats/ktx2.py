@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -303,6 +304,69 @@ class Ktx2File:
             raw, expected, self.path, where)
         self._cache = (level, out)
         return out
+
+    def level_into(self, level: int, out: Any) -> None:
+        """Write the whole level, as :meth:`level_data` returns it, into ``out`` (a writable buffer of exactly the
+        level's uncompressed size): Zstandard inflates straight into it, no intermediate copy of the level.
+
+        :param level: mip level index.
+        :param out: the destination (for example a slice of a texture's payload array).
+        :raises UnsupportedFormatError: for BasisLZ (see :meth:`level_data`).
+        :raises FormatError: when the payload is corrupt or inflates to another size than ``out``.
+        """
+        out = memoryview(out).cast("B")  # numpy slices too (a staging buffer's mapped bytes)
+        lv = self._level(level)
+        scheme = self.supercompression_scheme
+        if scheme != 2 or (self._cache is not None and self._cache[0] == level):
+            # no supercompression: a view of the file, copied once into ``out``; zlib / cached: the inflated bytes
+            data = (memoryview(self._data)[lv.byte_offset: lv.byte_offset + lv.byte_length] if scheme == 0
+                    else self.level_data(level))
+            if len(data) != len(out):
+                raise FormatError(f"level holds {len(data)} bytes, {len(out)} expected", path=self.path,
+                                  field=f"levels[{level}].uncompressedByteLength")
+            out[:] = data
+            return
+        raw = memoryview(self._data)[lv.byte_offset: lv.byte_offset + lv.byte_length]
+        where = f"levels[{level}]"
+        expected = lv.uncompressed_byte_length
+        if len(out) != expected:
+            raise FormatError(f"level holds {expected} bytes, {len(out)} expected", path=self.path,
+                              field=f"{where}.uncompressedByteLength")
+        try:
+            declared = zstandard.frame_content_size(raw)
+        except zstandard.ZstdError as exc:
+            raise FormatError(f"not a Zstandard frame ({exc})", path=self.path, field=f"{where}.data") from None
+        if declared not in (-1, expected):
+            raise FormatError(f"Zstandard frame declares {declared} bytes, expected {expected}", path=self.path,
+                              field=f"{where}.uncompressedByteLength")
+        dctx = _decompressor()
+        if expected <= SMALL_LEVEL:  # small levels: one call (a stream reader's setup costs more than the copy)
+            try:
+                data = dctx.decompress(raw, max_output_size=expected)
+            except zstandard.ZstdError as exc:
+                raise FormatError(f"corrupt Zstandard data ({exc})", path=self.path, field=f"{where}.data") from None
+            if len(data) != expected:
+                raise FormatError(f"corrupt Zstandard data (inflated to {len(data)} of {expected} bytes)",
+                                  path=self.path, field=f"{where}.data")
+            out[:] = data
+            return
+        done = 0
+        try:
+            with dctx.stream_reader(raw, read_across_frames=False) as reader:
+                while done < expected:
+                    n = reader.readinto(out[done:])
+                    if not n:
+                        break
+                    done += n
+                extra = reader.read(1) if done == expected else b""
+        except zstandard.ZstdError as exc:
+            raise FormatError(f"corrupt Zstandard data ({exc})", path=self.path, field=f"{where}.data") from None
+        if extra:
+            raise FormatError(f"inflated to more than {expected} bytes", path=self.path,
+                              field=f"{where}.uncompressedByteLength")
+        if done != expected:  # the frame declared the right size (checked above): its data is cut short
+            raise FormatError(f"corrupt Zstandard data (truncated: {done} of {expected} bytes)", path=self.path,
+                              field=f"{where}.data")
 
     def image_data(self, level: int, layer: int = 0, face: int = 0) -> memoryview:
         """One image of a level: the 2D image, or every z-slice of a 3D level, of one layer and face.
@@ -659,6 +723,18 @@ class _Parser:
 # --------------------------------------------------------------------------------------------------- inflating
 
 
+SMALL_LEVEL = 256 << 10  # levels up to this inflate in one call, then one copy (see ``Ktx2File.level_into``)
+_local = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's Zstandard decompression context (creating one per level cost ~15 µs, a fixed cost per level)."""
+    dctx = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstandard.ZstdDecompressor()
+    return dctx
+
+
 def _inflate_zstd(raw: memoryview, expected: int, path: str | None, where: str) -> bytes:
     try:
         declared = zstandard.frame_content_size(raw)
@@ -694,7 +770,7 @@ def _inflate_zlib(raw: memoryview, expected: int, path: str | None, where: str) 
 
 
 def decode_to_rgba8(ktx: Ktx2File, level: int = 0, layer: int = 0, face: int = 0, *,
-                    clamp_hdr: bool = False) -> np.ndarray:
+                    clamp_hdr: bool = False, out: np.ndarray | None = None) -> np.ndarray:
     """Decode one image to RGBA8 for a device that lacks the file's format.
 
     Values stay in the source's encoding: an sRGB source yields sRGB bytes for ``R8G8B8A8_SRGB``
@@ -705,13 +781,18 @@ def decode_to_rgba8(ktx: Ktx2File, level: int = 0, layer: int = 0, face: int = 0
     :param layer: array layer.
     :param face: cube face.
     :param clamp_hdr: allow HDR formats (float, BC6H UFLOAT, ASTC HDR), clipping them to [0, 1] as UNORM.
+    :param out: a writable ``uint8`` array of the result's shape to decode into (Basis: copied into it).
     :returns: ``uint8`` array of shape ``(height, width, 4)``, or ``(depth, height, width, 4)`` for a 3D texture.
     :raises UnsupportedFormatError: when no decoder handles the format (or ``alktx2`` is missing for Basis).
     :raises FormatError: when the data is corrupt.
     """
     lv = ktx._level(level)
     if ktx.format is None:
-        return _decode_basis(ktx, lv, layer, face)
+        px = _decode_basis(ktx, lv, layer, face)
+        if out is None:
+            return px
+        out[...] = px
+        return out
     info = ktx.format
     try:
         can_decode(info, clamp_hdr=clamp_hdr)
@@ -719,6 +800,13 @@ def decode_to_rgba8(ktx: Ktx2File, level: int = 0, layer: int = 0, face: int = 0
         raise UnsupportedFormatError(exc.reason, path=ktx.path, field="vkFormat") from None
     data = ktx.image_data(level, layer, face)
     slice_size = level_size(info, lv.width, lv.height, 1)
+    if not ktx.is_3d:  # one slice: no stacking copy (``out``: decoded straight into the caller's array)
+        return decode_rgba8(info, data[:slice_size], lv.width, lv.height, clamp_hdr=clamp_hdr, out=out)
+    if out is not None:
+        for z in range(lv.depth):
+            decode_rgba8(info, data[z * slice_size:(z + 1) * slice_size], lv.width, lv.height, clamp_hdr=clamp_hdr,
+                         out=out[z])
+        return out
     out = np.stack([decode_rgba8(info, data[z * slice_size:(z + 1) * slice_size], lv.width, lv.height,
                                  clamp_hdr=clamp_hdr) for z in range(lv.depth)])
     return out if ktx.is_3d else out[0]

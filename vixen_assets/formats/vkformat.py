@@ -287,7 +287,7 @@ def can_decode(info: FormatInfo, *, clamp_hdr: bool = False) -> None:
 
 
 def decode_rgba8(info: FormatInfo, data: bytes | memoryview, width: int, height: int, *,
-                 clamp_hdr: bool = False) -> np.ndarray:
+                 clamp_hdr: bool = False, out: np.ndarray | None = None) -> np.ndarray:
     """Decode one 2D image (one z-slice) of ``info`` to RGBA8, keeping the source's encoding (sRGB stays sRGB).
 
     BC4/5/6H/7, ETC2, EAC and ASTC go through ``texture2ddecoder`` (whose BGRA output is swizzled to RGBA; ASTC
@@ -300,6 +300,8 @@ def decode_rgba8(info: FormatInfo, data: bytes | memoryview, width: int, height:
     :param width: width in texels.
     :param height: height in texels.
     :param clamp_hdr: allow HDR formats, clipping to [0, 1] (the result is then ``R8G8B8A8_UNORM``).
+    :param out: a writable ``uint8`` ``(height, width, 4)`` array to decode into (a staging buffer's bytes: the
+        texture2ddecoder formats swizzle straight into it, no array in between); returned.
     :returns: ``uint8`` array of shape ``(height, width, 4)``.
     :raises UnsupportedFormatError: for formats without a decoder.
     :raises ValueError: when ``data`` has the wrong size.
@@ -310,23 +312,35 @@ def decode_rgba8(info: FormatInfo, data: bytes | memoryview, width: int, height:
     need = level_size(info, width, height, 1)
     if len(data) != need:  # the native decoders read exactly this many bytes, unchecked
         raise FormatError(f"{info.name} {width}x{height} needs {need} bytes, got {len(data)}", field="data")
-    if not info.is_compressed:
-        return _decode_plain(info, data, width, height)
+    if out is not None and out.shape != (height, width, 4):
+        raise ValueError(f"out has shape {out.shape}, ({height}, {width}, 4) expected")
     name, t = info.name, texture2ddecoder
+    if not info.is_compressed or name.startswith(("BC1", "BC2", "BC3")):
+        px = _decode_plain(info, data, width, height) if not info.is_compressed else _decode_bc123(name, data, width,
+                                                                                                  height)
+        if out is None:
+            return px
+        out[...] = px
+        return out
     if info.family == "astc":
         blocks = _astc_sanitize(data, info.block_width, info.block_height)
-        return _t2d(t.decode_astc, blocks, width, height, info.block_width, info.block_height)
-    if name.startswith(("BC1", "BC2", "BC3")):
-        return _decode_bc123(name, data, width, height)
+        return _t2d(t.decode_astc, blocks, width, height, info.block_width, info.block_height, out=out)
     fn = {"BC4": t.decode_bc4, "BC5": t.decode_bc5, "BC6H": t.decode_bc6, "BC7": t.decode_bc7,
           "ETC2_R8G8B8": t.decode_etc2, "ETC2_R8G8B8A1": t.decode_etc2a1, "ETC2_R8G8B8A8": t.decode_etc2a8,
           "EAC_R11": t.decode_eacr, "EAC_R11G11": t.decode_eacrg}[name.rsplit("_", 2)[0]]
-    return _t2d(fn, data, width, height)
+    return _t2d(fn, data, width, height, out=out)
 
 
-def _t2d(fn: Any, raw: bytes | memoryview, w: int, h: int, *extra: int) -> np.ndarray:
+def _t2d(fn: Any, raw: bytes | memoryview, w: int, h: int, *extra: int, out: np.ndarray | None = None) -> np.ndarray:
     bgra = np.frombuffer(fn(bytes(raw) + _PAD, w, h, *extra), np.uint8).reshape(h, w, 4)
-    return np.ascontiguousarray(bgra[..., [2, 1, 0, 3]])
+    if out is None:
+        out = np.empty_like(bgra)
+    # BGRA -> RGBA channel by channel, into ``out``: 2x faster than fancy indexing (bgra[..., [2, 1, 0, 3]])
+    out[..., 0] = bgra[..., 2]
+    out[..., 1] = bgra[..., 1]
+    out[..., 2] = bgra[..., 0]
+    out[..., 3] = bgra[..., 3]
+    return out
 
 
 def _blocks_to_image(texels: np.ndarray, w: int, h: int) -> np.ndarray:

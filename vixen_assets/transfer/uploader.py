@@ -45,7 +45,7 @@ from ..vk import LogicalDevice
 from ..vk import resources as vkr
 from ..vk.commands import CommandPool, begin, end, submit
 from ..vk.enums import Access, ImageLayout, PipelineStage
-from ..vk.images import ImageCopy, cmd_copy_buffer_to_image, cmd_image_barrier
+from ..vk.images import ImageCopy, cmd_copy_buffer_to_image, cmd_image_barriers
 from ..vk.shim import QUEUE_FAMILY_IGNORED
 from ..vk.sync import TimelineSemaphore
 from .staging import StagingBufferPool
@@ -156,6 +156,7 @@ class UploadStats:
     ownership_transfers: int = 0
     ownership_barriers: int = 0
     image_copies: int = 0
+    prestaged_bytes: int = 0  # image bytes callers wrote straight into staging (``enqueue_image_staged``)
 
 
 class BatchedUploader:
@@ -385,8 +386,7 @@ class BatchedUploader:
         src = as_bytes(data)
         n = src.size
         with self._lock:
-            pieces: list[tuple[Buffer, list[ImageCopy]]] = []
-            # each copy's bytes must sit in one staging buffer: pack whole copies into pool buffers
+            # each copy's bytes must sit in one staging buffer: pack whole copies into pieces of at most a chunk
             pending: list[ImageCopy] = []
             chunk_size = 0
             for c in list(copies) + [None]:  # type: ignore[list-item]
@@ -395,26 +395,72 @@ class BatchedUploader:
                                      f"{self.pool.max_chunk}-byte staging chunk")
                 if c is None or (chunk_size + c.size + 16 > self.pool.max_chunk and pending):
                     if pending:
-                        buf = self.pool.checkout(chunk_size)
-                        self._batch.staging.append(buf)
+                        buf, base = self._image_staging(chunk_size)
+                        view = buf.host_bytes
                         rebased = []
-                        cur = 0
+                        cur = base
                         for p in pending:
                             cur = (cur + 15) & ~15
-                            buf.host_bytes[cur:cur + p.size] = src[p.buffer_offset:p.buffer_offset + p.size]
+                            view[cur:cur + p.size] = src[p.buffer_offset:p.buffer_offset + p.size]
                             rebased.append(p.rebased(cur))
                             cur += p.size
-                        pieces.append((buf, rebased))
+                        # recorded into the batch that holds its staging (a checkout may have flushed the previous)
+                        self._batch.images.append((buf, image, rebased, final_layout))
+                        self._batch.nbytes += sum(c.size for c in rebased)
                     pending, chunk_size = [], 0
                     if c is None:
                         break
                 pending.append(c)
                 chunk_size = ((chunk_size + 15) & ~15) + c.size
-            for buf, cps in pieces:
-                self._batch.images.append((buf, image, cps, final_layout))
-                self._batch.nbytes += sum(c.size for c in cps)
             self.stats.staged_bytes += n
             self.stats.image_copies += len(copies)
+
+    def enqueue_image_staged(self, image: Any, pieces: Sequence[tuple[Buffer, Sequence[ImageCopy]]], *,
+                             final_layout: int = ImageLayout.SHADER_READ_ONLY) -> None:
+        """Schedule buffer-to-image copies whose bytes the caller already wrote into staging buffers it checked out
+        of :attr:`pool` (a worker inflating straight into staging: no copy here). The buffers join the current
+        batch and go back to the pool once its copies are done.
+
+        :param image: as for :meth:`enqueue_image`.
+        :param pieces: ``(staging buffer, copies)``; each copy's ``buffer_offset`` is into its buffer.
+        :param final_layout: ``VkImageLayout`` after the copies.
+        """
+        with self._lock:
+            batch = self._batch
+            for buf, cps in pieces:
+                for c in cps:
+                    if c.buffer_offset < 0 or c.buffer_offset + c.size > buf.size:
+                        raise VixenError(f"image {getattr(image, 'name', '')!r}: a copy of {c.size} bytes at "
+                                         f"{c.buffer_offset} exceeds its {buf.size}-byte staging buffer")
+            for buf, cps in pieces:
+                batch.staging.append(buf)
+                batch.images.append((buf, image, list(cps), final_layout))
+                nbytes = sum(c.size for c in cps)
+                batch.nbytes += nbytes
+                self.stats.staged_bytes += nbytes
+                self.stats.prestaged_bytes += nbytes
+                self.stats.image_copies += len(cps)
+
+    def _image_staging(self, size: int) -> tuple[Buffer, int]:
+        """Staging room for ``size`` bytes of image copies: ``(buffer, offset)``, after what the batch's current pool
+        buffer holds when they fit (many small textures share one pool buffer instead of a 64-256 KiB buffer each,
+        so a batch holds ~3x more of them under the same staging quota), else at the start of a fresh pool buffer
+        that becomes the current one."""
+        batch = self._batch
+        buf = batch.cursor_buf
+        start = (batch.cursor + 15) & ~15
+        if buf is not None and start + size + 16 <= buf.size:
+            batch.cursor = start + size + 16  # room for the 16-byte alignment of each copy inside the piece
+            batch.last = None  # the next small buffer copy must not coalesce across this image data
+            return buf, start
+        buf = self.pool.checkout(max(size + 16, 1 << 20))
+        batch = self._batch  # checkout may have flushed the previous batch
+        batch.staging.append(buf)
+        batch.cursor_buf = buf
+        batch.cursor_view = buf.mapped
+        batch.cursor = size + 16
+        batch.last = None
+        return buf, 0
 
     # -- flush ----------------------------------------------------------------------------------------------------
     def _cmd(self, which: str) -> Any:
@@ -493,10 +539,19 @@ class BatchedUploader:
             images: dict[int, tuple[Any, int]] = {}  # each image transitions once, whatever its number of pieces
             for _buf, image, _cps, final_layout in batch.images:
                 images.setdefault(id(image), (image, final_layout))
-            for image, _final in images.values():
-                cmd_image_barrier(cmd, image, old_layout=image.layout, new_layout=ImageLayout.TRANSFER_DST,
-                                  src_stage=STAGE_ALL_COMMANDS if image.layout else STAGE_TOP, dst_stage=STAGE_TRANSFER,
-                                  src_access=Access.NONE, dst_access=ACCESS_TRANSFER_WRITE)
+            # one vkCmdPipelineBarrier per transition for the whole batch (not one per image): fresh images
+            # (UNDEFINED) wait on nothing, images uploaded to before wait on all earlier commands
+            fresh = [img for img, _f in images.values() if not img.layout]
+            again = [img for img, _f in images.values() if img.layout]
+            cmd_image_barriers(cmd, fresh, old_layout=ImageLayout.UNDEFINED, new_layout=ImageLayout.TRANSFER_DST,
+                               src_stage=STAGE_TOP, dst_stage=STAGE_TRANSFER, src_access=Access.NONE,
+                               dst_access=ACCESS_TRANSFER_WRITE)
+            cmd_image_barriers(cmd, again, old_layout=-1, new_layout=ImageLayout.TRANSFER_DST,
+                               src_stage=STAGE_ALL_COMMANDS, dst_stage=STAGE_TRANSFER, src_access=Access.NONE,
+                               dst_access=ACCESS_TRANSFER_WRITE)
+            by_final: dict[int, list[Any]] = {}
+            for image, final_layout in images.values():
+                by_final.setdefault(final_layout, []).append(image)
             for buf, image, cps, _final in batch.images:
                 cmd_copy_buffer_to_image(cmd, buf.handle, buf.offset, image, cps)
                 nregions += len(cps)
@@ -507,11 +562,11 @@ class BatchedUploader:
                     vkr.cmd_buffer_barrier(cmd, handle, offset=offset, size=size, src_stage=STAGE_TRANSFER,
                                            dst_stage=STAGE_ALL_COMMANDS, src_access=ACCESS_TRANSFER_WRITE,
                                            dst_access=Access.NONE, src_family=src_family, dst_family=dst_family)
-                for image, final_layout in images.values():
-                    cmd_image_barrier(cmd, image, old_layout=ImageLayout.TRANSFER_DST, new_layout=final_layout,
-                                      src_stage=STAGE_TRANSFER,
-                                      dst_stage=STAGE_ALL_COMMANDS, src_access=ACCESS_TRANSFER_WRITE, dst_access=Access.NONE,
-                                      src_family=src_family, dst_family=dst_family)
+                for final_layout, imgs in by_final.items():
+                    cmd_image_barriers(cmd, imgs, old_layout=ImageLayout.TRANSFER_DST, new_layout=final_layout,
+                                       src_stage=STAGE_TRANSFER, dst_stage=STAGE_ALL_COMMANDS,
+                                       src_access=ACCESS_TRANSFER_WRITE, dst_access=Access.NONE,
+                                       src_family=src_family, dst_family=dst_family)
                 end(cmd)
                 acq = self._cmd("acquire")
                 begin(acq)
@@ -520,12 +575,15 @@ class BatchedUploader:
                                            dst_stage=STAGE_ALL_COMMANDS, src_access=Access.NONE,
                                            dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE,
                                            src_family=src_family, dst_family=dst_family)
-                for image, final_layout in images.values():
-                    cmd_image_barrier(acq, image, old_layout=ImageLayout.TRANSFER_DST, new_layout=final_layout,
-                                      src_stage=STAGE_TOP,
-                                      dst_stage=STAGE_ALL_COMMANDS, src_access=Access.NONE,
-                                      dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE,
-                                      src_family=src_family, dst_family=dst_family)
+                for final_layout, imgs in by_final.items():
+                    # one family on two queues (forced ownership path): no transfer happens, the release barrier
+                    # already made the transition, so the acquire side keeps the layout (a second TRANSFER_DST ->
+                    # final transition from an image already in ``final`` is what the validation layer reported)
+                    cmd_image_barriers(acq, imgs,
+                                       old_layout=ImageLayout.TRANSFER_DST if src_family != dst_family else final_layout,
+                                       new_layout=final_layout, src_stage=STAGE_TOP, dst_stage=STAGE_ALL_COMMANDS,
+                                       src_access=Access.NONE, dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE,
+                                       src_family=src_family, dst_family=dst_family)
                 end(acq)
                 cmds.append(("acquire", acq))
                 self.stats.ownership_transfers += len(batch.dsts) + len(images)
@@ -534,11 +592,10 @@ class BatchedUploader:
                 vkr.cmd_memory_barrier(cmd, src_stage=STAGE_TRANSFER, dst_stage=STAGE_ALL_COMMANDS,
                                        src_access=ACCESS_TRANSFER_WRITE,
                                        dst_access=ACCESS_MEMORY_READ | ACCESS_MEMORY_WRITE)
-                for image, final_layout in images.values():
-                    cmd_image_barrier(cmd, image, old_layout=ImageLayout.TRANSFER_DST, new_layout=final_layout,
-                                      src_stage=STAGE_TRANSFER,
-                                      dst_stage=STAGE_ALL_COMMANDS, src_access=ACCESS_TRANSFER_WRITE,
-                                      dst_access=ACCESS_MEMORY_READ)
+                for final_layout, imgs in by_final.items():
+                    cmd_image_barriers(cmd, imgs, old_layout=ImageLayout.TRANSFER_DST, new_layout=final_layout,
+                                       src_stage=STAGE_TRANSFER, dst_stage=STAGE_ALL_COMMANDS,
+                                       src_access=ACCESS_TRANSFER_WRITE, dst_access=ACCESS_MEMORY_READ)
                 end(cmd)
             value = self._submit(cmd, cmds)
             for dst in batch.dsts.values():

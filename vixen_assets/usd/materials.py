@@ -1,5 +1,6 @@
 """Textures of ``UsdPreviewSurface`` materials: every ``UsdUVTexture`` ``inputs:file`` of a bound material is
-loaded through the texture cacher (paths resolved relative to the authoring layer, ``.usdz`` packages included)."""
+loaded through the texture cacher (paths resolved relative to the authoring layer, ``.usdz`` packages included), all
+of a stage's files in one parallel batch (``cachers/texture_batch.py``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pxr import Usd, UsdShade
 
-from ..cachers import LoadContext
-from ..cachers.texture import texture_cacher
-from ..errors import FormatError, UnsupportedFormatError
+from ..cachers.texture import GpuTexture, texture_cacher
+from ..cachers.texture_batch import TextureRequest, load_many
+from ..errors import FormatError
 
 if TYPE_CHECKING:
     from ..device import Device
@@ -48,31 +49,45 @@ def material_texture_files(stage: Any, material_path: str, time: Any) -> list[tu
 
 def load_material_textures(stage: Any, scene: Scene, device: Device, time: Any,
                            warn: Callable[[str, str | None, str], None], strict: bool) -> int:
-    """Load the textures of every material bound to the scene's instances; return how many were loaded."""
+    """Load the textures of every material bound to the scene's instances; return how many were loaded.
+
+    Every texture file of every material goes through one ``load_many`` call: the files are read, inflated and
+    decoded in parallel and uploaded in few batches. A file that fails warns (naming the shader) and the rest load;
+    with ``strict`` the first failure raises and nothing of the batch is kept.
+    """
     materials = sorted({i.material for i in scene.instances if i.material})
     if not materials:
         return 0
     cacher = texture_cacher(device)
-    by_material: dict[str, list[Any]] = {}
-    by_key: dict[str, Any] = {}
+    wanted: list[tuple[str, str, str, int]] = []  # (material, shader, authored, request index)
+    index: dict[tuple[str, bool], int] = {}
+    requests: list[TextureRequest] = []
     for mat in materials:
-        textures = []
         for shader, resolved, srgb, authored in material_texture_files(stage, mat, time):
             if not resolved:
                 warn(shader, "inputs:file", f"cannot resolve texture @{authored}@")
                 continue
-            try:
-                src = cacher.read_file(resolved, LoadContext(time=time, options={"srgb": srgb}))
-                key = cacher.key_for(src)
-                if key not in by_key:
-                    by_key[key] = cacher.get_many([src], [key])[0]
-                    scene.hold(cacher, key)
-                textures.append(by_key[key])
-            except (FormatError, UnsupportedFormatError) as exc:
-                if strict:
-                    raise
-                warn(shader, "inputs:file", f"texture @{authored}@ not loaded: {exc}")
-        by_material[mat] = textures
+            i = index.get((resolved, srgb))
+            if i is None:
+                i = index[(resolved, srgb)] = len(requests)
+                requests.append(TextureRequest(resolved, srgb))
+            wanted.append((mat, shader, authored, i))
+    results = load_many(cacher, requests, hand_out=False, errors="raise" if strict else "collect")
+    by_key: dict[str, Any] = {}
+    for tex in results:  # one reference per request: the scene holds one per distinct texture
+        if isinstance(tex, GpuTexture):
+            if tex.key in by_key:
+                cacher.release(tex.key)
+            else:
+                by_key[tex.key] = tex
+                scene.hold(cacher, tex.key)
+    by_material: dict[str, list[Any]] = {mat: [] for mat in materials}
+    for mat, shader, authored, i in wanted:
+        tex = results[i]
+        if isinstance(tex, FormatError):
+            warn(shader, "inputs:file", f"texture @{authored}@ not loaded: {tex}")
+        elif tex is not None:
+            by_material[mat].append(tex)
     for inst in scene.instances:
         if inst.material:
             inst.textures = list(by_material.get(inst.material, []))

@@ -13,6 +13,7 @@ standard ``ProcessPoolExecutor`` cannot do this: one dead worker breaks the pool
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 import time
 from collections import deque
@@ -24,6 +25,12 @@ from .engine import AssetTask, check_asset, close_worker_device, rules_hash
 from .model import AssetResult, Issue
 
 ResultFn = Callable[[AssetResult], None]
+
+#: what a worker sends when it begins an asset: its timeout counts from here, so a slow spawn (imports of pxr and
+#: Vulkan on a loaded machine) is never charged to the asset
+_STARTED = "started"
+#: how long a worker may take to begin an asset after it was sent (process start and imports included)
+_STARTUP_LIMIT_S = 120.0
 
 
 def _worker_main(conn: Connection) -> None:
@@ -37,6 +44,7 @@ def _worker_main(conn: Connection) -> None:
         if task is None:
             close_worker_device()
             return
+        conn.send(_STARTED)  # the asset's clock starts now, not while this process was still importing
         try:
             result = check_asset(task)
         except Exception as exc:  # noqa: BLE001 - a bug outside the rules is this asset's error, not a dead worker
@@ -53,7 +61,31 @@ class _Worker:
         self.proc.start()
         child.close()
         self.task: AssetTask | None = None
-        self.started = 0.0
+        self.sent = 0.0
+        self.started: float | None = None
+
+    def deadline(self, timeout: float) -> float:
+        """When the asset it holds times out: ``timeout`` after it began, or the start-up limit after it was sent."""
+        if self.started is None:
+            return self.sent + max(_STARTUP_LIMIT_S, timeout)
+        return self.started + timeout
+
+    def elapsed(self, now: float) -> float:
+        """Seconds the asset it holds has run (0 before the worker began it)."""
+        return 0.0 if self.started is None else now - self.started
+
+    def drain(self, now: float) -> AssetResult | None:
+        """Read what the worker sent: note when it began the asset; return the result once it came."""
+        while self.conn.poll():
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                return None
+            if msg == _STARTED:
+                self.started = now
+            else:
+                return msg  # type: ignore[no-any-return]
+        return None
 
     def stop(self, kill: bool = False) -> None:
         if kill and self.proc.is_alive():
@@ -80,8 +112,6 @@ def _signal_name(exitcode: int | None) -> str:
 
 
 def _failed(task: AssetTask, status: str, detail: str, seconds: float) -> AssetResult:
-    import os
-
     res = AssetResult(uri=task.path, status=status, detail=detail, seconds=seconds,
                       rules_hash=rules_hash(task.rule_ids, task.options))
     try:
@@ -118,13 +148,13 @@ def run_local(tasks: Sequence[AssetTask], on_result: ResultFn, *, workers: int =
                         w.stop(kill=True)
                         pool[i] = _Worker(ctx)
                         continue
-                    w.task, w.started = task, time.monotonic()
+                    w.task, w.sent, w.started = task, time.monotonic(), None
             busy = [w for w in pool if w.task is not None]
             if not busy:
                 continue  # every worker was replaced: assign again
             wait_for = None
             if timeout is not None:
-                wait_for = max(0.0, min(w.started + timeout for w in busy) - time.monotonic())
+                wait_for = max(0.0, min(w.deadline(timeout) for w in busy) - time.monotonic())
             ready = wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=wait_for)
             now = time.monotonic()
             for i, w in enumerate(pool):
@@ -132,25 +162,23 @@ def run_local(tasks: Sequence[AssetTask], on_result: ResultFn, *, workers: int =
                     continue
                 task = w.task
                 if w.conn in ready or w.proc.sentinel in ready:
-                    result = None
-                    if w.conn.poll():
-                        try:
-                            result = w.conn.recv()
-                        except (EOFError, OSError):
-                            result = None
+                    result = w.drain(now)
                     if result is not None:
                         w.task = None
                         on_result(result)
                         continue
+                    if w.proc.is_alive():  # only the "started" note came: the asset runs on
+                        continue
                     w.proc.join(1)
                     detail = f"worker died ({_signal_name(w.proc.exitcode)})"
-                    on_result(_failed(task, "crashed", detail, now - w.started))
+                    on_result(_failed(task, "crashed", detail, w.elapsed(now)))
                     w.task = None
                     w.stop(kill=True)
                     pool[i] = _Worker(ctx)
-                elif timeout is not None and now - w.started >= timeout:
-                    on_result(_failed(task, "timeout", f"no result after {timeout:g} s; worker killed",
-                                      now - w.started))
+                elif timeout is not None and now >= w.deadline(timeout):
+                    detail = (f"no result after {timeout:g} s; worker killed" if w.started is not None else
+                              f"the worker did not begin the asset within {w.deadline(timeout) - w.sent:g} s; killed")
+                    on_result(_failed(task, "timeout", detail, w.elapsed(now)))
                     w.task = None
                     w.stop(kill=True)
                     pool[i] = _Worker(ctx)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .logical import LogicalDevice
@@ -30,7 +30,9 @@ class ImageCopy:
 
     def rebased(self, offset: int) -> ImageCopy:
         """The same region read from another buffer offset."""
-        return replace(self, buffer_offset=offset)
+        # positional construction: ``dataclasses.replace`` cost ~5 µs per copy, a fixed cost per uploaded level
+        return ImageCopy(offset, self.size, self.level, self.base_layer, self.layer_count, self.width, self.height,
+                         self.depth, self.x, self.y, self.z)
 
 
 def create_image(dev: LogicalDevice, *, image_type: int, vk_format: int, width: int, height: int, depth: int,
@@ -120,6 +122,37 @@ def cmd_image_barrier(cmd: Any, image: Any, *, old_layout: int, new_layout: int,
         "subresourceRange": {"aspectMask": getattr(image, "aspect", ASPECT_COLOR), "baseMipLevel": 0,
                              "levelCount": image.levels, "baseArrayLayer": 0, "layerCount": image.layers}})
     lib.vkCmdPipelineBarrier(cmd, src_stage, dst_stage, 0, 0, NULL, 0, NULL, 1, barrier)
+
+
+def cmd_image_barriers(cmd: Any, images: Sequence[Any], *, old_layout: int, new_layout: int, src_stage: int,
+                       dst_stage: int, src_access: int, dst_access: int, src_family: int = QUEUE_FAMILY_IGNORED,
+                       dst_family: int = QUEUE_FAMILY_IGNORED) -> None:
+    """Record one ``vkCmdPipelineBarrier`` transitioning every image of ``images`` (whole images) at once.
+
+    ``old_layout`` may be ``-1``: each image's own ``layout`` attribute is used. A batch of many small textures then
+    costs one barrier call per transition instead of one per image.
+    """
+    n = len(images)
+    if not n:
+        return
+    arr = ffi.new("VkImageMemoryBarrier[]", n)
+    for i, image in enumerate(images):
+        b = arr[i]
+        b.sType = vk.VK_STRUCTURE_TYPE_IMAGE_MEMORY_BARRIER
+        b.srcAccessMask = src_access
+        b.dstAccessMask = dst_access
+        b.oldLayout = image.layout if old_layout == -1 else old_layout
+        b.newLayout = new_layout
+        b.srcQueueFamilyIndex = src_family
+        b.dstQueueFamilyIndex = dst_family
+        b.image = image.handle
+        r = b.subresourceRange
+        r.aspectMask = getattr(image, "aspect", ASPECT_COLOR)
+        r.baseMipLevel = 0
+        r.levelCount = image.levels
+        r.baseArrayLayer = 0
+        r.layerCount = image.layers
+    lib.vkCmdPipelineBarrier(cmd, src_stage, dst_stage, 0, 0, NULL, 0, NULL, n, arr)
 
 
 def cmd_copy_image(cmd: Any, src: Any, dst: Any, *, width: int, height: int, depth: int, levels: int,

@@ -1,0 +1,169 @@
+"""Many textures at once: files read, parsed, inflated, decoded or compressed on a thread pool, built and uploaded in
+order on the calling thread.
+
+- Workers run :meth:`TextureCacher.read_file` (one header parse) and :meth:`TextureCacher.prepare` (Zstandard,
+  zlib, texture2ddecoder, Pillow and etcpak all release the GIL) into one payload per texture. A worker skips the
+  preparation of content that is already cached, or that another file of the batch prepares.
+- The calling thread takes the results in the order of the requests (a window of ``4 x workers`` files ahead, so the
+  memory held by prepared payloads stays bounded), creates each image and enqueues its levels; the payload is copied
+  once, into staging. Uploads are submitted whenever ``FLUSH_BYTES`` are pending (the copies of one batch overlap the
+  preparation of the next; the staging quota bounds the rest) and once at the end; the call returns after the GPU
+  finished them.
+- ``errors="raise"``: the first failing file (in request order) raises its ``FormatError`` naming it; every
+  reference the call took is given back and every entry it built is destroyed: nothing of the batch stays
+  allocated. ``errors="collect"``: a failing file's slot holds its exception and the rest loads (``load_stage``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from ..errors import FormatError, VixenError
+from .base import LoadContext
+from .texture import StagingLender
+from .texture_compress import DEFAULT_MIN_PSNR
+
+if TYPE_CHECKING:
+    from .texture import GpuTexture, TextureCacher, TextureSource
+
+FLUSH_BYTES = 16 << 20  # pending upload bytes that make the batch loader submit (the GPU starts while CPUs prepare)
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class TextureRequest:
+    """One file of a batch and its load options (those of ``load_texture``)."""
+
+    path: str
+    srgb: bool = True
+    compress: str | None = None
+    min_psnr: float = DEFAULT_MIN_PSNR
+    normal_map: bool = False
+
+    def options(self) -> dict[str, Any]:
+        """The ``LoadContext`` options the cacher reads."""
+        return {"srgb": self.srgb, "compress": self.compress, "min_psnr": self.min_psnr,
+                "normal_map": self.normal_map}
+
+
+class _Claims:
+    """Which content keys a worker of this batch prepares (the first to see a key)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: set[str] = set()
+
+    def claim(self, key: str) -> bool:
+        with self._lock:
+            if key in self._keys:
+                return False
+            self._keys.add(key)
+            return True
+
+
+def _read_and_prepare(cacher: TextureCacher, req: TextureRequest, claims: _Claims,
+                      lender: StagingLender | None) -> TextureSource:
+    """Worker: read and parse the file; prepare it (straight into staging where the lender lends) unless cached or
+    prepared by another file of the batch."""
+    if "[" not in req.path and not os.path.exists(req.path):
+        raise FormatError("file not found", path=req.path)
+    src = cacher.read_file(req.path, LoadContext(options=req.options(), layer_path=req.path))
+    key = cacher.key_for(src)
+    if key not in cacher and claims.claim(key):
+        cacher.prepare(src, lender)
+    return src
+
+
+def load_many(cacher: TextureCacher, requests: Sequence[TextureRequest], *, workers: int | None = None,
+              progress: ProgressFn | None = None, hand_out: bool = True,
+              errors: str = "raise") -> list[GpuTexture | FormatError]:
+    """Load ``requests`` in parallel (see the module docstring); one entry (or exception) per request, in order.
+
+    :param cacher: the device's texture cacher.
+    :param requests: the files and their options.
+    :param workers: threads reading and preparing (default: the CPU count).
+    :param progress: ``progress("textures", done, total)`` after each texture.
+    :param hand_out: hand each texture out (``GpuTexture.release()``) rather than acquire a plain cache reference
+        (``cacher.release(key)``, as ``load_stage`` holds its textures).
+    :param errors: ``"raise"`` (the first failing file raises, nothing of the batch is left) or ``"collect"`` (a
+        ``FormatError`` / ``UnsupportedFormatError`` takes the file's slot; any other error still raises).
+    :raises FormatError: a file is missing or malformed (``errors="raise"``), naming it.
+    """
+    device = cacher.device
+    device.check_open()
+    n = len(requests)
+    out: list[Any] = [None] * n
+    if not n:
+        return out
+    workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+    window = 4 * workers
+    claims = _Claims()
+    taken: list[tuple[str, Any]] = []  # (key, entry) of every reference this call took
+    built: list[str] = []  # keys this call built (destroyed again on failure)
+    up = device.uploader
+    pool = cacher.thread_pool(workers)
+    # workers write levels straight into staging while at most half the quota is lent and not yet enqueued
+    lender = StagingLender(up.pool, up.pool.quota // 2)
+    futures: dict[int, Future[TextureSource]] = {}
+    src: TextureSource | None = None
+    ahead = 0
+    try:
+        for i in range(n):
+            while ahead < n and ahead < i + window:
+                futures[ahead] = pool.submit(_read_and_prepare, cacher, requests[ahead], claims, lender)
+                ahead += 1
+            src = None
+            try:
+                src = futures.pop(i).result()
+                key = cacher.key_for(src)
+                fresh = key not in cacher
+                staged = src.prepared.staged_bytes if src.prepared is not None and src.prepared.staged else 0
+                entry = cacher.hand_out(src, key) if hand_out else cacher.get_many([src], [key])[0]
+                if staged:
+                    if src.prepared is not None and src.prepared.staged is not None:
+                        lender.drop(src.prepared)  # a cache hit after all: its staging was not needed
+                    else:
+                        lender.settle(staged)  # enqueued: the batch gives the buffers back
+            except FormatError as exc:  # UnsupportedFormatError included; budget errors etc. always raise
+                if src is not None:
+                    lender.drop(src.prepared)
+                if errors != "collect":
+                    raise
+                out[i] = exc
+            else:
+                taken.append((key, entry))
+                if fresh:
+                    built.append(key)
+                out[i] = entry
+            src = None  # the payload goes once its upload is staged
+            if up.pending_bytes >= FLUSH_BYTES:
+                up.flush()
+            if progress is not None:
+                progress("textures", i + 1, n)
+        up.flush().wait()
+    except BaseException:
+        for fut in futures.values():
+            fut.cancel()
+        if src is not None:
+            lender.drop(src.prepared)
+        for fut in futures.values():  # the workers still running finish; what they staged goes back
+            if not fut.cancelled() and fut.exception() is None:
+                lender.drop(fut.result().prepared)
+        for key, entry in taken:
+            if hand_out:
+                entry.release()
+            else:
+                cacher.release(key)
+        cacher.discard(built)
+        try:  # let the discarded images retire now (their copies may be in flight): the call leaves nothing behind
+            up.flush().wait()
+            device.context.lifetime.collect()
+        except VixenError:
+            pass  # the original error is the one to report
+        raise
+    return out
