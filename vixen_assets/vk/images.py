@@ -191,3 +191,25 @@ def cmd_image_barriers(cmd: Any, images: Sequence[Any], *, old_layout: int, new_
         r.baseArrayLayer = 0
         r.layerCount = image.layers
     lib.vkCmdPipelineBarrier(cmd, src_stage, dst_stage, 0, 0, NULL, 0, NULL, n, arr)
+
+
+def cmd_copy_image(cmd: Any, src: Any, dst: Any, *, width: int, height: int, depth: int, levels: int,
+                   layers: int) -> None:
+    """Record ``vkCmdCopyImage`` of every mip level and array layer of ``src`` (TRANSFER_SRC_OPTIMAL) into ``dst``
+    (TRANSFER_DST_OPTIMAL): two images of the same format and extent (a defragmentation move).
+
+    ``src`` and ``dst`` are objects with ``handle`` (and optionally ``aspect``)."""
+    arr = ffi.new("VkImageCopy[]", levels)
+    aspect = getattr(src, "aspect", ASPECT_COLOR)
+    for level in range(levels):
+        r = arr[level]
+        for sub in (r.srcSubresource, r.dstSubresource):
+            sub.aspectMask = aspect
+            sub.mipLevel = level
+            sub.baseArrayLayer = 0
+            sub.layerCount = layers
+        r.extent.width = max(1, width >> level)
+        r.extent.height = max(1, height >> level)
+        r.extent.depth = max(1, depth >> level)
+    lib.vkCmdCopyImage(cmd, src.handle, vk.VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, dst.handle,
+                       vk.VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, levels, arr)

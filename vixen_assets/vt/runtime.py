@@ -221,6 +221,7 @@ class VirtualTexture:
         else:
             self.atlas = own(dev.create_image(cols * lay.page, rows * lay.page, vk_format=vk_format,
                                               name=f"vt-cache:{name}", category="vt"))
+            self.atlas.movable = False  # VtGpu keeps a view of it: Device.defragment() must not move it
             self.pt_buf = own(mk(pt_bytes, "storage|transfer_dst", name=f"vt-pagetable:{name}", category="vt"))
         # feedback: counters and the request list stay on the device (atomics); the collect pass writes the
         # deduplicated (tile, count) pairs into a small host-visible list
