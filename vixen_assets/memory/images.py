@@ -47,10 +47,16 @@ class Image(TrackedResource):
         self.aspect = vki.ASPECT_COLOR
         self.layout = LAYOUT_UNDEFINED
         self.last_use = 0
+        #: what ``vkCreateImage`` got (a defragmentation move recreates the image the same way)
+        self.usage = usage | USAGE_TRANSFER_DST | USAGE_TRANSFER_SRC
+        #: goes up by one each time ``handle`` changes (``Device.defragment()`` moved it): re-create views then
+        self.generation = 1
+        #: ``False`` keeps ``Device.defragment()`` from moving it (e.g. a view of it lives on where nobody re-creates it)
+        self.movable = True
         dev = ctx.logical
         self.handle = vki.create_image(dev, image_type=self.image_type, vk_format=vk_format, width=width, height=height,
                                        depth=depth, levels=levels, layers=self.layers,
-                                       usage=usage | USAGE_TRANSFER_DST | USAGE_TRANSFER_SRC, cube=faces == 6)
+                                       usage=self.usage, cube=faces == 6)
         self._alloc: Allocation | None = None
         try:
             size, align, bits = vki.image_requirements(dev, self.handle)
