@@ -29,7 +29,15 @@ rounded up to 256 bytes; 30% of medium and large requests are optimal-tiling ima
 the rest buffers (alignment 256). Half of the frees take one of the 64 most recent allocations (transients),
 the other half a uniformly random live one (assets).
 
-Usage: ``python benchmarks/bench_churn.py [--ops N] [--seed S] [--granularity G] [--json PATH]``
+``--device`` (see ``benchmarks/churn_device.py``) replays the issue-17 trace (sizes 60 % 1-64 KiB, 30 % 64 KiB-4
+MiB, 10 % 4-64 MiB, live near 2 GiB) through the real device's ``create_buffer``/``destroy`` and prints held / live,
+fragmentation, ``vkAllocateMemory`` calls per 1,000 operations and the cost per operation, before and after
+``defragment()`` (incremental passes, then a full pass), beside the VMA-policy simulation of the same trace;
+``--html OUT.html`` writes the memory map before/after. 1M operations through Python take ~20-30 s on
+lavapipe (2 cores); ``--ops 200000`` is plenty for the figures.
+
+Usage: ``python benchmarks/bench_churn.py [--ops N] [--seed S] [--granularity G] [--json PATH] [--quick]``
+``[--device [--html OUT.html] [--assume-allocate-us US]]``
 """
 
 from __future__ import annotations
@@ -170,7 +178,41 @@ def trace_scene_streaming(n_ops: int, seed: int) -> _TraceBuilder:
     return tb
 
 
-TRACES = {"random_lifetimes": trace_random_lifetimes, "scene_streaming": trace_scene_streaming}
+def trace_issue17(n_ops: int, seed: int) -> _TraceBuilder:
+    """Issue 17's trace: sizes 60% 1-64 KiB, 30% 64 KiB-4 MiB, 10% 4-64 MiB (log-uniform within each class,
+    rounded up to 256 bytes, all buffers), live bytes held near 2 GiB (allocate with p = 0.75 below it, 0.25
+    above); half of the frees take one of the 64 most recent allocations, the other half a uniformly random one."""
+    tb = _TraceBuilder(random.Random(seed))
+    rng = tb.rng
+    live_ids: list[int] = []
+    target = 2 * GiB
+    classes = ((0.60, KiB, 64 * KiB), (0.90, 64 * KiB, 4 * MiB), (1.01, 4 * MiB, 64 * MiB))
+    while len(tb.ops) < n_ops:
+        if not live_ids or rng.random() < (0.75 if tb.live < target else 0.25):
+            r = rng.random()
+            lo, hi = next((lo, hi) for p, lo, hi in classes if r < p)
+            size = (int(math.exp(rng.uniform(math.log(lo), math.log(hi)))) + 255) & ~255
+            oid = tb.next_id
+            tb.next_id += 1
+            tb.sizes[oid] = size
+            tb.live += size
+            tb.ops.append((1, oid, size, 8 << 1))
+            if tb.live > tb.peak:
+                tb.peak, tb.peak_at = tb.live, len(tb.ops) - 1
+            live_ids.append(oid)
+        else:
+            n = len(live_ids)
+            j = rng.randrange(max(n - 64, 0), n) if rng.random() < 0.5 else rng.randrange(n)
+            last = live_ids.pop()
+            oid = last
+            if j < n - 1:
+                oid, live_ids[j] = live_ids[j], last
+            tb.free(oid)
+    return tb
+
+
+TRACES = {"random_lifetimes": trace_random_lifetimes, "scene_streaming": trace_scene_streaming,
+          "issue17": trace_issue17}
 
 
 # ------------------------------------------------------------------ block set (what the Vulkan block allocator does)
@@ -666,8 +708,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trace", choices=[*TRACES, "all"], default="all")
     ap.add_argument("--seed", type=int, default=20240)
     ap.add_argument("--granularity", type=int, default=1, help="bufferImageGranularity (e.g. 4096 to force it)")
-    ap.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results" / "churn.json")
+    ap.add_argument("--json", type=Path, default=None, help="default: results/churn.json (churn_device.json)")
+    ap.add_argument("--device", action="store_true",
+                    help="replay the issue17 trace (or --trace) through the real device API beside the VMA simulation")
+    ap.add_argument("--html", type=Path, default=None, help="with --device: write the memory map (before/after "
+                    "defragment()) to this HTML file")
+    ap.add_argument("--quick", action="store_true", help="a short run: 20,000 operations")
+    ap.add_argument("--assume-allocate-us", type=float, default=None, metavar="US",
+                    help="with --device: run the block policy as if vkAllocateMemory cost this many µs (e.g. 2000, "
+                         "an H200's cost, to see its spare-block hysteresis on lavapipe)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.ops = min(args.ops, 20_000)
+    results_dir = Path(__file__).resolve().parent / "results"
+    if args.device or args.html:
+        return main_device(args, results_dir)
+    if args.json is None:
+        args.json = results_dir / "churn.json"
     names = list(TRACES) if args.trace == "all" else [args.trace]
     results = {}
     for name in names:
@@ -686,6 +743,28 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"benchmark": "churn", "traces": results, "layers": layers}
     args.json.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {args.json}")
+    return 0
+
+
+def main_device(args: argparse.Namespace, results_dir: Path) -> int:
+    """``--device``: the trace through the real device's public API, beside the VMA-policy simulation."""
+    from churn_device import print_comparison, replay, simulate_vma
+
+    name = "issue17" if args.trace == "all" else args.trace
+    tb = TRACES[name](args.ops, args.seed)
+    trace = tb.ops
+    del tb
+    vma = simulate_vma(trace)
+    dev = replay(trace, html=args.html, assume_allocate_us=args.assume_allocate_us)
+    print(f"trace {name}, seed {args.seed}, {args.ops:,} operations")
+    print_comparison(dev, vma)
+    if args.html:
+        print(f"wrote {args.html}")
+    path = args.json or results_dir / "churn_device.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"benchmark": "churn_device", "trace": name, "seed": args.seed, "ops": args.ops,
+                                "device": dev, "vma_simulation": vma}, indent=2, default=float) + "\n")
+    print(f"wrote {path}")
     return 0
 
 

@@ -113,7 +113,8 @@ def test_bench_load_stage_quick(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["quick"] and result["device"]["name"] and result["validation"] is False
-    assert set(result["scenes"]) == {"meshes", "instances"}
+    assert set(result["scenes"]) == {"meshes", "instances", "chess"}
+    assert result["scenes"]["chess"]["cold_target"] == 2.0 and result["scenes"]["meshes"]["cold_target"] == 1.5
     for name, scene in result["scenes"].items():
         assert scene["floor_s"] > 0 and scene["cold_s"] > 0 and scene["warm_s"] > 0, name
         assert scene["cold_over_floor"] == scene["cold_s"] / scene["floor_s"]
@@ -182,3 +183,20 @@ def test_bench_vt_quick(tmp_path: Path) -> None:
     assert all(row["tiles"] > 0 and row["floor_tiles_per_s"] > 0 and 0 <= row["hit_rate"] <= 1 for row in rows)
     assert {b["backend"] for b in r["big_updates"]} | set(r["backends_not_available"]) == {"pagetable", "sparse"}
     assert "tiles/s (floor" in proc.stdout
+
+
+def test_bench_churn_device_quick(tmp_path: Path) -> None:
+    out = tmp_path / "churn_device.json"
+    page = tmp_path / "churn.html"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_churn.py"), "--device", "--quick",
+                           "--json", str(out), "--html", str(page)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    dev, vma = result["device"], result["vma_simulation"]
+    assert result["ops"] == 20_000 and dev["ops"] == 20_000 and dev["device"]
+    for key in ("at_end", "worst", "after_incremental", "after_full_pass"):
+        assert dev[key]["held_bytes"] > 0 and dev[key]["overhead"] >= 1.0
+    assert dev["vk_allocate_memory_per_1000_ops"] > 0 and vma["at_end"]["overhead"] >= 1.0
+    assert "VMA policy (sim)" in proc.stdout and "vkAllocateMemory per 1,000 ops" in proc.stdout
+    assert page.read_text().startswith("<!DOCTYPE html>")

@@ -787,6 +787,22 @@ def test_content_hash():
     assert pm.content_hash == a.content_hash()
 
 
+def test_geometry_hash_ignores_only_material_bindings():
+    a, b = grid(3, 3), grid(3, 3)
+    a.subsets = [SubsetSource("s", np.array([0, 2], np.int32), "/A/Looks/wood")]
+    b.subsets = [SubsetSource("s", np.array([0, 2], np.int32), "/B/Looks/wood")]
+    a.material_path, b.material_path = "/A/Looks/felt", "/B/Looks/felt"
+    assert a.geometry_hash() == b.geometry_hash() and a.content_hash() != b.content_hash()
+    c = grid(3, 3)
+    c.subsets = [SubsetSource("s", np.array([0, 1], np.int32), "/A/Looks/wood")]
+    c.material_path = a.material_path
+    assert c.geometry_hash() != a.geometry_hash()
+    d = grid(3, 3)
+    d.subsets = [SubsetSource("t", np.array([0, 2], np.int32), "/A/Looks/wood")]
+    assert d.geometry_hash() != a.geometry_hash()
+    assert a.geometry_hash(("position",)) != a.geometry_hash()
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------------------------------------

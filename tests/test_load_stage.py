@@ -1191,3 +1191,24 @@ def PointInstancer "pi"
         offsets = sorted(tuple(np.round(i.transform[:3, 3], 5)) for i in scene.instances)
         assert offsets == [(0, 0, 0), (0, 7, 0), (5, 0, 0)]
         assert scene.triangle_count == 3
+
+
+def test_load_pauses_the_garbage_collector_and_restores_it(device, tmp_path):
+    import gc
+
+    path = tmp_path / "gc.usda"
+    GEN.generate_scene(path, meshes=2, triangles=200)
+    seen = []
+    try:
+        for enabled in (True, False):
+            gc.enable() if enabled else gc.disable()
+            with load_stage(path, device, progress=lambda *a: seen.append(gc.isenabled())):
+                pass
+            assert gc.isenabled() is enabled
+        gc.enable()
+        with pytest.raises(FormatError):
+            load_stage(tmp_path / "missing.usda", device)
+        assert gc.isenabled()
+    finally:
+        gc.enable()
+    assert seen and not any(seen)  # paused while loading

@@ -106,3 +106,27 @@ def test_bias_rises_when_oversubscribed_is_capped_and_falls_when_calm() -> None:
     for _ in range(WINDOW + 5):
         r.plan(Counter([LAY.tile_id(0, 0, 0)]), 4)
     assert r.bias < MAX_BIAS
+
+
+def test_make_resident_many_matches_one_by_one_in_any_order() -> None:
+    rng = np.random.default_rng(3)
+    top = LAY.tile_count - 1
+    for _ in range(20):
+        tiles = rng.choice(top, size=40, replace=False)  # every level but the top, level 0 included
+        slots = np.arange(1, 41)
+        batch, single = PageTable(LAY), PageTable(LAY)
+        for pt in (batch, single):
+            pt.make_resident(LAY.levels - 1, 0, 0, 0)
+            pt.take_dirty()
+        before = batch.entries.copy()
+        coords = np.array([LAY.tile_coords(int(t)) for t in tiles])
+        order = rng.permutation(40)
+        batch.make_resident_many(coords[order, 0], coords[order, 1], coords[order, 2], slots[order])
+        for (lv, tx, ty), s in zip(coords.tolist(), slots.tolist()):
+            single.make_resident(lv, tx, ty, s)
+        np.testing.assert_array_equal(batch.entries, single.entries)
+        np.testing.assert_array_equal(batch.entries, _brute({top: 0, **dict(zip(tiles.tolist(), slots.tolist()))}))
+        changed = np.zeros(LAY.tile_count, bool)
+        for a, b in batch.take_dirty():
+            changed[a:b] = True
+        assert changed[np.flatnonzero(batch.entries != before)].all()  # every change is uploaded

@@ -100,6 +100,31 @@ def test_bilinear_matches_the_reference_across_tile_edges(device: Any, tex1024, 
         assert diff.max() <= BILINEAR_TOLERANCE
 
 
+@pytest.mark.parametrize(("reader", "direct"), [("zstd", True), ("chunks", True), ("chunks", False)])
+def test_readers_staging_strategies_and_the_bounce_path_load_exact_tiles(device: Any, tex1024, backend: str,
+                                                                          reader: str, direct: bool) -> None:
+    """Both readers; ``staging="host_visible"`` (write-combined on discrete GPUs): the ``"chunks"`` reader goes
+    through a cached page per thread; on lavapipe every type is cached, so that path is forced here."""
+    path, mips = tex1024
+    rng = np.random.default_rng(4)
+    u, v = rng.random(4096, dtype=np.float32), rng.random(4096, dtype=np.float32)
+    staging = "host_cached" if direct else "host_visible"
+    with open_virtual_texture(path, device, budget_mb=24, max_uploads_per_update=64, backend=backend, staging=staging,
+                              threads=3, reader=reader) as vt:
+        assert (vt.staging, vt.reader) == (staging, reader)
+        vt.direct = direct
+        vt.request(u, v, 0)
+        st = vt.update(max_tiles=64)
+        assert st.uploaded == 64 and st.errors == []
+        rgba, levels = vt.sample(u, v, 0, return_levels=True)
+        assert (levels == 0).all()
+        np.testing.assert_array_equal(rgba, reference_sample(mips, u, v, levels))
+    with pytest.raises(ConfigError, match="staging"):
+        open_virtual_texture(path, device, staging="device_local")
+    with pytest.raises(ConfigError, match="reader"):
+        open_virtual_texture(path, device, reader="mmap")
+
+
 def test_camera_jump_converges_and_the_budget_holds(device: Any, tex2048, backend: str) -> None:
     path, mips = tex2048
     budget = 8

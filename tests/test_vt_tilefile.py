@@ -120,3 +120,85 @@ def test_garbage_that_passes_the_checksum_is_a_zstd_error(vtex: Path) -> None:
     _rewrite_index(vtex, edit)
     with TileFile(vtex) as tf, pytest.raises(FormatError, match="zstd"):
         tf.read_tile(4)
+
+
+# -- read_tiles: the batch path update() uses ---------------------------------------------------------------------
+def _batch(tf: TileFile, ids: list[int], threads: int,
+           method: str = "zstd") -> tuple[np.ndarray, int, list[tuple[int, FormatError]]]:
+    out = np.full((len(ids), tf.layout.raw_bytes), 0xAB, np.uint8)
+    nbytes, errors = tf.read_tiles(ids, out, threads=threads, method=method)
+    return out, nbytes, errors
+
+
+@pytest.mark.parametrize("mode", ["zstd", "direct", "bounce", "c-backend"])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_read_tiles_equals_read_tile(vtex: Path, threads: int, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vixen_assets.vt import tileread
+
+    assert tileread.DIRECT  # the wheels ship python-zstandard's CFFI backend: pages go straight into staging
+    monkeypatch.setattr(tileread, "DIRECT", mode != "c-backend")  # the fallback: C backend, then a copy
+    with TileFile(vtex) as tf:
+        ids = [20, 3, 7, 0, 19, 7]  # any order, repeats allowed
+        out = np.full((len(ids), tf.layout.raw_bytes), 0xAB, np.uint8)
+        nbytes, errors = tf.read_tiles(ids, out, threads=threads, direct=mode == "direct",
+                                       method="zstd" if mode == "zstd" else "chunks")
+        assert errors == []
+        assert nbytes == int(tf.index["length"][ids].sum())
+        for row, t in zip(out, ids):
+            np.testing.assert_array_equal(row, tf.read_tile(t))
+
+
+@pytest.mark.parametrize("method", ["zstd", "chunks"])
+def test_read_tiles_reports_bad_tiles_by_position_and_loads_the_rest(vtex: Path, method: str) -> None:
+    with TileFile(vtex) as tf:
+        victim = tf.layout.tile_id(1, 1, 0)
+        off = int(tf.index[victim]["offset"])
+    raw = bytearray(vtex.read_bytes())
+    raw[off + 7] ^= 0xFF
+    vtex.write_bytes(bytes(raw))
+    _rewrite_index(vtex, lambda index: index[2].__setitem__("length", 10 ** 7))  # a lying length too
+    with TileFile(vtex) as tf:
+        ids = [0, victim, 5, 2, 9]
+        out, nbytes, errors = _batch(tf, ids, threads=2, method=method)
+        assert [i for i, _ in errors] == [1, 3]
+        assert "checksum" in str(errors[0][1]) and r"level 1 tile (1, 0)" in str(errors[0][1])
+        assert "outside 1" in str(errors[1][1]) and str(vtex) in str(errors[1][1])
+        assert (out[1] == 0xAB).all() and (out[3] == 0xAB).all()  # failed rows untouched
+        for k in (0, 2, 4):
+            np.testing.assert_array_equal(out[k], tf.read_tile(ids[k]))
+        assert nbytes == int(tf.index["length"][[0, 5, 9]].sum())
+
+
+@pytest.mark.parametrize(("method", "direct"), [("zstd", True), ("chunks", True), ("chunks", False)])
+def test_read_tiles_finds_the_frame_that_passes_its_checksum_but_does_not_decode(
+        vtex: Path, method: str, direct: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vixen_assets.vt import tileread
+
+    monkeypatch.setattr(tileread, "DIRECT", direct)
+    with TileFile(vtex) as tf:
+        off = int(tf.index[4]["offset"])
+    raw = bytearray(vtex.read_bytes())
+    raw[off:off + 4] = b"\0\0\0\0"
+    vtex.write_bytes(bytes(raw))
+
+    def edit(index: np.ndarray) -> None:
+        e = index[4]
+        e["checksum"] = xxhash.xxh3_64_intdigest(bytes(raw[off:off + int(e["length"])]))
+
+    _rewrite_index(vtex, edit)
+    with TileFile(vtex) as tf:
+        out, _nbytes, errors = _batch(tf, [1, 4, 6], threads=2, method=method)
+        assert [i for i, _ in errors] == [1] and "zstd" in str(errors[0][1])
+        np.testing.assert_array_equal(out[0], tf.read_tile(1))
+        np.testing.assert_array_equal(out[2], tf.read_tile(6))
+
+
+def test_read_tiles_checks_its_arguments(vtex: Path) -> None:
+    with TileFile(vtex) as tf:
+        with pytest.raises(IndexError):
+            tf.read_tiles([tf.layout.tile_count], np.empty((1, tf.layout.raw_bytes), np.uint8))
+        with pytest.raises(ValueError, match="cannot hold"):
+            tf.read_tiles([0, 1], np.empty((1, tf.layout.raw_bytes), np.uint8))
+        assert tf.read_tiles([], np.empty((0, tf.layout.raw_bytes), np.uint8)) == (0, [])
+        with pytest.raises(ValueError, match="method"):
+            tf.read_tiles([0], np.empty((1, tf.layout.raw_bytes), np.uint8), method="mmap")

@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import warnings
+from pathlib import Path
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from .memory.images import Image, check_extent
 from .memory.lifetime import Lifetime
 from .memory.options import BudgetOptions
 from .memory.registry import ResourceRegistry
+from .memory.memory_map import write_memory_map
 from .memory.report import memory_report
 from .memory.resource import GpuResource
 from .memory.stats import CallableStats, StatsSource
@@ -52,7 +54,8 @@ class DeviceOptions:
     :param budget: the memory budget.
     :param separate_transfer_queue: ``None`` uses a transfer-only family when present; ``True`` forces that path.
     :param buffer_image_granularity: force a larger ``bufferImageGranularity`` (tests of the suballocator).
-    :param block_size: override the memory block size (default: VMA's, 256 MiB or heap/8).
+    :param block_size: override the memory block size (default: 32 MiB pool blocks, requests of 4 MiB and more in
+        their own blocks; with it, VMA's rule: dedicated above half a block).
     :param rebar: let ``strategy="auto"`` use a resizable-BAR heap on discrete GPUs.
     """
 
@@ -384,10 +387,17 @@ class Device:
         self.check_open()
         return self._uploader.flush()
 
-    def staging_ring(self, *, segment_size: int = 4 << 20, segments: int = 3) -> StagingRing:
-        """Create a :class:`StagingRing` for streaming uploads (destroyed at close)."""
+    def staging_ring(self, *, segment_size: int = 4 << 20, segments: int = 3,
+                     strategy: str = "host_visible") -> StagingRing:
+        """Create a :class:`StagingRing` for streaming uploads (destroyed at close).
+
+        :param segment_size: bytes per segment.
+        :param segments: segments used in turn.
+        :param strategy: ``host_visible`` (default) or ``host_cached`` (see :class:`StagingRing`).
+        """
         self.check_open()
-        ring = StagingRing(self._ctx.buffers, self._ctx.lifetime, segment_size=segment_size, segments=segments)
+        ring = StagingRing(self._ctx.buffers, self._ctx.lifetime, segment_size=segment_size, segments=segments,
+                           strategy=strategy)
         self._rings.append(ring)
         return ring
 
@@ -451,12 +461,37 @@ class Device:
         """A JSON-serialisable report: heaps, budget, per-category use, every block's used and free ranges."""
         return memory_report(self._ctx)
 
-    def defragment(self, *, max_bytes: int | None = None) -> DefragResult:
-        """Move live buffers into fewer blocks with GPU copies; return what was done (see ``memory.defrag``)."""
+    def memory_report_html(self, path: str | Path, *, before: dict[str, Any] | None = None,
+                           title: str = "memory map") -> Path:
+        """Write the memory map of :meth:`memory_report` (every block a bar, ranges by category, hover for details)
+        to ``path``: one self-contained HTML page (see ``memory.memory_map``).
+
+        :param path: the HTML file to write.
+        :param before: an earlier :meth:`memory_report` (e.g. taken before :meth:`defragment`): the page then shows
+            before and after.
+        :param title: the page title.
+        :returns: the path written.
+        """
+        return write_memory_map(path, self.memory_report(), before=before, title=title)
+
+    def defragment(self, *, max_bytes: int | None = None, max_ms: float | None = None,
+                   images: bool = True) -> DefragResult:
+        """Compact memory with GPU copies (buffers, images, small-buffer slabs); free the blocks that empty.
+
+        Runs in the caller's thread (nothing moves memory behind your back). Every moved object's ``generation``
+        goes up by one: re-fetch a buffer's ``handle``/``offset``/``device_address`` and an image's ``handle`` (and
+        re-create its views) after a pass, or let ``BindingTable.update()`` rebind what changed.
+
+        :param max_bytes: copy at most this many bytes in this pass (incremental: call once per frame).
+        :param max_ms: keep this pass within about this many milliseconds (incremental).
+        :param images: move images too (default ``True``).
+        :returns: what was done (``moved``, ``bytes_moved``, ``images_moved``, ``remaining``, ...; see
+            ``memory.defrag``).
+        """
         if max_bytes is not None:
             max_bytes = int_argument(max_bytes, "max_bytes", minimum=0)
         self.check_open()
-        return defragment(self._ctx, max_bytes=max_bytes)
+        return defragment(self._ctx, max_bytes=max_bytes, max_ms=max_ms, images=images)
 
     def live_resources(self) -> list[Any]:
         """Every live GPU object created through this device."""
@@ -607,7 +642,8 @@ def open_device(index: int | str | None = None, *, validation: bool | None = Non
         ``staging_quota``, ``overflow``, ``staging_timeout_s``).
     :param separate_transfer_queue: ``None`` uses a transfer-only family when present; ``True`` forces that path.
     :param buffer_image_granularity: force a larger ``bufferImageGranularity`` (tests of the suballocator).
-    :param block_size: override the memory block size (default: VMA's, 256 MiB or heap/8).
+    :param block_size: override the memory block size (default: 32 MiB pool blocks, requests of 4 MiB and more in
+        their own blocks; with it, VMA's rule: dedicated above half a block).
     :param rebar: let ``strategy="auto"`` use a resizable-BAR heap on discrete GPUs.
     :param budget_keywords: the earlier keywords, still accepted: ``budget_fraction``, ``warning_fraction``,
         ``staging_quota``, ``overflow``, ``staging_timeout_s`` (mapped into ``budget``).

@@ -21,9 +21,10 @@ import numpy as np
 from ..errors import FormatError, SkippedPrimWarning
 from ..geometry.mesh_source import MeshSource, validate_sources
 from ..geometry.packing import Submesh
-from ..geometry.prepare import prepare_meshes
+from ..geometry.pipeline import PreparePipeline
+from ..geometry.prepare import prepare_meshes, prepare_threads
 from ..geometry.sizing import mesh_gpu_bytes, triangle_count
-from ..geometry.usd_mesh import read_mesh_source
+from ..geometry.usd_mesh import read_mesh_source, read_mesh_sources
 from ..hookspecs import hookimpl
 from ..memory.buffers import Buffer
 from ..memory.group import AllocationGroup
@@ -78,11 +79,51 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
     name = "mesh"
     prim_types = ("Mesh",)
     attributes: tuple[str, ...] = ("position", "normal", "st")
+    _pipeline: tuple[LoadContext, PreparePipeline] | None = None  # (the load it serves, the pipeline)
+    _ahead_bytes = 0  # GPU bytes (from counts) of the sources fed to the pipeline
 
     def read_prim(self, prim: Any, context: LoadContext) -> MeshSource:
         """Read the mesh's arrays and check them (FormatError names file, prim and field)."""
         primvars = tuple(a for a in self.attributes if a not in ("position", "normal"))
         return read_mesh_source(prim, context.time, primvars=primvars, validate=False)  # see check_sources
+
+    def read_prims(self, prims: Sequence[Any], context: LoadContext) -> list[MeshSource | Exception]:
+        """Read many prims at once (material bindings resolved in one batched call); per prim its source or the
+        :class:`FormatError` reading it raised."""
+        primvars = tuple(a for a in self.attributes if a not in ("position", "normal"))
+        return list(read_mesh_sources(prims, context.time, primvars=primvars))
+
+    def prepare_ahead(self, sources: Sequence[MeshSource], context: LoadContext) -> None:
+        """Start preparing ``sources`` (the next ones the loader read, in order) on a worker thread while it reads
+        on; :meth:`build` uses the results when it is handed exactly those sources (see
+        :mod:`~vixen_assets.geometry.pipeline`). Only where there are cores to spare (``prepare_threads() > 1``)."""
+        pipeline = self._pipeline
+        if pipeline is not None and pipeline[0] is not context:  # left over from a load that failed before build
+            pipeline[1].close()
+            pipeline = self._pipeline = None
+        # the size pre-flight before any preparation: meshes that together could never fit the budget are left to
+        # build(), which refuses them before preparing
+        ahead = sum(mesh_gpu_bytes(src, self.attributes) for src in sources)
+        if pipeline is not None:
+            ahead += self._ahead_bytes
+        if ahead > self.device.budget.limit:
+            return
+        self._ahead_bytes = ahead
+        if pipeline is None:
+            if prepare_threads() < 2:
+                return
+            try:
+                pipeline = self._pipeline = (context, PreparePipeline(self.attributes, self.__contains__))
+            except ValueError:  # attributes of batch-dependent component counts: prepare at build time
+                return
+        pipeline[1].feed(sources)
+
+    def clear(self) -> None:
+        """Destroy every entry, referenced or not (device close), and stop a pipeline left by a failed load."""
+        if self._pipeline is not None:
+            self._pipeline[1].close()
+            self._pipeline = None
+        super().clear()
 
     def check_sources(self, sources: Sequence[MeshSource]) -> list[Exception | None]:
         """One vectorized check over the whole batch (only when it fails, mesh by mesh to find the bad ones); then,
@@ -126,7 +167,12 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
         estimate = sum(mesh_gpu_bytes(src, self.attributes) for src in sources)
         what = sources[0].prim_path if len(sources) == 1 else f"{len(sources)} meshes from {sources[0].prim_path}"
         with self.preflight(estimate, what):  # the budget before preparing (counts x layout)
-            prepared = prepare_meshes(sources, attributes=self.attributes, validate=False)
+            prepared = None
+            if self._pipeline is not None:
+                pipeline, self._pipeline = self._pipeline[1], None
+                prepared = pipeline.take(sources, self.attributes)
+            if prepared is None:
+                prepared = prepare_meshes(sources, attributes=self.attributes, validate=False)
         up = self.device.uploader
         out = []
         for src, pm in zip(sources, prepared):

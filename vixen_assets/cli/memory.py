@@ -1,4 +1,9 @@
-"""``vixen-assets memory [--json] [--workload N]``: a device's memory report (heaps, budget, categories, blocks).
+"""``vixen-assets memory [--json] [--workload N] [--html OUT.html]``: a device's memory report (heaps, budget,
+categories, blocks).
+
+``--html OUT.html`` also writes the memory map (``Device.memory_report_html``): every block a bar, ranges coloured
+by category, hover for details. With ``--workload`` the page shows the blocks before and after a
+``defragment()`` pass run on the workload's buffers.
 
 With ``--workload N`` a small seeded workload runs first: N buffers of mixed sizes, usages, strategies and
 categories are created and a third of them destroyed, so the report shows live ranges, holes and fragmentation;
@@ -10,6 +15,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
@@ -38,6 +44,9 @@ def register(sub: Any) -> None:
     p.add_argument("--workload", type=int, default=0, metavar="N",
                    help="first create N buffers of mixed sizes (a third destroyed again) and report while they live")
     p.add_argument("--seed", type=int, default=0, help="seed of the workload's sizes and choices")
+    p.add_argument("--html", type=Path, default=None, metavar="OUT.html",
+                   help="also write the memory map as one self-contained HTML page (with --workload: before and "
+                        "after a defragment() pass)")
     p.add_argument("--device", default=None, help="device index or name substring (default: VIXEN_DEVICE or 0)")
     p.add_argument("--budget-mb", type=float, default=None, help="cap the device budget at this many MiB")
     p.add_argument("--validation", action="store_true",
@@ -149,6 +158,14 @@ def run(args: argparse.Namespace) -> int:
                 with device.phase("workload"):
                     live, workload = run_workload(device, args.workload, args.seed)
             report = device.memory_report()
+            if args.html is not None:
+                if live:
+                    result = device.defragment()
+                    device.memory_report_html(args.html, before=report,
+                                              title=f"vixen-assets memory (workload of {args.workload}, "
+                                                    f"defragment() moved {result.moved})")
+                else:
+                    device.memory_report_html(args.html, title="vixen-assets memory")
             if workload is not None:
                 report["workload"] = workload
         finally:
@@ -158,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
             print_json(report)
         else:
             print_report(report)
+            if args.html is not None:
+                console.print(f"memory map written to {args.html}")
             if workload is not None:
                 console.print(f"workload: {workload['created']} buffers created, {workload['destroyed']} destroyed, "
                               f"{workload['live']} live ({fmt_bytes(workload['live_bytes'])}) when the report was "

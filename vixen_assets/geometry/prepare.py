@@ -15,17 +15,26 @@ Python loops run per mesh only for bookkeeping (building the result objects, lef
 concave face for ear clipping. Content hashes are computed on a helper thread meanwhile. Set :data:`STAGE_TIMES`
 to a dict to collect the time of each stage (``benchmarks/bench_prepare.py`` prints them).
 
-Results do not depend on how the batch is split into chunks or calls, except that the component count of an extra
-primvar is the largest found in the batch.
+A mesh's bytes depend on the other meshes of its chunk in two ways: the component count of an extra primvar is the
+largest found in the batch, and the seam vertices of a point are ordered by a hash over every attribute that is
+split (faceVarying or uniform) anywhere in the chunk (``tests/test_mesh_bytes.py`` found this when a smaller chunk
+size changed the bytes of 10 of 30 meshes). So chunk boundaries are a function of the batch's order and sizes only:
+the chunks are prepared on several threads where there are cores to spare (:func:`prepare_threads`), and meshes that
+differ only in their material bindings are prepared once per chunk (:meth:`MeshSource.geometry_hash`), both without
+changing any mesh's bytes.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
+import numpy.ma  # noqa: F401 - np.unique imports it on its first call (~20 ms inside the first load)
 
 from vixen_assets.errors import ConfigError, FormatError
 
@@ -146,6 +155,26 @@ def _mark(stage: str, since: float) -> float:
 CHUNK_CORNERS = 1 << 18
 
 
+#: Threads that prepare chunks of one batch at once; None: :func:`prepare_threads` decides from the core count.
+PREPARE_THREADS: int | None = None
+
+
+def prepare_threads() -> int:
+    """Threads ``prepare_meshes`` uses: :data:`PREPARE_THREADS` when set, else ``VIXEN_PREPARE_THREADS`` from the
+    environment, else one per core beyond the first two (up to 8): on 2 cores (lavapipe CI, where the caller's
+    thread, the hasher and the uploader already share them) chunks are prepared one after the other."""
+    if PREPARE_THREADS is not None:
+        return max(1, PREPARE_THREADS)
+    env = os.environ.get("VIXEN_PREPARE_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ConfigError(f"must be an integer, got {env!r}", option="VIXEN_PREPARE_THREADS") from None
+    cores = os.cpu_count() or 1
+    return 1 if cores < 4 else min(8, cores - 2)
+
+
 def _chunks(sources: Sequence[MeshSource], limit: int):
     start, total = 0, 0
     for i, src in enumerate(sources):
@@ -205,8 +234,21 @@ def prepare_meshes(
         hasher.start()
     out: list[PreparedMesh] = []
     try:
-        for a, b in _chunks(sources, CHUNK_CORNERS):
-            out.extend(_prepare_chunk(sources[a:b], attrs, layout, validate))
+        spans = list(_chunks(sources, CHUNK_CORNERS))
+        workers = min(prepare_threads(), len(spans))
+        if workers > 1:
+            # chunks are independent of each other (same boundaries, same bytes): numpy releases the GIL in its
+            # kernels, so chunks prepared on several threads overlap where there are cores to spare
+            def run(span: tuple[int, int]) -> list[PreparedMesh]:
+                return _prepare_deduplicated(sources[span[0]:span[1]], attrs, layout, validate)
+
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vixen-prepare") as pool:
+                parts = list(pool.map(run, spans))
+            for part in parts:
+                out.extend(part)
+        else:
+            for a, b in spans:
+                out.extend(_prepare_deduplicated(sources[a:b], attrs, layout, validate))
     finally:
         if hasher is not None:
             t = time.perf_counter()
@@ -214,6 +256,36 @@ def prepare_meshes(
             _mark("wait for hashes", t)
     for mesh, src in zip(out, sources):
         mesh.content_hash = src.content_hash(attrs)
+    return out
+
+
+def _prepare_deduplicated(
+    sources: Sequence[MeshSource], attrs: tuple[str, ...], layout: VertexLayout, validate: bool
+) -> list[PreparedMesh]:
+    """:func:`_prepare_chunk` of the distinct geometries of a chunk (:meth:`MeshSource.geometry_hash`); sources
+    that differ only in material bindings (an asset referenced per placement with its own copy of its materials)
+    share the arrays of the first one and get their own submesh materials.
+
+    A mesh's bytes depend on which attributes are split (faceVarying or uniform) anywhere in its chunk (they take
+    part in ordering its seam vertices), so the chunk boundaries stay those of the whole list and duplicates are
+    only dropped inside a chunk: the set of geometries, and so every mesh's bytes, is the same as without it.
+    """
+    if len(sources) < 2 or validate:
+        return _prepare_chunk(sources, attrs, layout, validate)
+    first: dict[str, int] = {}
+    rep = [first.setdefault(src.geometry_hash(attrs), i) for i, src in enumerate(sources)]
+    if len(first) == len(sources):
+        return _prepare_chunk(sources, attrs, layout, validate)
+    done = dict(zip(first.values(), _prepare_chunk([sources[i] for i in first.values()], attrs, layout, validate)))
+    out = []
+    for i, src in enumerate(sources):
+        pm = done[rep[i]]
+        if rep[i] != i:
+            mats = [sub.material_path for sub in src.subsets]
+            subs = [Submesh(s.name, s.first_index, s.index_count, mats[k] if k < len(mats) else src.material_path)
+                    for k, s in enumerate(pm.submeshes)]
+            pm = replace(pm, submeshes=subs, prim_path=src.prim_path)
+        out.append(pm)
     return out
 
 

@@ -27,7 +27,7 @@ from pxr import Sdf, Usd, UsdGeom, UsdShade
 from vixen_assets.errors import FormatError
 from vixen_assets.geometry.mesh_source import MeshSource, PrimvarData, SubsetSource, validate_sources
 
-__all__ = ["read_mesh_source", "layer_path_of"]
+__all__ = ["read_mesh_source", "read_mesh_sources", "layer_path_of"]
 
 _LOG = logging.getLogger(__name__)
 _DEFAULT = Usd.TimeCode.Default()
@@ -145,12 +145,75 @@ def read_mesh_source(
     """
     if not isinstance(time, Usd.TimeCode):
         time = Usd.TimeCode(time)
+    source, sub_prims = _read(prim, time, tuple(primvars))
+    source.material_path = _material_path(prim)
+    for sub, sub_prim in zip(source.subsets, sub_prims):
+        sub.material_path = _material_path(sub_prim)
+    if validate:
+        validate_sources([source])
+    return source
+
+
+def read_mesh_sources(
+    prims: Sequence[Usd.Prim],
+    time: Usd.TimeCode | float = _DEFAULT,
+    *,
+    primvars: Sequence[str] = ("st",),
+) -> list[MeshSource | FormatError]:
+    """Read many UsdGeom.Mesh prims at once: what :func:`read_mesh_source` (``validate=False``) gives for each, with
+    the material bindings of all meshes and of all their GeomSubsets resolved in two batched
+    ``UsdShade.MaterialBindingAPI.ComputeBoundMaterials`` calls.
+
+    :param prims: prims of type Mesh (instance proxies are fine)
+    :param time: the time code to read (as :func:`read_mesh_source`)
+    :param primvars: names of the primvars to read (without the ``primvars:`` prefix)
+    :returns: per prim, its :class:`MeshSource`, or the :class:`FormatError` reading it raised
+    """
+    if not isinstance(time, Usd.TimeCode):
+        time = Usd.TimeCode(time)
+    names = tuple(primvars)
+    out: list[MeshSource | FormatError] = []
+    good: list[tuple[Usd.Prim, MeshSource]] = []
+    subsets: list[SubsetSource] = []
+    subset_prims: list[Usd.Prim] = []
+    for prim in prims:
+        try:
+            src, sub_prims = _read(prim, time, names)
+        except FormatError as exc:
+            out.append(exc)
+            continue
+        out.append(src)
+        good.append((prim, src))
+        subsets.extend(src.subsets)
+        subset_prims.extend(sub_prims)
+    if good:
+        for (_prim, src), path in zip(good, _material_paths([prim for prim, _ in good])):
+            src.material_path = path
+    if subsets:
+        for sub, path in zip(subsets, _material_paths(subset_prims)):
+            sub.material_path = path
+    return out
+
+
+def _material_paths(prims: list[Usd.Prim]) -> list[str | None]:
+    materials, _rels = UsdShade.MaterialBindingAPI.ComputeBoundMaterials(prims)
+    return [str(m.GetPath()) if m else None for m in materials]
+
+
+def _read(prim: Usd.Prim, time: Usd.TimeCode, primvars: tuple[str, ...]) -> tuple[MeshSource, list[Usd.Prim]]:
+    """Everything of :func:`read_mesh_source` but the material bindings (``material_path`` left None), and the
+    prims of the source's subsets (in the order of ``source.subsets``), whose bindings the caller resolves.
+
+    Attributes without an authored opinion (one ``GetAuthoredPropertyNames`` call tells) are not read: their value
+    is the schema's fallback (no normals, no holes, right-handed, no primvar), as ``Get`` would return.
+    """
     prim_path = prim.GetPath().pathString
     layer_path = layer_path_of(prim)
     where = (layer_path, prim_path)
     if not prim.IsA(UsdGeom.Mesh):
         raise _fail(where, f"prim of type {prim.GetTypeName()!r} is not a UsdGeom.Mesh")
     mesh = UsdGeom.Mesh(prim)
+    authored = set(prim.GetAuthoredPropertyNames())
 
     raw_points = _get(mesh.GetPointsAttr(), time)
     if raw_points is None:
@@ -166,7 +229,7 @@ def read_mesh_source(
     api = UsdGeom.PrimvarsAPI(prim)
     normals = None
     normals_interp = None
-    if prim.HasAttribute("primvars:normals"):
+    if "primvars:normals" in authored:
         pv_normals = api.GetPrimvar("normals")
         value = _get(pv_normals.GetAttr(), time)
         normals = _vec3_array(value)
@@ -180,7 +243,7 @@ def read_mesh_source(
         elif value is not None:
             _LOG.warning("%s:%s: ignoring primvars:normals holding %s; computing normals", layer_path, prim_path,
                          _value_type(value))
-    if normals is None:
+    if normals is None and "normals" in authored:
         value = _get(mesh.GetNormalsAttr(), time)
         if value is not None:
             normals = _vec3_array(value)
@@ -192,16 +255,21 @@ def read_mesh_source(
 
     pvs: dict[str, PrimvarData] = {}
     for name in primvars:
+        if "primvars:" + name not in authored:
+            continue
         pv = api.GetPrimvar(name)
         if pv:
             data = _read_primvar(pv, time, where, f"primvars:{name}")
             if data is not None:
                 pvs[name] = data
 
-    holes = _get(mesh.GetHoleIndicesAttr(), time)
-    hole_indices = _int_array(holes, where, "holeIndices") if holes is not None and len(holes) else None
+    hole_indices = None
+    if "holeIndices" in authored:
+        holes = _get(mesh.GetHoleIndicesAttr(), time)
+        hole_indices = _int_array(holes, where, "holeIndices") if holes is not None and len(holes) else None
 
     subsets: list[SubsetSource] = []
+    sub_prims: list[Usd.Prim] = []
     found = UsdGeom.Subset.GetAllGeomSubsets(mesh)
     if found:
         ranked = []
@@ -216,7 +284,8 @@ def read_mesh_source(
             sub_prim = sub.GetPrim()
             sub_path = sub_prim.GetPath().pathString
             sub_idx = _int_array(_get(sub.GetIndicesAttr(), time), where, "indices", sub_path)
-            subsets.append(SubsetSource(sub_prim.GetName(), sub_idx, _material_path(sub_prim), sub_path))
+            subsets.append(SubsetSource(sub_prim.GetName(), sub_idx, None, sub_path))
+            sub_prims.append(sub_prim)
 
     source = MeshSource(
         points=points,
@@ -225,13 +294,11 @@ def read_mesh_source(
         normals=normals,
         normals_interpolation=normals_interp,
         primvars=pvs,
-        left_handed=mesh.GetOrientationAttr().Get() == _LEFT,
+        left_handed="orientation" in authored and mesh.GetOrientationAttr().Get() == _LEFT,
         subsets=subsets,
         prim_path=prim_path,
         layer_path=layer_path,
-        material_path=_material_path(prim),
+        material_path=None,
         hole_indices=hole_indices,
     )
-    if validate:
-        validate_sources([source])
-    return source
+    return source, sub_prims

@@ -1,15 +1,39 @@
 """``VkDeviceMemory`` blocks and the suballocator that carves them with TLSF.
 
-VMA's defaults: 256 MiB blocks (heap/8 on heaps of 1 GiB or less); a request larger than half a block gets a
-dedicated allocation. Host-visible blocks are mapped once, persistently. At most one empty block per pool is kept
-(so steady-state churn makes no ``vkAllocateMemory`` calls); the rest are freed at once. The total of a heap's
-blocks never exceeds the budget limit of that heap: a new block is shrunk to the room that is left.
+The block policy (issue 17: hold little more than is live, without a defragmentation pass):
+
+- **Large requests get their own block** ("dedicated": one resource per ``VkDeviceMemory``, exact size, so no
+  fragmentation at all) from :meth:`Suballocator.dedicated_min` (4 MiB) up. What the measured cost of
+  ``vkAllocateMemory`` on a heap changes (every call the suballocator makes is timed) is the hysteresis below, not
+  the threshold: on the issue-17 churn trace (``benchmarks/bench_churn.py --device``, calls forced to cost 2 ms)
+  a 16 MiB threshold held 33 % over live at the end (46 % at worst), 8 MiB 18 % (31 %) (100k operations);
+  4 MiB with spares capped at 1/16 of the heap and 1/4 slack 19.4 % (22.6 %, 27 ``vkAllocateMemory`` per 1,000
+  operations), at 1/32 and 1/8 14.0 % (17.2 %, 39 per 1,000), with no spares 10.2 % (13.2 %, 50 per 1,000)
+  (200k operations).
+- **Spare dedicated blocks** (hysteresis for heaps where ``vkAllocateMemory`` costs more than
+  :data:`COSTLY_ALLOCATE_US`, e.g. 1.5-2 ms on an NVIDIA H200): a freed dedicated block is kept, while the heap's
+  spares stay under 1/32 of its held bytes, and reused by a later large request it exceeds by at most 1/8 (best
+  fit). Where a call is cheap (lavapipe, tens of µs) none is kept: held memory wins.
+- **Pool blocks fitted to what they serve**: a pool only serves requests below the dedicated threshold, so its
+  blocks are 8 x that threshold (32 MiB), capped by VMA's default (256 MiB, heap/8 on heaps of 1 GiB or less) and
+  by the heap's budget limit.
+- **Best fit across blocks, fullest first**: a request that does not fit the block used last goes to the fullest
+  block with room, so the emptiest blocks drain and can be freed.
+- **Empty blocks with hysteresis**: one empty block per pool is kept (steady churn makes no ``vkAllocateMemory``
+  calls) unless the pool's other blocks have a block's worth of free bytes between them; the rest are freed at
+  once; ``trim()`` frees the kept ones too.
+
+``block_size=`` (``open_device``) overrides the pool block size and restores VMA's rule for dedicated memory (above
+half a block), which tests of the block machinery rely on. Host-visible blocks are mapped once, persistently. The
+total of a heap's blocks never exceeds the budget limit of that heap: a new block is shrunk to the room that is
+left (spare blocks are released first).
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -25,6 +49,16 @@ from .tracker import AllocationTracker
 
 MiB = 1 << 20
 DEFAULT_BLOCK_SIZE = 256 * MiB
+#: requests from this size up get their own block (unless ``block_size=`` is given: then above half a block)
+DEDICATED_MIN = 4 * MiB
+#: a ``vkAllocateMemory`` call slower than this on average (µs) makes a heap "costly"
+COSTLY_ALLOCATE_US = 250.0
+#: pool blocks hold this many of their largest requests
+POOL_BLOCK_FACTOR = 8
+#: a spare dedicated block is reused for a request it exceeds by at most 1/SPARE_SLACK
+SPARE_SLACK = 8
+#: spare dedicated blocks of a costly heap stay under 1/SPARE_SHARE of the heap's held bytes
+SPARE_SHARE = 32
 _ids = itertools.count(1)
 
 
@@ -133,12 +167,16 @@ class BlockPool:
     stats: PoolStats = field(default_factory=PoolStats)
     #: the size of its regular blocks, fixed when the pool is made (``Suballocator.block_size_for``)
     block_size: int = 0
+    #: requests of at least this size get their own block (``Suballocator.dedicated_min``, refreshed per block)
+    dedicated_min: int = 0
     #: the block the last suballocation came from (tried first by the next one)
     current: MemoryBlock | None = None
     #: size class -> slabs of that class with free slots (small allocations, see ``Suballocator.allocate``)
     slabs: dict[int, list[Slab]] = field(default_factory=dict)
     #: every live slab by (block id, base offset), full ones included
     slab_index: dict[tuple[int, int], Slab] = field(default_factory=dict)
+    #: empty dedicated blocks kept for reuse (costly heaps only; also in ``blocks``)
+    spares: list[MemoryBlock] = field(default_factory=list)
 
 
 class Suballocator(DeviceAllocator):
@@ -160,20 +198,65 @@ class Suballocator(DeviceAllocator):
         self._block_size = block_size
         self._pools: dict[tuple[Any, ...], BlockPool] = {}
         self._heap_bytes: dict[int, int] = {}
+        #: heap -> [nanoseconds spent in vkAllocateMemory (+ map), calls]
+        self._alloc_cost: dict[int, list[int]] = {}
+        #: forced vkAllocateMemory cost per heap in µs (benchmarks: replay a costly device's policy elsewhere)
+        self.assume_allocate_us: float | None = None
+        #: bytes per second the last defragmentation pass copied (``defrag.py`` sizes ``max_ms`` passes with it)
+        self.defrag_copy_rate: float = 0.0
         self.lock = threading.RLock()
         self.on_new_block: dict[str, Callable[[MemoryBlock], None]] = {}
         self.on_release_block: dict[str, Callable[[MemoryBlock], None]] = {}
 
     # -- info -----------------------------------------------------------------------------------------------------
-    def block_size_for(self, type_index: int) -> int:
-        """The default block size for a memory type: VMA's rule applied to the heap, or to the heap's budget limit
-        when that is smaller (else one block may take a small budget whole and starve every other pool)."""
+    def allocate_cost_us(self, heap: int) -> float | None:
+        """The mean cost of one ``vkAllocateMemory`` (+ mapping) on ``heap`` in µs, measured; ``None`` before any.
+
+        :param heap: the heap index.
+        """
+        if self.assume_allocate_us is not None:
+            return self.assume_allocate_us
+        ns, n = self._alloc_cost.get(heap, (0, 0))
+        return ns / n / 1000.0 if n else None
+
+    def costly(self, heap: int) -> bool:
+        """True when ``vkAllocateMemory`` on ``heap`` costs more than :data:`COSTLY_ALLOCATE_US` on average.
+
+        :param heap: the heap index.
+        """
+        cost = self.allocate_cost_us(heap)
+        return cost is not None and cost > COSTLY_ALLOCATE_US
+
+    def dedicated_min(self, type_index: int) -> int:
+        """Requests of at least this many bytes of memory type ``type_index`` get their own block:
+        :data:`DEDICATED_MIN`, or more than half a block where blocks are smaller than 8 MiB (small heaps or budgets,
+        or ``block_size=``).
+
+        :param type_index: the memory type.
+        """
+        return min(DEDICATED_MIN, (self._vma_block_size(type_index) >> 1) + 1)
+
+    def _vma_block_size(self, type_index: int) -> int:
+        """``block_size=``, else VMA's rule applied to the heap or to its budget limit when that is smaller (else
+        one block may take a small budget whole and starve every other pool)."""
         if self._block_size:
             return self._block_size
         heap = self._info.memory_types[type_index].heap
         size = self._info.heaps[heap].size
         limit = self._heap_limits(heap)
         return default_block_size(min(size, limit) if limit > 0 else size)
+
+    def block_size_for(self, type_index: int) -> int:
+        """The block size of a memory type's pools: :data:`POOL_BLOCK_FACTOR` times the largest request they serve
+        (below :meth:`dedicated_min`), capped by ``block_size=`` or VMA's rule (256 MiB; heap/8 on heaps of 1 GiB
+        or less; applied to the budget limit when that is smaller).
+
+        :param type_index: the memory type.
+        """
+        vma = self._vma_block_size(type_index)
+        if self._block_size:
+            return vma
+        return min(vma, POOL_BLOCK_FACTOR * DEDICATED_MIN)
 
     def heap_block_bytes(self, heap: int) -> int:
         """Bytes of ``VkDeviceMemory`` currently allocated on a heap."""
@@ -195,12 +278,18 @@ class Suballocator(DeviceAllocator):
         heap = self._info.memory_types[type_index].heap
         limit = self._heap_limits(heap)
         room = limit - self._heap_bytes.get(heap, 0)
+        if size > room and self._drop_spares(heap):
+            room = limit - self._heap_bytes.get(heap, 0)
         if size > room:
             raise BudgetExceededError(size, self._heap_bytes.get(heap, 0), limit, who=f"{purpose} memory block", heap=heap)
         host_visible = bool(self._info.memory_types[type_index].flags & MemoryProperty.HOST_VISIBLE)
+        t0 = time.perf_counter_ns()
         block = MemoryBlock(self._dev, size, type_index, heap, host_visible=host_visible, device_address=device_address,
                             dedicated=dedicated, granularity=self.granularity, pool_key=pool.key,
                             dedicated_buffer=dedicated_buffer)
+        cost = self._alloc_cost.setdefault(heap, [0, 0])
+        cost[0] += time.perf_counter_ns() - t0
+        cost[1] += 1
         hook = self.on_new_block.get(purpose)
         if hook is not None:
             try:
@@ -215,8 +304,29 @@ class Suballocator(DeviceAllocator):
         pool.stats.peak_blocks = max(pool.stats.peak_blocks, len(pool.blocks))
         return block
 
+    def _drop_spares(self, heap: int) -> int:
+        """Free every spare dedicated block of ``heap``; return how many."""
+        n = 0
+        for pool in self._pools.values():
+            for block in [b for b in pool.spares if b.heap == heap]:
+                self._release_block(pool, block, pool.key[1])
+                n += 1
+        return n
+
+    def _take_spare(self, pool: BlockPool, size: int) -> MemoryBlock | None:
+        """The smallest spare dedicated block of ``pool`` that holds ``size`` bytes with at most 1/8 to spare."""
+        best = None
+        for b in pool.spares:
+            if size <= b.size <= size + size // SPARE_SLACK and (best is None or b.size < best.size):
+                best = b
+        if best is not None:
+            pool.spares.remove(best)
+        return best
+
     def _release_block(self, pool: BlockPool, block: MemoryBlock, purpose: str) -> None:
         pool.blocks.remove(block)
+        if block in pool.spares:
+            pool.spares.remove(block)
         if pool.current is block:
             pool.current = None
         hook = self.on_release_block.get(purpose)
@@ -243,7 +353,7 @@ class Suballocator(DeviceAllocator):
                 return self._allocate_small(size, cls, alignment, type_index, category, device_address, purpose)
         if not dedicated:  # hot path: the pool's current block usually has room
             pool = self._pools.get((type_index, purpose, device_address))
-            if pool is not None and pool.current is not None and size <= pool.block_size >> 1:
+            if pool is not None and pool.current is not None and size < pool.dedicated_min:
                 with self.lock:
                     block = pool.current
                     if block is not None:
@@ -305,21 +415,24 @@ class Suballocator(DeviceAllocator):
         with self.lock:
             pool = self._pools.get(key)
             if pool is None:
-                pool = self._pools[key] = BlockPool(key, block_size=self.block_size_for(type_index))
-            bsize = pool.block_size
-            if dedicated or size > bsize // 2:
-                block = self._new_block(pool, size, type_index, dedicated=True, device_address=device_address,
-                                        purpose=purpose)
+                pool = self._pools[key] = BlockPool(key, block_size=self.block_size_for(type_index),
+                                                    dedicated_min=self.dedicated_min(type_index))
+            if dedicated or size >= pool.dedicated_min:
+                block = None if dedicated else self._take_spare(pool, size)
+                if block is None:
+                    block = self._new_block(pool, size, type_index, dedicated=True, device_address=device_address,
+                                            purpose=purpose)
+                    self._refresh(pool, type_index)
                 off = block.tlsf.alloc(size, alignment, granularity_kind=kind)
                 assert off == 0
                 if count:
                     pool.stats.suballocations += 1
                     self.tracker.suballocations_unlocked()
                 return block, 0
-            blocks = pool.blocks
-            for block in reversed(blocks):  # newest first: most likely to have room
-                if block.dedicated:
-                    continue
+            # best fit across blocks: the fullest block with room first (the emptiest ones drain and get freed)
+            cands = [b for b in pool.blocks if not b.dedicated and b.tlsf.free_bytes >= size]
+            cands.sort(key=lambda b: b.tlsf.free_bytes)
+            for block in cands:
                 off = block.tlsf.alloc(size, alignment, granularity_kind=kind)
                 if off is not None:
                     if count:
@@ -327,11 +440,15 @@ class Suballocator(DeviceAllocator):
                         self.tracker.suballocations_unlocked()
                     pool.current = block
                     return block, off
+            bsize = pool.block_size
             heap = self._info.memory_types[type_index].heap
             room = self._heap_limits(heap) - self._heap_bytes.get(heap, 0)
+            if room < bsize and self._drop_spares(heap):
+                room = self._heap_limits(heap) - self._heap_bytes.get(heap, 0)
             new_size = bsize if room >= bsize else max(size + alignment, (room // 65536) * 65536)
             block = self._new_block(pool, new_size, type_index, dedicated=False, device_address=device_address,
                                     purpose=purpose)
+            self._refresh(pool, type_index)
             off = block.tlsf.alloc(size, alignment, granularity_kind=kind)
             if off is None:  # cannot happen for a fresh block that is at least size + alignment
                 raise BudgetExceededError(size, self._heap_bytes.get(heap, 0), self._heap_limits(heap), who=purpose, heap=heap)
@@ -340,6 +457,11 @@ class Suballocator(DeviceAllocator):
                 pool.stats.suballocations += 1
                 self.tracker.suballocations_unlocked()
             return block, off
+
+    def _refresh(self, pool: BlockPool, type_index: int) -> None:
+        """Re-derive the pool's threshold and block size after a new measurement of ``vkAllocateMemory``."""
+        pool.dedicated_min = self.dedicated_min(type_index)
+        pool.block_size = self.block_size_for(type_index)
 
     def free_range(self, block: MemoryBlock, offset: int, purpose: str = "general", count: bool = True) -> None:
         """Return a range; an emptied block is freed unless it is the pool's only empty block."""
@@ -351,8 +473,33 @@ class Suballocator(DeviceAllocator):
                 pool.stats.subfrees += 1
                 self.tracker.subfrees_unlocked()
             if not tlsf.allocation_count:
-                if block.dedicated or any(b is not block and not b.dedicated and b.tlsf.is_empty for b in pool.blocks):
+                if block.dedicated:
+                    if self._keep_spare(pool, block):
+                        pool.spares.append(block)
+                    else:
+                        self._release_block(pool, block, purpose)
+                elif self._surplus(pool, block):
                     self._release_block(pool, block, purpose)
+
+    def _surplus(self, pool: BlockPool, block: MemoryBlock) -> bool:
+        """Free an emptied pool block? Yes when the pool has another empty block, or when its other blocks have a
+        block's worth of free bytes between them (the empty block then only adds held memory)."""
+        free = 0
+        for b in pool.blocks:
+            if b is block or b.dedicated:
+                continue
+            if b.tlsf.is_empty:
+                return True
+            free += b.tlsf.free_bytes
+        return free >= block.size and not self._block_size
+
+    def _keep_spare(self, pool: BlockPool, block: MemoryBlock) -> bool:
+        """Keep an emptied dedicated block for reuse? Only on a costly heap, only policy-sized ones, and only while
+        the heap's spares stay under 1/32 of its held bytes."""
+        if self._block_size or not self.costly(block.heap) or block.size < pool.dedicated_min:
+            return False
+        spare = sum(b.size for p in self._pools.values() for b in p.spares if b.heap == block.heap)
+        return (spare + block.size) * SPARE_SHARE <= self._heap_bytes.get(block.heap, 0)
 
     def idle(self) -> bool:
         """True when nothing is allocated: every remaining range is an idle size-class slab kept for reuse."""
@@ -365,9 +512,8 @@ class Suballocator(DeviceAllocator):
                             return False
             return True
 
-    def trim(self) -> int:
-        """Free idle slabs and every empty block (also the one kept for reuse); return how many blocks were freed."""
-        n = 0
+    def trim_slabs(self) -> None:
+        """Give every idle size-class slab back to its block's TLSF (an emptied block is then freed as usual)."""
         with self.lock:
             for pool in self._pools.values():
                 for key, slab in list(pool.slab_index.items()):
@@ -375,6 +521,12 @@ class Suballocator(DeviceAllocator):
                         slab.partial.remove(slab)
                         del pool.slab_index[key]
                         self.free_range(slab.block, slab.base, pool.key[1], count=False)
+
+    def trim(self) -> int:
+        """Free idle slabs and every empty block (also the one kept for reuse); return how many blocks were freed."""
+        n = 0
+        with self.lock:
+            self.trim_slabs()
             for pool in self._pools.values():
                 for block in [b for b in pool.blocks if b.tlsf.is_empty]:
                     self._release_block(pool, block, pool.key[1])
@@ -394,12 +546,14 @@ class Suballocator(DeviceAllocator):
             pools = []
             total_free = 0
             largest = 0
+            largest_per_pool = 0
             for pool in self._pools.values():
                 general = [b for b in pool.blocks if not b.dedicated]
                 free = sum(b.tlsf.free_bytes for b in general)
                 big = max((b.tlsf.largest_free for b in general), default=0)
                 total_free += free
                 largest = max(largest, big)
+                largest_per_pool += big
                 pools.append({
                     "memory_type": pool.key[0], "purpose": pool.key[1], "device_address": pool.key[2],
                     "blocks": len(pool.blocks), "bytes": sum(b.size for b in pool.blocks),
@@ -413,6 +567,8 @@ class Suballocator(DeviceAllocator):
                 "block_bytes": sum(p["bytes"] for p in pools),
                 "heap_block_bytes": dict(self._heap_bytes),
                 "fragmentation": (1 - largest / total_free) if total_free else 0.0,
+                # a request only ever goes to one pool: 1 - sum of each pool's largest free range / free bytes
+                "fragmentation_per_pool": (1 - largest_per_pool / total_free) if total_free else 0.0,
                 "pools": pools,
             }
 

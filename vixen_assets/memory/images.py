@@ -47,8 +47,14 @@ class Image(TrackedResource):
         self.aspect = vki.ASPECT_COLOR
         self.layout = LAYOUT_UNDEFINED
         self.last_use = 0
+        #: what ``vkCreateImage`` got (a defragmentation move recreates the image the same way)
+        self.usage = usage | USAGE_TRANSFER_DST | USAGE_TRANSFER_SRC
+        #: goes up by one each time ``handle`` changes (``Device.defragment()`` moved it): re-create views then
+        self.generation = 1
+        #: ``False`` keeps ``Device.defragment()`` from moving it (e.g. a view of it lives on where nobody re-creates it)
+        self.movable = True
         dev = ctx.logical
-        usage = usage | USAGE_TRANSFER_DST | USAGE_TRANSFER_SRC
+        usage = self.usage
         estimate = check_image_parameters(ctx, name, vk_format=vk_format, image_type=self.image_type, width=width,
                                           height=height, depth=depth, levels=levels, layers=layers, faces=faces,
                                           usage=usage)

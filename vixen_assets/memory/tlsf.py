@@ -309,6 +309,56 @@ class TlsfAllocator:
                     return None
         return None
 
+    def alloc_lowest(self, size: int, alignment: int = 1, *, granularity_kind: int = 0,
+                     below: int | None = None) -> int | None:
+        """Reserve ``size`` bytes at the lowest offset that holds them (address-ordered first fit), optionally
+        ending at or before ``below``; ``None`` when no such range exists. O(free ranges): for defragmentation
+        planning (compaction towards offset 0), never the hot path.
+
+        :param size: bytes wanted (> 0).
+        :param alignment: a power of two.
+        :param granularity_kind: as for :meth:`alloc`.
+        :param below: the new range must end at or before this offset (a move within the block must go down).
+        """
+        if size <= 0 or alignment <= 0 or alignment & (alignment - 1):
+            self._bad_request(size, alignment)
+        if granularity_kind:
+            g = self._granularity
+            if g > 1:
+                alignment = max(alignment, g)
+                size = (size + g - 1) & -g
+        if size > self._free_bytes:
+            return None
+        mask = alignment - 1
+        for start, fsize in sorted(self._fstart.items()):
+            if below is not None and start + size > below:
+                return None
+            pad = -start & mask
+            if pad + size <= fsize and (below is None or start + pad + size <= below):
+                b = self._buckets[_bucket_floor(fsize)]
+                b.remove(start)  # type: ignore[union-attr]  # a free range is in its bucket
+                if not b:
+                    self._bitmap ^= 1 << _bucket_floor(fsize)
+                del self._fstart[start]
+                return self._carve(start, fsize, pad, size)
+        return None
+
+    def reserve(self, offset: int, size: int) -> None:
+        """Reserve exactly ``[offset, offset + size)`` (undoing a planned move: the range must be free). O(free ranges).
+
+        :raises ConfigError: the range is not entirely free.
+        """
+        for start, fsize in self._fstart.items():
+            if start <= offset and offset + size <= start + fsize:
+                b = self._buckets[_bucket_floor(fsize)]
+                b.remove(start)  # type: ignore[union-attr]  # a free range is in its bucket
+                if not b:
+                    self._bitmap ^= 1 << _bucket_floor(fsize)
+                del self._fstart[start]
+                self._carve(start, fsize, offset - start, size)
+                return
+        raise ConfigError(f"TlsfAllocator.reserve({offset}, {size}): the range is not free")
+
     @staticmethod
     def _bad_request(size: object, alignment: object) -> None:
         if not isinstance(size, int) or size <= 0:

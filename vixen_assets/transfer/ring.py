@@ -44,8 +44,12 @@ class StagingRing:
     """Triple-buffered (by default) staging memory for streaming uploads."""
 
     def __init__(self, factory: BufferFactory, lifetime: Lifetime, *, segment_size: int = 4 << 20, segments: int = 3,
-                 alignment: int = 16) -> None:
-        """Create ``segments`` host-visible buffers of ``segment_size`` bytes (charged to the staging quota)."""
+                 alignment: int = 16, strategy: str = "host_visible") -> None:
+        """Create ``segments`` host-visible buffers of ``segment_size`` bytes (charged to the staging quota).
+
+        :param strategy: their memory strategy: ``host_visible`` (write-combined on discrete GPUs: fast to write
+            once, slow to read back) or ``host_cached`` (for writers that read what they wrote, e.g. decompressors).
+        """
         if segments < 2:
             raise ConfigError(f"a staging ring needs at least 2 segments, got {segments}")
         self._lifetime = lifetime
@@ -54,7 +58,7 @@ class StagingRing:
         self.segments: list[Buffer] = []
         try:  # all or nothing: a failed segment frees the ones created before it
             for i in range(segments):
-                self.segments.append(factory.create(segment_size, TRANSFER, strategy="host_visible",
+                self.segments.append(factory.create(segment_size, TRANSFER, strategy=strategy,
                                                     name=f"staging-ring-{i}", category="staging"))
         except BaseException:
             for seg in self.segments:

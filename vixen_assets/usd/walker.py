@@ -16,10 +16,13 @@ reading the stage again.
 
 from __future__ import annotations
 
+import functools
+import gc
+import itertools
 import os
 import time as _time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ParamSpec, Sequence, TypeVar
 
 import numpy as np
 from pxr import Gf, Sdf, Tf, Usd, UsdGeom, UsdShade
@@ -39,6 +42,9 @@ if TYPE_CHECKING:
     from ..device import Device
 
 ProgressFn = Callable[[str, int, int], None]
+
+#: Prims read per call of a cacher's batch reader (``read_prims``), and the progress step of the read phase.
+READ_BATCH = 256
 
 #: Which prims of a point instancer's prototype subtree are walked: active, loaded and not abstract; unlike the
 #: default traversal, prims under an ``over`` count (prototypes are often kept beneath one, as Blender's exporter
@@ -317,18 +323,24 @@ class _Walker:
                 row[sel] = np.arange(len(sel))
                 placed[p] = mats[None, :, :, :] @ world[sel][:, None, :, :]  # (points, items, 4, 4)
         rows = row.tolist()
+        append = items.append
+        item = _Item
+        # per prototype, what every placement of each of its items repeats (built once, not per point)
+        parts = [[(k, it.registration, it.prim, it.label, it.material, it.file, it.prim_path)
+                  for k, it in enumerate(sub)] if sub else None for sub in protos]
         for i, pidx in enumerate(indices.tolist()):
             if i in invisible:
                 continue
             if not 0 <= pidx < n:
                 self.warn(path, "protoIndices", f"index {pidx} out of range for {n} prototypes")
                 continue
-            sub = protos[pidx]
-            if not sub:
+            part = parts[pidx]
+            if not part:
                 continue
             mats = placed[pidx][rows[i]]
-            for k, it in enumerate(sub):
-                items.append(it.placed(mats[k], f"{path}[{i}]{it.label}", it.material))
+            head = f"{path}[{i}]"
+            for k, reg, prim, label, material, file, prim_path in part:
+                append(item(reg, prim, mats[k], head + label, material, file, prim_path))
         return items
 
     def _walk_proto_subtree(self, proto_root: Any) -> list[_Item]:
@@ -374,6 +386,31 @@ def _to_numpy(m: Any) -> np.ndarray:
     return np.array(m, dtype=np.float64).T.astype(np.float32)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _gc_paused(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``func`` run with Python's cyclic garbage collector paused (restored after, on errors too; left alone when
+    the caller had it off). A load makes tens of thousands of small objects (placements, instances); the
+    collections they set off cost ~5% of a cold load and ~35% of a warm reload of a 10,000-point instancer
+    (measured: warm 3.9 -> 2.5 ms CPU). Reference counting frees objects as usual meanwhile."""
+
+    @functools.wraps(func)
+    def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        enabled = gc.isenabled()
+        if enabled:
+            gc.disable()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+
+    return paused
+
+
+@_gc_paused
 def load_stage(path_or_stage: Any, device: Device, *, time: Any = None, purposes: Sequence[str] = ("default", "render"),
                progress: ProgressFn | None = None, strict: bool = False, plugin_manager: Any = None,
                acceleration_structures: bool = False, warm: bool = True, textures: bool = True,
@@ -516,26 +553,68 @@ def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, pur
     by_cacher: dict[str, tuple[Any, dict[str, Any]]] = {}
     unique_prims: dict[str, tuple[Registration, Any]] = {}
     for it in items:
-        unique_prims.setdefault(it.source_id, (it.registration, it))
+        unique_prims.setdefault(f"file:{it.file}" if it.file else (it.prim_path or it.source_id), (it.registration, it))
     context = LoadContext(time=time, layer_path=root_layer)
     total = len(unique_prims)
     sources: dict[str, Any] = {}
+
+    def failed(ppath: str, reg: Registration, exc: Exception) -> None:
+        if isinstance(exc, FormatError):
+            if strict:
+                raise exc
+            scene.warnings.append(str(exc))
+        elif isinstance(exc, VixenError):
+            raise exc
+        else:  # a plugin's reader failing on odd data is a bad prim, not a crash
+            warn(ppath, None, f"{reg.name} cacher could not read the prim: {type(exc).__name__}: {exc}")
+
+    # cachers with a batch reader (``read_prims``) read up to READ_BATCH prims per call, the others one by one
+    queued: dict[str, list[tuple[str, Any]]] = {}
+
+    def read_queued(name: str) -> None:
+        batch = queued.pop(name, [])
+        if not batch:
+            return
+        reg = unique_prims[batch[0][0]][0]
+        cacher = by_cacher[name][0]
+        try:
+            got = cacher.read_prims([prim for _, prim in batch], context)
+        except Exception as exc:  # noqa: BLE001 - the batch reader failed as a whole: read them one by one
+            got = []
+            for _, prim in batch:
+                try:
+                    got.append(cacher.read_prim(prim, context))
+                except Exception as one:  # noqa: BLE001 - reported per prim below
+                    got.append(one)
+            if isinstance(exc, VixenError) and not isinstance(exc, FormatError):
+                raise
+        for (ppath, _prim), value in zip(batch, got):
+            if isinstance(value, Exception):
+                failed(ppath, reg, value)
+            else:
+                sources[ppath] = value
+        prepare_ahead = getattr(cacher, "prepare_ahead", None)
+        if prepare_ahead is not None:  # the cacher may prepare this batch on a worker while the next one is read
+            prepare_ahead([sources[p] for p, _ in batch if p in sources], context)
+
     for n, (ppath, (reg, item)) in enumerate(unique_prims.items(), 1):
         cacher = by_cacher.setdefault(reg.name, (cacher_for(device, reg, pm), {}))[0]
-        try:
-            if item.file:
-                sources[ppath] = cacher.read_file(item.file, context)
-            else:
-                sources[ppath] = cacher.read_prim(item.prim, context)
-        except FormatError as exc:
-            if strict:
-                raise
-            scene.warnings.append(str(exc))
-        except VixenError:
-            raise
-        except Exception as exc:  # a plugin's reader failing on odd data is a bad prim, not a crash
-            warn(ppath, None, f"{reg.name} cacher could not read the prim: {type(exc).__name__}: {exc}")
-        if n % 256 == 0 or n == total:
+        if not item.file and hasattr(cacher, "read_prims"):
+            queue = queued.setdefault(reg.name, [])
+            queue.append((ppath, item.prim))
+            if len(queue) >= READ_BATCH:
+                read_queued(reg.name)
+        else:
+            try:
+                if item.file:
+                    sources[ppath] = cacher.read_file(item.file, context)
+                else:
+                    sources[ppath] = cacher.read_prim(item.prim, context)
+            except Exception as exc:
+                failed(ppath, reg, exc)
+        if n % READ_BATCH == 0 or n == total:
+            for name in list(queued):
+                read_queued(name)
             report("read", n, total)
     t_read = _time.perf_counter()
 
@@ -590,7 +669,7 @@ def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, pur
     placed: list[tuple[_Item, Any, str | None, str]] = []
     per_source: dict[str, tuple[Any, str | None, str] | None] = {}  # looked up once per unique source
     for it in items:
-        sid = it.source_id
+        sid = f"file:{it.file}" if it.file else (it.prim_path or it.source_id)
         info = per_source.get(sid, False)
         if info is False:
             got = entries.get(sid)
@@ -602,9 +681,11 @@ def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, pur
         seen.setdefault(id(value), value)
         placed.append((it, value, it.material or info[1], info[2]))
     # every world matrix converted in one pass; each transform is the transposed float32 view, as _to_numpy gives
-    mats = np.array([it.matrix for it, *_ in placed], dtype=np.float64).reshape(-1, 4, 4).astype(np.float32)
-    scene.instances.extend(Instance(value, mats[k].T, it.label, material, kind=kind)
-                           for k, (it, value, material, kind) in enumerate(placed))
+    mats = np.array([p[0].matrix for p in placed], dtype=np.float64).reshape(-1, 4, 4).astype(np.float32)
+    transposed = mats.transpose(0, 2, 1)  # transposed[k] is mats[k].T: the same view, made in one call
+    make = Instance
+    scene.instances.extend([make(value, transposed[k], it.label, material, kind)
+                            for k, (it, value, material, kind) in enumerate(placed)])
     if textures:
         t_tex = _time.perf_counter()
         if load_material_textures(stage, scene, device, time, lambda p, f, m: warn(p, f, m), strict):
@@ -640,9 +721,18 @@ def _make_plan(scene: Scene, layers: Any) -> dict[str, Any]:
         if id(inst.mesh) in known:
             key_of[id(inst.mesh)] = known[id(inst.mesh)]
     instances = [(key_of.get(id(i.mesh)), i.transform, i.prim_path, i.material, i.kind,
-                  [getattr(t, "key", None) for t in i.textures]) for i in scene.instances]
+                  tuple([getattr(t, "key", None) for t in i.textures]) if i.textures else ())
+                 for i in scene.instances]
+    unique = ([known.get(id(m)) for m in scene.meshes], [known.get(id(e)) for e in scene.entries])
+    # the placements as Instance arguments, used as they are when the reload gets back the same entry objects (the
+    # usual case) and no placement has textures: one C-level pass instead of a loop of Python work per placement
+    fast = None
+    if all(r is not None and not t for r, _m, _p, _mat, _k, t in instances):
+        fast = ([(i.mesh, i.transform, i.prim_path, i.material, i.kind) for i in scene.instances],
+                {ref: value for ref, value in zip((r for r, *_ in instances), (i.mesh for i in scene.instances))})
     return {"layers": layers, "refs": {n: list(keys) for n, (_c, keys) in refs.items()},
-            "cachers": {n: c for n, (c, _k) in refs.items()}, "instances": instances,
+            "cachers": {n: c for n, (c, _k) in refs.items()}, "instances": instances, "fast": fast,
+            "unique": unique if None not in unique[0] and None not in unique[1] else None,
             "warnings": list(scene.warnings), "stats": scene.stats.as_dict(),
             "frame": (scene.up_axis, scene.meters_per_unit)}
 
@@ -664,21 +754,32 @@ def _warm_scene(device: Device, pm: Any, plan: dict[str, Any], path: str,
             for k, v in zip(keys, values):
                 scene.hold(cacher, k)
                 by_key[(name, k)] = v
-        for ref, transform, prim_path, material, kind, tex_keys in plan["instances"]:
-            if ref is None:
-                continue
-            value = by_key.get((ref[0], ref[1]))
-            if value is None:
-                continue
-            textures = [by_key[("texture", k)] for k in tex_keys if ("texture", k) in by_key]
-            scene.instances.append(Instance(value, transform, prim_path, material, kind=kind, textures=textures))
+        fast = plan["fast"]
+        if fast is not None and all(by_key.get(ref) is value for ref, value in fast[1].items()):
+            scene.instances.extend(itertools.starmap(Instance, fast[0]))
+        else:
+            # one pass of plain tuple work per placement
+            get = by_key.get
+            append = scene.instances.append
+            make = Instance
+            for ref, transform, prim_path, material, kind, tex_keys in plan["instances"]:
+                value = get(ref) if ref is not None else None
+                if value is None:
+                    continue
+                textures = [by_key[("texture", k)] for k in tex_keys if ("texture", k) in by_key] if tex_keys else []
+                append(make(value, transform, prim_path, material, kind, textures))
         scene.textures = [v for (name, _k), v in by_key.items() if name == "texture"]
     except BaseException:
         scene.release()
         raise
-    unique = {id(i.mesh): i.mesh for i in scene.instances}
-    scene.meshes = [v for v in unique.values() if it_is_mesh(v)]
-    scene.entries = [v for v in unique.values() if not it_is_mesh(v)]
+    if plan["unique"] is not None and len(scene.instances) == len(plan["instances"]):
+        # every placement came back: the unique meshes and entries are the cold load's, in its order
+        scene.meshes = [by_key[ref] for ref in plan["unique"][0]]
+        scene.entries = [by_key[ref] for ref in plan["unique"][1]]
+    else:
+        unique = {id(i.mesh): i.mesh for i in scene.instances}
+        scene.meshes = [v for v in unique.values() if it_is_mesh(v)]
+        scene.entries = [v for v in unique.values() if not it_is_mesh(v)]
     scene.warnings = list(plan["warnings"])
     scene.up_axis, scene.meters_per_unit = plan["frame"]
     old = plan["stats"]
@@ -687,7 +788,7 @@ def _warm_scene(device: Device, pm: Any, plan: dict[str, Any], path: str,
     st.meshes = old["meshes"]
     st.unique_meshes = len(scene.meshes)
     st.instances = len(scene.instances)
-    st.triangles = scene.triangle_count
+    st.triangles = old["triangles"] if len(scene.instances) == old["instances"] else scene.triangle_count
     st.cache_hits = sum(len(k) for k in plan["refs"].values())
     st.warm = True
     report("upload", 1, 1)

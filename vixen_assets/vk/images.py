@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
+
 from .logical import LogicalDevice
 from .shim import NULL, QUEUE_FAMILY_IGNORED, check, ffi, lib, vk
 
@@ -106,6 +108,42 @@ def cmd_copy_buffer_to_image(cmd: Any, buffer: Any, base_offset: int, image: Any
     lib.vkCmdCopyBufferToImage(cmd, buffer, image.handle, vk.VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, len(copies), arr)
 
 
+#: ``VkBufferImageCopy`` as a numpy record (56 bytes): build many regions with array operations, no per-region loop
+BUFFER_IMAGE_COPY_DTYPE = np.dtype([
+    ("buffer_offset", "<u8"), ("row_length", "<u4"), ("image_height", "<u4"), ("aspect", "<u4"), ("level", "<u4"),
+    ("base_layer", "<u4"), ("layer_count", "<u4"), ("x", "<i4"), ("y", "<i4"), ("z", "<i4"), ("width", "<u4"),
+    ("height", "<u4"), ("depth", "<u4")])
+assert BUFFER_IMAGE_COPY_DTYPE.itemsize == ffi.sizeof("VkBufferImageCopy")
+
+
+def buffer_image_copies(n: int) -> np.ndarray:
+    """``n`` zeroed ``VkBufferImageCopy`` records (colour aspect, one layer, depth 1) to fill in and pass to
+    :func:`cmd_copy_buffer_to_image_array`.
+
+    :param n: the number of regions.
+    """
+    arr = np.zeros(n, dtype=BUFFER_IMAGE_COPY_DTYPE)
+    arr["aspect"] = ASPECT_COLOR
+    arr["layer_count"] = 1
+    arr["depth"] = 1
+    return arr
+
+
+def cmd_copy_buffer_to_image_array(cmd: Any, buffer: Any, image: Any, regions: np.ndarray) -> None:
+    """Record one ``vkCmdCopyBufferToImage`` (into TRANSFER_DST_OPTIMAL) from a :data:`BUFFER_IMAGE_COPY_DTYPE`
+    array (passed to the call without a copy; offsets are absolute in ``buffer``).
+
+    :param cmd: the command buffer.
+    :param buffer: the source ``VkBuffer``.
+    :param image: the destination (``handle``).
+    :param regions: the regions.
+    """
+    regions = np.ascontiguousarray(regions, dtype=BUFFER_IMAGE_COPY_DTYPE)
+    if len(regions):
+        lib.vkCmdCopyBufferToImage(cmd, buffer, image.handle, vk.VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, len(regions),
+                                   ffi.cast("VkBufferImageCopy*", ffi.from_buffer(regions)))
+
+
 def cmd_copy_image_to_buffer(cmd: Any, image: Any, layout: int, buffer: Any, base_offset: int,
                              copies: Sequence[ImageCopy]) -> None:
     """Record ``vkCmdCopyImageToBuffer`` from an image in ``layout``."""
@@ -155,3 +193,25 @@ def cmd_image_barriers(cmd: Any, images: Sequence[Any], *, old_layout: int, new_
         r.baseArrayLayer = 0
         r.layerCount = image.layers
     lib.vkCmdPipelineBarrier(cmd, src_stage, dst_stage, 0, 0, NULL, 0, NULL, n, arr)
+
+
+def cmd_copy_image(cmd: Any, src: Any, dst: Any, *, width: int, height: int, depth: int, levels: int,
+                   layers: int) -> None:
+    """Record ``vkCmdCopyImage`` of every mip level and array layer of ``src`` (TRANSFER_SRC_OPTIMAL) into ``dst``
+    (TRANSFER_DST_OPTIMAL): two images of the same format and extent (a defragmentation move).
+
+    ``src`` and ``dst`` are objects with ``handle`` (and optionally ``aspect``)."""
+    arr = ffi.new("VkImageCopy[]", levels)
+    aspect = getattr(src, "aspect", ASPECT_COLOR)
+    for level in range(levels):
+        r = arr[level]
+        for sub in (r.srcSubresource, r.dstSubresource):
+            sub.aspectMask = aspect
+            sub.mipLevel = level
+            sub.baseArrayLayer = 0
+            sub.layerCount = layers
+        r.extent.width = max(1, width >> level)
+        r.extent.height = max(1, height >> level)
+        r.extent.depth = max(1, depth >> level)
+    lib.vkCmdCopyImage(cmd, src.handle, vk.VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, dst.handle,
+                       vk.VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, levels, arr)

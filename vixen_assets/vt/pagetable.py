@@ -68,6 +68,26 @@ class PageTable:
                 sub[coarser] = new
             self._mark(k, rs)
 
+    def make_resident_many(self, levels: np.ndarray, tx: np.ndarray, ty: np.ndarray, slots: np.ndarray) -> None:
+        """:meth:`make_resident` for a batch (the result does not depend on the order): level-0 tiles, which
+        cover no finer entry, are written with one array operation; the others one by one.
+
+        :param levels: the tiles' levels.
+        :param tx: their columns.
+        :param ty: their rows.
+        :param slots: their cache slots.
+        """
+        levels = np.asarray(levels, np.int64)
+        fine = levels == 0
+        if fine.any():
+            n = self.layout.tiles_per_side(0)
+            rows = np.asarray(ty, np.int64)[fine]
+            self.entries[rows * n + np.asarray(tx, np.int64)[fine]] = np.asarray(slots, np.uint32)[fine]  # level 0
+            for r in np.unique(rows).tolist():
+                self._dirty.append((r * n, (r + 1) * n))
+        for i in np.flatnonzero(~fine).tolist():
+            self.make_resident(int(levels[i]), int(tx[i]), int(ty[i]), int(slots[i]))
+
     def evict(self, level: int, tx: int, ty: int) -> None:
         """Point the entries that resolved to tile ``(level, tx, ty)`` at its nearest resident ancestor.
 

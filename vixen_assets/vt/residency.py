@@ -13,6 +13,7 @@ can move a sample one level down, so a smaller margin oscillates). A thrash even
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
@@ -88,8 +89,8 @@ class Residency:
                 ev = self.evicted_at.pop(t, None)
                 if ev is not None and now - ev <= WINDOW:
                     thrash += 1
-        coords = self.layout.tile_coords
-        missing.sort(key=lambda t: (-coords(t)[0], -requests[t], t))
+        base = self.layout.level_base
+        missing.sort(key=lambda t: (-bisect_right(base, t), -requests[t], t))  # coarse first, then most requested
         loads: list[tuple[int, int]] = []
         evictions: list[int] = []
         for t in missing[:max_tiles]:

@@ -21,7 +21,6 @@ import math
 import os
 import time
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +28,8 @@ import numpy as np
 
 from ..errors import BudgetExceededError, ConfigError, DeviceClosedError, FormatError, UnsupportedFeatureError
 from ..vk import resources as vkr
-from ..vk.images import ImageCopy, cmd_copy_buffer_to_image, cmd_image_barrier
-from ..vk.enums import FormatFeature
+from ..vk.images import buffer_image_copies, cmd_copy_buffer_to_image_array, cmd_image_barrier
+from ..vk.enums import FormatFeature, MemoryProperty
 from ..vk.physical import format_properties
 from .gpu import (ACCESS_HOST_READ, ACCESS_SHADER_READ, ACCESS_SHADER_WRITE, ACCESS_TRANSFER_WRITE,
                   LAYOUT_SHADER_READ, LAYOUT_TRANSFER_DST, STAGE_COMPUTE, STAGE_HOST, STAGE_TOP, STAGE_TRANSFER,
@@ -51,6 +50,8 @@ FILTERS = {"nearest": 0, "bilinear": 1}
 PINNED_FRACTION = 8  # the pinned coarse levels take at most 1/8 of the cache
 FEEDBACK_SAMPLES = 1920 * 1080 // 16  # UE: one feedback texel per 4x4 pixels
 BACKENDS = ("pagetable", "sparse")
+STAGING = ("host_cached", "host_visible")
+READERS = ("zstd", "chunks")  # TileFile.read_tiles methods
 
 
 @dataclass
@@ -114,11 +115,18 @@ class VirtualTexture:
 
     def __init__(self, path: str | os.PathLike[str], device: Device, *, budget_mb: float = 256,
                  max_uploads_per_update: int | None = None, sample_capacity: int = 1 << 14,
-                 feedback_capacity: int | None = None, threads: int | None = None, backend: str = "pagetable") -> None:
+                 feedback_capacity: int | None = None, threads: int | None = None, backend: str = "pagetable",
+                 staging: str = "host_cached", reader: str = "zstd") -> None:
         """Open the file, size and allocate everything, upload the pinned levels; nothing is left on failure."""
         device.check_open()
         if backend not in BACKENDS:
             raise ConfigError(f"{backend!r} is not one of {', '.join(BACKENDS)}", option="backend")
+        if staging not in STAGING:
+            raise ConfigError(f"{staging!r} is not one of {', '.join(STAGING)}", option="staging")
+        if reader not in READERS:
+            raise ConfigError(f"{reader!r} is not one of {', '.join(READERS)}", option="reader")
+        self.staging = staging
+        self.reader = reader
         self.backend = backend
         self.sparse: SparseCache | None = None
         self.device = device
@@ -128,7 +136,6 @@ class VirtualTexture:
         self._last_value = 0
         self._feedback_value = 0
         self._gpu: VtGpu | None = None
-        self._pool: ThreadPoolExecutor | None = None
         self._closed = False
         try:
             self._open(budget_mb, max_uploads_per_update, sample_capacity, feedback_capacity, threads)
@@ -214,6 +221,7 @@ class VirtualTexture:
         else:
             self.atlas = own(dev.create_image(cols * lay.page, rows * lay.page, vk_format=vk_format,
                                               name=f"vt-cache:{name}", category="vt"))
+            self.atlas.movable = False  # VtGpu keeps a view of it: Device.defragment() must not move it
             self.pt_buf = own(mk(pt_bytes, "storage|transfer_dst", name=f"vt-pagetable:{name}", category="vt"))
         # feedback: counters and the request list stay on the device (atomics); the collect pass writes the
         # deduplicated (tile, count) pairs into a small host-visible list
@@ -227,7 +235,16 @@ class VirtualTexture:
                                  category="vt"))
         self.feedback_in = own(mk(feedback_capacity * 16, "storage", strategy="host_visible",
                                   name=f"vt-feedback-samples:{name}", category="vt"))
-        self.ring = own(dev.staging_ring(segment_size=seg, segments=2))
+        ring = dev.staging_ring(segment_size=seg, segments=2, strategy=self.staging)
+        flags = dev.info.memory_types[ring.segments[0].allocation.block.type_index].flags
+        if not flags & MemoryProperty.HOST_COHERENT:  # a cached type that needs flushes: the plain staging type
+            ring.destroy()
+            ring = dev.staging_ring(segment_size=seg, segments=2)
+            flags = dev.info.memory_types[ring.segments[0].allocation.block.type_index].flags
+        self.ring = own(ring)
+        #: decompress straight into staging (cached memory); else through a cached page per thread and a copy, as
+        #: zstd reads back its output and write-combined memory is slow to read
+        self.direct = bool(flags & MemoryProperty.HOST_CACHED)
         self._gpu = VtGpu(dev, self.atlas, vk_format)  # no atlas with the sparse backend
         g = self._gpu
         assert g.feedback_pipe is not None
@@ -248,8 +265,8 @@ class VirtualTexture:
             vkr.cmd_fill_buffer(cmd, buf.handle, buf.offset, buf.size & ~3, 0)
         g.barrier(cmd, STAGE_TRANSFER, STAGE_COMPUTE, ACCESS_TRANSFER_WRITE, ACCESS_SHADER_READ | ACCESS_SHADER_WRITE)
         self._last_value = g.submit(idx)
-        self._pool = ThreadPoolExecutor(max_workers=threads or max(2, min(16, os.cpu_count() or 2)),
-                                        thread_name_prefix="vixen-vt-read")
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.threads = int(threads or max(1, min(32, cpus)))  # the cores this process may run on
         self.table = PageTable(lay)
         self.residency = Residency(lay, slots, pinned_levels)
         self._requests: Counter[int] = Counter()
@@ -276,96 +293,104 @@ class VirtualTexture:
         self.device.check_open()
 
     # -- loading ---------------------------------------------------------------------------------------------------
-    def _read(self, tile: int, view: np.ndarray) -> int:
-        self.file.read_tile(tile, view)
-        return int(self.file.index[tile]["length"])
-
-    def _read_interior(self, tile: int, view: np.ndarray) -> int:
-        """Read a tile and copy its interior (no border) into ``view``: a sparse page."""
-        lay = self.layout
-        b, t = lay.border, lay.tile
-        page = self.file.read_tile(tile).reshape(lay.page, lay.page, 4)
-        np.copyto(view.reshape(t, t, 4), page[b:b + t, b:b + t])
-        return int(self.file.index[tile]["length"])
+    def _coords(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(level, tx, ty)`` arrays of tile numbers."""
+        lv = np.searchsorted(self._base, tiles, side="right") - 1
+        i = tiles - self._base[lv]
+        n = self._tps[lv]
+        return lv, i % n, i // n
 
     def _load(self, loads: list[tuple[int, int]], evictions: list[int] = ()) -> tuple[int, int, list[FormatError]]:
-        """Read ``(tile, slot)`` pairs into staging in parallel, then submit their copies and the page-table rows
-        that changed in one command buffer (sparse: after binding the pages, and unbinding the ``evictions``').
-        Returns ``(uploaded, compressed bytes read, errors)``."""
+        """Read and decompress the ``(tile, slot)`` pairs into one staging range (the whole batch at once, on all
+        cores: :meth:`TileFile.read_tiles`), then submit their copies (one ``vkCmdCopyBufferToImage`` with a region
+        per tile) and the changed page-table rows (one ``vkCmdCopyBuffer``) in one command buffer (sparse: after binding the
+        pages, and unbinding the ``evictions``'). Returns ``(uploaded, compressed bytes read, errors)``."""
         lay = self.layout
-        page = lay.page
-        slices = [self.ring.alloc(self.slot_bytes) for _ in loads]
-        assert self._pool is not None
-        read = self._read_interior if self.sparse is not None else self._read
-        futures = [self._pool.submit(read, t, s.view) for (t, _slot), s in zip(loads, slices)]
+        page, raw = lay.page, lay.raw_bytes
+        n = len(loads)
         errors: list[FormatError] = []
-        ok: list[tuple[int, int, Any]] = []
         nbytes = 0
-        for (t, slot), s, f in zip(loads, slices, futures):
-            try:
-                nbytes += f.result()
-            except FormatError as exc:
+        ok_pos = np.zeros(0, np.int64)
+        stage = None
+        if n:
+            tiles = np.fromiter((t for t, _ in loads), np.int64, n)
+            stage = self.ring.alloc(n * raw)
+            rows = stage.view.reshape(n, raw)
+            nbytes, bad = self.file.read_tiles(tiles, rows, threads=max(1, min(self.threads, n // 4)),
+                                               direct=self.direct, method=self.reader)
+            failed = np.zeros(n, bool)
+            for i, exc in bad:
                 errors.append(exc)
-                self.residency.failed(t)
-                continue
-            ok.append((t, slot, s))
-            lv, tx, ty = lay.tile_coords(t)
-            self.table.make_resident(lv, tx, ty, slot)
-        pt_slices = []
-        for a, b in self.table.take_dirty():
-            if self.pt_buf is None:
-                continue  # sparse: the host copy only answers resident_level()
-            s = self.ring.alloc((b - a) * 4)
-            s.view[:] = self.table.entries[a:b].view(np.uint8)
-            pt_slices.append((a, s))
+                failed[i] = True
+                self.residency.failed(loads[i][0])
+            ok_pos = np.flatnonzero(~failed)
+            lv, tx, ty = self._coords(tiles)
+            slots = np.fromiter((s for _t, s in loads), np.int64, n)
+            self.table.make_resident_many(lv[ok_pos], tx[ok_pos], ty[ok_pos], slots[ok_pos])
+        dirty = self.table.take_dirty()
+        if self.pt_buf is None:
+            dirty = []  # sparse: the host copy only answers resident_level()
+        pt_stage = None
+        if dirty:
+            total = sum(b - a for a, b in dirty)
+            pt_stage = self.ring.alloc(total * 4)
+            pt_regions = vkr.copy_regions(len(dirty))
+            at = 0
+            pt_words = pt_stage.view.view(np.uint32)
+            for k, (a, b) in enumerate(dirty):
+                pt_words[at:at + b - a] = self.table.entries[a:b]
+                pt_regions[k] = (pt_stage.buffer.offset + pt_stage.offset + at * 4, self.pt_buf.offset + a * 4,
+                                 (b - a) * 4)
+                at += b - a
         g = self._gpu
         assert g is not None
         bound = 0
-        if self.sparse is not None and (ok or evictions):
-            bound = self.sparse.bind([(t, slot) for t, slot, _s in ok], list(evictions),
+        if self.sparse is not None and (len(ok_pos) or evictions):
+            bound = self.sparse.bind([loads[i] for i in ok_pos.tolist()], list(evictions),
                                      after=max(g.latest, self._last_value))
             self._last_value = bound
-        if not ok and not pt_slices:
+        if not len(ok_pos) and pt_stage is None:
             return 0, nbytes, errors
         idx, cmd = g.record()
         g.barrier(cmd, STAGE_COMPUTE, STAGE_TRANSFER, 0, 0)  # earlier samples finished reading what is rewritten
         image = self.sparse.image if self.sparse is not None else self.atlas
-        if ok:
+        if len(ok_pos):
+            assert stage is not None
             old = image.layout
             cmd_image_barrier(cmd, image, old_layout=old, new_layout=LAYOUT_TRANSFER_DST,
                               src_stage=STAGE_COMPUTE if old else STAGE_TOP, dst_stage=STAGE_TRANSFER,
                               src_access=0, dst_access=ACCESS_TRANSFER_WRITE)
-            by_segment: dict[int, tuple[Any, list[ImageCopy]]] = {}
-            for t, slot, s in ok:
-                entry = by_segment.setdefault(id(s.buffer), (s.buffer, []))
-                if self.sparse is not None:  # the tile's place in the full image
-                    lv, tx, ty = lay.tile_coords(t)
-                    entry[1].append(ImageCopy(buffer_offset=s.offset, size=self.slot_bytes, level=lv, base_layer=0,
-                                              layer_count=1, width=lay.tile, height=lay.tile, x=tx * lay.tile,
-                                              y=ty * lay.tile))
-                else:  # the slot's page in the atlas
-                    x, y = (slot % self.cols) * page, (slot // self.cols) * page
-                    entry[1].append(ImageCopy(buffer_offset=s.offset, size=lay.raw_bytes, level=0, base_layer=0,
-                                              layer_count=1, width=page, height=page, x=x, y=y))
-            for seg, copies in by_segment.values():
-                cmd_copy_buffer_to_image(cmd, seg.handle, seg.offset, image, copies)
+            regions = buffer_image_copies(len(ok_pos))
+            first = stage.buffer.offset + stage.offset + ok_pos * raw
+            if self.sparse is not None:  # the page's interior (its border skipped) to the tile's place in the image
+                b, t = lay.border, lay.tile
+                regions["buffer_offset"] = first + (b * page + b) * 4
+                regions["row_length"] = page
+                regions["level"] = lv[ok_pos]
+                regions["x"] = tx[ok_pos] * t
+                regions["y"] = ty[ok_pos] * t
+                regions["width"] = regions["height"] = t
+            else:  # the whole bordered page to its slot in the atlas
+                regions["buffer_offset"] = first
+                regions["x"] = (slots[ok_pos] % self.cols) * page
+                regions["y"] = (slots[ok_pos] // self.cols) * page
+                regions["width"] = regions["height"] = page
+            cmd_copy_buffer_to_image_array(cmd, stage.buffer.handle, image, regions)
             cmd_image_barrier(cmd, image, old_layout=LAYOUT_TRANSFER_DST, new_layout=LAYOUT_SHADER_READ,
                               src_stage=STAGE_TRANSFER, dst_stage=STAGE_COMPUTE, src_access=ACCESS_TRANSFER_WRITE,
                               dst_access=ACCESS_SHADER_READ)
-        for a, s in pt_slices:
-            regions = vkr.copy_regions(1)
-            regions[0] = (s.buffer.offset + s.offset, self.pt_buf.offset + a * 4, s.size)
-            vkr.cmd_copy_buffer(cmd, s.buffer.handle, self.pt_buf.handle, regions)
+        if pt_stage is not None:
+            vkr.cmd_copy_buffer(cmd, pt_stage.buffer.handle, self.pt_buf.handle, pt_regions)
         g.barrier(cmd, STAGE_TRANSFER, STAGE_COMPUTE, ACCESS_TRANSFER_WRITE, ACCESS_SHADER_READ)
         value = g.submit(idx, after=bound)
         self.ring.submit(value)
-        if ok:
+        if len(ok_pos):
             image.layout = LAYOUT_SHADER_READ
         for res in (self.atlas, self.pt_buf):
             if res is not None:
                 res.last_use = value
         self._last_value = value
-        return len(ok), nbytes, errors
+        return len(ok_pos), nbytes, errors
 
     # -- requests --------------------------------------------------------------------------------------------------
     def tile_ids(self, u: Any, v: Any, lod: Any, *, bias: float = 0.0) -> np.ndarray:
@@ -623,8 +648,6 @@ class VirtualTexture:
             if self._gpu is not None and not self.device.closed:
                 self._gpu.wait(max(self._last_value, self._feedback_value, *self._gpu.values))
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
             if self._gpu is not None:
                 self._gpu.destroy()
             if self.sparse is not None:
@@ -658,7 +681,8 @@ class VirtualTexture:
 def open_virtual_texture(path: str | os.PathLike[str], device: Device, *, budget_mb: float = 256,
                          max_uploads_per_update: int | None = None, sample_capacity: int = 1 << 14,
                          feedback_capacity: int | None = None, threads: int | None = None,
-                         backend: str = "pagetable") -> VirtualTexture:
+                         backend: str = "pagetable", staging: str = "host_cached",
+                         reader: str = "zstd") -> VirtualTexture:
     """Open a ``.vtex`` file for streaming on ``device`` (a context manager; :meth:`VirtualTexture.release`).
 
     :param path: the tile file (see :func:`vixen_assets.vt.build`).
@@ -669,10 +693,17 @@ def open_virtual_texture(path: str | os.PathLike[str], device: Device, *, budget
     :param sample_capacity: samples per :meth:`VirtualTexture.sample` dispatch (larger calls are split).
     :param feedback_capacity: samples per feedback dispatch (larger arrays are split); default a 1080p frame's
         (129,600, one per 4 x 4 pixels as in UE), fewer for budgets under 128 MB.
-    :param threads: tile-reading threads.
+    :param threads: threads that read and decompress tiles in each update (default: the cores this process may
+        run on, at most 32).
     :param backend: ``"pagetable"`` (an atlas of bordered pages and a page table; any size) or ``"sparse"`` (a
         sparse-resident image of the whole texture, pages bound with ``vkQueueBindSparse``; RGBA8, tiles of the
         sparse page shape, textures up to ``maxImageDimension2D``).
+    :param staging: memory of the staging ring: ``"host_cached"`` (tiles are decompressed straight into it) or
+        ``"host_visible"`` (write-combined on discrete GPUs: each tile is decompressed into a cached page, then
+        copied); a cached type that is not coherent falls back to ``"host_visible"``.
+    :param reader: how an update reads its batch (:meth:`TileFile.read_tiles` ``method``): ``"zstd"`` (reads in the
+        calling thread, decompression in zstd's C threads, then a copy: no GIL hand-offs) or ``"chunks"`` (one chunk
+        per Python thread, decompressed straight into staging).
     :raises FormatError: for a bad file or a corrupt pinned tile.
     :raises UnsupportedFeatureError: when the device or the file does not suit the sparse backend.
     :raises ConfigError: when the budget cannot hold the pinned levels and a few streamed tiles.
@@ -680,7 +711,7 @@ def open_virtual_texture(path: str | os.PathLike[str], device: Device, *, budget
     """
     return VirtualTexture(path, device, budget_mb=budget_mb, max_uploads_per_update=max_uploads_per_update,
                           sample_capacity=sample_capacity, feedback_capacity=feedback_capacity, threads=threads,
-                          backend=backend)
+                          backend=backend, staging=staging, reader=reader)
 
 
 __all__ = ["VirtualTexture", "UpdateStats", "VtStats", "open_virtual_texture"]

@@ -18,15 +18,18 @@ from __future__ import annotations
 import os
 import struct
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import xxhash
 import zstandard
 
 from ..errors import FormatError
+from . import tileread
 
 MAGIC = b"VXVT"
 VERSION = 1
@@ -174,6 +177,9 @@ class TileFile:
         self._fd = os.open(self.path, os.O_RDONLY)
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+        self._scratch = bytearray(0)  # compressed bytes of a batch ("zstd" method), reused
         try:
             self._parse()
         except BaseException:
@@ -285,6 +291,77 @@ class TileFile:
         np.copyto(out[:expected], arr)
         return out
 
+    def read_tiles(self, tile_ids: Sequence[int] | np.ndarray, out: np.ndarray, *,
+                   threads: int = 1, direct: bool = True,
+                   method: str = "zstd") -> tuple[int, list[tuple[int, FormatError]]]:
+        """Read, check and decompress a batch of tiles into the rows of ``out`` (e.g. a mapped staging range) on
+        ``threads`` cores (see :mod:`vixen_assets.vt.tileread`). A tile that fails its checks is skipped (its row is
+        not written) and reported; the others are still loaded.
+
+        :param tile_ids: the tile numbers.
+        :param out: C-contiguous uint8 rows of at least ``raw_bytes`` each; row ``i`` receives tile ``tile_ids[i]``.
+        :param threads: threads to use (1: only the calling thread).
+        :param direct: (``"chunks"``) decompress straight into ``out`` (cached memory); ``False`` for write-combined
+            memory (a discrete GPU's plain host-visible staging): through a cached page per thread, then copied.
+        :param method: ``"zstd"``: reads in this thread, the batch decompressed in zstd's own C threads (no GIL
+            hand-offs), pages copied into ``out``; ``"chunks"``: one chunk of the batch per Python thread (a pool
+            the file keeps), each tile decompressed straight into its row (one GIL hand-off per step).
+        :returns: ``(compressed bytes read, [(position in tile_ids, FormatError), ...])`` in position order.
+        :raises FormatError: when the file was closed.
+        """
+        ids = np.asarray(tile_ids, dtype=np.int64).ravel()
+        n = len(ids)
+        raw_bytes = self.layout.raw_bytes
+        if out.ndim != 2 or out.shape[0] < n or out.shape[1] < raw_bytes or not out.flags.c_contiguous:
+            raise ValueError(f"out {out.shape} cannot hold {n} pages of {raw_bytes} bytes in C-contiguous rows")
+        if n == 0:
+            return 0, []
+        if ids.min() < 0 or ids.max() >= self.layout.tile_count:
+            raise IndexError(f"tile numbers outside 0..{self.layout.tile_count - 1}")
+        e = self.index[ids]
+        off, length = e["offset"].astype(np.int64), e["length"].astype(np.int64)
+        good = ((e["raw"] == raw_bytes) & (length > 0) & (length <= self.max_length) & (off >= self.data_start)
+                & (off + length <= self.file_size))
+        errors: list[tuple[int, FormatError]] = []
+        for i in np.flatnonzero(~good).tolist():  # the one-tile path says what is wrong
+            try:
+                self.read_compressed(int(ids[i]))
+            except FormatError as exc:
+                errors.append((i, exc))
+        pos = np.flatnonzero(good)
+        items = list(zip(pos.tolist(), ids[pos].tolist(), off[pos].tolist(), length[pos].tolist(),
+                         e["checksum"][pos].tolist()))
+        if method not in tileread.METHODS:
+            raise ValueError(f"method {method!r} is not one of {tileread.METHODS}")
+        threads = max(1, min(int(threads), len(items)))
+        nbytes = 0
+        with self._lock:
+            if self._fd < 0:
+                raise FormatError("file is closed", path=self.path)
+            dst = tileread.destination(out)
+            if method == "zstd":
+                need = int(length[pos].sum())
+                if len(self._scratch) < need:
+                    self._scratch = bytearray(need)
+                got, errs = tileread.read_batch(self, self._fd, items, out, dst, threads, self._scratch)
+                return got, sorted(errors + errs, key=lambda p: p[0])
+            chunks = [items[k * len(items) // threads:(k + 1) * len(items) // threads] for k in range(threads)]
+            futures = []
+            if threads > 1:
+                if self._pool is None or self._pool_size < threads - 1:
+                    if self._pool is not None:
+                        self._pool.shutdown(wait=True)
+                    self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="vixen-vt-read")
+                    self._pool_size = threads - 1
+                futures = [self._pool.submit(tileread.read_chunk, self, self._fd, c, out, dst, direct)
+                           for c in chunks[1:]]
+            results = [tileread.read_chunk(self, self._fd, chunks[0], out, dst, direct)]  # this thread reads too
+            results += [f.result() for f in futures]
+        for got, errs in results:
+            nbytes += got
+            errors += errs
+        return nbytes, sorted(errors, key=lambda p: p[0])
+
     def read_pixels(self, tile_id: int) -> np.ndarray:
         """An RGBA8 tile as ``(page, page, 4)`` (BC7 tiles decoded with texture2ddecoder).
 
@@ -303,6 +380,9 @@ class TileFile:
     def close(self) -> None:
         """Close the file; safe to call twice."""
         with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
