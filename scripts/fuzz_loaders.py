@@ -234,7 +234,8 @@ def mutate(data: bytes, rnd: random.Random, seeds: list[bytes], text: bool) -> b
     """1 to 4 random mutations of ``data``."""
     buf = bytearray(data)
     for _ in range(rnd.randint(1, 4)):
-        op = rnd.randrange(9 if text else 7)
+        # text (.usda): mostly token and line edits that keep it parseable, so the loader gets past the parser
+        op = rnd.choice((7, 7, 7, 7, 8, 8, 0, 1, 2, 3, 4, 5, 6)) if text else rnd.randrange(7)
         n = len(buf)
         if n == 0:
             buf += bytes(rnd.randrange(256) for _ in range(8))
@@ -242,8 +243,8 @@ def mutate(data: bytes, rnd: random.Random, seeds: list[bytes], text: bool) -> b
         pos = rnd.randrange(n)
         if op == 0:  # bit flip
             buf[pos] ^= 1 << rnd.randrange(8)
-        elif op == 1:  # random byte
-            buf[pos] = rnd.randrange(256)
+        elif op == 1:  # random byte (printable in text)
+            buf[pos] = rnd.randrange(32, 127) if text else rnd.randrange(256)
         elif op == 2 and n >= 4:  # an interesting 32-bit value, aligned as headers are
             p = (pos & ~3) if rnd.random() < 0.7 else pos
             p = min(p, n - 4)
@@ -320,7 +321,6 @@ def worker(fmt: str, seed: int, start: int, count: int, validation: bool, budget
     from vixen_assets.errors import VixenError
 
     seeds = SEEDS[fmt](assets)
-    path = os.path.join(tmp, f"input-{os.getpid()}{SUFFIX[fmt]}")
     dev = va.open_device(validation=validation, budget=va.BudgetOptions.from_mib(budget_mb, staging_timeout_s=5.0))
     out = sys.stdout
     seen = len(dev.validation_problems())
@@ -329,6 +329,8 @@ def worker(fmt: str, seed: int, start: int, count: int, validation: bool, budget
     try:
         for i in range(start, start + count):
             data = make_input(fmt, seed, i, seeds)
+            # a new name per input: USD's layer registry (and any cache by path) must never serve an earlier input
+            path = os.path.join(tmp, f"input-{os.getpid()}-{i}{SUFFIX[fmt]}")
             with open(path, "wb") as fh:
                 fh.write(data)
             out.write(json.dumps({"begin": i}) + "\n")
@@ -367,6 +369,7 @@ def worker(fmt: str, seed: int, start: int, count: int, validation: bool, budget
                 outcome += f" VALIDATION:{problems[0][:300]}"
             out.write(json.dumps({"i": i, "outcome": outcome, "ms": round(ms, 2), "rss": rss}) + "\n")
             out.flush()
+            os.unlink(path)
     finally:
         dev.close()
     return 0

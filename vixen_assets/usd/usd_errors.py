@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 _RECORD = re.compile(r"Error in '[^']*' at line \d+ in file [^:]* : '(.*?)'(?=\s*(?:Error in '|$))", re.S)
-_NAMESPACE = re.compile(r"pxrInternal_v\d+_\d+(?:_\d+)?__pxrReserved__::")
+_NAMESPACE = re.compile(r"pxrInternal_v\d+_\d+(?:_\d+)?__pxrReserved__(?:::|_)")
 _GENERIC = re.compile(r"^Failed to open layer @")
 
 

@@ -212,6 +212,10 @@ class _Walker:
             except Tf.ErrorException as exc:  # USD refuses the prim (a bad xformOp, ...): a bad prim, not a crash
                 it.PruneChildren()
                 self.warn(str(prim.GetPath()), None, f"USD cannot read the prim: {usd_reason(exc)}")
+            except (TypeError, ValueError) as exc:  # a value of an unexpected type (``iot[] protoIndices``, ...)
+                it.PruneChildren()
+                self.warn(str(prim.GetPath()), None, f"a value of the prim has an unexpected type or shape "
+                                                     f"({type(exc).__name__}: {exc})")
         return items
 
     def _visit(self, prim: Any, it: Any, relative_to: Any, items: list[_Item]) -> None:
