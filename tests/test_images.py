@@ -92,6 +92,7 @@ def test_a_3d_texture_with_array_layers_is_refused_before_vulkan(device: Any, tm
     ({"width": 4, "height": 4, "layers": 1 << 20}, UnsupportedFeatureError, "max_image_array_layers"),
     ({"width": 4, "height": 4, "vk_format": 1_000_000}, UnsupportedFormatError, "1000000"),
     ({"width": 4, "height": 4, "vk_format": 157}, UnsupportedFeatureError, "ASTC_4x4"),  # lavapipe, NVIDIA: no ASTC
+    ({"width": 4, "height": 4, "vk_format": 126}, UnsupportedFeatureError, "depth/stencil"),  # D32_SFLOAT (fuzzing)
 ])
 def test_create_image_checks_parameters_first(device: Any, kwargs: dict[str, Any], error: type, text: str) -> None:
     kwargs = dict(kwargs)

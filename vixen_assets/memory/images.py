@@ -197,6 +197,9 @@ def check_image_parameters(ctx: GpuContext, name: str, *, vk_format: int, image_
         info = format_info(vk_format)
     except UnsupportedFormatError as exc:
         raise UnsupportedFormatError(f"{where}: {exc.reason}", field="vk_format") from None
+    if info.family == "depth_stencil":  # images here are colour images (uploads and barriers use the colour aspect)
+        raise UnsupportedFeatureError(f"{where}: {info.name} is a depth/stencil format; only colour formats are "
+                                      "supported", feature=info.name)
     limits = ctx.info.limits
     dims: tuple[int, ...]
     if faces == 6:
