@@ -205,6 +205,29 @@ class BatchedUploader:
         self._direct_bytes = 0
         self._closed = False
 
+    @property
+    def fill_threads(self) -> int:
+        """How many fill threads copy staging fills and large direct writes (default: the CPUs, at most 16)."""
+        return self._workers
+
+    def set_fill_threads(self, count: int) -> None:
+        """Replace the fill threads by ``count`` of them (tests and tuning: a many-core host's pipeline anywhere).
+
+        Fills and direct writes already running finish on the old threads first.
+
+        :param count: the number of fill threads, at least 1.
+        :raises ConfigError: ``count`` is not a positive integer.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigError(f"must be a positive integer, got {count!r}", option="fill_threads")
+        with self._lock:
+            old = self._threads
+            self._wait_direct()
+            old.shutdown(wait=True)  # pending batches' fills complete; their futures stay valid
+            self._threads = ThreadPoolExecutor(max_workers=count, thread_name_prefix="vixen-fill")
+            self._workers = count
+            self._split_direct = count >= 4
+
     # -- enqueue --------------------------------------------------------------------------------------------------
     def enqueue(self, dst: Buffer, data: Any, dst_offset: int = 0) -> None:
         """Schedule a copy of ``data`` into ``dst`` at ``dst_offset`` (done at the next :meth:`flush`)."""
