@@ -8,14 +8,17 @@
   are done, while enqueueing goes on into the next batch: host fills overlap the copies of earlier batches. With
   many fill threads (discrete GPUs' hosts) each staging chunk is filled in slices so that one wave of the threads
   fills about one batch: batches complete in order, the first copy starts after one batch's fill (not after a
-  chunk per thread), and the fill thread that completes a sealed batch submits it at once (it does not wait for
-  the enqueueing thread to come back).
+  chunk per thread), and the fill that completes a sealed batch wakes the submitter thread, which submits it at
+  once (it does not wait for the enqueueing thread to come back). A batch stays in ``_sealed`` until its
+  destinations' ``last_use`` is set, and the pending tests (``has_pending``, ``flush_if_pending``) take the lock,
+  so a read or a retire never slips between the two.
 - When the destination is host-visible (unified memory, e.g. lavapipe; resizable BAR) and ``direct_writes`` is on,
   the bytes go straight into the mapped destination: no staging copy, no GPU work. With 4 or more fill threads,
   pieces of 2 MiB and more are written by several fill threads at once and ``enqueue`` returns without waiting for
   them (the next piece's ``create_buffer`` and enqueue overlap the writes; at most ``DIRECT_INFLIGHT`` bytes are
   outstanding); ``flush()`` (and any read, retire or staged submission) waits for them. As for staged pieces, the
-  source must not change until ``flush()``.
+  source must not change until ``flush()``. A direct write into a destination first waits for the direct writes
+  into it still running and submits the staged copies into it still pending: the later write lands last.
 - ``flush()`` makes one ``vkQueueSubmit`` per batch on the upload queue (the dedicated transfer queue when the device
   has one) and returns a :class:`Ticket` (``wait()`` / ``done``) covering everything enqueued before it. With a
   separate transfer queue, the destinations are released by the transfer family and acquired by the main family
@@ -204,6 +207,11 @@ class BatchedUploader:
         self._direct_dsts: dict[int, Buffer] = {}
         self._direct_bytes = 0
         self._closed = False
+        # sealed batches are submitted by one submitter thread, woken by the fill that completes them (never by a fill
+        # thread: a fill thread blocked on the lock could starve the direct writes the lock holder waits for)
+        self._kick = threading.Event()
+        self._submitter = threading.Thread(target=self._submit_loop, name="vixen-submit", daemon=True)
+        self._submitter.start()
 
     @property
     def fill_threads(self) -> int:
@@ -250,6 +258,8 @@ class BatchedUploader:
             alloc = dst._alloc
             mapped = alloc.block.mapped
             if mapped is not None:  # host-visible destination: write straight into it
+                if self._direct or self._sealed or self._batch.groups:
+                    self._settle_direct(dst)  # earlier writes into dst (staged or on the fill threads) land first
                 if dst.last_use and not self.lifetime.is_done(dst.last_use):
                     self.lifetime.wait(dst.last_use)  # never write under the GPU's feet
                 start = alloc.offset + dst_offset
@@ -272,6 +282,16 @@ class BatchedUploader:
             if self._sealed:
                 self._submit_ready()
 
+    def _settle_direct(self, dst: Buffer) -> None:
+        """Before a direct write into ``dst``: wait for the direct writes into it still running on the fill threads
+        and submit the staged copies into it not yet submitted (the caller then waits for ``dst.last_use``)."""
+        key = id(dst)
+        with self._lock:
+            if key in self._direct_dsts:
+                self._wait_direct()
+            if any(key in b.dsts for b in (self._batch, *self._sealed)):
+                self.flush()
+
     def _write_direct_async(self, dst: Buffer, view: np.ndarray, src: np.ndarray) -> None:
         """Write ``src`` into the mapped ``view`` on the fill threads, in slices that spread one piece over all of
         them (at least ``FILL_SPLIT`` bytes each); :meth:`flush` waits for them."""
@@ -291,6 +311,7 @@ class BatchedUploader:
     def _wait_direct(self) -> None:
         """Wait for the direct writes still running on the fill threads (call with the lock held)."""
         if not self._direct:
+            self._direct_dsts.clear()  # the in-flight bound may have waited for them all already
             return
         try:
             while self._direct:
@@ -451,24 +472,20 @@ class BatchedUploader:
         an auto-flush sealed and whose staging fills were still running.
         """
         with self._lock:
-            if self._error is not None:  # a submission made by a fill thread failed
+            if self._error is not None:  # a submission made by the submitter thread failed
                 err, self._error = self._error, None
                 raise err
             self._wait_direct()
-            batch = self._batch
-            self._batch = _Batch()
+            self._seal()  # the open batch goes last in line (visible as pending until it is submitted)
             self.collect()
             ticket = None
             while self._sealed:
-                ticket = self._submit_batch(self._sealed.popleft(), ticket)
-            if batch.empty():
-                self.pool.give_back(batch.staging)
-                if ticket is not None:
-                    return ticket
-                # nothing new: the ticket still covers every batch submitted before (auto-flushes inside enqueue)
-                last = self._inflight[-1][0] if self._inflight else 0
-                return Ticket(self if last else None, last, 0, 0, 0)
-            return self._submit_batch(batch, ticket)
+                ticket = self._submit_oldest_sealed(ticket)
+            if ticket is not None:
+                return ticket
+            # nothing new: the ticket still covers every batch submitted before (auto-flushes inside enqueue)
+            last = self._inflight[-1][0] if self._inflight else 0
+            return Ticket(self if last else None, last, 0, 0, 0)
 
     def _seal(self) -> None:
         """Auto-flush: close the current batch; it is submitted once its staging fills are done (see
@@ -478,21 +495,38 @@ class BatchedUploader:
             self._batch = _Batch()
 
     def _submit_ready(self) -> None:
-        """Submit, in order, the sealed batches whose staging fills have finished."""
+        """Submit, in order, the sealed batches whose staging fills have finished (call with the lock held)."""
         while self._sealed and all(f.done() for f in self._sealed[0].fills):
-            self._submit_batch(self._sealed.popleft())
+            self._submit_oldest_sealed()
+
+    def _submit_oldest_sealed(self, prev: Ticket | None = None) -> Ticket:
+        """Submit ``_sealed[0]``; it stays in ``_sealed`` until its destinations' ``last_use`` is set, so that a
+        reader or a retire that tests :attr:`has_pending` (under the lock) never misses it."""
+        try:
+            return self._submit_batch(self._sealed[0], prev)
+        finally:
+            self._sealed.popleft()
 
     def _fill_done(self, _fut: Future[Any]) -> None:
-        """A fill finished (on a fill thread): submit the sealed batches it completed, unless another thread holds
-        the uploader (that thread submits them: every enqueue and flush calls :meth:`_submit_ready`)."""
-        if not self._sealed or self._closed or not self._lock.acquire(blocking=False):
-            return
-        try:
-            self._submit_ready()
-        except BaseException as e:  # noqa: BLE001 - raised again by the next flush, never lost on a fill thread
-            self._error = e
-        finally:
-            self._lock.release()
+        """A fill finished (on a fill thread): wake the submitter thread when a sealed batch waits."""
+        if self._sealed:
+            self._kick.set()
+
+    def _submit_loop(self) -> None:
+        """The submitter thread: submit the sealed batches whose fills are done, each time a fill wakes it."""
+        kick = self._kick
+        while True:
+            kick.wait()
+            kick.clear()  # a fill finishing from here on wakes the next round
+            if self._closed:
+                return
+            with self._lock:
+                if self._closed:
+                    return
+                try:
+                    self._submit_ready()
+                except BaseException as e:  # noqa: BLE001 - raised again by the next flush, never lost here
+                    self._error = e
 
     def _submit_batch(self, batch: _Batch, prev: Ticket | None = None) -> Ticket:
         """Record and submit one batch once its fills are done; the ticket also counts ``prev``'s batches."""
@@ -665,14 +699,15 @@ class BatchedUploader:
     @property
     def has_pending(self) -> bool:
         """True when anything (buffer or image copies) is enqueued and not yet submitted."""
-        return bool(self._sealed) or not self._batch.empty() or bool(self._direct)
+        with self._lock:  # exact: every submission happens under the lock
+            return bool(self._sealed) or not self._batch.empty() or bool(self._direct)
 
     def flush_if_pending(self, resource: object) -> None:
         """Submit the pending batches when they copy into ``resource`` (a buffer or an image); the pending-flush
         callback the device registers on its ``GpuContext`` (called before ``resource`` retires)."""
-        batch = self._batch
-        if id(resource) in batch.dsts or batch.images or self._sealed or self._direct_dsts:  # cheap test first
-            with self._lock:
+        with self._lock:  # a submission in progress (submitter thread) ends before the test
+            batch = self._batch
+            if id(resource) in batch.dsts or batch.images or self._sealed or self._direct_dsts:  # cheap test first
                 if self.pending_for(resource):
                     self.flush()
 
@@ -717,6 +752,8 @@ class BatchedUploader:
         try:
             self.drain()
         finally:
+            self._kick.set()
+            self._submitter.join()
             self._threads.shutdown(wait=True)
             self.pool.destroy()
             for pool in self._pools.values():
