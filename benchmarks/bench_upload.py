@@ -407,7 +407,7 @@ class Bench:
             dst[:nbytes].fill(1)
             t0 = time.process_time()
             for i in range(0, nbytes, piece):
-                np.copyto(dst[i:i + piece], data[i:min(i + piece, nbytes)])
+                np.copyto(dst[i:min(i + piece, nbytes)], data[i:min(i + piece, nbytes)])
             return time.process_time() - t0
 
         plain = min(memcpy_cpu() for _ in range(FLOOR_REPEAT))

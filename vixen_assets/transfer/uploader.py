@@ -610,19 +610,20 @@ class BatchedUploader:
 
     @staticmethod
     def _ownership_ranges(batch: _Batch) -> list[tuple[Any, int, int]]:
-        """The ``(VkBuffer, offset, size)`` ranges to release and acquire: the destinations' ranges, where several
-        sit back to back in one ``VkBuffer`` (arena buffers, created one after another) merged into one barrier.
+        """The ``(VkBuffer, offset, size)`` ranges to release and acquire: the bytes this batch's copies wrote (not
+        whole destinations: a buffer filled over several batches, or a part of a buffer in use, only hands over what
+        the transfer queue wrote), where several sit back to back in one ``VkBuffer`` (arena buffers, created one
+        after another; the chunks of one large piece) merged into one barrier.
 
         Ranges less than 256 bytes apart (alignment padding) merge too; a barrier per destination costs a few µs of
         Python each, which dominated batches of thousands of small buffers.
         """
         per_handle: dict[int, tuple[Any, list[tuple[int, int]]]] = {}
-        for dst in batch.dsts.values():
-            h = dst._handle
+        for _src, h, regions in batch.groups.values():
             entry = per_handle.get(id(h))
             if entry is None:
                 entry = per_handle[id(h)] = (h, [])
-            entry[1].append((dst._offset, dst._offset + dst.size))
+            entry[1].extend((r[1], r[1] + r[2]) for r in regions)
         out: list[tuple[Any, int, int]] = []
         for handle, spans in per_handle.values():
             spans.sort()
