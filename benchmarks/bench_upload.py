@@ -116,6 +116,8 @@ class Bench:
         self.dev = open_device(args.device, validation=False, rebar=True)
         if args.auto_flush_mib is not None:  # tuning experiment: the uploader's auto-flush threshold
             uploader_module.AUTO_FLUSH_BYTES = args.auto_flush_mib * MiB
+        if args.fill_slice_mib is not None:  # tuning experiment: bytes per staging fill task (default: a 4 MiB chunk)
+            uploader_module.FILL_SLICE = args.fill_slice_mib * MiB
         if args.fill_threads is not None:  # tuning experiment: the uploader's fill-thread count (default: CPUs, <= 16)
             self.dev.uploader.set_fill_threads(args.fill_threads)
         self.rows: list[dict[str, Any]] = []
@@ -606,7 +608,7 @@ class Bench:
             "config": {"total": self.total, "pieces": self.pieces, "repeat": self.args.repeat, "usage": USAGE,
                        "auto_flush_bytes": uploader_module.AUTO_FLUSH_BYTES,
                        "cpus": os.cpu_count(), "fill_threads": dev.uploader.fill_threads,
-                       "fill_slice": dev.uploader._fill_slice(),
+                       "fill_slice": dev.uploader._fill_slice(), "gil_switch_interval_s": sys.getswitchinterval(),
                        "python": platform.python_version(), "numpy": np.__version__, "platform": platform.platform()},
             "results": self.rows,
             "cpu_overhead": overhead,
@@ -659,9 +661,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="override the uploader's auto-flush threshold (a tuning experiment; default: the library's)")
     ap.add_argument("--fill-threads", type=int, default=None,
                     help="replace the uploader's fill threads by this many (a tuning experiment)")
+    ap.add_argument("--fill-slice-mib", type=int, default=None,
+                    help="override the bytes per staging fill task in MiB (a tuning experiment; default 4: a chunk)")
     ap.add_argument("--json", type=Path, default=None,
                     help="output path (default benchmarks/results/upload-<device>[-quick].json)")
     args = ap.parse_args(argv)
+    if args.fill_slice_mib is not None and args.fill_slice_mib < 1:
+        ap.error(f"--fill-slice-mib must be >= 1, got {args.fill_slice_mib}")
     if args.fill_threads is not None and args.fill_threads < 1:
         ap.error(f"--fill-threads must be >= 1, got {args.fill_threads}")
     if args.total_mib is None:

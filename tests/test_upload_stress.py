@@ -79,8 +79,13 @@ def _round(dev: Any, rng: np.random.Generator, *, host_visible: bool) -> None:
 
 
 @pytest.mark.parametrize("pipelined", [8 * MiB, 40 * MiB], indirect=True, ids=["quota8M", "quota40M"])
+@pytest.mark.parametrize("slice_mib", [4, 1])  # whole chunks (the default), slices (bench --fill-slice-mib 1)
 @pytest.mark.parametrize("seed", [1, 2])
-def test_staged_pieces_read_back_exact(pipelined: Any, seed: int) -> None:
+def test_staged_pieces_read_back_exact(pipelined: Any, seed: int, slice_mib: int,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import vixen_assets.transfer.uploader as uploader_module
+
+    monkeypatch.setattr(uploader_module, "FILL_SLICE", slice_mib * MiB)
     up = pipelined.uploader
     up.direct_writes = False
     assert up.ownership_transfer

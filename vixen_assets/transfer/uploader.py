@@ -5,13 +5,12 @@
   buffers; pieces above 512 KiB skip the packing and take whole pool buffers, split at the largest tier (4 MiB).
 - Staging fills of large pieces run on a small thread pool (``numpy.copyto`` releases the GIL), so host copies do
   not cap the DMA engine. Once a batch holds ``AUTO_FLUSH_BYTES`` it is sealed and submitted as soon as its fills
-  are done, while enqueueing goes on into the next batch: host fills overlap the copies of earlier batches. With
-  many fill threads (discrete GPUs' hosts) each staging chunk is filled in slices so that one wave of the threads
-  fills about one batch: batches complete in order, the first copy starts after one batch's fill (not after a
-  chunk per thread), and the fill that completes a sealed batch wakes the submitter thread, which submits it at
-  once (it does not wait for the enqueueing thread to come back). A batch stays in ``_sealed`` until its
-  destinations' ``last_use`` is set, and the pending tests (``has_pending``, ``flush_if_pending``) take the lock,
-  so a read or a retire never slips between the two.
+  are done, while enqueueing goes on into the next batch: host fills overlap the copies of earlier batches. One
+  fill task per staging chunk (``FILL_SLICE``). A submitter thread, woken when a batch is sealed, waits for the
+  oldest sealed batch's fills (without the lock) and submits it at once, in order (it does not wait for the
+  enqueueing thread to come back). A batch stays in ``_sealed`` until its destinations' ``last_use`` is set, and
+  the pending tests (``has_pending``, ``flush_if_pending``) take the lock, so a read or a retire never slips
+  between the two.
 - When the destination is host-visible (unified memory, e.g. lavapipe; resizable BAR) and ``direct_writes`` is on,
   the bytes go straight into the mapped destination: no staging copy, no GPU work. With 4 or more fill threads,
   pieces of 2 MiB and more are written by several fill threads at once and ``enqueue`` returns without waiting for
@@ -59,6 +58,11 @@ FILL_SPLIT = 1 << 20        # direct writes are split over the fill threads in s
 AUTO_FLUSH_BYTES = 16 << 20  # staged bytes that seal a batch for submission (starts the DMA engine early)
 TIMED_COPY = 64 << 10       # host copies of at least this are timed (thread CPU) into ``UploadStats.copy_cpu_s``
 DIRECT_INFLIGHT = 256 << 20  # bytes of direct writes that may run on the fill threads while enqueueing goes on
+# bytes per staging fill task: a whole 4 MiB chunk. Slicing chunks over 16 threads (1 MiB tasks) made four times the
+# tasks, each a trip of a fill thread through the GIL (pool queue, future, result) against the enqueueing thread's
+# Python; on the H200 those rows fell to 54% of the fill floor (the 38beb81 design, one task per chunk, had 17 GB/s on
+# an H100 host). ``bench_upload.py --fill-slice-mib 1`` measures the sliced variant beside it.
+FILL_SLICE = 4 << 20
 
 # short names of the vk/enums.py values the barriers below use
 STAGE_TRANSFER = PipelineStage.TRANSFER
@@ -384,17 +388,14 @@ class BatchedUploader:
         self.stats.staged_bytes += n
 
     def _fill_slice(self) -> int:
-        """Bytes per fill task: a wave of the fill threads fills about one auto-flush batch (so batches complete
-        in order and the first copy starts early), at least ``FILL_SPLIT``; a whole chunk with few threads."""
-        step = (AUTO_FLUSH_BYTES // self._workers) & ~0xFFFF
-        return max(FILL_SPLIT, step)
+        """Bytes per fill task: ``FILL_SLICE`` (a whole staging chunk by default), at least ``FILL_SPLIT``."""
+        return max(FILL_SPLIT, FILL_SLICE & ~0xFFFF)
 
     def _stage_large(self, dst: Buffer, src: np.ndarray, dst_offset: int) -> None:
         n = src.size
         pos = 0
         step = self._fill_slice()
         submit = self._threads.submit
-        done = self._fill_done
         while pos < n:
             chunk = min(n - pos, self.pool.max_chunk)
             buf = self.pool.checkout(chunk)
@@ -404,9 +405,7 @@ class BatchedUploader:
             if chunk >= PARALLEL_FILL:
                 view = buf.host_bytes[:chunk]
                 for i in range(0, chunk, step):
-                    fut = submit(_timed_copy, view[i:i + step], part[i:i + step])
-                    batch.fills.append(fut)
-                    fut.add_done_callback(done)
+                    batch.fills.append(submit(_timed_copy, view[i:i + step], part[i:i + step]))
             elif chunk >= TIMED_COPY:
                 self.stats.copy_cpu_s += _timed_copy(buf.host_bytes[:chunk], part)
             else:
@@ -476,7 +475,7 @@ class BatchedUploader:
                 err, self._error = self._error, None
                 raise err
             self._wait_direct()
-            self._seal()  # the open batch goes last in line (visible as pending until it is submitted)
+            self._seal(background=False)  # the open batch goes last in line (pending until it is submitted)
             self.collect()
             ticket = None
             while self._sealed:
@@ -487,12 +486,14 @@ class BatchedUploader:
             last = self._inflight[-1][0] if self._inflight else 0
             return Ticket(self if last else None, last, 0, 0, 0)
 
-    def _seal(self) -> None:
-        """Auto-flush: close the current batch; it is submitted once its staging fills are done (see
-        :meth:`_submit_ready`), without blocking the enqueueing thread on them."""
+    def _seal(self, *, background: bool = True) -> None:
+        """Auto-flush: close the current batch; it is submitted once its staging fills are done by the submitter
+        thread (``background``; else by the caller, :meth:`flush`), without blocking the enqueueing thread on them."""
         if not self._batch.empty():
             self._sealed.append(self._batch)
             self._batch = _Batch()
+            if background:
+                self._kick.set()
 
     def _submit_ready(self) -> None:
         """Submit, in order, the sealed batches whose staging fills have finished (call with the lock held)."""
@@ -507,26 +508,31 @@ class BatchedUploader:
         finally:
             self._sealed.popleft()
 
-    def _fill_done(self, _fut: Future[Any]) -> None:
-        """A fill finished (on a fill thread): wake the submitter thread when a sealed batch waits."""
-        if self._sealed:
-            self._kick.set()
-
     def _submit_loop(self) -> None:
-        """The submitter thread: submit the sealed batches whose fills are done, each time a fill wakes it."""
+        """The submitter thread: woken when a batch is sealed, it waits (without the lock) for the oldest sealed
+        batch's fills and submits it, in order, until none is left."""
         kick = self._kick
         while True:
             kick.wait()
-            kick.clear()  # a fill finishing from here on wakes the next round
+            kick.clear()  # a batch sealed from here on wakes the next round
+            while not self._closed:
+                with self._lock:
+                    if self._closed or not self._sealed:
+                        break
+                    batch = self._sealed[0]
+                    try:
+                        self._submit_ready()
+                    except BaseException as e:  # noqa: BLE001 - raised again by the next flush, never lost here
+                        self._error = e
+                        break
+                    if self._sealed and self._sealed[0] is batch:
+                        fills = list(batch.fills)
+                    else:
+                        continue
+                for f in fills:  # the enqueueing thread goes on meanwhile (a flush may submit the batch first)
+                    f.exception()
             if self._closed:
                 return
-            with self._lock:
-                if self._closed:
-                    return
-                try:
-                    self._submit_ready()
-                except BaseException as e:  # noqa: BLE001 - raised again by the next flush, never lost here
-                    self._error = e
 
     def _submit_batch(self, batch: _Batch, prev: Ticket | None = None) -> Ticket:
         """Record and submit one batch once its fills are done; the ticket also counts ``prev``'s batches."""
