@@ -211,8 +211,8 @@ class BatchedUploader:
         self._direct_dsts: dict[int, Buffer] = {}
         self._direct_bytes = 0
         self._closed = False
-        # sealed batches are submitted by one submitter thread, woken by the fill that completes them (never by a fill
-        # thread: a fill thread blocked on the lock could starve the direct writes the lock holder waits for)
+        # sealed batches are submitted by one submitter thread, woken when a batch is sealed (never by a fill thread:
+        # a fill thread blocked on the lock could starve the direct writes the lock holder waits for)
         self._kick = threading.Event()
         self._submitter = threading.Thread(target=self._submit_loop, name="vixen-submit", daemon=True)
         self._submitter.start()
