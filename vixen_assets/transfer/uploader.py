@@ -270,7 +270,9 @@ class BatchedUploader:
                 if n >= 2 * FILL_SPLIT and self._split_direct:
                     self._write_direct_async(dst, mapped[start:start + n], src)
                 elif n >= TIMED_COPY:
-                    stats.copy_cpu_s += _timed_copy(mapped[start:start + n], src)
+                    cpu = _timed_copy(mapped[start:start + n], src)
+                    with self._lock:  # the submitter thread adds its batches' fill times under the lock
+                        stats.copy_cpu_s += cpu
                 else:
                     mapped[start:start + n] = src
                 stats.direct_writes += 1
