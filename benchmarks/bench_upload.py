@@ -49,7 +49,6 @@ import platform
 import re
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -117,12 +116,10 @@ class Bench:
         self.dev = open_device(args.device, validation=False, rebar=True)
         if args.auto_flush_mib is not None:  # tuning experiment: the uploader's auto-flush threshold
             uploader_module.AUTO_FLUSH_BYTES = args.auto_flush_mib * MiB
+        if args.fill_slice_mib is not None:  # tuning experiment: bytes per staging fill task (default: a 4 MiB chunk)
+            uploader_module.FILL_SLICE = args.fill_slice_mib * MiB
         if args.fill_threads is not None:  # tuning experiment: the uploader's fill-thread count (default: CPUs, <= 16)
-            up = self.dev.uploader
-            up._threads.shutdown(wait=True)
-            up._threads = ThreadPoolExecutor(max_workers=args.fill_threads, thread_name_prefix="vixen-fill")
-            up._workers = args.fill_threads
-            up._split_direct = args.fill_threads >= 4
+            self.dev.uploader.set_fill_threads(args.fill_threads)
         self.rows: list[dict[str, Any]] = []
         total = args.total_mib * MiB
         self.total = total
@@ -157,7 +154,9 @@ class Bench:
         """Read back the first and last buffers (and one in the middle) and compare with the source."""
         for i in sorted({0, len(bufs) // 2, len(bufs) - 1}):
             got = self.dev.read_buffer(bufs[i])
-            if not np.array_equal(got, self.data[i * piece:(i + 1) * piece]):
+            # buffer i holds the bytes from i * piece on; the last one may be shorter (the overhead run's tail)
+            want = self.data[i * piece:i * piece + bufs[i].size]
+            if got.size != bufs[i].size or not np.array_equal(got, want):
                 raise SystemExit(f"data mismatch after {what}: buffer {i} of {len(bufs)} ({fmt_size(piece)} pieces)")
 
     def destroy(self, bufs: list[Any]) -> None:
@@ -172,21 +171,23 @@ class Bench:
         up = dev.uploader
         up.direct_writes = path == "direct"
         create, enqueue = dev.create_buffer, up.enqueue
-        gc.collect()
-        gc.disable()
-        try:
-            t0 = time.perf_counter()
-            bufs = []
-            for i in range(count):
-                b = create(piece, USAGE, strategy=strategy)
-                enqueue(b, data[i * piece:(i + 1) * piece])
-                bufs.append(b)
-            up.flush().wait()
-            dt = time.perf_counter() - t0
+        bufs: list[Any] = []
+        try:  # the buffers are destroyed whatever happens (a failed check included): no leak report at close
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                for i in range(count):
+                    b = create(piece, USAGE, strategy=strategy)
+                    bufs.append(b)
+                    enqueue(b, data[i * piece:(i + 1) * piece])
+                up.flush().wait()
+                dt = time.perf_counter() - t0
+            finally:
+                gc.enable()
+            self.check(bufs, piece, f"uploader {path} create+enqueue")
         finally:
-            gc.enable()
-        self.check(bufs, piece, f"uploader {path} create+enqueue")
-        self.destroy(bufs)
+            self.destroy(bufs)
         return dt
 
     def uploader_precreated(self, piece: int, count: int, path: str, bufs: list[Any]) -> float:
@@ -298,7 +299,7 @@ class Bench:
         self.row(piece, "floor: numpy memcpy into warm memory", t, count, self.total, kind="floor", path="memcpy")
         if piece >= 4 * MiB:
             t = self.fill_floor(piece)
-            self.row(piece, f"floor: staging fill only, {self.dev.uploader._workers} fill threads", t, count,
+            self.row(piece, f"floor: staging fill only, {self.dev.uploader.fill_threads} fill threads", t, count,
                      self.total, kind="floor", path="fill")
         t1, tn = self.copy_floor(piece)
         self.row(piece, "floor: raw vkCmdCopyBuffer, 1 region", t1, count, self.total, kind="floor",
@@ -355,7 +356,8 @@ class Bench:
     # ------------------------------------------------------------------ CPU overhead
     def run_overhead(self) -> dict[str, Any]:
         """CPU time per 100 MB beyond the memcpy of the same bytes (see the module docstring)."""
-        piece, nbytes = OVERHEAD_PIECE, min(OVERHEAD_BYTES, self.total)
+        # 100 MB: 23 pieces of 4 MiB and a partial one; a short total (--quick) keeps that shape (25/32 of it)
+        piece, nbytes = OVERHEAD_PIECE, min(OVERHEAD_BYTES, self.total * 25 // 32)
         sizes = [min(piece, nbytes - i) for i in range(0, nbytes, piece)]
         dev, data = self.dev, self.data
         up = dev.uploader
@@ -369,27 +371,29 @@ class Bench:
             up.collect()
             gc.collect()
             gc.disable()
-            try:
-                copies0 = up.stats.copy_cpu_s
-                main0 = time.thread_time()
-                cpu0 = time.process_time()
-                bufs = []
-                pos = 0
-                for n in sizes:
-                    b = dev.create_buffer(n, USAGE)
-                    up.enqueue(b, data[pos:pos + n])
-                    bufs.append(b)
-                    pos += n
-                ticket = up.flush()  # every fill is done and every copy submitted when it returns
-                cpu1 = time.process_time()
-                main1 = time.thread_time()
-                copies = up.stats.copy_cpu_s - copies0
-                ticket.wait()
-                wait = time.process_time() - cpu1
+            bufs: list[Any] = []
+            try:  # the buffers are destroyed whatever happens (a failed check included)
+                try:
+                    copies0 = up.stats.copy_cpu_s
+                    main0 = time.thread_time()
+                    cpu0 = time.process_time()
+                    pos = 0
+                    for n in sizes:
+                        b = dev.create_buffer(n, USAGE)
+                        bufs.append(b)
+                        up.enqueue(b, data[pos:pos + n])
+                        pos += n
+                    ticket = up.flush()  # every fill is done and every copy submitted when it returns
+                    cpu1 = time.process_time()
+                    main1 = time.thread_time()
+                    copies = up.stats.copy_cpu_s - copies0
+                    ticket.wait()
+                    wait = time.process_time() - cpu1
+                finally:
+                    gc.enable()
+                self.check(bufs, piece, f"overhead run ({path})")
             finally:
-                gc.enable()
-            self.check(bufs, piece, f"overhead run ({path})")
-            self.destroy(bufs)
+                self.destroy(bufs)
             return cpu1 - cpu0, copies, main1 - main0, wait
 
         uploader_once()  # warm-up
@@ -405,7 +409,7 @@ class Bench:
             dst[:nbytes].fill(1)
             t0 = time.process_time()
             for i in range(0, nbytes, piece):
-                np.copyto(dst[i:i + piece], data[i:min(i + piece, nbytes)])
+                np.copyto(dst[i:min(i + piece, nbytes)], data[i:min(i + piece, nbytes)])
             return time.process_time() - t0
 
         plain = min(memcpy_cpu() for _ in range(FLOOR_REPEAT))
@@ -569,15 +573,17 @@ class Bench:
               f"{'/'.join(flag_names(fam.flags, QUEUE_FLAGS))}"
               f"{' (dedicated transfer queue)' if dev.context.logical.transfer_queue is not None else ''}", flush=True)
         print(f"total {fmt_size(self.total)} per row, best of {self.args.repeat} after a warm-up; "
-              f"{os.cpu_count()} CPUs; fill threads {dev.uploader._workers}", flush=True)
+              f"{os.cpu_count()} CPUs; fill threads {dev.uploader.fill_threads}", flush=True)
         wall0 = time.perf_counter()
         self.memory = {}
         self.setup_copy_floor()
-        for piece in self.pieces:
-            print(f"-- {fmt_size(piece)} pieces ({self.total // piece} buffers)", flush=True)
-            self.run_floors(piece)
-            self.run_uploader(piece)
-        self.teardown_copy_floor()
+        try:
+            for piece in self.pieces:
+                print(f"-- {fmt_size(piece)} pieces ({self.total // piece} buffers)", flush=True)
+                self.run_floors(piece)
+                self.run_uploader(piece)
+        finally:
+            self.teardown_copy_floor()
         pool_bufs = list(dev.uploader.pool._all)
         if pool_bufs:
             self.memory["uploader_staging_pool"] = self.memory_of(pool_bufs[-1])
@@ -601,8 +607,8 @@ class Bench:
             "memory": self.memory,
             "config": {"total": self.total, "pieces": self.pieces, "repeat": self.args.repeat, "usage": USAGE,
                        "auto_flush_bytes": uploader_module.AUTO_FLUSH_BYTES,
-                       "cpus": os.cpu_count(), "fill_threads": dev.uploader._workers,
-                       "fill_slice": dev.uploader._fill_slice(),
+                       "cpus": os.cpu_count(), "fill_threads": dev.uploader.fill_threads,
+                       "fill_slice": dev.uploader._fill_slice(), "gil_switch_interval_s": sys.getswitchinterval(),
                        "python": platform.python_version(), "numpy": np.__version__, "platform": platform.platform()},
             "results": self.rows,
             "cpu_overhead": overhead,
@@ -655,9 +661,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="override the uploader's auto-flush threshold (a tuning experiment; default: the library's)")
     ap.add_argument("--fill-threads", type=int, default=None,
                     help="replace the uploader's fill threads by this many (a tuning experiment)")
+    ap.add_argument("--fill-slice-mib", type=int, default=None,
+                    help="override the bytes per staging fill task in MiB (a tuning experiment; default 4: a chunk)")
     ap.add_argument("--json", type=Path, default=None,
                     help="output path (default benchmarks/results/upload-<device>[-quick].json)")
     args = ap.parse_args(argv)
+    if args.fill_slice_mib is not None and args.fill_slice_mib < 1:
+        ap.error(f"--fill-slice-mib must be >= 1, got {args.fill_slice_mib}")
     if args.fill_threads is not None and args.fill_threads < 1:
         ap.error(f"--fill-threads must be >= 1, got {args.fill_threads}")
     if args.total_mib is None:

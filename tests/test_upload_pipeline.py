@@ -1,7 +1,7 @@
 """The staging pipeline of ``BatchedUploader`` as it runs on a discrete GPU's host (many fill threads), forced on
-lavapipe: staging path (``direct_writes = False``) and the fill-thread count of a 16-core host, so each staging
-chunk is filled in slices and the fill thread that completes a sealed batch submits it. Data is read back and
-compared; the copies' thread CPU time is counted in ``UploadStats.copy_cpu_s``."""
+lavapipe: staging path (``direct_writes = False``) and the fill-thread count of a 16-core host; sealed batches are
+submitted by the submitter thread once their fills are done. Data is read back and compared; the copies' thread
+CPU time is counted in ``UploadStats.copy_cpu_s``. (``test_upload_stress.py`` runs 16 real fill threads.)"""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ STORAGE = "storage"
 
 @pytest.fixture
 def many_threads(device: Any) -> Iterator[Any]:
-    """The device's uploader on the staging path, slicing fills as with 16 fill threads."""
+    """The device's uploader on the staging path, with the fill-thread count of a 16-core host."""
     up = device.uploader
     workers, direct = up._workers, up.direct_writes
     up._workers, up.direct_writes = 16, False
@@ -34,21 +34,21 @@ def random_bytes(n: int, seed: int) -> np.ndarray:
     return np.frombuffer(np.random.default_rng(seed).bytes(n), dtype=np.uint8)
 
 
-def test_fill_slices_follow_the_thread_count(device: Any) -> None:
+def test_fill_tasks_are_whole_staging_chunks(device: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     up = device.uploader
     workers = up._workers
     try:
-        up._workers = 16
-        assert up._fill_slice() == uploader_module.AUTO_FLUSH_BYTES // 16  # one wave of threads fills one batch
-        up._workers = 2
-        assert up._fill_slice() >= up.pool.max_chunk  # few threads: one task per staging chunk
-        up._workers = 64
+        for up._workers in (2, 16, 64):  # one task per staging chunk whatever the thread count
+            assert up._fill_slice() == uploader_module.FILL_SLICE == up.pool.max_chunk
+        monkeypatch.setattr(uploader_module, "FILL_SLICE", 1 << 20)  # the tuning knob (bench --fill-slice-mib)
+        assert up._fill_slice() == 1 << 20
+        monkeypatch.setattr(uploader_module, "FILL_SLICE", 4096)
         assert up._fill_slice() == uploader_module.FILL_SPLIT  # never below the split size
     finally:
         up._workers = workers
 
 
-def test_sealed_batches_are_submitted_by_the_fill_threads(device: Any, many_threads: Any) -> None:
+def test_sealed_batches_are_submitted_in_the_background(device: Any, many_threads: Any) -> None:
     up = many_threads
     size, offset = 48 * MiB + 123, 4099
     data = random_bytes(size, seed=18)
@@ -56,7 +56,7 @@ def test_sealed_batches_are_submitted_by_the_fill_threads(device: Any, many_thre
         device.upload(buf, np.zeros(buf.size, dtype=np.uint8))
         flushes, cpu = up.stats.flushes, up.stats.copy_cpu_s
         up.enqueue(buf, data, offset)  # 13 staging chunks, 4 per batch: sealed batches, fills on the threads
-        # no flush: the fill threads submit each sealed batch once its fills are done
+        # no flush: the submitter thread submits each sealed batch once its fills are done
         deadline = time.monotonic() + 30
         while up._sealed and time.monotonic() < deadline:
             time.sleep(0.01)

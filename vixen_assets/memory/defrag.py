@@ -430,7 +430,8 @@ def defragment(ctx: GpuContext, *, max_bytes: int | None = None, max_ms: float |
     after = sub.stats()
     return DefragResult(
         moved=len(moves) + sum(max(len(m.members), 1) - 1 for m in moves if m.kind == "slab"),
-        bytes_moved=sum(m.obj.size if m.kind == "arena" or m.kind == "own" else m.size for m in moves),
+        # memory relocated: what each moved buffer is charged (``nbytes``, its aligned allocation), a slab or image's range
+        bytes_moved=sum(m.obj.nbytes if m.kind == "arena" or m.kind == "own" else m.size for m in moves),
         blocks_freed=freed, blocks_before=before["blocks"], blocks_after=after["blocks"],
         fragmentation_before=before["fragmentation"], fragmentation_after=after["fragmentation"],
         images_moved=sum(1 for m in moves if m.kind == "image"), copies=len(moves),

@@ -5,17 +5,19 @@
   buffers; pieces above 512 KiB skip the packing and take whole pool buffers, split at the largest tier (4 MiB).
 - Staging fills of large pieces run on a small thread pool (``numpy.copyto`` releases the GIL), so host copies do
   not cap the DMA engine. Once a batch holds ``AUTO_FLUSH_BYTES`` it is sealed and submitted as soon as its fills
-  are done, while enqueueing goes on into the next batch: host fills overlap the copies of earlier batches. With
-  many fill threads (discrete GPUs' hosts) each staging chunk is filled in slices so that one wave of the threads
-  fills about one batch: batches complete in order, the first copy starts after one batch's fill (not after a
-  chunk per thread), and the fill thread that completes a sealed batch submits it at once (it does not wait for
-  the enqueueing thread to come back).
+  are done, while enqueueing goes on into the next batch: host fills overlap the copies of earlier batches. One
+  fill task per staging chunk (``FILL_SLICE``). A submitter thread, woken when a batch is sealed, waits for the
+  oldest sealed batch's fills (without the lock) and submits it at once, in order (it does not wait for the
+  enqueueing thread to come back). A batch stays in ``_sealed`` until its destinations' ``last_use`` is set, and
+  the pending tests (``has_pending``, ``flush_if_pending``) take the lock, so a read or a retire never slips
+  between the two.
 - When the destination is host-visible (unified memory, e.g. lavapipe; resizable BAR) and ``direct_writes`` is on,
   the bytes go straight into the mapped destination: no staging copy, no GPU work. With 4 or more fill threads,
   pieces of 2 MiB and more are written by several fill threads at once and ``enqueue`` returns without waiting for
   them (the next piece's ``create_buffer`` and enqueue overlap the writes; at most ``DIRECT_INFLIGHT`` bytes are
   outstanding); ``flush()`` (and any read, retire or staged submission) waits for them. As for staged pieces, the
-  source must not change until ``flush()``.
+  source must not change until ``flush()``. A direct write into a destination first waits for the direct writes
+  into it still running and submits the staged copies into it still pending: the later write lands last.
 - ``flush()`` makes one ``vkQueueSubmit`` per batch on the upload queue (the dedicated transfer queue when the device
   has one) and returns a :class:`Ticket` (``wait()`` / ``done``) covering everything enqueued before it. With a
   separate transfer queue, the destinations are released by the transfer family and acquired by the main family
@@ -57,6 +59,11 @@ FILL_SPLIT = 1 << 20        # direct writes are split over the fill threads in s
 AUTO_FLUSH_BYTES = 16 << 20  # staged bytes that seal a batch for submission (starts the DMA engine early)
 TIMED_COPY = 64 << 10       # host copies of at least this are timed (thread CPU) into ``UploadStats.copy_cpu_s``
 DIRECT_INFLIGHT = 256 << 20  # bytes of direct writes that may run on the fill threads while enqueueing goes on
+# bytes per staging fill task: a whole 4 MiB chunk. Slicing chunks over 16 threads (1 MiB tasks) made four times the
+# tasks, each a trip of a fill thread through the GIL (pool queue, future, result) against the enqueueing thread's
+# Python; on the H200 those rows fell to 54% of the fill floor (the 38beb81 design, one task per chunk, had 17 GB/s on
+# an H100 host). ``bench_upload.py --fill-slice-mib 1`` measures the sliced variant beside it.
+FILL_SLICE = 4 << 20
 
 # short names of the vk/enums.py values the barriers below use
 STAGE_TRANSFER = PipelineStage.TRANSFER
@@ -210,6 +217,34 @@ class BatchedUploader:
         self._direct_dsts: dict[int, Buffer] = {}
         self._direct_bytes = 0
         self._closed = False
+        # sealed batches are submitted by one submitter thread, woken when a batch is sealed (never by a fill thread:
+        # a fill thread blocked on the lock could starve the direct writes the lock holder waits for)
+        self._kick = threading.Event()
+        self._submitter = threading.Thread(target=self._submit_loop, name="vixen-submit", daemon=True)
+        self._submitter.start()
+
+    @property
+    def fill_threads(self) -> int:
+        """How many fill threads copy staging fills and large direct writes (default: the CPUs, at most 16)."""
+        return self._workers
+
+    def set_fill_threads(self, count: int) -> None:
+        """Replace the fill threads by ``count`` of them (tests and tuning: a many-core host's pipeline anywhere).
+
+        Fills and direct writes already running finish on the old threads first.
+
+        :param count: the number of fill threads, at least 1.
+        :raises ConfigError: ``count`` is not a positive integer.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigError(f"must be a positive integer, got {count!r}", option="fill_threads")
+        with self._lock:
+            old = self._threads
+            self._wait_direct()
+            old.shutdown(wait=True)  # pending batches' fills complete; their futures stay valid
+            self._threads = ThreadPoolExecutor(max_workers=count, thread_name_prefix="vixen-fill")
+            self._workers = count
+            self._split_direct = count >= 4
 
     # -- enqueue --------------------------------------------------------------------------------------------------
     def enqueue(self, dst: Buffer, data: Any, dst_offset: int = 0) -> None:
@@ -237,13 +272,17 @@ class BatchedUploader:
             alloc = dst._alloc
             mapped = alloc.block.mapped
             if mapped is not None:  # host-visible destination: write straight into it
+                if self._direct or self._sealed or self._batch.groups:
+                    self._settle_direct(dst)  # earlier writes into dst (staged or on the fill threads) land first
                 if dst.last_use and not self.lifetime.is_done(dst.last_use):
                     self.lifetime.wait(dst.last_use)  # never write under the GPU's feet
                 start = alloc.offset + dst_offset
                 if n >= 2 * FILL_SPLIT and self._split_direct:
                     self._write_direct_async(dst, mapped[start:start + n], src)
                 elif n >= TIMED_COPY:
-                    stats.copy_cpu_s += _timed_copy(mapped[start:start + n], src)
+                    cpu = _timed_copy(mapped[start:start + n], src)
+                    with self._lock:  # the submitter thread adds its batches' fill times under the lock
+                        stats.copy_cpu_s += cpu
                 else:
                     mapped[start:start + n] = src
                 stats.direct_writes += 1
@@ -258,6 +297,16 @@ class BatchedUploader:
                     self._seal()
             if self._sealed:
                 self._submit_ready()
+
+    def _settle_direct(self, dst: Buffer) -> None:
+        """Before a direct write into ``dst``: wait for the direct writes into it still running on the fill threads
+        and submit the staged copies into it not yet submitted (the caller then waits for ``dst.last_use``)."""
+        key = id(dst)
+        with self._lock:
+            if key in self._direct_dsts:
+                self._wait_direct()
+            if any(key in b.dsts for b in (self._batch, *self._sealed)):
+                self.flush()
 
     def _write_direct_async(self, dst: Buffer, view: np.ndarray, src: np.ndarray) -> None:
         """Write ``src`` into the mapped ``view`` on the fill threads, in slices that spread one piece over all of
@@ -278,6 +327,7 @@ class BatchedUploader:
     def _wait_direct(self) -> None:
         """Wait for the direct writes still running on the fill threads (call with the lock held)."""
         if not self._direct:
+            self._direct_dsts.clear()  # the in-flight bound may have waited for them all already
             return
         try:
             while self._direct:
@@ -350,17 +400,14 @@ class BatchedUploader:
         self.stats.staged_bytes += n
 
     def _fill_slice(self) -> int:
-        """Bytes per fill task: a wave of the fill threads fills about one auto-flush batch (so batches complete
-        in order and the first copy starts early), at least ``FILL_SPLIT``; a whole chunk with few threads."""
-        step = (AUTO_FLUSH_BYTES // self._workers) & ~0xFFFF
-        return max(FILL_SPLIT, step)
+        """Bytes per fill task: ``FILL_SLICE`` (a whole staging chunk by default), at least ``FILL_SPLIT``."""
+        return max(FILL_SPLIT, FILL_SLICE & ~0xFFFF)
 
     def _stage_large(self, dst: Buffer, src: np.ndarray, dst_offset: int) -> None:
         n = src.size
         pos = 0
         step = self._fill_slice()
         submit = self._threads.submit
-        done = self._fill_done
         while pos < n:
             chunk = min(n - pos, self.pool.max_chunk)
             buf = self.pool.checkout(chunk)
@@ -370,9 +417,7 @@ class BatchedUploader:
             if chunk >= PARALLEL_FILL:
                 view = buf.host_bytes[:chunk]
                 for i in range(0, chunk, step):
-                    fut = submit(_timed_copy, view[i:i + step], part[i:i + step])
-                    batch.fills.append(fut)
-                    fut.add_done_callback(done)
+                    batch.fills.append(submit(_timed_copy, view[i:i + step], part[i:i + step]))
             elif chunk >= TIMED_COPY:
                 self.stats.copy_cpu_s += _timed_copy(buf.host_bytes[:chunk], part)
             else:
@@ -483,48 +528,68 @@ class BatchedUploader:
         an auto-flush sealed and whose staging fills were still running.
         """
         with self._lock:
-            if self._error is not None:  # a submission made by a fill thread failed
+            if self._error is not None:  # a submission made by the submitter thread failed
                 err, self._error = self._error, None
                 raise err
             self._wait_direct()
-            batch = self._batch
-            self._batch = _Batch()
+            self._seal(background=False)  # the open batch goes last in line (pending until it is submitted)
             self.collect()
             ticket = None
             while self._sealed:
-                ticket = self._submit_batch(self._sealed.popleft(), ticket)
-            if batch.empty():
-                self.pool.give_back(batch.staging)
-                if ticket is not None:
-                    return ticket
-                # nothing new: the ticket still covers every batch submitted before (auto-flushes inside enqueue)
-                last = self._inflight[-1][0] if self._inflight else 0
-                return Ticket(self if last else None, last, 0, 0, 0)
-            return self._submit_batch(batch, ticket)
+                ticket = self._submit_oldest_sealed(ticket)
+            if ticket is not None:
+                return ticket
+            # nothing new: the ticket still covers every batch submitted before (auto-flushes inside enqueue)
+            last = self._inflight[-1][0] if self._inflight else 0
+            return Ticket(self if last else None, last, 0, 0, 0)
 
-    def _seal(self) -> None:
-        """Auto-flush: close the current batch; it is submitted once its staging fills are done (see
-        :meth:`_submit_ready`), without blocking the enqueueing thread on them."""
+    def _seal(self, *, background: bool = True) -> None:
+        """Auto-flush: close the current batch; it is submitted once its staging fills are done by the submitter
+        thread (``background``; else by the caller, :meth:`flush`), without blocking the enqueueing thread on them."""
         if not self._batch.empty():
             self._sealed.append(self._batch)
             self._batch = _Batch()
+            if background:
+                self._kick.set()
 
     def _submit_ready(self) -> None:
-        """Submit, in order, the sealed batches whose staging fills have finished."""
+        """Submit, in order, the sealed batches whose staging fills have finished (call with the lock held)."""
         while self._sealed and all(f.done() for f in self._sealed[0].fills):
-            self._submit_batch(self._sealed.popleft())
+            self._submit_oldest_sealed()
 
-    def _fill_done(self, _fut: Future[Any]) -> None:
-        """A fill finished (on a fill thread): submit the sealed batches it completed, unless another thread holds
-        the uploader (that thread submits them: every enqueue and flush calls :meth:`_submit_ready`)."""
-        if not self._sealed or self._closed or not self._lock.acquire(blocking=False):
-            return
+    def _submit_oldest_sealed(self, prev: Ticket | None = None) -> Ticket:
+        """Submit ``_sealed[0]``; it stays in ``_sealed`` until its destinations' ``last_use`` is set, so that a
+        reader or a retire that tests :attr:`has_pending` (under the lock) never misses it."""
         try:
-            self._submit_ready()
-        except BaseException as e:  # noqa: BLE001 - raised again by the next flush, never lost on a fill thread
-            self._error = e
+            return self._submit_batch(self._sealed[0], prev)
         finally:
-            self._lock.release()
+            self._sealed.popleft()
+
+    def _submit_loop(self) -> None:
+        """The submitter thread: woken when a batch is sealed, it waits (without the lock) for the oldest sealed
+        batch's fills and submits it, in order, until none is left."""
+        kick = self._kick
+        while True:
+            kick.wait()
+            kick.clear()  # a batch sealed from here on wakes the next round
+            while not self._closed:
+                with self._lock:
+                    if self._closed or not self._sealed:
+                        break
+                    batch = self._sealed[0]
+                    try:
+                        self._submit_ready()
+                    except BaseException as e:  # noqa: BLE001 - raised again by the next flush, never lost here
+                        self._error = e
+                        break
+                    if self._sealed and self._sealed[0] is batch:
+                        fills = list(batch.fills)
+                    else:
+                        continue
+                for f in fills:  # the enqueueing thread goes on meanwhile (a flush may submit the batch first)
+                    f.exception()
+            if self._closed:
+                return
 
     def _submit_batch(self, batch: _Batch, prev: Ticket | None = None) -> Ticket:
         """Record and submit one batch once its fills are done; the ticket also counts ``prev``'s batches."""
@@ -619,19 +684,20 @@ class BatchedUploader:
 
     @staticmethod
     def _ownership_ranges(batch: _Batch) -> list[tuple[Any, int, int]]:
-        """The ``(VkBuffer, offset, size)`` ranges to release and acquire: the destinations' ranges, where several
-        sit back to back in one ``VkBuffer`` (arena buffers, created one after another) merged into one barrier.
+        """The ``(VkBuffer, offset, size)`` ranges to release and acquire: the bytes this batch's copies wrote (not
+        whole destinations: a buffer filled over several batches, or a part of a buffer in use, only hands over what
+        the transfer queue wrote), where several sit back to back in one ``VkBuffer`` (arena buffers, created one
+        after another; the chunks of one large piece) merged into one barrier.
 
         Ranges less than 256 bytes apart (alignment padding) merge too; a barrier per destination costs a few µs of
         Python each, which dominated batches of thousands of small buffers.
         """
         per_handle: dict[int, tuple[Any, list[tuple[int, int]]]] = {}
-        for dst in batch.dsts.values():
-            h = dst._handle
+        for _src, h, regions in batch.groups.values():
             entry = per_handle.get(id(h))
             if entry is None:
                 entry = per_handle[id(h)] = (h, [])
-            entry[1].append((dst._offset, dst._offset + dst.size))
+            entry[1].extend((r[1], r[1] + r[2]) for r in regions)
         out: list[tuple[Any, int, int]] = []
         for handle, spans in per_handle.values():
             spans.sort()
@@ -717,14 +783,15 @@ class BatchedUploader:
     @property
     def has_pending(self) -> bool:
         """True when anything (buffer or image copies) is enqueued and not yet submitted."""
-        return bool(self._sealed) or not self._batch.empty() or bool(self._direct)
+        with self._lock:  # exact: every submission happens under the lock
+            return bool(self._sealed) or not self._batch.empty() or bool(self._direct)
 
     def flush_if_pending(self, resource: object) -> None:
         """Submit the pending batches when they copy into ``resource`` (a buffer or an image); the pending-flush
         callback the device registers on its ``GpuContext`` (called before ``resource`` retires)."""
-        batch = self._batch
-        if id(resource) in batch.dsts or batch.images or self._sealed or self._direct_dsts:  # cheap test first
-            with self._lock:
+        with self._lock:  # a submission in progress (submitter thread) ends before the test
+            batch = self._batch
+            if id(resource) in batch.dsts or batch.images or self._sealed or self._direct_dsts:  # cheap test first
                 if self.pending_for(resource):
                     self.flush()
 
@@ -769,6 +836,8 @@ class BatchedUploader:
         try:
             self.drain()
         finally:
+            self._kick.set()
+            self._submitter.join()
             self._threads.shutdown(wait=True)
             self.pool.destroy()
             for pool in self._pools.values():
