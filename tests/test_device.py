@@ -240,3 +240,33 @@ def test_cli_devices_json_and_table() -> None:
     table = subprocess.run([sys.executable, "-m", "vixen_assets.cli.main", "devices"], capture_output=True, text=True,
                            env=env, check=True).stdout
     assert data[0]["name"].split()[0] in table and "acceleration_structure" in table and "queue families" in table
+
+
+def test_a_failure_inside_device_setup_leaves_no_vulkan_device(monkeypatch) -> None:
+    """Fault injection in our own setup (not in Vulkan): the uploader fails to build after the VkDevice, the
+    allocator and the command pool exist. ``open_device`` raises that error and everything built is destroyed."""
+    import vixen_assets.device as device_module
+    from vixen_assets.vk.logical import LogicalDevice
+
+    destroyed: list[object] = []
+    real_destroy = LogicalDevice.destroy
+
+    def spy_destroy(self: LogicalDevice) -> None:
+        destroyed.append(self.handle)
+        real_destroy(self)
+
+    class BrokenUploader:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise OSError("injected: uploader setup failed")
+
+    monkeypatch.setattr(LogicalDevice, "destroy", spy_destroy)
+    monkeypatch.setattr(device_module, "BatchedUploader", BrokenUploader)
+    with pytest.raises(OSError, match="injected"):
+        va.open_device(validation=True)
+    assert destroyed and destroyed[0] is not None, "the VkDevice built before the failure was destroyed"
+    monkeypatch.undo()
+    with va.open_device(validation=True) as dev:  # the process can open a device again, cleanly
+        buf = dev.create_and_upload("after", b"\x01\x02\x03\x04", "storage")
+        assert bytes(dev.read_buffer(buf)) == b"\x01\x02\x03\x04"
+        buf.destroy()
+        assert dev.validation_problems() == []

@@ -146,8 +146,32 @@ class Device:
         self._close_callbacks: list[Callable[[], object]] = []
         self._cachers: dict[str, Any] = {}
         self._stash = DeviceStash()
-        self._command_pool = CommandPool(self._logical, self._logical.queue.family)
-        self._setup_memory(options)
+        try:
+            self._command_pool = CommandPool(self._logical, self._logical.queue.family)
+            self._setup_memory(options)
+        except BaseException:
+            self._abandon_setup()
+            raise
+
+    def _abandon_setup(self) -> None:
+        """Undo a construction that failed part way: free what was built, destroy the ``VkDevice``; never raises."""
+        self._closed = True
+        steps: list[Callable[[], object]] = []
+        uploader = self.__dict__.get("_uploader")
+        if uploader is not None:
+            steps.append(uploader.close)
+        ctx = self.__dict__.get("_ctx")
+        if ctx is not None:
+            steps += [ctx.lifetime.drain, ctx.suballocator.release_all, ctx.lifetime.destroy, ctx.budget.close]
+        pool = self.__dict__.get("_command_pool")
+        if pool is not None:
+            steps.append(pool.destroy)
+        steps.append(self._logical.destroy)
+        for step in steps:
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - best effort: the original error is the one to report
+                pass
 
     def _setup_memory(self, options: DeviceOptions) -> None:
         """Build the budget, the allocation chain, the tracker, the registry, deferred destruction, the uploader."""
