@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -103,3 +104,28 @@ class AssetContext:
 
             raise ConfigError("this check needs a device: run with gpu=True / --gpu", option="gpu")
         return self._device_provider()
+
+
+def register_parsed_rules(register: Any, rules: dict[str, tuple[str, str]],
+                          parse: Callable[[AssetContext], list[Issue]], suffixes: tuple[str, ...]) -> None:
+    """Register one rule per code of ``rules`` (``{code: (severity, doc)}``) over one parse of the file.
+
+    Format checkers (KTX2, .vox) find every problem in one pass; each rule then yields the issues of its own code, so
+    ``--rule``/``--skip`` select codes while the file is parsed once per asset (``parse`` caches on ``ctx.cache``).
+
+    :param register: the callback of ``vixen_register_validators``.
+    :param rules: severity and one-line doc of every code ``parse`` may report.
+    :param parse: every issue of the asset, computed once per :class:`AssetContext`.
+    :param suffixes: the file suffixes the rules apply to.
+    """
+    for code, (severity, doc) in rules.items():
+        register(code, severity=severity, doc=doc, check=_issues_of(code, parse), suffixes=suffixes)
+
+
+def _issues_of(code: str, parse: Callable[[AssetContext], list[Issue]]) -> Callable[[AssetContext], Iterator[Issue]]:
+    """A rule's check: the issues of ``code`` among ``parse(ctx)``."""
+    def check(ctx: AssetContext) -> Iterator[Issue]:
+        return (i for i in parse(ctx) if i.code == code)
+
+    check.__name__ = "check_" + code.replace(".", "_").replace("-", "_")
+    return check

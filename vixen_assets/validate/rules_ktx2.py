@@ -15,12 +15,11 @@ from __future__ import annotations
 import math
 import re
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 from ..formats.ktx2 import IDENTIFIER
 from ..hookspecs import hookimpl
-from .context import AssetContext
+from .context import AssetContext, register_parsed_rules
 from .model import Issue
 
 _HEADER = struct.Struct("<12s9I4I2Q")
@@ -220,16 +219,7 @@ _RULES = {
 }
 
 
-def _rule(code: str) -> Any:
-    def check(ctx: AssetContext) -> Iterator[Issue]:
-        return (i for i in _parse(ctx) if i.code == code)
-
-    check.__name__ = "check_" + code.replace(".", "_").replace("-", "_")
-    return check
-
-
 @hookimpl
 def vixen_register_validators(register: Any) -> None:
     """Register the ``ktx2.*`` rules."""
-    for code, (severity, doc) in _RULES.items():
-        register(code, severity=severity, doc=doc, check=_rule(code), suffixes=(".ktx2",))
+    register_parsed_rules(register, _RULES, _parse, (".ktx2",))

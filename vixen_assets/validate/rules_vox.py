@@ -5,13 +5,12 @@ duplicate voxels, voxels coloured with a fully transparent palette entry."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from ..hookspecs import hookimpl
-from .context import AssetContext
+from .context import AssetContext, register_parsed_rules
 from .model import Issue
 
 _BY_CHUNK = {"header": "vox.chunks", "MAIN": "vox.chunks", "SIZE": "vox.model", "XYZI": "vox.model",
@@ -59,16 +58,7 @@ def _parse(ctx: AssetContext) -> list[Issue]:
     return out
 
 
-def _rule(code: str) -> Any:
-    def check(ctx: AssetContext) -> Iterator[Issue]:
-        return (i for i in _parse(ctx) if i.code == code)
-
-    check.__name__ = "check_" + code.replace(".", "_").replace("-", "_")
-    return check
-
-
 @hookimpl
 def vixen_register_validators(register: Any) -> None:
     """Register the ``vox.*`` rules."""
-    for code, (severity, doc) in _RULES.items():
-        register(code, severity=severity, doc=doc, check=_rule(code), suffixes=(".vox",))
+    register_parsed_rules(register, _RULES, _parse, (".vox",))
