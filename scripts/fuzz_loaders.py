@@ -426,8 +426,16 @@ def run(fmt: str, *, count: int, seed: int = 0, workers: int = 1, time_limit: fl
         if assets is not None:
             cmd += ["--assets", str(assets)]
         env = dict(os.environ, VIXEN_FUZZ_AS_LIMIT_MB=str(rss_mb))
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, bufsize=1)
-        procs[slot] = {"proc": p, "current": None, "since": time.monotonic(), "buf": ""}
+        # stderr to a file, not a pipe: a worker printing much (USD warnings) must never block on a full pipe
+        err = tempfile.TemporaryFile(dir=tmp)
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env)
+        procs[slot] = {"proc": p, "current": None, "since": time.monotonic(), "buf": b"", "err": err}
+
+    def lines(info: dict[str, Any], chunk: bytes) -> list[dict[str, Any]]:
+        """The complete JSON lines of a worker's output so far (raw reads: no buffered line hidden from select)."""
+        info["buf"] += chunk
+        *complete, info["buf"] = info["buf"].split(b"\n")
+        return [json.loads(line) for line in complete if line.strip()]
 
     def record(i: int, outcome: str, ms: float = 0.0, rss: int = 0) -> None:
         nonlocal done, max_ms, max_rss
@@ -460,17 +468,17 @@ def run(fmt: str, *, count: int, seed: int = 0, workers: int = 1, time_limit: fl
         for fd in ready:
             slot = streams[fd]
             info = procs[slot]
-            line = info["proc"].stdout.readline()
-            if not line:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
                 continue
-            msg = json.loads(line)
-            if "begin" in msg:
-                info["current"] = msg["begin"]
-                info["since"] = time.monotonic()
-            else:
-                record(msg["i"], msg["outcome"], msg["ms"], msg["rss"])
-                info["current"] = None
-                ranges[slot][0] = msg["i"] + 1
+            for msg in lines(info, chunk):
+                if "begin" in msg:
+                    info["current"] = msg["begin"]
+                    info["since"] = time.monotonic()
+                else:
+                    record(msg["i"], msg["outcome"], msg["ms"], msg["rss"])
+                    info["current"] = None
+                    ranges[slot][0] = msg["i"] + 1
         for slot in list(procs):
             info = procs[slot]
             p = info["proc"]
@@ -482,10 +490,8 @@ def run(fmt: str, *, count: int, seed: int = 0, workers: int = 1, time_limit: fl
             rc = p.poll()
             if rc is None:
                 continue
-            rest = p.stdout.read()
             finished = set()
-            for line in rest.splitlines():  # results written just before the exit
-                msg = json.loads(line)
+            for msg in lines(info, p.stdout.read() + b"\n"):  # results written just before the exit
                 if "i" in msg:
                     record(msg["i"], msg["outcome"], msg["ms"], msg["rss"])
                     finished.add(msg["i"])
@@ -495,9 +501,10 @@ def run(fmt: str, *, count: int, seed: int = 0, workers: int = 1, time_limit: fl
                     cur = msg["begin"]
             if timed_out and info["killed"] in finished:  # it finished as the limit struck: not a timeout
                 timed_out = False
-            err = p.stderr.read()
+            info["err"].seek(0)
+            err = info["err"].read().decode(errors="replace")
+            info["err"].close()
             p.stdout.close()
-            p.stderr.close()
             p.wait()
             del procs[slot]
             if timed_out:
