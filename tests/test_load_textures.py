@@ -24,7 +24,8 @@ from PIL import Image as PILImage
 from vixen_assets import load_texture, load_textures
 from vixen_assets.cachers.texture import texture_cacher
 from vixen_assets.cachers.texture_compress import decode_blocks, psnr
-from vixen_assets.errors import CompressionQualityWarning, ConfigError, FormatError, UnsupportedFormatError
+from vixen_assets.errors import (CompressionQualityWarning, ConfigError, FormatError, NotHeldError,
+                                 UnsupportedFormatError)
 from vixen_assets.formats.ktx2 import has_basis_transcoder, read_ktx2
 
 PALETTE_PNGS = {  # shared PNG -> sRGB as its stage says; BC1 misses 35 dB on the first three
@@ -123,6 +124,25 @@ def test_same_file_twice_is_one_texture_held_twice(device: Any, tmp_path: Path) 
     for t in (t1, t2, t3):
         t.release()
     assert texture_cacher(device).refcount(t1.key) == 0
+
+
+def test_staged_files_handed_out_in_groups_hold_one_reference_each(device: Any, vixen_assets_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    """KTX2 files a worker staged are built and handed out together (``hand_out_many``); the same file twice in
+    one group is one texture held twice, and releasing every hand-out leaves no reference."""
+    ktx = vixen_assets_dir / "ktx2"
+    a, b = ktx / "output_3D_zstd.ktx2", ktx / "magnum_3d-compressed-bc7.ktx2"
+    cacher = texture_cacher(device)
+    texs = load_textures([a, b, a, b, a], device, workers=2)
+    assert texs[0] is texs[2] is texs[4] and texs[1] is texs[3] and texs[0] is not texs[1]
+    assert texs[0].held == 3 and texs[1].held == 2
+    with load_texture(a, device) as one:
+        assert one is texs[0] and read_all(device, one) == read_all(device, texs[2])
+    for t in texs:
+        t.release()
+    assert cacher.refcount(texs[0].key) == 0 and cacher.refcount(texs[1].key) == 0
+    with pytest.raises(NotHeldError):  # every hand-out was given back: one more release is an error
+        texs[0].release()
 
 
 def test_small_batch_is_suballocated_and_uploaded_in_one_submission(device: Any, tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 - KTX2 whose ``vkFormat`` the device samples (BC on lavapipe and the H100, uncompressed formats): the level data is
   uploaded as it is (``path_taken == "native"``), every level, layer, face and z slice.
 - KTX2 in a format the device cannot sample (ETC2/EAC/ASTC here): each image is decoded on the CPU with
-  ``texture2ddecoder`` to RGBA8, sRGB kept (``"decoded"``).
+  ``texture2ddecoder`` to RGBA8, sRGB kept (``"decoded"``). In a batch a decoded level larger than a staging chunk
+  is decoded band by band (rows of whole source blocks) straight into staging chunks.
 - BasisLZ/ETC1S and UASTC payloads need a Basis Universal transcoder: ``UnsupportedFormatError`` naming the scheme
   when none is installed.
 - PNG/JPEG (and what else Pillow opens): RGBA8, sRGB; with ``compress="bc7"``, ``"bc1"`` or ``"auto"`` (needs

@@ -6,7 +6,9 @@ order on the calling thread.
   preparation of content that is already cached, or that another file of the batch prepares.
 - The calling thread takes the results in the order of the requests (a window of ``4 x workers`` files ahead, so the
   memory held by prepared payloads stays bounded), creates each image and enqueues its levels; the payload is copied
-  once, into staging. Uploads are submitted whenever ``FLUSH_BYTES`` are pending (the copies of one batch overlap the
+  once, into staging. Consecutive files whose workers already staged them (or that are cached) are built and handed
+  out as one group (``hand_out_many``: one lock, one allocation group, one build call); a file that may still fail
+  on its data goes alone, so ``errors="collect"`` names the right file. Uploads are submitted whenever ``FLUSH_BYTES`` are pending (the copies of one batch overlap the
   preparation of the next; the staging quota bounds the rest) and once at the end; the call returns after the GPU
   finished them.
 - ``errors="raise"``: the first failing file (in request order) raises its ``FormatError`` naming it; every
