@@ -24,7 +24,8 @@ from PIL import Image as PILImage
 from vixen_assets import load_texture, load_textures
 from vixen_assets.cachers.texture import texture_cacher
 from vixen_assets.cachers.texture_compress import decode_blocks, psnr
-from vixen_assets.errors import CompressionQualityWarning, ConfigError, FormatError, UnsupportedFormatError
+from vixen_assets.errors import (CompressionQualityWarning, ConfigError, FormatError, NotHeldError,
+                                 UnsupportedFormatError)
 from vixen_assets.formats.ktx2 import has_basis_transcoder, read_ktx2
 
 PALETTE_PNGS = {  # shared PNG -> sRGB as its stage says; BC1 misses 35 dB on the first three
@@ -123,6 +124,25 @@ def test_same_file_twice_is_one_texture_held_twice(device: Any, tmp_path: Path) 
     for t in (t1, t2, t3):
         t.release()
     assert texture_cacher(device).refcount(t1.key) == 0
+
+
+def test_staged_files_handed_out_in_groups_hold_one_reference_each(device: Any, vixen_assets_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    """KTX2 files a worker staged are built and handed out together (``hand_out_many``); the same file twice in
+    one group is one texture held twice, and releasing every hand-out leaves no reference."""
+    ktx = vixen_assets_dir / "ktx2"
+    a, b = ktx / "output_3D_zstd.ktx2", ktx / "magnum_3d-compressed-bc7.ktx2"
+    cacher = texture_cacher(device)
+    texs = load_textures([a, b, a, b, a], device, workers=2)
+    assert texs[0] is texs[2] is texs[4] and texs[1] is texs[3] and texs[0] is not texs[1]
+    assert texs[0].held == 3 and texs[1].held == 2
+    with load_texture(a, device) as one:
+        assert one is texs[0] and read_all(device, one) == read_all(device, texs[2])
+    for t in texs:
+        t.release()
+    assert cacher.refcount(texs[0].key) == 0 and cacher.refcount(texs[1].key) == 0
+    with pytest.raises(NotHeldError):  # every hand-out was given back: one more release is an error
+        texs[0].release()
 
 
 def test_small_batch_is_suballocated_and_uploaded_in_one_submission(device: Any, tmp_path: Path) -> None:
@@ -369,3 +389,60 @@ def test_batch_over_a_separate_transfer_queue(vixen_assets_dir: Path, tmp_path: 
             t.release()
     finally:
         finish_test_device(dev)
+
+
+# ----------------------------------------------------------------------------- decoded levels larger than a chunk
+
+
+def etc2_ktx2(path: Path, width: int, heights: list[int], seed: int) -> Path:
+    """An ETC2 RGB8 sRGB + Zstandard KTX2 of ``len(heights)`` levels (``width >> i`` x ``heights[i]``)."""
+    import struct
+
+    import etcpak
+    import zstandard
+
+    from vixen_assets.formats.ktx2 import IDENTIFIER
+
+    rng = np.random.default_rng(seed)
+    levels = []
+    for i, h in enumerate(heights):
+        w, hp = width >> i, -(-h // 4) * 4  # whole blocks: the partial last block row is encoded padded
+        levels.append(bytes(etcpak.compress_etc2_rgb(rng.integers(0, 256, (hp, w, 4), dtype=np.uint8).tobytes(),
+                                                     w, hp)))
+    word2 = 161 | 1 << 8 | 2 << 16  # ETC2 model, BT709, sRGB
+    dfd_body = struct.pack("<6I", 0, 2 | 40 << 16, word2, 3 | 3 << 8, 8, 0) + struct.pack("<4I", 63 << 16 | 2 << 24,
+                                                                                            0, 0, 0xFFFFFFFF)
+    dfd = struct.pack("<I", 4 + len(dfd_body)) + dfd_body
+    frames = [zstandard.ZstdCompressor(level=3).compress(lv) for lv in levels]
+    pos = 80 + 24 * len(levels) + len(dfd)
+    index, body = [b""] * len(levels), b""
+    for i in reversed(range(len(levels))):
+        index[i] = struct.pack("<3Q", pos, len(frames[i]), len(levels[i]))
+        body += frames[i]
+        pos += len(frames[i])
+    header = struct.pack("<12s9I4I2Q", IDENTIFIER, 148, 1, width, heights[0], 0, 0, 1, len(levels), 2,
+                         80 + 24 * len(levels), len(dfd), 0, 0, 0, 0)
+    path.write_bytes(header + b"".join(index) + dfd + body)
+    return path
+
+
+def test_decoded_level_larger_than_a_chunk_goes_to_staging_in_bands(device: Any, tmp_path: Path) -> None:
+    """ETC2 (not sampled on lavapipe) decoded to RGBA8: a 2048 x 1026 level is 8.4 MB, more than a 4 MiB staging
+    chunk; the workers decode it band by band straight into staging (the last band 2 rows of a partial block
+    row), and the images equal ``load_texture``'s (decoded into one payload) byte for byte."""
+    paths = [etc2_ktx2(tmp_path / f"e{i}.ktx2", 2048, [1026, 513], seed=i) for i in range(2)]
+    if texture_cacher(device).supported(148, width=2048, height=1026, levels=2):
+        pytest.skip("the device samples ETC2: nothing is decoded")
+    assert 2048 * 1026 * 4 > device.uploader.pool.max_chunk
+    prestaged = device.uploader.stats.prestaged_bytes
+    texs = load_textures(paths, device, workers=2)
+    assert all(t.path_taken == "decoded" for t in texs)
+    staged = device.uploader.stats.prestaged_bytes - prestaged
+    assert staged == 2 * (2048 * 1026 + 1024 * 513) * 4  # every level of both files went straight into staging
+    batch = [read_all(device, t) for t in texs]
+    for t in texs:
+        t.release()
+    texture_cacher(device).evict()
+    for p, want in zip(paths, batch):
+        with load_texture(p, device) as t:
+            assert read_all(device, t) == want

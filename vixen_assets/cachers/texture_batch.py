@@ -6,7 +6,9 @@ order on the calling thread.
   preparation of content that is already cached, or that another file of the batch prepares.
 - The calling thread takes the results in the order of the requests (a window of ``4 x workers`` files ahead, so the
   memory held by prepared payloads stays bounded), creates each image and enqueues its levels; the payload is copied
-  once, into staging. Uploads are submitted whenever ``FLUSH_BYTES`` are pending (the copies of one batch overlap the
+  once, into staging. Consecutive files whose workers already staged them (or that are cached) are built and handed
+  out as one group (``hand_out_many``: one lock, one allocation group, one build call); a file that may still fail
+  on its data goes alone, so ``errors="collect"`` names the right file. Uploads are submitted whenever ``FLUSH_BYTES`` are pending (the copies of one batch overlap the
   preparation of the next; the staging quota bounds the rest) and once at the end; the call returns after the GPU
   finished them.
 - ``errors="raise"``: the first failing file (in request order) raises its ``FormatError`` naming it; every
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from .texture import GpuTexture, TextureCacher, TextureSource
 
 FLUSH_BYTES = 16 << 20  # pending upload bytes that make the batch loader submit (the GPU starts while CPUs prepare)
+GROUP = 64  # most files built and handed out in one cacher call
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -111,9 +114,11 @@ def load_many(cacher: TextureCacher, requests: Sequence[TextureRequest], *, work
     lender = StagingLender(up.pool, up.pool.quota // 2)
     futures: dict[int, Future[TextureSource]] = {}
     src: TextureSource | None = None
+    group: list[TextureSource] = []  # sources taken for one hand-out that have not been handed out yet
     ahead = 0
+    i = 0
     try:
-        for i in range(n):
+        while i < n:
             while ahead < n and ahead < i + window:
                 futures[ahead] = pool.submit(_read_and_prepare, cacher, requests[ahead], claims, lender)
                 ahead += 1
@@ -121,36 +126,73 @@ def load_many(cacher: TextureCacher, requests: Sequence[TextureRequest], *, work
             try:
                 src = futures.pop(i).result()
                 key = cacher.key_for(src)
-                fresh = key not in cacher
-                staged = src.prepared.staged_bytes if src.prepared is not None and src.prepared.staged else 0
-                entry = cacher.hand_out(src, key) if hand_out else cacher.get_many([src], [key])[0]
-                if staged:
-                    if src.prepared is not None and src.prepared.staged is not None:
-                        lender.drop(src.prepared)  # a cache hit after all: its staging was not needed
-                    else:
-                        lender.settle(staged)  # enqueued: the batch gives the buffers back
             except FormatError as exc:  # UnsupportedFormatError included; budget errors etc. always raise
                 if src is not None:
                     lender.drop(src.prepared)
                 if errors != "collect":
                     raise
                 out[i] = exc
+                src = None
+                i += 1
+                _after(up, progress, i, n)
+                continue
+            if _groupable(cacher, src, key):
+                # this file and the next ones already prepared and staged: built and handed out together (one
+                # lock, one allocation group, one build call), a fixed cost paid once per group, not per file
+                group, keys = [src], [key]
+                src = None
+                while i + len(group) < n and len(group) < GROUP:
+                    fut = futures.get(i + len(group))
+                    if fut is None or not fut.done() or fut.exception() is not None:
+                        break
+                    nxt = fut.result()
+                    nkey = cacher.key_for(nxt)
+                    if not _groupable(cacher, nxt, nkey):
+                        break
+                    futures.pop(i + len(group))
+                    group.append(nxt)
+                    keys.append(nkey)
+                fresh = {k for k in keys if k not in cacher}
+                entries = cacher.hand_out_many(group, keys) if hand_out else cacher.get_many(group, keys)
+                for g, key, entry in zip(group, keys, entries):
+                    _settle(lender, g)
+                    taken.append((key, entry))
+                    if key in fresh:
+                        fresh.discard(key)
+                        built.append(key)
+                    out[i] = entry
+                    i += 1
+                    if progress is not None:
+                        progress("textures", i, n)
+                group = []
+                if up.pending_bytes >= FLUSH_BYTES:
+                    up.flush()
+                continue
+            try:
+                fresh_one = key not in cacher
+                entry = cacher.hand_out(src, key) if hand_out else cacher.get_many([src], [key])[0]
+                _settle(lender, src)
+            except FormatError as exc:
+                lender.drop(src.prepared)
+                if errors != "collect":
+                    raise
+                out[i] = exc
             else:
                 taken.append((key, entry))
-                if fresh:
+                if fresh_one:
                     built.append(key)
                 out[i] = entry
             src = None  # the payload goes once its upload is staged
-            if up.pending_bytes >= FLUSH_BYTES:
-                up.flush()
-            if progress is not None:
-                progress("textures", i + 1, n)
+            i += 1
+            _after(up, progress, i, n)
         up.flush().wait()
     except BaseException:
         for fut in futures.values():
             fut.cancel()
         if src is not None:
             lender.drop(src.prepared)
+        for g in group:
+            lender.drop(g.prepared)
         for fut in futures.values():  # the workers still running finish; what they staged goes back
             if not fut.cancelled() and fut.exception() is None:
                 lender.drop(fut.result().prepared)
@@ -167,3 +209,28 @@ def load_many(cacher: TextureCacher, requests: Sequence[TextureRequest], *, work
             pass  # the original error is the one to report
         raise
     return out
+
+
+def _groupable(cacher: TextureCacher, src: TextureSource, key: str) -> bool:
+    """Whether ``src`` can join a grouped hand-out: cached already, or staged by its worker (its build cannot
+    fail on its data, so a ``FormatError`` never has to be told apart inside a group)."""
+    prep = src.prepared
+    return key in cacher or (prep is not None and prep.staged is not None)
+
+
+def _settle(lender: StagingLender, src: TextureSource) -> None:
+    """After ``src``'s hand-out: staging it wrote goes back when unused (a cache hit), else it is enqueued."""
+    prep = src.prepared
+    if prep is not None and prep.staged_bytes:
+        if prep.staged is not None:
+            lender.drop(prep)  # a cache hit after all: its staging was not needed
+        else:
+            lender.settle(prep.staged_bytes)  # enqueued: the batch gives the buffers back
+
+
+def _after(up: Any, progress: ProgressFn | None, done: int, n: int) -> None:
+    """Submit what is pending once ``FLUSH_BYTES`` are; report progress."""
+    if up.pending_bytes >= FLUSH_BYTES:
+        up.flush()
+    if progress is not None:
+        progress("textures", done, n)

@@ -335,11 +335,11 @@ def _t2d(fn: Any, raw: bytes | memoryview, w: int, h: int, *extra: int, out: np.
     bgra = np.frombuffer(fn(bytes(raw) + _PAD, w, h, *extra), np.uint8).reshape(h, w, 4)
     if out is None:
         out = np.empty_like(bgra)
-    # BGRA -> RGBA channel by channel, into ``out``: 2x faster than fancy indexing (bgra[..., [2, 1, 0, 3]])
+    # BGRA -> RGBA into ``out``: one contiguous copy of every texel, then R and B swapped (two strided passes
+    # instead of four: 3.5 ms instead of 6.4 ms for 2048² on lavapipe's host, measured in one run)
+    np.copyto(out, bgra)
     out[..., 0] = bgra[..., 2]
-    out[..., 1] = bgra[..., 1]
     out[..., 2] = bgra[..., 0]
-    out[..., 3] = bgra[..., 3]
     return out
 
 
