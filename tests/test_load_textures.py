@@ -356,10 +356,11 @@ def test_cli_texture_load(vixen_assets_dir: Path) -> None:
     usd = vixen_assets_dir / "usd"
     files = [str(usd / BC1_OK_PNG), str(usd / "openusd/testUsdImagingGLPreviewSurface/texSRGB.png"),
              str(vixen_assets_dir / "ktx2" / "wgpu_skybox_bc7.ktx2")]
-    env = dict(os.environ, VIXEN_VALIDATION="0")
+    env = dict(os.environ, VIXEN_VALIDATION="1")  # validation messages and leaks are logged to stderr
     proc = subprocess.run([sys.executable, "-m", "vixen_assets.cli.main", "texture", "load", *files, "--compress",
                            "auto", "--json"], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
+    assert not any(w in proc.stderr for w in ("[ERROR]", "[WARNING]", "leaked")), proc.stderr
     out = json.loads(proc.stdout)
     assert [r["file"] for r in out["textures"]] == files
     assert [r["compress"] for r in out["textures"]] == ["bc1", "bc7", None]
