@@ -459,13 +459,7 @@ def load_stage(path_or_stage: Any, device: Device, *, time: Any = None, purposes
         options = {"progress": progress, "strict": strict, "textures": textures, "time": time, "plugin_manager": pm}
         scene = load_scene_file(pm, os.fspath(path_or_stage), device, options)
         if scene is not None:
-            try:
-                convert_scene_frame(scene, up_axis, meters_per_unit)
-                if acceleration_structures:
-                    scene.build_acceleration_structures()
-            except BaseException:
-                scene.release()
-                raise
+            _complete(scene, up_axis, meters_per_unit, acceleration_structures)
             scene.stats.seconds["total"] = _time.perf_counter() - t0
             notify_stage_loaded(pm, scene)
             return scene
@@ -488,12 +482,10 @@ def load_stage(path_or_stage: Any, device: Device, *, time: Any = None, purposes
     try:
         _cold_load(stage, scene, device, pm, resolve_time(stage, time), purposes, strict, report, textures)
         scene.stats.seconds["open"] = t_open - t0
-        convert_scene_frame(scene, up_axis, meters_per_unit)
-        if acceleration_structures:
-            scene.build_acceleration_structures()
     except BaseException:
         scene.release()
         raise
+    _complete(scene, up_axis, meters_per_unit, acceleration_structures)
     scene.stats.seconds["total"] = _time.perf_counter() - t0
     if plan_key is not None:
         layers = _layer_stats(stage)
@@ -501,6 +493,19 @@ def load_stage(path_or_stage: Any, device: Device, *, time: Any = None, purposes
             device.stash(StagePlans, StagePlans)[plan_key] = _make_plan(scene, layers)
     notify_stage_loaded(pm, scene)
     return scene
+
+
+def _complete(scene: Scene, up_axis: str | None, meters_per_unit: float | None,
+              acceleration_structures: bool) -> None:
+    """What every loaded scene gets, whoever read it: the requested frame, then (if asked) its ray-tracing structures;
+    on failure the scene is released."""
+    try:
+        convert_scene_frame(scene, up_axis, meters_per_unit)
+        if acceleration_structures:
+            scene.build_acceleration_structures()
+    except BaseException:
+        scene.release()
+        raise
 
 
 def _is_foreign_file(path: str) -> bool:
