@@ -253,6 +253,36 @@ class Bench:
         if len(variants) == 1:
             print(f"  {fmt_size(piece):>8}  uploader direct: skipped (device-local memory is not host-visible here)")
 
+    def create_and_upload_once(self, piece: int, count: int) -> float:
+        """``Device.create_and_upload`` with its default strategy, ``count`` buffers of ``piece`` bytes (each call
+        waits for its upload), then destroyed."""
+        dev, data = self.dev, self.data
+        bufs: list[Any] = []
+        try:
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                for i in range(count):
+                    bufs.append(dev.create_and_upload("bench", data[i * piece:(i + 1) * piece], USAGE))
+                dt = time.perf_counter() - t0
+            finally:
+                gc.enable()
+            self.memory.setdefault(f"create_and_upload_{piece}", dict(self.memory_of(bufs[0]), strategy=bufs[0].strategy))
+            self.check(bufs, piece, "create_and_upload")
+        finally:
+            self.destroy(bufs)
+        return dt
+
+    def run_create_and_upload(self, piece: int) -> None:
+        """The one-call API with its defaults (on a discrete GPU with a resizable BAR, uploads of at least
+        ``DeviceOptions.rebar_upload_min_bytes`` are written straight into the BAR)."""
+        count = self.total // piece
+        t = best_of(self.args.repeat, lambda: self.create_and_upload_once(piece, count))
+        strategy = self.memory[f"create_and_upload_{piece}"]["strategy"]
+        self.row(piece, f"create_and_upload (default; went to {strategy})", t, count, count * piece, kind="api",
+                 path="create_and_upload", strategy=strategy, floor=self.floor_for(piece))
+
     # ------------------------------------------------------------------ floors
     def memcpy_floor(self, piece: int, nbytes: int | None = None) -> float:
         nbytes = self.total if nbytes is None else nbytes
@@ -550,6 +580,9 @@ class Bench:
                 rb = find(piece, "uploader", "direct", variant, strategy="auto")
                 if rb is not None:
                     share_target(f"{fmt_size(piece)} pieces, uploader direct ReBAR {variant}", rb)
+            for r in self.rows:
+                if r["piece"] == piece and r["kind"] == "api":
+                    share_target(f"{fmt_size(piece)} pieces, create_and_upload (default, {r['strategy']})", r)
         for path in ("direct", "staging"):
             r = find(1 * KiB, "uploader", path, "create+enqueue")
             if r is not None:
@@ -582,6 +615,8 @@ class Bench:
                 print(f"-- {fmt_size(piece)} pieces ({self.total // piece} buffers)", flush=True)
                 self.run_floors(piece)
                 self.run_uploader(piece)
+                if piece >= 4 * MiB:
+                    self.run_create_and_upload(piece)
         finally:
             self.teardown_copy_floor()
         pool_bufs = list(dev.uploader.pool._all)

@@ -73,6 +73,12 @@ def test_old_keywords_map_into_budget_options() -> None:
     with pytest.raises(ConfigError) as info:
         DeviceOptions(block_size=-1)
     assert info.value.option == "block_size"
+    for bad in (0, -1, 1.5, True, "32M"):
+        with pytest.raises(ConfigError) as info:
+            DeviceOptions(rebar_upload_min_bytes=bad)  # type: ignore[arg-type]
+        assert info.value.option == "rebar_upload_min_bytes"
+    assert device_options(rebar_upload_min_bytes=None).rebar_upload_min_bytes is None
+    assert DeviceOptions().rebar_upload_min_bytes == 32 * MiB
 
 
 def test_bad_options_fail_before_vulkan(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from vixen_assets.errors import ConfigError, UnsupportedFeatureError
 from vixen_assets.memory.budget import BudgetManager, HeapBudgetInput
-from vixen_assets.memory.strategies import find_memory_type, has_rebar
+from vixen_assets.memory.strategies import find_memory_type, has_rebar, upload_strategy
 from vixen_assets.vk.physical import DeviceInfo, HeapInfo, MemoryTypeInfo
 
 GiB = 1 << 30
@@ -65,3 +65,31 @@ def test_budget_on_the_h200_layout_charges_each_heap() -> None:
     b.release_staging(4 * MiB)
     b.release(1, heap=1, category="t")
     assert b.stats()["total_used"] == 0
+
+
+#: a discrete GPU without resizable BAR: the host sees a 256 MiB window of VRAM only
+SMALL_BAR = device_info([(24 * GiB, True), (64 * GiB, False), (256 * MiB, True)],
+                        [(0, DL), (1, HV | HC), (1, HV | HC | HCACHED), (2, DL | HV | HC)])
+
+
+def test_rebar_strategy_picks_the_bar_type_only_where_it_covers_the_vram() -> None:
+    assert find_memory_type(H200, ALL, "rebar") == 4
+    assert find_memory_type(H200, ALL & ~(1 << 4), "rebar") == 1  # the resource cannot live there: plain VRAM
+    assert not has_rebar(SMALL_BAR) and find_memory_type(SMALL_BAR, 0b1111, "rebar") == 0
+    assert find_memory_type(LAVAPIPE, 1, "rebar") == 0
+
+
+@pytest.mark.parametrize("info, nbytes, strategy, min_bytes, parallel, want", [
+    (H200, 64 * MiB, "device_local", 32 * MiB, True, "rebar"),        # large, default strategy: the BAR
+    (H200, 32 * MiB, "device_local", 32 * MiB, True, "rebar"),        # the threshold itself is included
+    (H200, 32 * MiB - 1, "device_local", 32 * MiB, True, "device_local"),
+    (H200, 1 << 30, "device_local", None, True, "device_local"),      # turned off
+    (H200, 1 << 30, "device_local", 32 * MiB, False, "device_local"),  # one fill thread: staging is faster
+    (H200, 1 << 30, "host_visible", 32 * MiB, True, "host_visible"),  # an explicit strategy is kept
+    (SMALL_BAR, 1 << 30, "device_local", 32 * MiB, True, "device_local"),
+    (LAVAPIPE, 1 << 30, "device_local", 32 * MiB, True, "device_local"),  # unified: host-visible already
+])
+def test_upload_strategy_routes_large_default_uploads_to_the_bar(info: DeviceInfo, nbytes: int, strategy: str,
+                                                                 min_bytes: int | None, parallel: bool,
+                                                                 want: str) -> None:
+    assert upload_strategy(info, nbytes, strategy, min_bytes=min_bytes, parallel_writes=parallel) == want

@@ -228,6 +228,11 @@ class BatchedUploader:
         """How many fill threads copy staging fills and large direct writes (default: the CPUs, at most 16)."""
         return self._workers
 
+    @property
+    def splits_direct_writes(self) -> bool:
+        """Whether large direct writes are split over several fill threads (4 or more of them)."""
+        return self._split_direct
+
     def set_fill_threads(self, count: int) -> None:
         """Replace the fill threads by ``count`` of them (tests and tuning: a many-core host's pipeline anywhere).
 
