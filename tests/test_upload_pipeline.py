@@ -125,3 +125,31 @@ def test_direct_writes_on_the_fill_threads_are_waited_for(device: Any) -> None:
     finally:
         up._split_direct, up._workers = split, workers
         up.direct_writes = True
+
+
+@pytest.mark.parametrize("min_bytes", [4 * MiB, None])
+def test_create_and_upload_routes_large_uploads_by_the_device_layout(min_bytes: int | None) -> None:
+    """``create_and_upload`` with its default strategy: on a discrete GPU with a resizable BAR (the H200) an upload of
+    at least ``rebar_upload_min_bytes`` lands in the BAR type (device-local and host-visible) and is written there by
+    the fill threads; anywhere else (lavapipe: unified memory) and with the routing off it stays ``device_local``.
+    Either way the bytes read back exact and the budget charges the buffer to a device-local heap."""
+    from vixen_assets.memory.strategies import has_rebar
+    from vixen_assets.testing import finish_test_device, open_test_device
+
+    dev = open_test_device(rebar_upload_min_bytes=min_bytes)
+    try:
+        data = random_bytes(6 * MiB, 7)
+        small = dev.create_and_upload("small", data[:MiB], STORAGE)
+        big = dev.create_and_upload("big", data, STORAGE)
+        routed = (min_bytes is not None and has_rebar(dev.info) and not dev.info.unified_memory
+                  and dev.uploader.splits_direct_writes)
+        assert big.strategy == ("rebar" if routed else "device_local") and small.strategy == "device_local"
+        if routed:
+            assert big.host_visible and dev.uploader.stats.direct_bytes >= data.size
+        heap = dev.info.memory_types[big.allocation.block.type_index].heap
+        assert dev.info.heaps[heap].device_local
+        assert np.array_equal(dev.read_buffer(big), data) and np.array_equal(dev.read_buffer(small), data[:MiB])
+        big.destroy()
+        small.destroy()
+    finally:
+        finish_test_device(dev)
