@@ -268,7 +268,7 @@ class Scene:
         if t.shape != (len(self.instances), 4, 4):
             raise ConfigError(f"transforms must have shape ({len(self.instances)}, 4, 4), got {t.shape}",
                               option="transforms")
-        own = np.array(t, dtype=np.float32)  # one copy: each instance's matrix is its own view of it, never the caller's
+        own = np.array(t, dtype=np.float32)  # one copy: each instance's matrix is a view of it, never the caller's
         for inst, m in zip(self.instances, own):
             inst.transform = m
         if self.tlas is not None and self.tlas_map is not None:

@@ -153,7 +153,9 @@ def _record_columns(scene: TracedScene, compact: bool) -> _Columns:
                     tmap.geometry_first)
 
 
-def _records_one_by_one(scene: TracedScene, by_mesh: dict[int, Any], firsts_of: dict[int, list[int]]) -> list[TlasRecord]:
+def _records_one_by_one(scene: TracedScene, by_mesh: dict[int, Any],
+                        firsts_of: dict[int, list[int]]) -> list[TlasRecord]:
+    """The records of ``scene`` one instance at a time (scenes with voxel or procedural entries)."""
     records: list[TlasRecord] = []
     eye = np.eye(4, dtype=np.float32)
     for i, inst in enumerate(scene.instances):

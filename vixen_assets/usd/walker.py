@@ -802,9 +802,9 @@ def _sources(items: list[Any]) -> Iterator[_Item]:
 def _place(scene: Scene, items: list[Any], entries: dict[str, Any],
            sources: dict[str, Any]) -> tuple[dict[int, Any], int, int]:
     """Add an :class:`Instance` to ``scene`` for every placement whose source was built (plain items one by one,
-    batches as columns); return the unique entries by ``id`` in the order of their first placement, and the triangles
-    over all placements and how many place meshes. Every world matrix is converted in one pass: each transform is a view of one transposed
-    float32 array (what ``_to_numpy`` gives for one matrix)."""
+    batches as columns); return the unique entries by ``id`` in the order of their first placement, the triangles
+    over all placements and how many place meshes. Every world matrix is converted in one pass: each transform is a
+    view of one transposed float32 array (what ``_to_numpy`` gives for one matrix)."""
     seen: dict[int, Any] = {}
     per_source: dict[str, tuple[Any, str | None, str] | None] = {}  # looked up once per unique source
 
