@@ -7,20 +7,31 @@ drops the references and destroys what it owns. The entries stay cached (evictab
 
 from __future__ import annotations
 
+import operator
 import warnings
+from collections import Counter
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .accel.scene_tlas import TlasMap, build_scene_tlas, record_world
+from .accel.scene_tlas import TlasMap, build_scene_tlas, records_world
 from .accel.structures import Tlas
 from .errors import ConfigError, DeviceClosedError, VixenDeprecationWarning, VixenWarning
 
 if TYPE_CHECKING:
     from .cachers.base import TypedCacher
     from .device import Device
+
+
+#: Instances' entries and transforms, read in C-level passes.
+_MESH = operator.attrgetter("mesh")
+_TRANSFORM = operator.attrgetter("transform")
+#: Instances whose bounds are transformed at once (their 8 corners each: 256 bytes per instance).
+_BOUNDS_CHUNK = 65536
+#: Box corner ``4 * ix + 2 * iy + iz`` takes the min (0) or max (1) of each axis: x, then y, then z, as before.
+_CORNER_PICK = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=np.int64)
 
 
 @dataclass(eq=False)
@@ -135,7 +146,10 @@ class Scene:
     @property
     def triangle_count(self) -> int:
         """Triangles over all instances (an instanced mesh counts once per instance)."""
-        return int(sum(getattr(i.mesh, "triangle_count", 0) for i in self.instances))
+        meshes = list(map(_MESH, self.instances))
+        placed = Counter(map(id, meshes))  # placements per entry, counted in C
+        entries = dict(zip(map(id, meshes), meshes))
+        return int(sum(getattr(entries[k], "triangle_count", 0) * n for k, n in placed.items()))
 
     @property
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -143,19 +157,31 @@ class Scene:
         instance whose bounds are not finite is left out with a :class:`VixenWarning` naming it."""
         lo = np.full(3, np.inf, dtype=np.float64)
         hi = np.full(3, -np.inf, dtype=np.float64)
-        for inst in self.instances:
-            b = getattr(inst.mesh, "bounds", None)
-            if b is None:
-                continue
-            mn, mx = np.asarray(b[0], np.float64), np.asarray(b[1], np.float64)
-            corners = np.array([[x, y, z, 1.0] for x in (mn[0], mx[0]) for y in (mn[1], mx[1]) for z in (mn[2], mx[2])])
-            w = corners @ inst.transform.astype(np.float64).T
-            if not np.isfinite(w).all():  # never let one bad instance turn the whole bounds into NaN or zeros
-                warnings.warn(VixenWarning(f"instance {inst.prim_path}: its bounds are not finite and are left out "
-                                           "of the scene bounds"), stacklevel=2)
-                continue
-            lo = np.minimum(lo, w[:, :3].min(axis=0))
-            hi = np.maximum(hi, w[:, :3].max(axis=0))
+        meshes = list(map(_MESH, self.instances))
+        boxes: dict[int, Any] = {}  # per distinct entry: its (2, 3) min/max box, for those that have bounds
+        for key, entry in dict(zip(map(id, meshes), meshes)).items():
+            b = getattr(entry, "bounds", None)
+            if b is not None:
+                boxes[key] = (np.asarray(b[0], np.float64), np.asarray(b[1], np.float64))
+        row = {k: r for r, k in enumerate(boxes)}
+        table = np.array(list(boxes.values()), dtype=np.float64).reshape(-1, 2, 3)
+        insts = self.instances if all(map(row.__contains__, map(id, meshes))) else \
+            [i for i in self.instances if id(i.mesh) in row]
+        for start in range(0, len(insts), _BOUNDS_CHUNK):  # every instance's 8 world corners at once, in chunks
+            chunk = insts[start:start + _BOUNDS_CHUNK]
+            which = table[np.fromiter(map(row.__getitem__, map(id, map(_MESH, chunk))), np.int64, len(chunk))]
+            corners = np.ones((len(chunk), 8, 4), dtype=np.float64)
+            corners[:, :, :3] = which[:, _CORNER_PICK, [0, 1, 2]]  # corner c takes (min or max) per axis
+            world = np.array(list(map(_TRANSFORM, chunk)), dtype=np.float64).reshape(-1, 4, 4)
+            w = corners @ world.transpose(0, 2, 1)
+            finite = np.isfinite(w).all(axis=(1, 2))
+            for k in np.flatnonzero(~finite).tolist():  # never let one bad instance turn the bounds into NaN or zeros
+                warnings.warn(VixenWarning(f"instance {chunk[k].prim_path}: its bounds are not finite and are left "
+                                           "out of the scene bounds"), stacklevel=2)
+            w = w[finite]
+            if len(w):
+                lo = np.minimum(lo, w[:, :, :3].min(axis=(0, 1)))
+                hi = np.maximum(hi, w[:, :, :3].max(axis=(0, 1)))
         if not np.isfinite(lo).all():
             return np.zeros(3, np.float32), np.zeros(3, np.float32)
         return lo.astype(np.float32), hi.astype(np.float32)
@@ -242,10 +268,11 @@ class Scene:
         if t.shape != (len(self.instances), 4, 4):
             raise ConfigError(f"transforms must have shape ({len(self.instances)}, 4, 4), got {t.shape}",
                               option="transforms")
-        for inst, m in zip(self.instances, t):
-            inst.transform = m.copy()
+        own = np.array(t, dtype=np.float32)  # one copy: each instance's matrix is a view of it, never the caller's
+        for inst, m in zip(self.instances, own):
+            inst.transform = m
         if self.tlas is not None and self.tlas_map is not None:
-            self.tlas.refit(record_world(self.instances, self.tlas_map.instance, self.tlas_map.local))
+            self.tlas.refit(records_world(own, self.tlas_map.instance, self.tlas_map.local))
 
     def summary(self) -> dict[str, Any]:
         """Counts, bytes, timings and peak budget use as a JSON-friendly dict."""

@@ -97,9 +97,14 @@ class Tlas(TrackedResource):
         self.count = n
         self.custom_index = (np.arange(n, dtype=np.uint32) if custom_index is None
                              else np.asarray(custom_index, np.uint32))
-        self._addresses = np.array([b.device_address for b in blas], dtype=np.uint64)
+        # per distinct structure (a scene places few BLASes many times), then gathered per record
+        distinct = dict(zip(map(id, blas), blas))
+        row = {k: r for r, k in enumerate(distinct)}
+        which = np.fromiter(map(row.__getitem__, map(id, blas)), np.int64, n)
+        self._addresses = np.array([b.device_address for b in distinct.values()], dtype=np.uint64)[which]
         #: hit group per record for ray-tracing pipelines: 0 triangles, 1 boxes (``trace_rays(backend="pipeline")``)
-        self.sbt_offset = np.array([1 if getattr(b, "procedural", False) else 0 for b in blas], dtype=np.uint32)
+        self.sbt_offset = np.array([1 if getattr(b, "procedural", False) else 0 for b in distinct.values()],
+                                   dtype=np.uint32)[which]
         self.structure: AccelerationStructure | None = None
         self.instance_buffer: Buffer | None = None
         self._staging: Buffer | None = None

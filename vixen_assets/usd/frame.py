@@ -14,6 +14,7 @@ coordinates of a referenced (or payloaded) layer into those of the layer that re
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,6 +23,8 @@ from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..scene import Scene
+
+_TRANSFORM = operator.attrgetter("transform")
 
 #: USD's fallbacks when a stage authors no ``upAxis`` / ``metersPerUnit``.
 DEFAULT_UP_AXIS = "Y"
@@ -94,7 +97,7 @@ def convert_scene_frame(scene: Scene, up_axis: str | None, meters_per_unit: floa
         return
     m = frame_matrix(scene.up_axis, scene.meters_per_unit, to_up, to_mpu)
     if scene.instances:
-        world = np.stack([i.transform for i in scene.instances]).astype(np.float64)
+        world = np.array(list(map(_TRANSFORM, scene.instances)), dtype=np.float64).reshape(-1, 4, 4)
         converted = np.einsum("ij,njk->nik", m, world).astype(np.float32)
         if scene.tlas is not None:
             scene.update_transforms(converted)

@@ -72,6 +72,8 @@ def load_material_textures(stage: Any, scene: Scene, device: Device, time: Any,
                 i = index[(resolved, srgb)] = len(requests)
                 requests.append(TextureRequest(resolved, srgb))
             wanted.append((mat, shader, authored, i))
+    if not wanted:  # no material names a texture: nothing to load, no placement to touch
+        return 0
     results = load_many(cacher, requests, hand_out=False, errors="raise" if strict else "collect")
     by_key: dict[str, Any] = {}
     for tex in results:  # one reference per request: the scene holds one per distinct texture

@@ -19,10 +19,11 @@ from __future__ import annotations
 import functools
 import gc
 import itertools
+import operator
 import os
 import time as _time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ParamSpec, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, ParamSpec, Sequence, TypeVar
 
 import numpy as np
 from pxr import Gf, Sdf, Tf, Usd, UsdGeom, UsdShade
@@ -83,6 +84,91 @@ class _Item:
     def placed(self, matrix: Any, label: str, material: str | None) -> _Item:
         """This item placed again (an instance of a prototype, a point of an instancer)."""
         return _Item(self.registration, self.prim, matrix, label, material, self.file, self.prim_path)
+
+
+class _Labels:
+    """The labels of a :class:`_Batch`'s placements, spelt as one item's label is: ``labels[cut:]`` cuts every
+    label, ``prefix + labels`` prefixes every one (what placing a prototype's items under an instance does)."""
+
+    __slots__ = ("names",)
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def __getitem__(self, key: slice) -> _Labels:
+        return _Labels([s[key] for s in self.names])
+
+    def __radd__(self, prefix: str) -> _Labels:
+        return _Labels([prefix + s for s in self.names])
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Many placements found at once (a point instancer's points), as columns instead of one :class:`_Item` each.
+
+    Placement ``r`` places ``parts[part[r]]`` (its prim, registration, material, file) with ``matrices[r]`` (row-vector
+    convention) and label ``names[r]``. ``parts`` holds only the items some placement uses, in the order of their
+    first placement, so that a batch reads, builds and lists its entries in the order its placements expanded one by
+    one would. It quacks like an item where prototype items are placed again (``placed``, ``matrix``, ``label``,
+    ``material``)."""
+
+    parts: list[_Item]
+    part: np.ndarray  # (N,) int64
+    matrices: np.ndarray  # (N, 4, 4) float64
+    names: list[str]
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """Every placement's matrix, (N, 4, 4)."""
+        return self.matrices
+
+    @property
+    def label(self) -> _Labels:
+        """Every placement's label."""
+        return _Labels(self.names)
+
+    @property
+    def material(self) -> None:
+        """``None``: each part keeps its own material; :meth:`placed` fills the others in."""
+        return None
+
+    def placed(self, matrix: Any, label: _Labels, material: str | None) -> _Batch:
+        """The batch placed again (under an instance): ``matrix`` (N, 4, 4) and ``label`` are the placements' new
+        ones, ``material`` the one parts without their own get."""
+        parts = self.parts if material is None else [p.placed(p.matrix, p.label, p.material or material)
+                                                      for p in self.parts]
+        return _Batch(parts, self.part, np.asarray(matrix, dtype=np.float64), label.names)
+
+
+def _columns(items: list[Any]) -> tuple[list[_Item], np.ndarray, np.ndarray, list[str]]:
+    """``items`` (a prototype's items and batches) as one batch's columns: parts, part index, matrices, labels."""
+    parts: list[_Item] = []
+    index: list[np.ndarray] = []
+    mats: list[np.ndarray] = []
+    names: list[str] = []
+    for it in items:
+        if isinstance(it, _Batch):
+            index.append(it.part + len(parts))
+            parts.extend(it.parts)
+            mats.append(it.matrices)
+            names.extend(it.names)
+        else:
+            index.append(np.array([len(parts)], dtype=np.int64))
+            parts.append(it)
+            mats.append(np.asarray(it.matrix, dtype=np.float64).reshape(1, 4, 4))
+            names.append(it.label)
+    if not parts:
+        return [], np.zeros(0, np.int64), np.zeros((0, 4, 4)), []
+    return parts, np.concatenate(index), np.concatenate(mats), names
+
+
+def _first_use(part: np.ndarray, parts: list[_Item]) -> tuple[list[_Item], np.ndarray]:
+    """Only the parts ``part`` uses, in the order of their first use, and ``part`` renumbered to match."""
+    used, first = np.unique(part, return_index=True)
+    order = used[np.argsort(first, kind="stable")]
+    rank = np.zeros(len(parts), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return [parts[i] for i in order.tolist()], rank[part]
 
 
 def _mul(a: Any, b: Any) -> Any:
@@ -281,7 +367,7 @@ class _Walker:
             got = self._protos[key] = self.walk(proto, relative_to=proto)
         return got
 
-    def _point_instancer(self, prim: Any, relative_to: Any) -> list[_Item]:
+    def _point_instancer(self, prim: Any, relative_to: Any) -> list[_Batch]:
         pi = UsdGeom.PointInstancer(prim)
         path = str(prim.GetPath())
         targets = pi.GetPrototypesRel().GetTargets()
@@ -300,7 +386,7 @@ class _Walker:
             self.warn(path, "protoIndices", "point instancer arrays do not match (no instances made)")
             return []
         m_inst = self._matrix(prim, relative_to)
-        protos: list[list[_Item] | None] = []
+        protos: list[list[Any] | None] = []
         for t in targets:
             p = self.stage.GetPrimAtPath(t)
             if not p:
@@ -311,50 +397,59 @@ class _Walker:
             if key not in self._protos:
                 self._protos[key] = self._walk_proto_subtree(p)
             protos.append(self._protos[key])
-        invisible = {i for i, keep in enumerate(mask) if not keep} if mask is not None and len(mask) else set()
-        items: list[_Item] = []
-        n = len(protos)
-        # all point matrices at once: world[i] = xforms[i] * m_inst, then item.matrix * world[i] per prototype item
-        world = np.asarray(xforms, dtype=np.float64).reshape(-1, 4, 4) @ np.asarray(m_inst, dtype=np.float64)
-        proto_mats = [np.stack([np.asarray(it.matrix, dtype=np.float64) for it in sub]) if sub else None
-                      for sub in protos]
-        placed: dict[int, Any] = {}
+        # every point at once: point i places each row r of its prototype's columns with matrix rows[r] * world[i]
         indices = np.asarray(proto_idx, dtype=np.int64)
-        row = np.zeros(len(indices), dtype=np.int64)  # point -> its row among the points of its prototype
-        for p, mats in enumerate(proto_mats):
-            if mats is not None:
-                sel = np.flatnonzero(indices == p)
-                row[sel] = np.arange(len(sel))
-                placed[p] = mats[None, :, :, :] @ world[sel][:, None, :, :]  # (points, items, 4, 4)
-        rows = row.tolist()
-        append = items.append
-        item = _Item
-        # per prototype, what every placement of each of its items repeats (built once, not per point)
-        parts = [[(k, it.registration, it.prim, it.label, it.material, it.file, it.prim_path)
-                  for k, it in enumerate(sub)] if sub else None for sub in protos]
-        for i, pidx in enumerate(indices.tolist()):
-            if i in invisible:
-                continue
-            if not 0 <= pidx < n:
-                self.warn(path, "protoIndices", f"index {pidx} out of range for {n} prototypes")
-                continue
-            part = parts[pidx]
-            if not part:
-                continue
-            mats = placed[pidx][rows[i]]
-            head = f"{path}[{i}]"
-            for k, reg, prim, label, material, file, prim_path in part:
-                append(item(reg, prim, mats[k], head + label, material, file, prim_path))
-        return items
+        count = len(indices)
+        keep = np.ones(count, dtype=bool)
+        if mask is not None and len(mask):  # False for inactiveIds and invisibleIds
+            m = np.asarray(mask, dtype=bool)[:count]
+            keep[:len(m)] = m
+        n = len(protos)
+        bad = keep & ((indices < 0) | (indices >= n))
+        for i in np.flatnonzero(bad).tolist():
+            self.warn(path, "protoIndices", f"index {int(indices[i])} out of range for {n} prototypes")
+        keep &= ~bad
+        cols = [_columns(sub) if sub else None for sub in protos]
+        sizes = np.array([len(c[3]) if c else 0 for c in cols] + [0], dtype=np.int64)
+        safe = np.where(keep, indices, n)  # n: the empty row of ``sizes``
+        points = np.flatnonzero(sizes[safe] > 0)
+        if not len(points):
+            return []
+        parts: list[_Item] = []
+        part_rows: list[np.ndarray] = []
+        mats: list[np.ndarray] = []
+        names: list[str] = []
+        starts = np.zeros(n + 1, dtype=np.int64)
+        for p, c in enumerate(cols):
+            starts[p] = len(names)
+            if c:
+                part_rows.append(c[1] + len(parts))
+                parts.extend(c[0])
+                mats.append(c[2])
+                names.extend(c[3])
+        per_point = sizes[indices[points]]
+        point = np.repeat(points, per_point)  # the point of each placement
+        first = np.cumsum(per_point) - per_point
+        row = starts[indices[point]] + (np.arange(len(point)) - np.repeat(first, per_point))
+        world = np.asarray(xforms, dtype=np.float64).reshape(-1, 4, 4) @ np.asarray(m_inst, dtype=np.float64)
+        matrices = np.concatenate(mats)[row] @ world[point]
+        part = np.concatenate(part_rows)[row]
+        parts, part = _first_use(part, parts)
+        labels = [f"{path}[{i}]{names[r]}" for i, r in zip(point.tolist(), row.tolist())]
+        return [_Batch(parts, part, matrices, labels)]
 
-    def _walk_proto_subtree(self, proto_root: Any) -> list[_Item]:
+    def _walk_proto_subtree(self, proto_root: Any) -> list[Any]:
         # prototype items carry matrices relative to the prototype root; the instance transform includes the root's.
         # Prototypes are often kept beneath an ``over`` so that a plain traversal does not draw them (the
         # PointInstancer documentation recommends it): they need not be *defined* to be instanced.
         items = self.walk(proto_root, relative_to=proto_root, predicate=PROTOTYPE_PREDICATE)
         root = str(proto_root.GetPath())
+        cut = len(root)
         for it in items:
-            it.label = it.label[len(root):] if it.label.startswith(root) else it.label
+            if isinstance(it, _Batch):
+                it.names = [s[cut:] if s.startswith(root) else s for s in it.names]
+            else:
+                it.label = it.label[cut:] if it.label.startswith(root) else it.label
         return items
 
 
@@ -561,7 +656,7 @@ def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, pur
     # read each unique prim once, per cacher
     by_cacher: dict[str, tuple[Any, dict[str, Any]]] = {}
     unique_prims: dict[str, tuple[Registration, Any]] = {}
-    for it in items:
+    for it in _sources(items):
         unique_prims.setdefault(f"file:{it.file}" if it.file else (it.prim_path or it.source_id), (it.registration, it))
     context = LoadContext(time=time, layer_path=root_layer)
     total = len(unique_prims)
@@ -674,27 +769,7 @@ def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, pur
     report("upload", 1, 1)
     t_upload = _time.perf_counter()
 
-    seen: dict[int, Any] = {}
-    placed: list[tuple[_Item, Any, str | None, str]] = []
-    per_source: dict[str, tuple[Any, str | None, str] | None] = {}  # looked up once per unique source
-    for it in items:
-        sid = f"file:{it.file}" if it.file else (it.prim_path or it.source_id)
-        info = per_source.get(sid, False)
-        if info is False:
-            got = entries.get(sid)
-            info = per_source[sid] = None if got is None else (
-                got[2], getattr(sources[sid], "material_path", None), it.registration.name)
-        if info is None:
-            continue
-        value = info[0]
-        seen.setdefault(id(value), value)
-        placed.append((it, value, it.material or info[1], info[2]))
-    # every world matrix converted in one pass; each transform is the transposed float32 view, as _to_numpy gives
-    mats = np.array([p[0].matrix for p in placed], dtype=np.float64).reshape(-1, 4, 4).astype(np.float32)
-    transposed = mats.transpose(0, 2, 1)  # transposed[k] is mats[k].T: the same view, made in one call
-    make = Instance
-    scene.instances.extend([make(value, transposed[k], it.label, material, kind)
-                            for k, (it, value, material, kind) in enumerate(placed)])
+    seen, triangles, mesh_placements = _place(scene, items, entries, sources)
     if textures:
         t_tex = _time.perf_counter()
         if load_material_textures(stage, scene, device, time, lambda p, f, m: warn(p, f, m), strict):
@@ -703,10 +778,10 @@ def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, pur
     scene.meshes = [v for v in seen.values() if it_is_mesh(v)]
     scene.entries = [v for v in seen.values() if not it_is_mesh(v)]
     st = scene.stats
-    st.meshes = sum(1 for i in scene.instances if i.kind == "mesh")
+    st.meshes = mesh_placements
     st.unique_meshes = len(scene.meshes)
     st.instances = len(scene.instances)
-    st.triangles = scene.triangle_count
+    st.triangles = int(triangles)
     evicted = sum(c.stats.evicted_bytes for c, _ in by_cacher.values()) - evicted_before
     st.bytes_uploaded = sum(c.stats.bytes for c, _ in by_cacher.values()) - bytes_before + evicted
     st.bytes_evicted = sum(c.stats.evicted_bytes for c in list(device.cachers.values())) - all_evicted_before
@@ -715,32 +790,128 @@ def _cold_load(stage: Any, scene: Scene, device: Device, pm: Any, time: Any, pur
     st.seconds.update(walk=t_walk - t, read=t_read - t_walk, build=t_build - t_read, upload=t_upload - t_build)
 
 
+def _sources(items: list[Any]) -> Iterator[_Item]:
+    """The items of ``items`` that name what is read: plain items, and the parts of batches (in first-use order)."""
+    for it in items:
+        if isinstance(it, _Batch):
+            yield from it.parts
+        else:
+            yield it
+
+
+def _place(scene: Scene, items: list[Any], entries: dict[str, Any],
+           sources: dict[str, Any]) -> tuple[dict[int, Any], int, int]:
+    """Add an :class:`Instance` to ``scene`` for every placement whose source was built (plain items one by one,
+    batches as columns); return the unique entries by ``id`` in the order of their first placement, the triangles
+    over all placements and how many place meshes. Every world matrix is converted in one pass: each transform is a
+    view of one transposed float32 array (what ``_to_numpy`` gives for one matrix)."""
+    seen: dict[int, Any] = {}
+    per_source: dict[str, tuple[Any, str | None, str] | None] = {}  # looked up once per unique source
+
+    def info_of(it: _Item) -> tuple[Any, str | None, str] | None:
+        sid = f"file:{it.file}" if it.file else (it.prim_path or it.source_id)
+        info = per_source.get(sid, False)
+        if info is False:
+            got = entries.get(sid)
+            info = per_source[sid] = None if got is None else (
+                got[2], getattr(sources[sid], "material_path", None), it.registration.name)
+        return info
+
+    values: list[Any] = []
+    labels: list[str] = []
+    materials: list[str | None] = []
+    kinds: list[str] = []
+    blocks: list[np.ndarray] = []  # the placements' matrices (float64, row-vector convention), in order
+    run: list[Any] = []  # matrices of the plain items since the last batch
+    triangles = 0
+    for it in items:
+        if not isinstance(it, _Batch):
+            info = info_of(it)
+            if info is None:
+                continue
+            value = info[0]
+            seen.setdefault(id(value), value)
+            values.append(value)
+            labels.append(it.label)
+            materials.append(it.material or info[1])
+            kinds.append(info[2])
+            run.append(it.matrix)
+            triangles += getattr(value, "triangle_count", 0)
+            continue
+        if run:
+            blocks.append(np.array(run, dtype=np.float64).reshape(-1, 4, 4))
+            run = []
+        infos = [info_of(p) for p in it.parts]
+        k = len(infos)
+        part_value = np.empty(k, dtype=object)
+        part_material = np.empty(k, dtype=object)
+        part_kind = np.empty(k, dtype=object)
+        part_triangles = np.zeros(k, dtype=np.int64)
+        for j, (p, info) in enumerate(zip(it.parts, infos)):
+            if info is not None:
+                seen.setdefault(id(info[0]), info[0])
+                part_value[j] = info[0]
+                part_material[j] = p.material or info[1]
+                part_kind[j] = info[2]
+                part_triangles[j] = getattr(info[0], "triangle_count", 0)
+        part = it.part
+        if any(info is None for info in infos):  # placements of sources that failed are left out
+            rows = np.flatnonzero(np.array([info is not None for info in infos], dtype=bool)[part])
+            part = part[rows]
+            labels.extend([it.names[r] for r in rows.tolist()])
+            blocks.append(it.matrices[rows])
+        else:
+            labels.extend(it.names)
+            blocks.append(it.matrices)
+        values.extend(part_value[part].tolist())
+        materials.extend(part_material[part].tolist())
+        kinds.extend(part_kind[part].tolist())
+        triangles += int(part_triangles[part].sum())
+    if run:
+        blocks.append(np.array(run, dtype=np.float64).reshape(-1, 4, 4))
+    if values:
+        mats = (np.concatenate(blocks) if len(blocks) > 1 else blocks[0]).astype(np.float32)
+        transposed = mats.transpose(0, 2, 1)  # transposed[k] is mats[k].T: the same view, made in one call
+        scene.instances.extend(map(Instance, values, list(transposed), labels, materials, kinds))
+    return seen, triangles, kinds.count("mesh")
+
+
 def it_is_mesh(value: Any) -> bool:
     """True for entries that are meshes (they have index buffers)."""
     return hasattr(value, "index_buffer") and hasattr(value, "triangle_count")
 
 
+#: What a warm reload passes to ``Instance`` for each placement of the cold load (one C-level call per placement).
+_INSTANCE_ARGS = operator.attrgetter("mesh", "transform", "prim_path", "material", "kind")
+_MESH = operator.attrgetter("mesh")
+_TEXTURES = operator.attrgetter("textures")
+
+
 def _make_plan(scene: Scene, layers: Any) -> dict[str, Any]:
+    """What a warm reload of ``scene`` needs: the references to acquire again and the placements as ``Instance``
+    arguments (taken in C-level passes; the per-placement references are derived from them only when a reload cannot
+    use them as they are)."""
     refs: dict[str, tuple[Any, list[str]]] = {}
-    key_of: dict[int, tuple[str, str]] = {}
     for cacher, key in scene.held_refs:
         refs.setdefault(cacher.name, (cacher, []))[1].append(key)
     known = scene.entry_keys
-    for inst in scene.instances:
-        if id(inst.mesh) in known:
-            key_of[id(inst.mesh)] = known[id(inst.mesh)]
-    instances = [(key_of.get(id(i.mesh)), i.transform, i.prim_path, i.material, i.kind,
-                  tuple([getattr(t, "key", None) for t in i.textures]) if i.textures else ())
-                 for i in scene.instances]
+    insts = scene.instances
+    placements = list(map(_INSTANCE_ARGS, insts))
+    meshes = list(map(_MESH, insts))
+    by_id = dict(zip(map(id, meshes), meshes))  # the distinct entries placed, in first-placement order
+    ref_of = {i: known.get(i) for i in by_id}
+    textures = None
+    if any(map(_TEXTURES, insts)):
+        textures = [tuple([getattr(t, "key", None) for t in i.textures]) if i.textures else () for i in insts]
     unique = ([known.get(id(m)) for m in scene.meshes], [known.get(id(e)) for e in scene.entries])
     # the placements as Instance arguments, used as they are when the reload gets back the same entry objects (the
     # usual case) and no placement has textures: one C-level pass instead of a loop of Python work per placement
     fast = None
-    if all(r is not None and not t for r, _m, _p, _mat, _k, t in instances):
-        fast = ([(i.mesh, i.transform, i.prim_path, i.material, i.kind) for i in scene.instances],
-                {ref: value for ref, value in zip((r for r, *_ in instances), (i.mesh for i in scene.instances))})
+    if textures is None and None not in ref_of.values():
+        fast = {ref_of[i]: value for i, value in by_id.items()}
     return {"layers": layers, "refs": {n: list(keys) for n, (_c, keys) in refs.items()},
-            "cachers": {n: c for n, (c, _k) in refs.items()}, "instances": instances, "fast": fast,
+            "cachers": {n: c for n, (c, _k) in refs.items()}, "placements": placements, "ref_of": ref_of,
+            "textures": textures, "fast": fast,
             "unique": unique if None not in unique[0] and None not in unique[1] else None,
             "warnings": list(scene.warnings), "stats": scene.stats.as_dict(),
             "frame": (scene.up_axis, scene.meters_per_unit)}
@@ -764,14 +935,17 @@ def _warm_scene(device: Device, pm: Any, plan: dict[str, Any], path: str,
                 scene.hold(cacher, k)
                 by_key[(name, k)] = v
         fast = plan["fast"]
-        if fast is not None and all(by_key.get(ref) is value for ref, value in fast[1].items()):
-            scene.instances.extend(itertools.starmap(Instance, fast[0]))
+        if fast is not None and all(by_key.get(ref) is value for ref, value in fast.items()):
+            scene.instances.extend(itertools.starmap(Instance, plan["placements"]))
         else:
             # one pass of plain tuple work per placement
             get = by_key.get
+            ref_of = plan["ref_of"]
             append = scene.instances.append
             make = Instance
-            for ref, transform, prim_path, material, kind, tex_keys in plan["instances"]:
+            tex = plan["textures"] or itertools.repeat(())
+            for (mesh, transform, prim_path, material, kind), tex_keys in zip(plan["placements"], tex):
+                ref = ref_of[id(mesh)]
                 value = get(ref) if ref is not None else None
                 if value is None:
                     continue
@@ -781,7 +955,7 @@ def _warm_scene(device: Device, pm: Any, plan: dict[str, Any], path: str,
     except BaseException:
         scene.release()
         raise
-    if plan["unique"] is not None and len(scene.instances) == len(plan["instances"]):
+    if plan["unique"] is not None and len(scene.instances) == len(plan["placements"]):
         # every placement came back: the unique meshes and entries are the cold load's, in its order
         scene.meshes = [by_key[ref] for ref in plan["unique"][0]]
         scene.entries = [by_key[ref] for ref in plan["unique"][1]]
