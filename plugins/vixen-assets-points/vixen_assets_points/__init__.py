@@ -10,6 +10,8 @@ This package is also the worked example of ``docs/plugins.md`` ("Writing the poi
 
 from __future__ import annotations
 
+import operator
+
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -210,14 +212,19 @@ def vixen_stage_loaded(scene: Any) -> None:
 
     :param scene: the loaded :class:`~vixen_assets.Scene`.
     """
-    insts = [i for i in scene.instances if isinstance(i.mesh, GpuPoints)]
-    unique = {id(i.mesh): i.mesh for i in insts}.values()
+    # the scene's unique entries first: a scene with no point sets (most of them, with thousands of placements)
+    # costs a look at each entry, not at each instance
+    unique = {id(e): e for e in scene.entries if isinstance(e, GpuPoints)}
+    placed = [m for m in map(_MESH, scene.instances) if id(m) in unique] if unique else []
     scene.plugin_data["points"] = {
-        "prims": len(insts),
+        "prims": len(placed),
         "unique": len(unique),
-        "points": sum(i.mesh.count for i in insts),
-        "bytes": sum(e.nbytes for e in unique),
+        "points": sum(m.count for m in placed),
+        "bytes": sum(e.nbytes for e in unique.values()),
     }
+
+
+_MESH = operator.attrgetter("mesh")
 
 
 __all__ = ["DEFAULT_WIDTH", "LAYOUT", "STRIDE", "GpuPoints", "PointsCacher", "PointsSource", "vixen_register_cachers",
