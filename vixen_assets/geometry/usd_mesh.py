@@ -103,27 +103,12 @@ def _numeric_values(value, is_array: bool) -> np.ndarray | None:
     return arr if arr.dtype == np.float32 else arr.astype(np.float32)
 
 
-def _read_primvar(pv: UsdGeom.Primvar, time: Usd.TimeCode, where, field: str) -> PrimvarData | None:
-    value = _get(pv.GetAttr(), time)
-    if value is None:
-        return None
-    type_name = pv.GetTypeName()
-    values = _numeric_values(value, type_name.isArray)
-    if values is None:
-        raise _fail(where, f"primvar of type {type_name} cannot be a vertex attribute (not numeric)", field)
-    indices = None
-    if pv.IsIndexed():
-        raw = _get(pv.GetIndicesAttr(), time)
-        if raw is not None:
-            indices = _int_array(raw, where, field + ":indices")
-    return PrimvarData(values, pv.GetInterpolation(), indices, pv.GetElementSize())
-
-
 def _read_authored_primvar(pv: UsdGeom.Primvar, time: Usd.TimeCode, where, field: str,
                            indices_authored: bool) -> PrimvarData | None:
-    """:func:`_read_primvar` of a primvar whose attribute has an authored opinion, when the caller knows from the
-    prim's authored property names whether ``<field>:indices`` has one: ``IsIndexed`` (an authored indices value)
-    is then the indices attribute's value not being None, without asking USD first."""
+    """A primvar's values (numeric, as float32 rows), interpolation, indices and element size, or None without a
+    value. ``indices_authored`` says whether ``<field>:indices`` has an authored opinion (the caller knows it from
+    the prim's authored property names): ``IsIndexed`` (an authored indices value) is then the indices attribute's
+    value not being None, without asking USD first."""
     attr = pv.GetAttr()
     value = attr.Get(time)
     if value is None:
