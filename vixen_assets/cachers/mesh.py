@@ -23,7 +23,7 @@ from ..geometry.mesh_source import MeshSource, validate_sources
 from ..geometry.packing import Submesh
 from ..geometry.pipeline import PreparePipeline
 from ..geometry.prepare import prepare_meshes, prepare_threads
-from ..geometry.sizing import mesh_gpu_bytes, triangle_count
+from ..geometry.sizing import mesh_gpu_bytes, source_triangles
 from ..geometry.usd_mesh import read_mesh_source, read_mesh_sources
 from ..hookspecs import hookimpl
 from ..memory.buffers import Buffer
@@ -101,6 +101,8 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
         if pipeline is not None and pipeline[0] is not context:  # left over from a load that failed before build
             pipeline[1].close()
             pipeline = self._pipeline = None
+        if pipeline is None and prepare_threads() < 2:
+            return  # no cores to spare (see below): nothing to size
         # the size pre-flight before any preparation: meshes that together could never fit the budget are left to
         # build(), which refuses them before preparing
         ahead = sum(mesh_gpu_bytes(src, self.attributes) for src in sources)
@@ -110,8 +112,6 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
             return
         self._ahead_bytes = ahead
         if pipeline is None:
-            if prepare_threads() < 2:
-                return
             try:
                 pipeline = self._pipeline = (context, PreparePipeline(self.attributes, self.__contains__))
             except ValueError:  # attributes of batch-dependent component counts: prepare at build time
@@ -144,7 +144,7 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
         return out
 
     def _check_content(self, src: MeshSource) -> Exception | None:
-        if triangle_count(src.face_vertex_counts) == 0:
+        if source_triangles(src) == 0:
             return SkippedPrimWarning(f"mesh has no faces ({src.face_count} faces, {src.point_count} points): "
                                       "skipped", path=src.layer_path or None, prim_path=src.prim_path or None,
                                       field="faceVertexCounts")
@@ -152,6 +152,8 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
         if src.normals is not None and "normal" in self.attributes:
             checks.append(("normals", src.normals))
         for fld, values in checks:
+            if np.isfinite(values.sum()):  # a NaN or an infinity makes the sum one: all finite (the common case)
+                continue
             finite = np.isfinite(values)
             if not finite.all():
                 bad = int(np.count_nonzero(~finite.all(axis=-1))) if finite.ndim > 1 else int((~finite).sum())

@@ -19,6 +19,8 @@ from vixen_assets.errors import FormatError
 from vixen_assets.geometry.checks import (
     MeshFinding,
     attribute_findings,
+    expected_count,
+    out_of_range,
     first_error,
     primvar_findings,
     shape_findings,
@@ -109,6 +111,8 @@ class MeshSource:
     material_path: str | None = None
     hole_indices: np.ndarray | None = None
     _hashes: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: (the ``face_vertex_counts`` array it was counted from, its triangle count): see ``sizing.source_triangles``
+    _triangles: tuple = field(default=(None, 0), init=False, repr=False, compare=False)
 
     @property
     def point_count(self) -> int:
@@ -171,13 +175,16 @@ class MeshSource:
         # bytes follow in the same order: few update calls per mesh.
         header = [f"vixen-mesh/{PREPARE_VERSION}/{','.join(attributes)}/{int(self.left_handed)}"]
         arrays = []
+        add = header.append
 
         def arr(a: np.ndarray | None) -> None:
             if a is None:
-                header.append("-")
+                add("-")
                 return
-            a = np.ascontiguousarray(a)
-            header.append(f"{a.dtype.str}{a.shape}")
+            # ascontiguousarray only where it changes something (it also makes 0-d arrays 1-d: those go through)
+            if type(a) is not np.ndarray or not a.ndim or not a.flags.c_contiguous:
+                a = np.ascontiguousarray(a)
+            add(f"{a.dtype.str}{a.shape}")
             if a.size:
                 arrays.append(a)
 
@@ -186,16 +193,16 @@ class MeshSource:
         arr(self.face_vertex_indices)
         arr(self.hole_indices)
         if "normal" in attributes:
-            header.append(f"n:{self.normals_interpolation}")
+            add(f"n:{self.normals_interpolation}")
             arr(self.normals)
         for name in attributes:
             pv = self.primvars.get(name) if name not in ("position", "normal") else None
             if pv is not None:
-                header.append(f"p:{name}:{pv.interpolation}:{pv.element_size}")
+                add(f"p:{name}:{pv.interpolation}:{pv.element_size}")
                 arr(pv.values)
                 arr(pv.indices)
         for sub in self.subsets:
-            header.append(f"s:{sub.name}")
+            add(f"s:{sub.name}")
             arr(sub.indices)
         h.update("|".join(header).encode())
         for a in arrays:
@@ -232,10 +239,12 @@ def validate_sources(sources: Sequence[MeshSource], *, attributes: Sequence[str]
     if not sources:
         return
     for src in sources:
-        check_shapes(src)
+        if not _shapes_ok(src):
+            check_shapes(src)
     m = len(sources)
     if m == 1:  # one mesh (read_mesh_source): plain reductions, none of the batch bookkeeping
         _check_one(sources[0])
+        _remember_triangles(sources)
         check_attributes(sources[0], attributes)
         return
     face_n = np.fromiter((s.face_count for s in sources), dtype=np.int64, count=m)
@@ -244,8 +253,30 @@ def validate_sources(sources: Sequence[MeshSource], *, attributes: Sequence[str]
     counts = sources[0].face_vertex_counts if m == 1 else np.concatenate([s.face_vertex_counts for s in sources])
     indices = sources[0].face_vertex_indices if m == 1 else np.concatenate([s.face_vertex_indices for s in sources])
     check_topology(sources, counts, indices, face_n, corner_n, point_n)
+    _remember_triangles(sources)
     for src in sources:
         check_attributes(src, attributes)
+
+
+_F32 = np.dtype(np.float32)
+
+
+def _shapes_ok(src: MeshSource) -> bool:
+    """Whether :func:`check_shapes` has nothing to say about ``src`` (the same conditions, without the findings'
+    generator: it runs once per mesh of every batch)."""
+    p, c, i = src.points, src.face_vertex_counts, src.face_vertex_indices
+    return (isinstance(p, np.ndarray) and p.dtype == _F32 and p.ndim == 2 and p.shape[1] == 3
+            and isinstance(c, np.ndarray) and c.dtype.kind in "iu" and c.ndim == 1
+            and isinstance(i, np.ndarray) and i.dtype.kind in "iu" and i.ndim == 1)
+
+
+def _remember_triangles(sources: Sequence[MeshSource]) -> None:
+    """After the topology checks passed (every face has 3 or more corners, the counts sum to the number of
+    indices), each source's triangle count is its corners minus twice its faces: remembered for the sizing
+    (:func:`~vixen_assets.geometry.sizing.source_triangles`) so that no later step sums the counts again."""
+    for src in sources:
+        counts = src.face_vertex_counts
+        src._triangles = (counts, len(src.face_vertex_indices) - 2 * len(counts))
 
 
 def _check_one(src: MeshSource) -> None:
@@ -305,9 +336,39 @@ def check_topology(
         if len(bad):
             i = int(bad[0])
             _raise_first(sources[i], topology_findings(sources[i], holes=False, subsets=False))
-    for src in sources:
-        if (face_sets and src.subsets) or src.hole_indices is not None:
-            _check_face_sets(src, face_sets)
+    _check_all_face_sets(sources, face_n, face_sets)
+
+
+def _check_all_face_sets(sources: Sequence[MeshSource], face_n: np.ndarray, subsets: bool) -> None:
+    """Hole (and, with ``subsets``, GeomSubset) face indices of every source in range: one vectorized pass over
+    the integer ones; the first source (in order) with a bad one raises through its findings, as the loop over
+    :func:`_check_face_sets` it replaces would."""
+    owners: list[int] = []
+    arrays: list[np.ndarray] = []
+    loose: list[int] = []  # sources whose face sets are not all integer arrays: checked one by one
+    for i, src in enumerate(sources):
+        if not ((subsets and src.subsets) or src.hole_indices is not None):
+            continue
+        sets = [src.hole_indices] if src.hole_indices is not None else []
+        if subsets:
+            sets.extend(sub.indices for sub in src.subsets)
+        if all(isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype.kind in "iu" for a in sets):
+            for a in sets:
+                if len(a):
+                    owners.append(i)
+                    arrays.append(a)
+        else:
+            loose.append(i)
+    first_bad = len(sources)
+    if arrays:
+        lens = np.fromiter((len(a) for a in arrays), dtype=np.intp, count=len(arrays))
+        mesh = np.asarray(owners, dtype=np.intp)
+        idx = np.concatenate(arrays, dtype=np.int64, casting="unsafe")
+        bad = (idx < 0) | (idx >= np.repeat(face_n[mesh], lens))
+        if bad.any():
+            first_bad = int(mesh[np.searchsorted(np.cumsum(lens), int(np.flatnonzero(bad)[0]), side="right")])
+    for i in sorted([*loose, first_bad] if first_bad < len(sources) else loose):
+        _check_face_sets(sources[i], subsets)
 
 
 def check_attributes(
@@ -315,4 +376,41 @@ def check_attributes(
 ) -> None:
     """Check the sizes of ``src``'s normals and primvars (those named in ``attributes`` when given); with
     ``index_ranges`` also that indexed primvars' indices are in range (prepare_meshes checks those vectorized)."""
-    _raise_first(src, attribute_findings(src, attributes, index_ranges=index_ranges))
+    if not _attributes_ok(src, attributes, index_ranges):
+        _raise_first(src, attribute_findings(src, attributes, index_ranges=index_ranges))
+
+
+def _primvar_ok(pv: PrimvarData, points: int, faces: int, corners: int, index_ranges: bool) -> bool:
+    """Whether ``primvar_findings`` has nothing to say about ``pv`` (its conditions, without the generator)."""
+    interp = pv.interpolation
+    if interp not in INTERPOLATIONS:
+        return False
+    values = pv.values
+    if not isinstance(values, np.ndarray) or values.dtype.kind not in "fiub":
+        return False
+    es = pv.element_size
+    if es < 1 or len(values) % es:
+        return False
+    expected = expected_count(interp, points, faces, corners)
+    n_elem = len(values) // es
+    idx = pv.indices
+    if idx is not None:
+        return len(idx) == expected and not (index_ranges and out_of_range(idx, n_elem))
+    return n_elem == expected or (interp == "constant" and n_elem >= 1)
+
+
+def _attributes_ok(src: MeshSource, attributes: Sequence[str] | None, index_ranges: bool) -> bool:
+    """Whether ``attribute_findings`` has nothing to say about ``src``: checked without building findings (once
+    per mesh of every batch); only a source that fails here goes through the findings, which name the problem."""
+    points, faces, corners = len(src.points), len(src.face_vertex_counts), len(src.face_vertex_indices)
+    n = src.normals
+    if n is not None and (attributes is None or "normal" in attributes):
+        if not isinstance(n, np.ndarray) or n.ndim != 2 or n.shape[1] != 3:
+            return False
+        if not _primvar_ok(PrimvarData(n, src.normals_interpolation or "vertex"), points, faces, corners,
+                           index_ranges):
+            return False
+    for name, pv in src.primvars.items():
+        if (attributes is None or name in attributes) and not _primvar_ok(pv, points, faces, corners, index_ranges):
+            return False
+    return True

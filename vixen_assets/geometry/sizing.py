@@ -29,6 +29,22 @@ def triangle_count(face_vertex_counts: np.ndarray) -> int:
     return int(counts.sum(dtype=np.int64)) - 2 * int(counts.size) + int((2 - small).sum())
 
 
+def source_triangles(source: MeshSource) -> int:
+    """:func:`triangle_count` of ``source``'s faces, counted once per source: the batch validation remembers it
+    (corners minus twice the faces, once the counts are known to be sound) and so does this function, as long as
+    ``source.face_vertex_counts`` is the array it was counted from.
+
+    :param source: the mesh as read.
+    """
+    counts = source.face_vertex_counts
+    known, n = source._triangles
+    if known is counts:
+        return n
+    n = triangle_count(counts)
+    source._triangles = (counts, n)
+    return n
+
+
 def mesh_vertex_stride(source: MeshSource, attributes: Sequence[str] = DEFAULT_ATTRIBUTES) -> int:
     """Bytes per vertex of the prepared mesh for ``attributes``.
 
@@ -59,6 +75,6 @@ def mesh_gpu_bytes(source: MeshSource, attributes: Sequence[str] = DEFAULT_ATTRI
     # faceVarying/uniform values split points only where the values differ (an indexed primvar often splits none),
     # which only preparation finds out: count one vertex per point, a lower bound that never refuses a mesh that fits
     vertices = source.point_count
-    indices = 3 * triangle_count(source.face_vertex_counts)
+    indices = 3 * source_triangles(source)
     index_size = 2 if vertices <= 0xFFFF else 4
     return vertices * mesh_vertex_stride(source, attributes) + indices * index_size

@@ -103,16 +103,24 @@ def _numeric_values(value, is_array: bool) -> np.ndarray | None:
     return arr if arr.dtype == np.float32 else arr.astype(np.float32)
 
 
-def _read_primvar(pv: UsdGeom.Primvar, time: Usd.TimeCode, where, field: str) -> PrimvarData | None:
-    value = _get(pv.GetAttr(), time)
+def _read_authored_primvar(pv: UsdGeom.Primvar, time: Usd.TimeCode, where, field: str,
+                           indices_authored: bool) -> PrimvarData | None:
+    """A primvar's values (numeric, as float32 rows), interpolation, indices and element size, or None without a
+    value. ``indices_authored`` says whether ``<field>:indices`` has an authored opinion (the caller knows it from
+    the prim's authored property names): ``IsIndexed`` (an authored indices value) is then the indices attribute's
+    value not being None, without asking USD first."""
+    attr = pv.GetAttr()
+    value = attr.Get(time)
     if value is None:
-        return None
-    type_name = pv.GetTypeName()
+        value = _get_sampled(attr, time)
+        if value is None:
+            return None
+    type_name = attr.GetTypeName()
     values = _numeric_values(value, type_name.isArray)
     if values is None:
         raise _fail(where, f"primvar of type {type_name} cannot be a vertex attribute (not numeric)", field)
     indices = None
-    if pv.IsIndexed():
+    if indices_authored:
         raw = _get(pv.GetIndicesAttr(), time)
         if raw is not None:
             indices = _int_array(raw, where, field + ":indices")
@@ -176,9 +184,14 @@ def read_mesh_sources(
     good: list[tuple[Usd.Prim, MeshSource]] = []
     subsets: list[SubsetSource] = []
     subset_prims: list[Usd.Prim] = []
+    layer_paths: dict[Usd.Stage, str | None] = {}
     for prim in prims:
+        stage = prim.GetStage()
+        layer_path = layer_paths.get(stage, False)
+        if layer_path is False:
+            layer_path = layer_paths[stage] = _only_layer_path(stage)
         try:
-            src, sub_prims = _read(prim, time, names)
+            src, sub_prims = _read(prim, time, names, layer_path)
         except FormatError as exc:
             out.append(exc)
             continue
@@ -195,27 +208,52 @@ def read_mesh_sources(
     return out
 
 
+def _only_layer_path(stage: Usd.Stage) -> str | None:
+    """What :func:`layer_path_of` gives for every prim of ``stage`` when its root layer is the only layer it uses
+    that holds prim specs (the session layer and any sublayer, reference or payload layer empty): the root layer's
+    path, found once instead of per prim. Else None (ask per prim)."""
+    root = stage.GetRootLayer()
+    if any(layer.rootPrims for layer in stage.GetUsedLayers() if layer != root):
+        return None
+    return root.realPath or root.identifier
+
+
 def _material_paths(prims: list[Usd.Prim]) -> list[str | None]:
     materials, _rels = UsdShade.MaterialBindingAPI.ComputeBoundMaterials(prims)
     return [str(m.GetPath()) if m else None for m in materials]
 
 
-def _read(prim: Usd.Prim, time: Usd.TimeCode, primvars: tuple[str, ...]) -> tuple[MeshSource, list[Usd.Prim]]:
+def _get_sampled(attr: Usd.Attribute, time: Usd.TimeCode):
+    """``attr``'s value at ``time`` (:func:`_get`) once ``attr.Get(time)`` gave None: its earliest sample when
+    ``time`` is the default time and it has samples, else None."""
+    if time.IsDefault() and attr.GetNumTimeSamples():
+        return attr.Get(_EARLIEST)
+    return None
+
+
+def _read(prim: Usd.Prim, time: Usd.TimeCode, primvars: tuple[str, ...],
+          layer_path: str | None = None) -> tuple[MeshSource, list[Usd.Prim]]:
     """Everything of :func:`read_mesh_source` but the material bindings (``material_path`` left None), and the
     prims of the source's subsets (in the order of ``source.subsets``), whose bindings the caller resolves.
 
     Attributes without an authored opinion (one ``GetAuthoredPropertyNames`` call tells) are not read: their value
-    is the schema's fallback (no normals, no holes, right-handed, no primvar), as ``Get`` would return.
+    is the schema's fallback (no normals, no holes, right-handed, no primvar), as ``Get`` would return. The
+    attributes are fetched by name from the prim (what the schema getters do, without making a schema object per
+    call); ``layer_path`` is the prim's :func:`layer_path_of` when the caller knows it already.
     """
     prim_path = prim.GetPath().pathString
-    layer_path = layer_path_of(prim)
+    if layer_path is None:
+        layer_path = layer_path_of(prim)
     where = (layer_path, prim_path)
     if not prim.IsA(UsdGeom.Mesh):
         raise _fail(where, f"prim of type {prim.GetTypeName()!r} is not a UsdGeom.Mesh")
-    mesh = UsdGeom.Mesh(prim)
-    authored = set(prim.GetAuthoredPropertyNames())
+    authored = prim.GetAuthoredPropertyNames()
+    attribute = prim.GetAttribute
 
-    raw_points = _get(mesh.GetPointsAttr(), time)
+    attr = attribute("points")
+    raw_points = attr.Get(time)
+    if raw_points is None:
+        raw_points = _get_sampled(attr, time)
     if raw_points is None:
         points = _NO_POINTS
     else:
@@ -223,14 +261,17 @@ def _read(prim: Usd.Prim, time: Usd.TimeCode, primvars: tuple[str, ...]) -> tupl
         if points is None:
             arr = np.asarray(raw_points)
             raise _fail(where, f"points must be point3f[] (3-vectors of floats), got {_describe(arr)}", "points")
-    counts = _int_array(_get(mesh.GetFaceVertexCountsAttr(), time), where, "faceVertexCounts")
-    indices = _int_array(_get(mesh.GetFaceVertexIndicesAttr(), time), where, "faceVertexIndices")
+    attr = attribute("faceVertexCounts")
+    value = attr.Get(time)
+    counts = _int_array(_get_sampled(attr, time) if value is None else value, where, "faceVertexCounts")
+    attr = attribute("faceVertexIndices")
+    value = attr.Get(time)
+    indices = _int_array(_get_sampled(attr, time) if value is None else value, where, "faceVertexIndices")
 
-    api = UsdGeom.PrimvarsAPI(prim)
     normals = None
     normals_interp = None
     if "primvars:normals" in authored:
-        pv_normals = api.GetPrimvar("normals")
+        pv_normals = UsdGeom.PrimvarsAPI(prim).GetPrimvar("normals")
         value = _get(pv_normals.GetAttr(), time)
         normals = _vec3_array(value)
         if normals is not None:
@@ -244,33 +285,35 @@ def _read(prim: Usd.Prim, time: Usd.TimeCode, primvars: tuple[str, ...]) -> tupl
             _LOG.warning("%s:%s: ignoring primvars:normals holding %s; computing normals", layer_path, prim_path,
                          _value_type(value))
     if normals is None and "normals" in authored:
-        value = _get(mesh.GetNormalsAttr(), time)
+        attr = attribute("normals")
+        value = _get(attr, time)
         if value is not None:
             normals = _vec3_array(value)
             if normals is None:
                 _LOG.warning("%s:%s: ignoring normals holding %s; computing normals", layer_path, prim_path,
                              _value_type(value))
             else:
-                normals_interp = mesh.GetNormalsInterpolation()
+                normals_interp = UsdGeom.Mesh(prim).GetNormalsInterpolation()
 
     pvs: dict[str, PrimvarData] = {}
     for name in primvars:
-        if "primvars:" + name not in authored:
+        attr_name = "primvars:" + name
+        if attr_name not in authored:
             continue
-        pv = api.GetPrimvar(name)
+        pv = UsdGeom.Primvar(attribute(attr_name))
         if pv:
-            data = _read_primvar(pv, time, where, f"primvars:{name}")
+            data = _read_authored_primvar(pv, time, where, attr_name, attr_name + ":indices" in authored)
             if data is not None:
                 pvs[name] = data
 
     hole_indices = None
     if "holeIndices" in authored:
-        holes = _get(mesh.GetHoleIndicesAttr(), time)
+        holes = _get(attribute("holeIndices"), time)
         hole_indices = _int_array(holes, where, "holeIndices") if holes is not None and len(holes) else None
 
     subsets: list[SubsetSource] = []
     sub_prims: list[Usd.Prim] = []
-    found = UsdGeom.Subset.GetAllGeomSubsets(mesh)
+    found = UsdGeom.Subset.GetAllGeomSubsets(UsdGeom.Imageable(prim))
     if found:
         ranked = []
         for sub in found:
@@ -294,7 +337,7 @@ def _read(prim: Usd.Prim, time: Usd.TimeCode, primvars: tuple[str, ...]) -> tupl
         normals=normals,
         normals_interpolation=normals_interp,
         primvars=pvs,
-        left_handed="orientation" in authored and mesh.GetOrientationAttr().Get() == _LEFT,
+        left_handed="orientation" in authored and attribute("orientation").Get() == _LEFT,
         subsets=subsets,
         prim_path=prim_path,
         layer_path=layer_path,

@@ -328,7 +328,10 @@ class _Walker:
         if not tname and prim.IsPseudoRoot():
             return
         if reg is None and self.attributes:
-            reg = next((r for a, r in self.attributes.items() if prim.HasAttribute(a)), None)
+            for a, r in self.attributes.items():  # a loop, not next(genexpr): this runs for most prims
+                if prim.HasAttribute(a):
+                    reg = r
+                    break
         if reg is not None:
             ppath = str(prim.GetPath())
             items.append(_Item(reg, prim, self._matrix(prim, relative_to), ppath, None, prim_path=ppath))
