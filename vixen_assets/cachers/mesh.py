@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import FormatError, SkippedPrimWarning
-from ..geometry.mesh_source import MeshSource, validate_sources
+from ..geometry.mesh_source import MeshSource, validate_distinct_sources, validate_sources
 from ..geometry.packing import Submesh
 from ..geometry.pipeline import PreparePipeline
 from ..geometry.prepare import prepare_meshes, prepare_threads
@@ -131,16 +131,22 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
         for non-finite points or normals."""
         out: list[Exception | None] = [None] * len(sources)
         try:
-            validate_sources(sources, attributes=self.attributes)
+            validate_distinct_sources(sources, attributes=self.attributes)  # each distinct geometry once
         except FormatError:
             for i, src in enumerate(sources):
                 try:
                     validate_sources([src], attributes=self.attributes)
                 except FormatError as exc:
                     out[i] = exc
+        clean: dict[str, bool] = {}  # geometry hash -> its content passed (a geometry placed again passes again)
         for i, src in enumerate(sources):
             if out[i] is None:
+                h = src.geometry_hash(self.attributes)  # remembered (the key below hashes on from it)
+                if clean.get(h):
+                    continue
                 out[i] = self._check_content(src)
+                if out[i] is None:
+                    clean[h] = True
         return out
 
     def _check_content(self, src: MeshSource) -> Exception | None:

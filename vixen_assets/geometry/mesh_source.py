@@ -258,6 +258,29 @@ def validate_sources(sources: Sequence[MeshSource], *, attributes: Sequence[str]
         check_attributes(src, attributes)
 
 
+def validate_distinct_sources(sources: Sequence[MeshSource], *, attributes: Sequence[str]) -> None:
+    """:func:`validate_sources` of the distinct geometries of ``sources`` only (:meth:`MeshSource.geometry_hash`
+    over ``attributes``, which covers every array and interpolation the checks look at): an asset placed many times
+    with its own copy of its materials is checked once. Raises for the first bad distinct source (callers that name
+    every bad source check them one by one after that). The hashes are remembered, so the cacher's keys cost
+    nothing more. Sources whose arrays are not all plain arrays of the right shape are checked as they are."""
+    if len(sources) < 2 or not all(_shapes_ok(src) for src in sources):
+        validate_sources(sources, attributes=attributes)
+        return
+    try:
+        first: dict[str, MeshSource] = {}
+        for src in sources:
+            first.setdefault(src.geometry_hash(attributes), src)
+    except Exception:  # noqa: BLE001 - arrays the hash cannot take: the full checks name the problem
+        validate_sources(sources, attributes=attributes)
+        return
+    if len(first) == len(sources):
+        validate_sources(sources, attributes=attributes)
+        return
+    validate_sources(list(first.values()), attributes=attributes)
+    _remember_triangles(sources)
+
+
 _F32 = np.dtype(np.float32)
 
 

@@ -57,6 +57,9 @@ from vixen_assets.geometry.packing import (
     build_layout,
 )
 from vixen_assets.geometry.primvars import (
+    CLASS_OF,
+    FACE_VARYING,
+    UNIFORM,
     Flattened,
     VertexMap,
     flatten_attribute,
@@ -247,8 +250,9 @@ def prepare_meshes(
             for part in parts:
                 out.extend(part)
         else:
+            shared: dict[tuple[str, tuple[bool, ...]], PreparedMesh] = {}  # across the chunks (see _reuse_key)
             for a, b in spans:
-                out.extend(_prepare_deduplicated(sources[a:b], attrs, layout, validate))
+                out.extend(_prepare_deduplicated(sources[a:b], attrs, layout, validate, shared))
     finally:
         if hasher is not None:
             t = time.perf_counter()
@@ -259,8 +263,35 @@ def prepare_meshes(
     return out
 
 
+def _split_attributes(sources: Sequence[MeshSource], attrs: tuple[str, ...]) -> tuple[bool, ...]:
+    """Per attribute of ``attrs``: whether some source of ``sources`` has it per corner or per face (``uniform`` or
+    ``faceVarying``: :func:`~vixen_assets.geometry.primvars.flatten_attribute` gives it corner values, and the
+    vertex split of every mesh of the chunk takes it into account)."""
+    split = (UNIFORM, FACE_VARYING)
+    out = []
+    for name in attrs:
+        if name == "position":
+            out.append(False)
+        elif name == "normal":
+            out.append(any(s.normals is not None and CLASS_OF.get(s.normals_interpolation or "vertex") in split
+                           for s in sources))
+        else:
+            out.append(any((pv := s.primvars.get(name)) is not None and CLASS_OF.get(pv.interpolation) in split
+                           for s in sources))
+    return tuple(out)
+
+
+def _with_materials(pm: PreparedMesh, src: MeshSource) -> PreparedMesh:
+    """``pm`` (the prepared arrays of a source of the same geometry) with ``src``'s submesh materials and prim."""
+    mats = [sub.material_path for sub in src.subsets]
+    subs = [Submesh(s.name, s.first_index, s.index_count, mats[k] if k < len(mats) else src.material_path)
+            for k, s in enumerate(pm.submeshes)]
+    return replace(pm, submeshes=subs, prim_path=src.prim_path)
+
+
 def _prepare_deduplicated(
-    sources: Sequence[MeshSource], attrs: tuple[str, ...], layout: VertexLayout, validate: bool
+    sources: Sequence[MeshSource], attrs: tuple[str, ...], layout: VertexLayout, validate: bool,
+    shared: dict[tuple[str, tuple[bool, ...]], PreparedMesh] | None = None,
 ) -> list[PreparedMesh]:
     """:func:`_prepare_chunk` of the distinct geometries of a chunk (:meth:`MeshSource.geometry_hash`); sources
     that differ only in material bindings (an asset referenced per placement with its own copy of its materials)
@@ -269,22 +300,40 @@ def _prepare_deduplicated(
     A mesh's bytes depend on which attributes are split (faceVarying or uniform) anywhere in its chunk (they take
     part in ordering its seam vertices), so the chunk boundaries stay those of the whole list and duplicates are
     only dropped inside a chunk: the set of geometries, and so every mesh's bytes, is the same as without it.
+    ``shared`` (kept over the chunks of one batch) also reuses a geometry prepared by an earlier chunk, keyed by
+    its geometry hash and the attributes split in its chunk (the same bytes it would get here): only when the
+    geometries left to prepare split the same attributes as the whole chunk, else the chunk prepares all its own.
     """
     if len(sources) < 2 or validate:
         return _prepare_chunk(sources, attrs, layout, validate)
     first: dict[str, int] = {}
     rep = [first.setdefault(src.geometry_hash(attrs), i) for i, src in enumerate(sources)]
-    if len(first) == len(sources):
-        return _prepare_chunk(sources, attrs, layout, validate)
-    done = dict(zip(first.values(), _prepare_chunk([sources[i] for i in first.values()], attrs, layout, validate)))
+    reused: dict[int, PreparedMesh] = {}
+    todo = list(first.values())
+    if shared is not None:
+        signature = _split_attributes(sources, attrs)
+        hits = {i: shared[(h, signature)] for h, i in first.items() if (h, signature) in shared}
+        rest = [i for i in todo if i not in hits]
+        if hits and (not rest or _split_attributes([sources[i] for i in rest], attrs) == signature):
+            reused, todo = hits, rest
+    if len(todo) == len(sources):
+        prepared = _prepare_chunk(sources, attrs, layout, validate)
+        done = dict(enumerate(prepared))
+    else:
+        done = dict(zip(todo, _prepare_chunk([sources[i] for i in todo], attrs, layout, validate))) if todo else {}
+    if shared is not None:
+        signature = _split_attributes(sources, attrs)
+        for i, pm in done.items():
+            shared.setdefault((sources[i].geometry_hash(attrs), signature), pm)
     out = []
     for i, src in enumerate(sources):
-        pm = done[rep[i]]
-        if rep[i] != i:
-            mats = [sub.material_path for sub in src.subsets]
-            subs = [Submesh(s.name, s.first_index, s.index_count, mats[k] if k < len(mats) else src.material_path)
-                    for k, s in enumerate(pm.submeshes)]
-            pm = replace(pm, submeshes=subs, prim_path=src.prim_path)
+        r = rep[i]
+        if r in reused:
+            out.append(_with_materials(reused[r], src))
+            continue
+        pm = done[r]
+        if r != i:
+            pm = _with_materials(pm, src)
         out.append(pm)
     return out
 

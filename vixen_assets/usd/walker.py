@@ -232,9 +232,16 @@ class _Walker:
         #: the stage's meters per unit when some referenced layer authors another one (see ``_unit_matrix``)
         self.unit_context: float | None = None
         self._unit_factors: dict[str, float] = {}
+        self._imageable: dict[str, bool] = {}  # by type name (see ``_pruned``)
+        #: instances of the running ``walk`` whose bound material is resolved at its end, all in one batched call:
+        #: (instance prim, the indices in its items of the placements that take the instance's material)
+        self._pending: list[tuple[Any, list[int]]] = []
 
-    def _pruned(self, prim: Any) -> bool:
-        if not prim.IsA(UsdGeom.Imageable):
+    def _pruned(self, prim: Any, tname: str) -> bool:
+        imageable = self._imageable.get(tname)
+        if imageable is None:  # IsA(Imageable) depends on the prim's type alone: asked once per type name
+            imageable = self._imageable[tname] = bool(prim.IsA(UsdGeom.Imageable))
+        if not imageable:
             return False
         # one call tells whether either attribute has any authored opinion (most prims have neither); only then
         # the schema checks below, unchanged (a spec without a value is not an authored value)
@@ -291,35 +298,66 @@ class _Walker:
     def walk(self, root: Any, relative_to: Any = None, predicate: Any = None) -> list[_Item]:
         items: list[_Item] = []
         it = iter(Usd.PrimRange(root) if predicate is None else Usd.PrimRange(root, predicate))
-        for prim in it:
-            self.visited += 1
-            try:
-                self._visit(prim, it, relative_to, items)
-            except Tf.ErrorException as exc:  # USD refuses the prim (a bad xformOp, ...): a bad prim, not a crash
-                it.PruneChildren()
-                self.warn(str(prim.GetPath()), None, f"USD cannot read the prim: {usd_reason(exc)}")
-            except (TypeError, ValueError) as exc:  # a value of an unexpected type (``iot[] protoIndices``, ...)
-                it.PruneChildren()
-                self.warn(str(prim.GetPath()), None, f"a value of the prim has an unexpected type or shape "
-                                                     f"({type(exc).__name__}: {exc})")
+        outer, self._pending = self._pending, []  # prototypes are walked from inside a walk: theirs are their own
+        try:
+            for prim in it:
+                self.visited += 1
+                try:
+                    self._visit(prim, it, relative_to, items)
+                except Tf.ErrorException as exc:  # USD refuses the prim (a bad xformOp, ...): a bad prim, not a crash
+                    it.PruneChildren()
+                    self.warn(str(prim.GetPath()), None, f"USD cannot read the prim: {usd_reason(exc)}")
+                except (TypeError, ValueError) as exc:  # a value of an unexpected type (``iot[] protoIndices``, ...)
+                    it.PruneChildren()
+                    self.warn(str(prim.GetPath()), None, f"a value of the prim has an unexpected type or shape "
+                                                         f"({type(exc).__name__}: {exc})")
+            self._resolve_instance_materials(items)
+        finally:
+            self._pending = outer
         return items
+
+    def _resolve_instance_materials(self, items: list[Any]) -> None:
+        """Give the placements of this walk's instances their instance's bound material: one batched
+        ``ComputeBoundMaterials`` over every instance prim (what one ``ComputeBoundMaterial`` per instance gave)."""
+        pending = self._pending
+        if not pending:
+            return
+        prims = [prim for prim, _rows in pending]
+        try:
+            mats = UsdShade.MaterialBindingAPI.ComputeBoundMaterials(prims)[0]
+            paths = [str(m.GetPath()) if m else None for m in mats]
+        except Exception:  # noqa: BLE001 - as _bound_material: a prim whose binding cannot be computed has none
+            paths = [_bound_material(prim) for prim in prims]
+        for (_prim, rows), mat in zip(pending, paths):
+            for r in rows:
+                items[r].material = mat
 
     def _visit(self, prim: Any, it: Any, relative_to: Any, items: list[_Item]) -> None:
         """Add the items of one prim (pruning what it covers itself)."""
-        if self._pruned(prim):
+        tname = prim.GetTypeName()
+        if self._pruned(prim, tname):
             it.PruneChildren()
             return
         if prim.IsInstance():
             proto = prim.GetPrototype()
             m = self._matrix(prim, relative_to)
-            inst_mat = _bound_material(prim)
             path = str(prim.GetPath())
             cut = len(str(proto.GetPath()))
-            for pi in self._prototype(proto):
-                items.append(pi.placed(_mul(pi.matrix, m), path + pi.label[cut:], pi.material or inst_mat))
+            placements = self._prototype(proto)
+            if any(isinstance(pi, _Batch) for pi in placements):  # batches take the material as they are placed
+                inst_mat = _bound_material(prim)
+                for pi in placements:
+                    items.append(pi.placed(_mul(pi.matrix, m), path + pi.label[cut:], pi.material or inst_mat))
+            else:  # the instance's material is filled in at the end of the walk (``_resolve_instance_materials``)
+                rows = []
+                for pi in placements:
+                    if not pi.material:
+                        rows.append(len(items))
+                    items.append(pi.placed(_mul(pi.matrix, m), path + pi.label[cut:], pi.material))
+                if rows:
+                    self._pending.append((prim, rows))
             it.PruneChildren()
             return
-        tname = prim.GetTypeName()
         if tname == "PointInstancer":
             items.extend(self._point_instancer(prim, relative_to))
             it.PruneChildren()
