@@ -53,6 +53,9 @@ class GpuMesh:
     stride: int
     prim_path: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: entries sharing these two buffers (built in one batch from the same prepared bytes), one list object for
+    #: all of them: the last one destroyed destroys the buffers (see ``MeshCacher.destroy_entry``)
+    _buffer_users: list[int] | None = field(default=None, repr=False)
 
     @property
     def nbytes(self) -> int:
@@ -183,19 +186,35 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
                 prepared = prepare_meshes(sources, attributes=self.attributes, validate=False)
         up = self.device.uploader
         out = []
+        # sources of one geometry (an asset placed with its own copy of its materials) come back from preparation
+        # as views of the same arrays: their entries share one pair of buffers, created and uploaded once
+        made: dict[tuple[int, int, int, int], tuple[Buffer, Buffer, list[int]]] = {}
         for src, pm in zip(sources, prepared):
-            label = src.prim_path or pm.content_hash[:12]
-            vb = group.create_buffer(max(pm.vertices.nbytes, 4), MESH_USAGE, name=f"vb:{label}", category=self.name)
-            ib = group.create_buffer(max(pm.indices.nbytes, 4), MESH_USAGE, name=f"ib:{label}", category=self.name)
-            if pm.vertices.nbytes:
-                up.enqueue(vb, pm.vertices)
-            if pm.indices.nbytes:
-                up.enqueue(ib, pm.indices)
+            same = (pm.vertices.__array_interface__["data"][0], pm.vertices.nbytes,
+                    pm.indices.__array_interface__["data"][0], pm.indices.nbytes)
+            got = made.get(same) if pm.vertices.nbytes and pm.indices.nbytes else None
+            if got is None:
+                label = src.prim_path or pm.content_hash[:12]
+                vb = group.create_buffer(max(pm.vertices.nbytes, 4), MESH_USAGE, name=f"vb:{label}",
+                                         category=self.name)
+                ib = group.create_buffer(max(pm.indices.nbytes, 4), MESH_USAGE, name=f"ib:{label}",
+                                         category=self.name)
+                if pm.vertices.nbytes:
+                    up.enqueue(vb, pm.vertices)
+                if pm.indices.nbytes:
+                    up.enqueue(ib, pm.indices)
+                users = [1]
+                if pm.vertices.nbytes and pm.indices.nbytes:
+                    made[same] = (vb, ib, users)
+            else:
+                vb, ib, users = got
+                users[0] += 1
             out.append(GpuMesh(
                 key=pm.content_hash, vertex_buffer=vb, index_buffer=ib, vertex_offset=vb.offset,
                 first_index=ib.offset // pm.indices.itemsize, index_count=pm.index_count, vertex_count=pm.vertex_count,
                 index_dtype=pm.index_dtype, layout=pm.layout, submeshes=list(pm.submeshes), bounds=pm.bounds,
-                triangle_count=pm.triangle_count, stride=pm.stride or pm.vertices.itemsize, prim_path=src.prim_path))
+                triangle_count=pm.triangle_count, stride=pm.stride or pm.vertices.itemsize, prim_path=src.prim_path,
+                _buffer_users=users))
         return out
 
     def entry_nbytes(self, entry: GpuMesh) -> int:
@@ -203,7 +222,13 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
         return entry.nbytes
 
     def destroy_entry(self, entry: GpuMesh) -> None:
-        """Destroy both buffers (deferred while the GPU uses them)."""
+        """Destroy both buffers (deferred while the GPU uses them); buffers shared with other entries of the same
+        geometry only once the last of them goes."""
+        users = entry._buffer_users
+        if users is not None:
+            users[0] -= 1
+            if users[0] > 0:
+                return
         entry.vertex_buffer.destroy()
         entry.index_buffer.destroy()
 
