@@ -304,7 +304,7 @@ def _prepare_deduplicated(
     its geometry hash and the attributes split in its chunk (the same bytes it would get here): only when the
     geometries left to prepare split the same attributes as the whole chunk, else the chunk prepares all its own.
     """
-    if len(sources) < 2 or validate:
+    if validate or not sources or (len(sources) < 2 and shared is None):
         return _prepare_chunk(sources, attrs, layout, validate)
     first: dict[str, int] = {}
     rep = [first.setdefault(src.geometry_hash(attrs), i) for i, src in enumerate(sources)]
