@@ -69,3 +69,28 @@ def test_a_bad_geometry_placed_twice_is_reported_for_each_prim(device, tmp_path)
     with load_stage(path, device) as scene:
         assert [i.prim_path for i in scene.instances] == ["/good"]
         assert [sum(f"/{n}" in w for w in scene.warnings) for n in ("twinA", "twinB")] == [1, 1]
+
+
+def test_shared_buffers_are_counted_once(device, tmp_path):
+    """Entries that share one geometry's buffers: the load reports the bytes uploaded once, not per entry."""
+    from vixen_assets import load_stage
+    from pxr import Usd, UsdGeom, UsdShade
+
+    path = str(tmp_path / "twins.usda")
+    stage = Usd.Stage.CreateNew(path)
+    pts = [(0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0)]
+    for i in range(2):
+        mesh = UsdGeom.Mesh.Define(stage, f"/M{i}")
+        mesh.CreatePointsAttr(pts)
+        mesh.CreateFaceVertexCountsAttr([4])
+        mesh.CreateFaceVertexIndicesAttr([0, 1, 2, 3])
+        mat = UsdShade.Material.Define(stage, f"/Mat{i}")
+        UsdShade.MaterialBindingAPI.Apply(mesh.GetPrim()).Bind(mat)
+    stage.GetRootLayer().Save()
+    scene = load_stage(path, device)
+    try:
+        buffers = {id(m.vertex_buffer) for m in scene.meshes} | {id(m.index_buffer) for m in scene.meshes}
+        assert len(scene.meshes) == 2 and len(buffers) == 2  # two entries (two materials), one pair of buffers
+        assert scene.stats.bytes_uploaded == scene.meshes[0].nbytes == scene.meshes[1].nbytes > 0
+    finally:
+        scene.release()

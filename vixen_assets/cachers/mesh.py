@@ -56,6 +56,8 @@ class GpuMesh:
     #: entries sharing these two buffers (built in one batch from the same prepared bytes), one list object for
     #: all of them: the last one destroyed destroys the buffers (see ``MeshCacher.destroy_entry``)
     _buffer_users: list[int] | None = field(default=None, repr=False)
+    #: False for an entry that reuses another entry's buffers: the cache counts those bytes once (see entry_nbytes)
+    _owns_buffers: bool = field(default=True, repr=False)
 
     @property
     def nbytes(self) -> int:
@@ -209,17 +211,20 @@ class MeshCacher(TypedCacher[MeshSource, GpuMesh]):
             else:
                 vb, ib, users = got
                 users[0] += 1
+            owns = got is None
             out.append(GpuMesh(
                 key=pm.content_hash, vertex_buffer=vb, index_buffer=ib, vertex_offset=vb.offset,
                 first_index=ib.offset // pm.indices.itemsize, index_count=pm.index_count, vertex_count=pm.vertex_count,
                 index_dtype=pm.index_dtype, layout=pm.layout, submeshes=list(pm.submeshes), bounds=pm.bounds,
                 triangle_count=pm.triangle_count, stride=pm.stride or pm.vertices.itemsize, prim_path=src.prim_path,
-                _buffer_users=users))
+                _buffer_users=users, _owns_buffers=owns))
         return out
 
     def entry_nbytes(self, entry: GpuMesh) -> int:
-        """Vertex plus index bytes."""
-        return entry.nbytes
+        """Vertex plus index bytes; 0 for an entry whose buffers another entry of the same geometry created (the
+        bytes are created, uploaded and counted once: ``SceneStats.bytes_uploaded`` and the cache's size stay what the
+        GPU holds while the entries live together, as they are built and evicted)."""
+        return entry.nbytes if entry._owns_buffers else 0
 
     def destroy_entry(self, entry: GpuMesh) -> None:
         """Destroy both buffers (deferred while the GPU uses them); buffers shared with other entries of the same
