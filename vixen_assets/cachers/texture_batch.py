@@ -143,16 +143,16 @@ def load_many(cacher: TextureCacher, requests: Sequence[TextureRequest], *, work
     futures: dict[int, Future[TextureSource]] = {}
     src: TextureSource | None = None
     group: list[TextureSource] = []  # sources taken for one hand-out that have not been handed out yet
-    smalls: dict[int, bool] = {}  # which files go inline (asked once each)
+    # which files go inline: asked of the file system before any worker runs (a stat between two GIL-holding
+    # decodes waited up to 4 ms for the GIL)
+    smalls = [_small_file(r.path) for r in requests]
     ahead = 0
     i = 0
     try:
         while i < n:
             while ahead < n and ahead < i + reach:
                 req = requests[ahead]
-                small = smalls.get(ahead)
-                if small is None:
-                    small = smalls[ahead] = _small_file(req.path)
+                small = smalls[ahead]
                 if small and ahead < i + INLINE_WINDOW:
                     futures[ahead] = _inline(cacher, req, claims, lender)
                 elif not small and ahead < i + window:

@@ -29,6 +29,7 @@ FEATURE_TRANSFER_DST = FormatFeature.TRANSFER_DST
 LAYOUT_UNDEFINED = ImageLayout.UNDEFINED
 LAYOUT_SHADER_READ = ImageLayout.SHADER_READ_ONLY
 IMAGE_1D, IMAGE_2D, IMAGE_3D = ImageType.TYPE_1D, ImageType.TYPE_2D, ImageType.TYPE_3D
+_INT_TYPES = frozenset((int, ImageType, ImageUsage))  # parameter types a remembered check is reused for
 
 
 class Image(TrackedResource):
@@ -243,7 +244,7 @@ def check_image_parameters(ctx: GpuContext, name: str, *, vk_format: int, image_
     """
     asked = (vk_format, image_type, width, height, depth, levels, layers, faces, usage)
     known = ctx.image_checks.get(asked)
-    if known is not None and not any(type(v) is bool or not isinstance(v, int) for v in asked):
+    if known is not None and set(map(type, asked)) <= _INT_TYPES:
         return known  # passed before (a bool or float equal to a checked int still takes the checks below)
     from ..formats.vkformat import format_info
     from ..vk.physical import format_properties
