@@ -2,8 +2,10 @@
 order on the calling thread.
 
 - Workers run :meth:`TextureCacher.read_file` (one header parse) and :meth:`TextureCacher.prepare` (Zstandard,
-  zlib, texture2ddecoder, Pillow and etcpak all release the GIL) into one payload per texture. A worker skips the
-  preparation of content that is already cached, or that another file of the batch prepares.
+  zlib, Pillow and etcpak release the GIL; texture2ddecoder does not) into one payload per texture. A worker skips
+  the preparation of content that is already cached, or that another file of the batch prepares. Files of at most
+  ``INLINE_BYTES`` are read and prepared on the calling thread instead, in order, ``INLINE_WINDOW`` ahead: their
+  GIL-free work is shorter than the GIL hand-overs between cores that passing them to a worker and back costs.
 - The calling thread takes the results in the order of the requests (a window of ``4 x workers`` files ahead, so the
   memory held by prepared payloads stays bounded), creates each image and enqueues its levels; the payload is copied
   once, into staging. Consecutive files whose workers already staged them (or that are cached) are built and handed

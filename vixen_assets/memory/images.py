@@ -1,5 +1,8 @@
 """Tracked images: ``Image`` (a ``VkImage`` bound to a suballocated range) and how it is created and read back.
 
+``create_images`` makes several at once (the checks and the budget charge for all before the first
+``vkCreateImage``, one ``vkBindImageMemory2``; all or nothing), as the texture cacher's batches do.
+
 Images are *optimal* resources for ``bufferImageGranularity``: the TLSF allocator gives them whole granularity
 pages (see ``tlsf.py``), so they never share a page with a buffer. Every image is created with
 ``SAMPLED | TRANSFER_DST | TRANSFER_SRC`` so it can be uploaded to and read back.
