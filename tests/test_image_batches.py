@@ -109,19 +109,18 @@ def test_a_batch_failing_midway_leaves_nothing() -> None:
         finish_test_device(dev)
 
 
-def _png(path: Path, seed: int, size: int) -> Path:
-    rng = np.random.default_rng(seed)
-    PILImage.fromarray(rng.integers(0, 255, (size, size, 4), dtype=np.uint8), "RGBA").save(path)
-    return path
-
-
 def test_small_files_prepared_inline_and_large_on_workers_give_load_texture_results(
-        device: Any, tmp_path: Path, monkeypatch: Any) -> None:
-    """A batch mixing files under and over ``INLINE_BYTES`` (the calling thread and the workers) returns, in
-    order, what ``load_texture`` returns; a failing small file still names itself and leaves nothing."""
-    monkeypatch.setattr(texture_batch, "INLINE_BYTES", 20_000)
-    files = [_png(tmp_path / f"t{i}.png", i, 32 if i % 2 else 128) for i in range(6)]  # 32²: ~4 KB, 128²: ~65 KB
-    assert {texture_batch._small_file(str(p)) for p in files} == {True, False}
+        device: Any, vixen_assets_dir: Path, tmp_path: Path) -> None:
+    """A batch mixing KTX2 files under and over ``INLINE_BYTES`` (the calling thread and the workers) and a PNG (a
+    worker) returns, in order, what ``load_texture`` returns; a failing small file still names itself and leaves
+    nothing of the batch."""
+    root = vixen_assets_dir / "ktx2"
+    files = [root / n for n in ("texturearray_bc3_unorm.ktx2", "output_3D_zstd.ktx2", "bevy_tony_mc_mapface.ktx2",
+                                "color_grid_ZLIB_9.ktx2", "magnum_rgba-cubemap.ktx2")]
+    png = tmp_path / "p.png"
+    PILImage.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 4), dtype=np.uint8), "RGBA").save(png)
+    files.insert(2, png)
+    assert [texture_batch._small_file(str(p)) for p in files] == [False, True, False, False, True, True]
     texs = load_textures(files, device, workers=2)
     try:
         for p, t in zip(files, texs):
@@ -130,12 +129,14 @@ def test_small_files_prepared_inline_and_large_on_workers_give_load_texture_resu
     finally:
         for t in texs:
             t.release()
-    bad = tmp_path / "bad.png"
-    bad.write_bytes(b"\x89PNG not really")
+    data = (root / "output_3D_zstd.ktx2").read_bytes()
+    bad = tmp_path / "cut.ktx2"
+    bad.write_bytes(data[:-100])
+    assert texture_batch._small_file(str(bad))
     before = state(device)
     with pytest.raises(FormatError) as err:
-        load_textures([files[0], bad, files[1]], device, workers=2)
-    assert "bad.png" in str(err.value)
+        load_textures([files[1], files[0], bad, files[4]], device, workers=2)
+    assert "cut.ktx2" in str(err.value)
     device.wait_idle()
     device.context.lifetime.collect()
     assert state(device) == before

@@ -3,8 +3,8 @@ order on the calling thread.
 
 - Workers run :meth:`TextureCacher.read_file` (one header parse) and :meth:`TextureCacher.prepare` (Zstandard,
   zlib, Pillow and etcpak release the GIL; texture2ddecoder does not) into one payload per texture. A worker skips
-  the preparation of content that is already cached, or that another file of the batch prepares. Files of at most
-  ``INLINE_BYTES`` are read and prepared on the calling thread instead, in order, ``INLINE_WINDOW`` ahead: their
+  the preparation of content that is already cached, or that another file of the batch prepares. KTX2 files of at
+  most ``INLINE_BYTES`` are read and prepared on the calling thread instead, in order, ``INLINE_WINDOW`` ahead: their
   GIL-free work is shorter than the GIL hand-overs between cores that passing them to a worker and back costs.
 - The calling thread takes the results in the order of the requests (a window of ``4 x workers`` files ahead, so the
   memory held by prepared payloads stays bounded), creates each image and enqueues its levels; the payload is copied
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 FLUSH_BYTES = 16 << 20  # pending upload bytes that make the batch loader submit (the GPU starts while CPUs prepare)
 GROUP = 64  # most files built and handed out in one cacher call
-#: files up to this size are read and prepared on the calling thread, in order, not handed to a worker: their
+#: KTX2 files up to this size are read and prepared on the calling thread, in order, not handed to a worker: their
 #: GIL-free work (a read, inflating ~100 µs of levels) is shorter than what passing them to a thread and back costs
 #: (every short C call a GIL hand-over between cores: on the 2-core lavapipe VM 500 256² BC7 files took 0.25-0.31 s
 #: on two workers, 0.16 s on the calling thread alone)
@@ -78,8 +78,9 @@ class _Claims:
 
 
 def _small_file(path: str) -> bool:
-    """Whether ``path`` is a plain file of at most ``INLINE_BYTES`` (prepared on the calling thread)."""
-    if "[" in path:
+    """Whether ``path`` is a plain KTX2 file of at most ``INLINE_BYTES`` (prepared on the calling thread; PNG/JPEG
+    go to the workers: a small file can still be a large image to decode and compress, GIL-free)."""
+    if "[" in path or not path.lower().endswith(".ktx2"):
         return False
     try:
         return os.stat(path).st_size <= INLINE_BYTES
