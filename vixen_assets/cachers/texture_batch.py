@@ -11,7 +11,8 @@ order on the calling thread.
   once, into staging. Consecutive files whose workers already staged them (or that are cached) are built and handed
   out as one group (``hand_out_many``: one lock, one allocation group, one build call); a file that may still fail
   on its data goes alone, so ``errors="collect"`` names the right file. Uploads are submitted whenever ``FLUSH_BYTES`` are pending (the copies of one batch overlap the
-  preparation of the next; the staging quota bounds the rest) and once at the end; the call returns after the GPU
+  preparation of the next; the staging quota bounds the rest), whenever the calling thread is about to wait for a
+  worker with ``WAIT_FLUSH_BYTES`` pending, and once at the end; the call returns after the GPU
   finished them.
 - ``errors="raise"``: the first failing file (in request order) raises its ``FormatError`` naming it; every
   reference the call took is given back and every entry it built is destroyed: nothing of the batch stays
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 
 FLUSH_BYTES = 16 << 20  # pending upload bytes that make the batch loader submit (the GPU starts while CPUs prepare)
 GROUP = 64  # most files built and handed out in one cacher call
+#: pending upload bytes that are submitted when the calling thread is about to wait for a worker (large textures:
+#: the GPU copies them meanwhile; a batch of small ones still goes up in one submission)
+WAIT_FLUSH_BYTES = 4 << 20
 #: KTX2 files up to this size are read and prepared on the calling thread, in order, not handed to a worker: their
 #: GIL-free work (a read, inflating ~100 µs of levels) is shorter than what passing them to a thread and back costs
 #: (every short C call a GIL hand-over between cores: on the 2-core lavapipe VM 500 256² BC7 files took 0.25-0.31 s
@@ -164,6 +168,10 @@ def load_many(cacher: TextureCacher, requests: Sequence[TextureRequest], *, work
                     break
                 ahead += 1
             src = None
+            if not futures[i].done() and up.pending_bytes >= WAIT_FLUSH_BYTES:
+                # about to wait for a worker: the GPU copies what is enqueued meanwhile (three 2048² BC7 files,
+                # 17 MB, stayed under FLUSH_BYTES and were all copied after the last was ready: a 10 ms tail)
+                up.flush()
             try:
                 src = futures.pop(i).result()
                 key = cacher.key_for(src)
