@@ -30,7 +30,7 @@ read-back blocks. The bar (forge3d O3): 30-70% less memory at PSNR > 35 dB; a ro
 at PSNR > 35 dB (BC7 saves 75% and BC1 87.5% of RGBA8 by construction, beyond the band's top, which is reported).
 
 Usage: ``python benchmarks/bench_textures.py [--quick] [--size N] [--files N] [--small-files N] [--small-size N]
-[--workers N] [--repeat N] [--device I] [--json PATH]`` (default JSON:
+[--workers N] [--repeat N] [--profile PATH] [--device I] [--json PATH]`` (default JSON:
 ``benchmarks/results/textures-<device>[-quick].json``).
 """
 
@@ -268,6 +268,25 @@ def time_batch(dev: Any, paths: list[Path], workers: int | None) -> tuple[float,
     return secs, texs
 
 
+def profile_batch(dev: Any, paths: list[Path], workers: int | None, out: Path) -> None:
+    """One more (untimed) ``load_textures`` call under ``cProfile`` (the calling thread; small files are prepared
+    there too), its statistics written to ``out`` (``python -m pstats out``) and the top entries printed."""
+    import cProfile
+    import pstats
+
+    _fresh(dev)
+    prof = cProfile.Profile()
+    prof.enable()
+    texs = load_textures(paths, dev, workers=workers)
+    prof.disable()
+    for t in texs:
+        t.release()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    prof.dump_stats(str(out))
+    print(f"  profile of load_textures on {len(paths)} files -> {out}", flush=True)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+
+
 def upload_only(dev: Any, texs: list[Any]) -> float:
     """The GPU side alone: images of the same formats and extents created and filled from ready arrays (no file,
     no inflate, no decode) through the uploader, flushed and waited for."""
@@ -327,6 +346,8 @@ def throughput(dev: Any, args: argparse.Namespace, folder: Path) -> tuple[list[d
         gen_s = time.perf_counter() - t0
         secs, texs = best_of(lambda: time_loads(dev, paths), args.repeat)
         bsecs, btexs = best_of(lambda: time_batch(dev, paths, threads), args.repeat)
+        if args.profile is not None:
+            profile_batch(dev, paths, threads, args.profile.with_name(f"{args.profile.name}.{kind}"))
         assert [t.path_taken for t in btexs] == [t.path_taken for t in texs]
         path_taken = sorted({t.path_taken for t in texs})
         gpu_format = sorted({t.vk_format for t in texs})
@@ -510,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="load_textures workers and floor threads "
                     "(default: the CPU count)")
     ap.add_argument("--repeat", type=int, default=None, help="timed runs after a warm-up (default 3, quick 1)")
+    ap.add_argument("--profile", type=Path, default=None, help="also run one load_textures call per set under "
+                    "cProfile, written to PROFILE.<set> (untimed)")
     ap.add_argument("--device", default=None, help="device index or name substring (default: VIXEN_DEVICE or 0)")
     ap.add_argument("--json", type=Path, default=None,
                     help="output path (default benchmarks/results/textures-<device>[-quick].json)")

@@ -53,7 +53,9 @@ from ..memory.images import (
     USAGE_TRANSFER_DST,
     USAGE_TRANSFER_SRC,
     Image,
+    ImageSpec,
     check_image_parameters,
+    create_images,
     format_supported,
 )
 from ..transfer.image_regions import level_copies, mip_extent
@@ -437,45 +439,58 @@ class TextureCacher(TypedCacher[TextureSource, GpuTexture]):
             raise UnsupportedFormatError(str(exc), path=path, field=exc.option or None) from None
 
     def build(self, sources: Sequence[TextureSource], group: AllocationGroup) -> list[GpuTexture]:
-        """Create each image and enqueue its uploads (sources not yet prepared are prepared here)."""
-        return [self._build_one(src, group) for src in sources]
+        """Create the images of ``sources`` and enqueue their uploads (sources not yet prepared are prepared here).
 
-    def _build_one(self, src: TextureSource, group: AllocationGroup) -> GpuTexture:
+        Every source is prepared and its levels checked first (a ``FormatError`` before any Vulkan call); then the
+        images are made in one :func:`~vixen_assets.memory.images.create_images` batch (parameters checked and the
+        budget charged for all, one ``vkBindImageMemory2``), adopted by ``group``, and their levels enqueued.
+        """
+        plans = [self._plan(src) for src in sources]
+        images = create_images(self.device.context, [spec for _p, spec, _c in plans])
+        for image in images:
+            group.adopt(image)
+        up = self.device.uploader
+        out = []
+        for src, (prep, _spec, copies), image in zip(sources, plans, images):
+            if copies is None:  # a worker wrote the levels straight into staging
+                assert prep.staged is not None
+                staged, prep.staged = prep.staged, None
+                up.enqueue_image_staged(image, staged)
+            else:
+                assert prep.payload is not None
+                up.enqueue_image(image, prep.payload, copies)  # every level in one call: packed into staging chunks
+            out.append(GpuTexture(self.key_for(src), image, format_info(prep.vk_format).name, prep.width,
+                                  prep.height, prep.depth, prep.levels, prep.layers, prep.faces, prep.path_taken,
+                                  src.path, prep.source_format, prep.extra))
+        return out
+
+    def _plan(self, src: TextureSource) -> tuple[PreparedTexture, ImageSpec, list[ImageCopy] | None]:
+        """Prepare ``src`` (warnings emitted), check its levels, and describe its image: ``(prepared, spec,
+        copies)``; ``copies`` is ``None`` when the levels are already in staging."""
         prep = self.prepare(src)
         for message in prep.warnings:
             warnings.warn(message, CompressionQualityWarning, stacklevel=6)
         w, h, d = prep.width, prep.height, prep.depth
-        info = format_info(prep.vk_format)
-        up = self.device.uploader
         label = os.path.basename(src.path.rstrip("]").split("[")[-1]) or src.digest[:12]
-        if prep.staged is not None:  # a worker wrote the levels straight into staging
-            image = Image(self.device.context, name=f"tex:{label}", vk_format=prep.vk_format, width=w, height=h,
-                          depth=d, levels=prep.levels, layers=prep.layers, faces=prep.faces,
-                          image_type=prep.image_type, category=self.name)
-            group.adopt(image)
-            staged, prep.staged = prep.staged, None
-            up.enqueue_image_staged(image, staged)
-            return GpuTexture(self.key_for(src), image, info.name, w, h, d, prep.levels, prep.layers, prep.faces,
-                              prep.path_taken, src.path, prep.source_format, prep.extra)
+        spec = ImageSpec(f"tex:{label}", prep.vk_format, w, h, d, prep.levels, prep.layers, prep.faces,
+                         prep.image_type, category=self.name)
+        if prep.staged is not None:
+            return prep, spec, None
         assert prep.payload is not None
+        info = format_info(prep.vk_format)
+        max_chunk = self.device.uploader.pool.max_chunk
         copies = []
         for level, off in enumerate(prep.level_offsets):
             lw, lh, ld = mip_extent(w, h, d, level)
             level_copy = level_copies(info, lw, lh, ld, level=level, base_layer=0, layer_count=prep.layers * prep.faces,
-                                      buffer_offset=off, max_bytes=up.pool.max_chunk)
+                                      buffer_offset=off, max_bytes=max_chunk)
             end = prep.level_offsets[level + 1] if level + 1 < prep.levels else prep.payload.size
             expected = sum(c.size for c in level_copy)
             if end - off < expected:
                 raise FormatError(f"level {level} holds {end - off} bytes, {expected} expected", path=src.path,
                                   field=f"levels[{level}]")
             copies.extend(level_copy)
-        image = Image(self.device.context, name=f"tex:{label}", vk_format=prep.vk_format, width=w, height=h,
-                      depth=d, levels=prep.levels, layers=prep.layers, faces=prep.faces, image_type=prep.image_type,
-                      category=self.name)
-        group.adopt(image)
-        up.enqueue_image(image, prep.payload, copies)  # every level in one call: packed into shared staging chunks
-        return GpuTexture(self.key_for(src), image, info.name, w, h, d, prep.levels, prep.layers, prep.faces,
-                          prep.path_taken, src.path, prep.source_format, prep.extra)
+        return prep, spec, copies
 
     def entry_nbytes(self, entry: GpuTexture) -> int:
         """Bytes of the image."""

@@ -2,14 +2,17 @@
 order on the calling thread.
 
 - Workers run :meth:`TextureCacher.read_file` (one header parse) and :meth:`TextureCacher.prepare` (Zstandard,
-  zlib, texture2ddecoder, Pillow and etcpak all release the GIL) into one payload per texture. A worker skips the
-  preparation of content that is already cached, or that another file of the batch prepares.
+  zlib, Pillow and etcpak release the GIL; texture2ddecoder does not) into one payload per texture. A worker skips
+  the preparation of content that is already cached, or that another file of the batch prepares. KTX2 files of at
+  most ``INLINE_BYTES`` are read and prepared on the calling thread instead, in order, ``INLINE_WINDOW`` ahead: their
+  GIL-free work is shorter than the GIL hand-overs between cores that passing them to a worker and back costs.
 - The calling thread takes the results in the order of the requests (a window of ``4 x workers`` files ahead, so the
   memory held by prepared payloads stays bounded), creates each image and enqueues its levels; the payload is copied
   once, into staging. Consecutive files whose workers already staged them (or that are cached) are built and handed
   out as one group (``hand_out_many``: one lock, one allocation group, one build call); a file that may still fail
   on its data goes alone, so ``errors="collect"`` names the right file. Uploads are submitted whenever ``FLUSH_BYTES`` are pending (the copies of one batch overlap the
-  preparation of the next; the staging quota bounds the rest) and once at the end; the call returns after the GPU
+  preparation of the next; the staging quota bounds the rest), whenever the calling thread is about to wait for a
+  worker with ``WAIT_FLUSH_BYTES`` pending, and once at the end; the call returns after the GPU
   finished them.
 - ``errors="raise"``: the first failing file (in request order) raises its ``FormatError`` naming it; every
   reference the call took is given back and every entry it built is destroyed: nothing of the batch stays
@@ -34,6 +37,15 @@ if TYPE_CHECKING:
 
 FLUSH_BYTES = 16 << 20  # pending upload bytes that make the batch loader submit (the GPU starts while CPUs prepare)
 GROUP = 64  # most files built and handed out in one cacher call
+#: pending upload bytes that are submitted when the calling thread is about to wait for a worker (large textures:
+#: the GPU copies them meanwhile; a batch of small ones still goes up in one submission)
+WAIT_FLUSH_BYTES = 4 << 20
+#: KTX2 files up to this size are read and prepared on the calling thread, in order, not handed to a worker: their
+#: GIL-free work (a read, inflating ~100 µs of levels) is shorter than what passing them to a thread and back costs
+#: (every short C call a GIL hand-over between cores: on the 2-core lavapipe VM 500 256² BC7 files took 0.25-0.31 s
+#: on two workers, 0.16 s on the calling thread alone)
+INLINE_BYTES = 256 << 10
+INLINE_WINDOW = 32  # files prepared inline ahead of the hand-out (a group; their staging is bounded by the lender)
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -67,6 +79,28 @@ class _Claims:
                 return False
             self._keys.add(key)
             return True
+
+
+def _small_file(path: str) -> bool:
+    """Whether ``path`` is a plain KTX2 file of at most ``INLINE_BYTES`` (prepared on the calling thread; PNG/JPEG
+    go to the workers: a small file can still be a large image to decode and compress, GIL-free)."""
+    if "[" in path or not path.lower().endswith(".ktx2"):
+        return False
+    try:
+        return os.stat(path).st_size <= INLINE_BYTES
+    except OSError:
+        return True  # missing: the calling thread raises the FormatError at once
+
+
+def _inline(cacher: TextureCacher, req: TextureRequest, claims: _Claims,
+            lender: StagingLender | None) -> Future[TextureSource]:
+    """:func:`_read_and_prepare` on the calling thread, as a finished future."""
+    fut: Future[TextureSource] = Future()
+    try:
+        fut.set_result(_read_and_prepare(cacher, req, claims, lender))
+    except Exception as exc:  # raised again where the result is taken, as a worker's would be
+        fut.set_exception(exc)
+    return fut
 
 
 def _read_and_prepare(cacher: TextureCacher, req: TextureRequest, claims: _Claims,
@@ -104,7 +138,8 @@ def load_many(cacher: TextureCacher, requests: Sequence[TextureRequest], *, work
     if not n:
         return out
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-    window = 4 * workers
+    window = 4 * workers  # files the workers prepare ahead (bounds the memory prepared payloads hold)
+    reach = max(window, INLINE_WINDOW)
     claims = _Claims()
     taken: list[tuple[str, Any]] = []  # (key, entry) of every reference this call took
     built: list[str] = []  # keys this call built (destroyed again on failure)
@@ -115,14 +150,28 @@ def load_many(cacher: TextureCacher, requests: Sequence[TextureRequest], *, work
     futures: dict[int, Future[TextureSource]] = {}
     src: TextureSource | None = None
     group: list[TextureSource] = []  # sources taken for one hand-out that have not been handed out yet
+    # which files go inline: asked of the file system before any worker runs (a stat between two GIL-holding
+    # decodes waited up to 4 ms for the GIL)
+    smalls = [_small_file(r.path) for r in requests]
     ahead = 0
     i = 0
     try:
         while i < n:
-            while ahead < n and ahead < i + window:
-                futures[ahead] = pool.submit(_read_and_prepare, cacher, requests[ahead], claims, lender)
+            while ahead < n and ahead < i + reach:
+                req = requests[ahead]
+                small = smalls[ahead]
+                if small and ahead < i + INLINE_WINDOW:
+                    futures[ahead] = _inline(cacher, req, claims, lender)
+                elif not small and ahead < i + window:
+                    futures[ahead] = pool.submit(_read_and_prepare, cacher, req, claims, lender)
+                else:
+                    break
                 ahead += 1
             src = None
+            if not futures[i].done() and up.pending_bytes >= WAIT_FLUSH_BYTES:
+                # about to wait for a worker: the GPU copies what is enqueued meanwhile (three 2048² BC7 files,
+                # 17 MB, stayed under FLUSH_BYTES and were all copied after the last was ready: a 10 ms tail)
+                up.flush()
             try:
                 src = futures.pop(i).result()
                 key = cacher.key_for(src)

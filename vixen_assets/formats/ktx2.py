@@ -212,6 +212,7 @@ class Ktx2File:
     _data: bytes = field(repr=False)
     _block: FormatInfo | None = field(repr=False)
     _cache: tuple[int, bytes] | None = field(default=None, repr=False)
+    _declared: int | None = field(default=None, repr=False)  # ``declared_bytes()``, computed by the parser
 
     def __repr__(self) -> str:
         name = self.format.name if self.format else self.transcode_codec
@@ -283,6 +284,8 @@ class Ktx2File:
         """Bytes of every level together once supercompression is undone, as the header declares them (what
         inflating the file takes in memory and what a native upload takes on the GPU), computed without inflating.
         BasisLZ files (no declared size) count 16 bytes per 4x4 block, the transcoded size."""
+        if self._declared is not None:
+            return self._declared
         if self._block is None:
             return sum(level_size(_UASTC, lv.width, lv.height, lv.depth) for lv in self.levels) * \
                 self.images_per_level
@@ -380,7 +383,9 @@ class Ktx2File:
             return
         done = 0
         try:
-            with dctx.stream_reader(raw, read_across_frames=False) as reader:
+            # the whole frame handed over at once (read_size): with the default 128 KiB input steps a 4 MiB BC7
+            # level inflated in 9.1 ms, with one step in 6.7 ms, and two threads then run 1.7x as fast as one
+            with dctx.stream_reader(raw, read_size=max(1, len(raw)), read_across_frames=False) as reader:
                 while done < expected:
                     n = reader.readinto(out[done:])
                     if not n:
@@ -526,19 +531,39 @@ class _Parser:
         n_levels = max(1, level_count)
         self.span(80, 24 * n_levels, "levelIndex")
         index = Ktx2Index(dfd_off, dfd_len, kvd_off, kvd_len, sgd_off, sgd_len)
-        dfd = self.parse_dfd(dfd_off, dfd_len)
-        info, block = self.resolve_format(vk_format, type_size, scheme, dfd)
-        self.check_dfd(dfd, info, scheme)
+        # a DFD (and KVD) seen before with the same format fields passed every check below then: the parsed,
+        # immutable results are reused (hundreds of files written by one tool share them; ~15 µs a file)
+        dfd_key = (data[dfd_off:dfd_off + dfd_len], vk_format, type_size, scheme)
+        seen = _SEEN_DFDS.get(dfd_key) if dfd_len >= 28 and dfd_off + dfd_len <= len(data) else None
+        if seen is None:
+            dfd = self.parse_dfd(dfd_off, dfd_len)
+            info, block = self.resolve_format(vk_format, type_size, scheme, dfd)
+            self.check_dfd(dfd, info, scheme)
+            _remember(_SEEN_DFDS, dfd_key, (dfd, info, block))
+        else:
+            dfd, info, block = seen
         self.span(kvd_off, kvd_len, "kvdByteOffset")
-        kvd = self.parse_kvd(kvd_off, kvd_len)
+        kvd_bytes = data[kvd_off:kvd_off + kvd_len]
+        seen_kvd = _SEEN_KVDS.get(kvd_bytes) if kvd_len <= 4096 else None
+        if seen_kvd is None:
+            kvd = self.parse_kvd(kvd_off, kvd_len)
+            if kvd_len <= 4096:
+                _remember(_SEEN_KVDS, kvd_bytes, dict(kvd))
+        else:
+            kvd = dict(seen_kvd)  # a copy: the file's dict is its own
         self.span(sgd_off, sgd_len, "sgdByteOffset")
         if scheme != 1 and sgd_len:
             raise self.fail(f"{SUPERCOMPRESSION_NAMES[scheme]} files carry no supercompression global data",
                             "sgdByteLength")
-        extents = [(max(1, width >> i), max(1, height >> i), max(1, depth >> i)) for i in range(n_levels)]
         images = max(1, layers) * faces
         sizing = block or _UASTC
-        per_image = [level_size(sizing, *e) for e in extents]  # once per level (the checks below reuse them)
+        shape_key = (width, height, depth, n_levels, sizing)
+        shape = _SEEN_SHAPES.get(shape_key)
+        if shape is None:  # the level extents and sizes of one shape, computed once (the checks below reuse them)
+            extents = tuple((max(1, width >> i), max(1, height >> i), max(1, depth >> i)) for i in range(n_levels))
+            shape = (extents, tuple(level_size(sizing, *e) for e in extents))
+            _remember(_SEEN_SHAPES, shape_key, shape)
+        extents, per_image = shape
         total = sum(per_image) * images
         if total > self.max_bytes:
             raise self.fail(f"{width}x{height}x{depth} texels x {images} images x {n_levels} levels make {total} "
@@ -558,7 +583,7 @@ class _Parser:
         if scheme == 1:
             self.check_basislz_sgd(sgd, levels, images)
         return Ktx2File(self.path, vk_format, type_size, width, height, depth, layers, faces, level_count, scheme,
-                        index, dfd, kvd, sgd, levels, info, self.max_bytes, data, block)
+                        index, dfd, kvd, sgd, levels, info, self.max_bytes, data, block, _declared=total)
 
     def check_header(self, vk_format: int, width: int, height: int, depth: int, layers: int, faces: int,
                      level_count: int, scheme: int) -> None:
@@ -714,6 +739,15 @@ class _Parser:
             raise self.fail(f"{ulen} bytes is outside 1..{self.max_bytes}", f"{where}.uncompressedByteLength")
 
     def check_overlaps(self, regions: list[tuple[int, int, str]], levels: list[Ktx2Level]) -> None:
+        spans = sorted([(a, b) for a, b, _n in regions if b > a]
+                       + [(lv.byte_offset, lv.byte_offset + lv.byte_length) for lv in levels])
+        end = 0
+        for a, b in spans:  # one sorted pass finds whether any two overlap; the pairwise search below names them
+            if a < end:
+                break
+            end = max(end, b)
+        else:
+            return
         fixed = [r for r in regions if r[1] > r[0]]
         for a in range(len(fixed)):
             for b in range(a + 1, len(fixed)):
@@ -754,6 +788,19 @@ class _Parser:
 
 SMALL_LEVEL = 256 << 10  # levels up to this inflate in one call, then one copy (see ``Ktx2File.level_into``)
 _local = threading.local()
+
+#: DFDs that passed (with the header's format fields) -> (dfd, format, block); KVD bytes -> parsed entries
+_SEEN_DFDS: dict[tuple[bytes, int, int, int], tuple[Ktx2Dfd, FormatInfo | None, FormatInfo | None]] = {}
+_SEEN_KVDS: dict[bytes, dict[str, bytes]] = {}
+#: (width, height, depth, levels, block format) -> (level extents, bytes of one image per level)
+_SEEN_SHAPES: dict[tuple[int, int, int, int, FormatInfo], tuple[tuple[tuple[int, int, int], ...], tuple[int, ...]]] = {}
+
+
+def _remember(table: dict[Any, Any], key: Any, value: Any) -> None:
+    """Store ``key -> value`` in a bounded table (cleared at 256 entries; thread-safe under the GIL)."""
+    if len(table) >= 256:
+        table.clear()
+    table[key] = value
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:

@@ -35,7 +35,7 @@ class GpuContext:
     """The memory layer's view of one device; build it with the device (``Device.context`` exposes it)."""
 
     __slots__ = ("logical", "info", "physical", "budget", "allocator", "suballocator", "buffers", "lifetime",
-                 "registry", "tracker", "command_pool", "_flushes")
+                 "registry", "tracker", "command_pool", "_flushes", "image_checks")
 
     def __init__(self, *, logical: LogicalDevice, info: DeviceInfo, physical: Any, budget: BudgetManager,
                  allocator: BudgetedAllocator, suballocator: Suballocator, buffers: BufferFactory,
@@ -67,6 +67,9 @@ class GpuContext:
         self.tracker = tracker
         self.command_pool = command_pool
         self._flushes: list[PendingFlush] = []
+        #: image parameters that passed ``memory.images.check_image_parameters`` -> the bytes they imply (the
+        #: limits and format support of a device never change; a batch of 500 textures of one shape asks once)
+        self.image_checks: dict[tuple[int, ...], int] = {}
         self._wire_buffers()
 
     def _wire_buffers(self) -> None:

@@ -1,5 +1,8 @@
 """Tracked images: ``Image`` (a ``VkImage`` bound to a suballocated range) and how it is created and read back.
 
+``create_images`` makes several at once (the checks and the budget charge for all before the first
+``vkCreateImage``, one ``vkBindImageMemory2``; all or nothing), as the texture cacher's batches do.
+
 Images are *optimal* resources for ``bufferImageGranularity``: the TLSF allocator gives them whole granularity
 pages (see ``tlsf.py``), so they never share a page with a buffer. Every image is created with
 ``SAMPLED | TRANSFER_DST | TRANSFER_SRC`` so it can be uploaded to and read back.
@@ -7,7 +10,8 @@ pages (see ``tlsf.py``), so they never share a page with a buffer. Every image i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import ConfigError, DeviceClosedError, UnsupportedFeatureError, UnsupportedFormatError
 from ..vk import images as vki
@@ -28,6 +32,7 @@ FEATURE_TRANSFER_DST = FormatFeature.TRANSFER_DST
 LAYOUT_UNDEFINED = ImageLayout.UNDEFINED
 LAYOUT_SHADER_READ = ImageLayout.SHADER_READ_ONLY
 IMAGE_1D, IMAGE_2D, IMAGE_3D = ImageType.TYPE_1D, ImageType.TYPE_2D, ImageType.TYPE_3D
+_INT_TYPES = frozenset((int, ImageType, ImageUsage))  # parameter types a remembered check is reused for
 
 
 class Image(TrackedResource):
@@ -37,6 +42,14 @@ class Image(TrackedResource):
                  levels: int = 1, layers: int = 1, faces: int = 1, image_type: int | None = None,
                  usage: int = USAGE_SAMPLED | USAGE_TRANSFER_DST | USAGE_TRANSFER_SRC, category: str = "default") -> None:
         """Create and bind the image (budget charged first; nothing left behind on failure)."""
+        self._describe(name, vk_format, width, height, depth, levels, layers, faces, image_type, usage, category)
+        _create_and_bind(ctx, [self])
+
+    def _describe(self, name: str, vk_format: int, width: int, height: int, depth: int, levels: int, layers: int,
+                  faces: int, image_type: int | None, usage: int, category: str) -> None:
+        """Set the fields (no Vulkan object yet: :func:`_create_and_bind` makes them)."""
+        self.name = name
+        self.category = category
         self.vk_format = vk_format
         self.width, self.height, self.depth = width, height, depth
         self.levels = levels
@@ -53,32 +66,8 @@ class Image(TrackedResource):
         self.generation = 1
         #: ``False`` keeps ``Device.defragment()`` from moving it (e.g. a view of it lives on where nobody re-creates it)
         self.movable = True
-        dev = ctx.logical
-        usage = self.usage
-        estimate = check_image_parameters(ctx, name, vk_format=vk_format, image_type=self.image_type, width=width,
-                                          height=height, depth=depth, levels=levels, layers=layers, faces=faces,
-                                          usage=usage)
-        # the budget is charged before vkCreateImage (with the size the format implies); the driver's exact
-        # requirement replaces that charge once the image exists
-        ctx.budget.reserve(estimate, category=category)
-        try:
-            self.handle = vki.create_image(dev, image_type=self.image_type, vk_format=vk_format, width=width,
-                                           height=height, depth=depth, levels=levels, layers=self.layers,
-                                           usage=usage, cube=faces == 6)
-        finally:
-            ctx.budget.release(estimate, category=category)
+        self.handle: Any = None
         self._alloc: Allocation | None = None
-        try:
-            size, align, bits = vki.image_requirements(dev, self.handle)
-            type_index = ctx.memory_type(bits, "device_local")
-            self._alloc = ctx.allocator.allocate(size, align, type_index, category=category, type_bits=bits, kind=1)
-            vki.bind_image(dev, self.handle, self._alloc.block.memory, self._alloc.offset)
-        except BaseException:
-            if self._alloc is not None:
-                ctx.allocator.free(self._alloc)
-            vki.destroy_image(dev, self.handle)
-            raise
-        self._track(ctx, name)
 
     @property
     def nbytes(self) -> int:
@@ -102,6 +91,97 @@ class Image(TrackedResource):
     def __repr__(self) -> str:
         return (f'<Image "{self.name}" {self.width}x{self.height}x{self.depth} levels={self.levels} '
                 f"layers={self.layers} format={self.vk_format}>")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """The parameters of one image of :func:`create_images` (those of :class:`Image`)."""
+
+    name: str
+    vk_format: int
+    width: int
+    height: int = 1
+    depth: int = 1
+    levels: int = 1
+    layers: int = 1
+    faces: int = 1
+    image_type: int | None = None
+    usage: int = USAGE_SAMPLED | USAGE_TRANSFER_DST | USAGE_TRANSFER_SRC
+    category: str = "default"
+
+
+def create_images(ctx: GpuContext, specs: Sequence[ImageSpec]) -> list[Image]:
+    """Create and bind several images in one pass: what ``Image(...)`` does for each, with the fixed costs paid
+    once for the batch.
+
+    Every image's parameters are checked and the budget is charged for all of them before the first
+    ``vkCreateImage``; then each image is created and its memory requirements queried, its range suballocated from
+    the memory blocks (images take whole ``bufferImageGranularity`` pages, see ``tlsf.py``), and every image is
+    bound by one ``vkBindImageMemory2`` call. On any failure (a parameter, the budget, a Vulkan error) every image
+    created so far is destroyed and every range freed: nothing of the batch is left.
+
+    :param ctx: the device's context.
+    :param specs: the images.
+    :returns: one live :class:`Image` per spec, in order.
+    :raises ConfigError: a parameter breaks a Vulkan rule (naming the image).
+    :raises UnsupportedFeatureError: the device's limits or format support do not allow an image.
+    :raises BudgetExceededError: the images do not fit the budget.
+    """
+    images = []
+    for s in specs:
+        img = Image.__new__(Image)
+        img._describe(s.name, s.vk_format, s.width, s.height, s.depth, s.levels, s.layers, s.faces, s.image_type,
+                      s.usage, s.category)
+        images.append(img)
+    _create_and_bind(ctx, images)
+    return images
+
+
+def _create_and_bind(ctx: GpuContext, images: Sequence[Image]) -> None:
+    """Check, charge, create, suballocate and bind ``images`` (described, not yet created); all or nothing."""
+    if not images:
+        return
+    estimates: dict[str, int] = {}
+    for img in images:
+        est = check_image_parameters(ctx, img.name, vk_format=img.vk_format, image_type=img.image_type,
+                                     width=img.width, height=img.height, depth=img.depth, levels=img.levels,
+                                     layers=img.array_layers, faces=img.faces, usage=img.usage)
+        estimates[img.category] = estimates.get(img.category, 0) + est
+    dev = ctx.logical
+    created: list[Image] = []
+    try:
+        # the budget is charged before vkCreateImage (with the size the formats imply); the driver's exact
+        # requirements replace that charge once the images exist
+        charged: list[tuple[int, int, str]] = []
+        try:
+            for category, est in estimates.items():
+                charged.append((est, ctx.budget.reserve(est, category=category), category))
+            for img in images:
+                img.handle = vki.create_image(dev, image_type=img.image_type, vk_format=img.vk_format,
+                                              width=img.width, height=img.height, depth=img.depth, levels=img.levels,
+                                              layers=img.layers, usage=img.usage, cube=img.faces == 6)
+                created.append(img)
+        finally:
+            for est, heap, category in charged:
+                ctx.budget.release(est, heap=heap, category=category)
+        binds = []
+        for img in images:
+            size, align, bits = vki.image_requirements(dev, img.handle)
+            type_index = ctx.memory_type(bits, "device_local")
+            alloc = img._alloc = ctx.allocator.allocate(size, align, type_index, category=img.category,
+                                                        type_bits=bits, kind=1)
+            binds.append((img.handle, alloc.block.memory, alloc.offset))
+        vki.bind_images(dev, binds)
+    except BaseException:
+        for img in created:
+            if img._alloc is not None:
+                ctx.allocator.free(img._alloc)
+                img._alloc = None
+            vki.destroy_image(dev, img.handle)
+            img.handle = None
+        raise
+    for img in images:
+        img._track(ctx, img.name)
 
 
 def format_supported(ctx: GpuContext, vk_format: int, *, image_type: int = IMAGE_2D, cube: bool = False, width: int = 1,
@@ -158,12 +238,17 @@ def check_image_parameters(ctx: GpuContext, name: str, *, vk_format: int, image_
     :param layers: array layers (before multiplying by faces).
     :param faces: 1, or 6 for a cube map.
     :param usage: ``VkImageUsageFlags``.
-    :returns: the bytes the texels take (:func:`image_bytes`), for the budget charge.
+    :returns: the bytes the texels take (:func:`image_bytes`), for the budget charge. Parameters that passed are
+        remembered on ``ctx`` (``image_checks``): asking again costs a dictionary look-up, no Vulkan query.
     :raises ConfigError: a parameter breaks a Vulkan rule (an empty extent, a 3D array, more levels than the extent
         has, a non-square cube); the message names the image and the parameter.
     :raises UnsupportedFeatureError: the device's limits or format support do not allow the image.
     :raises UnsupportedFormatError: the format is unknown.
     """
+    asked = (vk_format, image_type, width, height, depth, levels, layers, faces, usage)
+    known = ctx.image_checks.get(asked)
+    if known is not None and set(map(type, asked)) <= _INT_TYPES:
+        return known  # passed before (a bool or float equal to a checked int still takes the checks below)
     from ..formats.vkformat import format_info
     from ..vk.physical import format_properties
 
@@ -226,4 +311,8 @@ def check_image_parameters(ctx: GpuContext, name: str, *, vk_format: int, image_
         raise UnsupportedFeatureError(f"{where}: {info.name} {width}x{height}x{depth}, {levels} levels, "
                                       f"{layers * faces} layers is beyond what the device's image format properties "
                                       "allow", feature=info.name)
-    return image_bytes(vk_format, width, height, depth, levels, layers * faces)
+    nbytes = image_bytes(vk_format, width, height, depth, levels, layers * faces)
+    if len(ctx.image_checks) >= 4096:  # bounded: a long-lived device sees a handful of shapes, not thousands
+        ctx.image_checks.clear()
+    ctx.image_checks[asked] = nbytes
+    return nbytes

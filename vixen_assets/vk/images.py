@@ -69,6 +69,25 @@ def bind_image(dev: LogicalDevice, image: Any, memory: Any, offset: int) -> None
     check(lib.vkBindImageMemory(dev.handle, image, memory, offset), "vkBindImageMemory")
 
 
+def bind_images(dev: LogicalDevice, binds: Sequence[tuple[Any, Any, int]]) -> None:
+    """Bind several images at once: one ``vkBindImageMemory2`` call for every ``(image, memory, offset)``."""
+    n = len(binds)
+    if not n:
+        return
+    if n == 1:
+        bind_image(dev, *binds[0])
+        return
+    infos = ffi.new("VkBindImageMemoryInfo[]", n)
+    stype = vk.VK_STRUCTURE_TYPE_BIND_IMAGE_MEMORY_INFO
+    for i, (image, memory, offset) in enumerate(binds):
+        b = infos[i]
+        b.sType = stype
+        b.image = image
+        b.memory = memory
+        b.memoryOffset = offset
+    check(lib.vkBindImageMemory2(dev.handle, n, infos), "vkBindImageMemory2")
+
+
 def image_format_supported(dev_physical: Any, vk_format: int, *, image_type: int, usage: int, cube: bool = False,
                            levels: int = 1, layers: int = 1, width: int = 1, height: int = 1, depth: int = 1) -> bool:
     """True when ``vkGetPhysicalDeviceImageFormatProperties`` accepts the format/type/usage and the extent fits."""
