@@ -114,6 +114,8 @@ class Bench:
         self.args = args
         # rebar=True only lets strategy="auto" use a resizable-BAR heap (the "direct ReBAR" rows of discrete GPUs)
         self.dev = open_device(args.device, validation=False, rebar=True)
+        # the uploader rows switch direct writes on and off; the API rows run with the uploader as opened
+        self.default_direct_writes = self.dev.uploader.direct_writes
         if args.auto_flush_mib is not None:  # tuning experiment: the uploader's auto-flush threshold
             uploader_module.AUTO_FLUSH_BYTES = args.auto_flush_mib * MiB
         if args.fill_slice_mib is not None:  # tuning experiment: bytes per staging fill task (default: a 4 MiB chunk)
@@ -257,6 +259,7 @@ class Bench:
         """``Device.create_and_upload`` with its default strategy, ``count`` buffers of ``piece`` bytes (each call
         waits for its upload), then destroyed."""
         dev, data = self.dev, self.data
+        dev.uploader.direct_writes = self.default_direct_writes  # the default API: the uploader as opened
         bufs: list[Any] = []
         try:
             gc.collect()
