@@ -70,6 +70,17 @@ def _fragmentation(device: Any) -> float:
     return 0.0 if free == 0 else 1.0 - largest / free
 
 
+def _evictions(device: Any) -> int:
+    """Entries every cacher of ``device`` has evicted so far."""
+    return sum(c.stats.evictions for c in device.cachers.values())
+
+
+def _empty_caches(device: Any) -> None:
+    """Evict every unreferenced entry of every cacher of ``device``."""
+    for cacher in list(device.cachers.values()):
+        cacher.evict()
+
+
 def soak(tmp: Path, seconds: float, seed: int = 0) -> dict[str, Any]:
     """Run the soak for ``seconds``; return its figures (the checks are the caller's).
 
@@ -117,19 +128,18 @@ def soak(tmp: Path, seconds: float, seed: int = 0) -> dict[str, Any]:
             step(assets)
             if "fragmentation_half" not in figures and time.monotonic() - start >= 0.3 * seconds:
                 figures["fragmentation_half"] = _fragmentation(dev)
-        evictions_mixed = sum(c.stats.evictions for c in dev.cachers.values())
+        evictions_mixed = _evictions(dev)
         for h in held:  # the application moves on to its working set: what it held of the mixed phase goes
             h.release()
         held.clear()
-        for cacher in list(dev.cachers.values()):  # and drops what it cached of it
-            cacher.evict()
+        _empty_caches(dev)  # and drops what it cached of it
         for kind, paths in working_set.items():  # warm the working set once
             for p in paths:
                 loader = {"stage": va.load_stage, "texture": va.load_texture, "vox": va.load_vox}[kind]
                 loader(p, dev).release()
         for _ in range(300):  # and the arenas and blocks the churn uses, until the working set has settled
             step(working_set)
-        evictions_before = sum(c.stats.evictions for c in dev.cachers.values())
+        evictions_before = _evictions(dev)
         steady_peak = 0
         with dev.phase("steady") as steady:
             steady_steps = 0
@@ -137,7 +147,7 @@ def soak(tmp: Path, seconds: float, seed: int = 0) -> dict[str, Any]:
                 step(working_set)
                 steady_steps += 1
                 steady_peak = max(steady_peak, dev.budget.used)
-        figures["steady_evictions"] = sum(c.stats.evictions for c in dev.cachers.values()) - evictions_before
+        figures["steady_evictions"] = _evictions(dev) - evictions_before
         figures["steady_peak"] = steady_peak
         for h in held:
             h.release()
@@ -149,8 +159,7 @@ def soak(tmp: Path, seconds: float, seed: int = 0) -> dict[str, Any]:
         stats = dev.budget.stats()
         figures.update(counts=counts, limit=dev.budget.limit, peak=dev.budget.peak, rejections=stats["rejections"],
                        seconds=seconds, evictions=evictions_mixed)
-        for cacher in list(dev.cachers.values()):
-            cacher.evict()
+        _empty_caches(dev)
         dev.uploader.drain()
         figures["left"] = {k: v["bytes"] for k, v in dev.budget.stats()["categories"].items()
                            if k != "staging" and v["bytes"]}
